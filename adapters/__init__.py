@@ -1,0 +1,1 @@
+"""Adapters that implement the engine's ports: SQLAlchemy, Kafka and in-memory fakes."""

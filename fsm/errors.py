@@ -1,0 +1,122 @@
+"""Exceptions of the engine: one base class, specific subclasses carrying their context."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from enum import Enum
+from typing import Any
+
+
+class FSMError(Exception):
+    """Base class of every error the engine raises."""
+
+
+class DefinitionError(FSMError):
+    """A machine's definition has problems; `problems` lists every one of them."""
+
+    def __init__(self, machine: str, problems: Sequence[str]) -> None:
+        self.machine = machine
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        count = len(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(f"machine {machine!r} has {count} {noun}:\n{lines}")
+
+
+class RunError(FSMError):
+    """An error raised by a running instance; names the machine, run and state."""
+
+    def __init__(self, message: str, *, machine: str, run_id: str, state: Hashable) -> None:
+        self.machine = machine
+        self.run_id = run_id
+        self.state = state
+        super().__init__(f"{message} (machine {machine!r}, run {run_id}, state {show(state)})")
+
+
+class RestoreError(FSMError):
+    """A stored run does not fit the machine's definition (unknown state, unknown row)."""
+
+    def __init__(self, message: str, *, machine: str, run_id: str) -> None:
+        self.machine = machine
+        self.run_id = run_id
+        super().__init__(f"cannot restore run {run_id} of machine {machine!r}: {message}")
+
+
+class InvalidEvent(RunError):
+    """The event has no row from the run's current state; `allowed` lists what it accepts."""
+
+    def __init__(
+        self,
+        event: object,
+        allowed: Sequence[Hashable],
+        *,
+        machine: str,
+        run_id: str,
+        state: Hashable,
+    ) -> None:
+        self.event = event
+        self.allowed = tuple(allowed)
+        names = ", ".join(show(a) for a in self.allowed) or "none (the run waits for nothing)"
+        super().__init__(
+            f"event {show(event)} is not allowed here; allowed: {names}",
+            machine=machine,
+            run_id=run_id,
+            state=state,
+        )
+
+
+class RunFinished(InvalidEvent):
+    """The run has reached a final state and accepts no more events."""
+
+
+class UnhandledOutcome(InvalidEvent):
+    """A state's action returned an outcome that no row from that state handles."""
+
+
+class GuardRejected(RunError):
+    """Rows matched the event but every guard refused it."""
+
+    def __init__(
+        self, event: object, guards: Sequence[str], *, machine: str, run_id: str, state: Hashable
+    ) -> None:
+        self.event = event
+        self.guards = tuple(guards)
+        super().__init__(
+            f"no row fired for {show(event)}: every guard refused ({', '.join(self.guards)})",
+            machine=machine,
+            run_id=run_id,
+            state=state,
+        )
+
+
+class CallbackError(RunError):
+    """An action, guard or listener raised; the run stays where it was. See `__cause__`."""
+
+    def __init__(
+        self, kind: str, name: str, error: BaseException, *, machine: str, run_id: str, state: Any
+    ) -> None:
+        self.kind = kind
+        self.name = name
+        self.error = error
+        super().__init__(
+            f"{kind} {name} raised {type(error).__name__}: {error}",
+            machine=machine,
+            run_id=run_id,
+            state=state,
+        )
+
+
+def show(value: object) -> str:
+    """How states, triggers and events are named in messages."""
+    if isinstance(value, type):
+        return value.__qualname__
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, Enum):
+        return f"{type(value).__name__}.{value.name}"
+    return repr(value)
+
+
+def callable_name(function: Callable[..., object]) -> str:
+    """An action's, guard's or listener's name as shown in messages and diagrams."""
+    return getattr(function, "__name__", None) or type(function).__name__

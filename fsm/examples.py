@@ -1,0 +1,56 @@
+"""Small example machines bundled for the quick start, the CLI and the documentation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fsm.definition import Machine, State
+
+ping: Machine[str] = Machine(
+    "ping",
+    states=[State("idle", initial=True), State("busy"), State("done", final=True)],
+    transitions=[
+        ("idle", "start", "busy"),
+        ("busy", "pause", "idle"),
+        ("busy", "finish", "done", lambda run: run.context.get("ok", True)),
+    ],
+)
+"""The two-state ping-pong of the README, with a guarded way out."""
+
+
+@dataclass(frozen=True)
+class Updated:
+    """The user's status was changed."""
+
+
+@dataclass(frozen=True)
+class UserNotFound:
+    """No user has that id."""
+
+    user_id: int
+
+
+def update_status(context: dict[str, Any]) -> Updated | UserNotFound:
+    """Change the status of a user held in the context (a stand-in for a real repository)."""
+    users: dict[str, str] = context.setdefault("users", {"1": "active"})
+    user_id = str(context.get("user_id", 1))
+    if user_id not in users:
+        return UserNotFound(int(user_id))
+    users[user_id] = context.get("new_status", "suspended")
+    return Updated()
+
+
+update: Machine[str] = Machine(
+    "update",
+    states=[
+        State("received", initial=True, action=update_status),
+        State("updated", final=True),
+        State("failed", final=True, failure=True),
+    ],
+    transitions=[
+        ("received", Updated, "updated"),
+        ("received", UserNotFound, "failed"),
+    ],
+)
+"""An action whose closed family of outcomes picks the next state by itself."""

@@ -1,0 +1,236 @@
+"""Definition-time checks: every problem of a table found and reported at once."""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections import deque
+from collections.abc import Hashable, Iterable
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from fsm.definition import Row, State
+from fsm.errors import callable_name, show
+
+if TYPE_CHECKING:
+    from fsm.definition import Machine, RowSpec
+
+
+def normalize_rows(specs: Iterable[RowSpec[Any]]) -> tuple[list[Row[Any]], list[str]]:
+    """Turn tuples into Rows; a malformed spec becomes a problem, not a crash."""
+    rows: list[Row[Any]] = []
+    problems: list[str] = []
+    for number, spec in enumerate(specs, 1):
+        if isinstance(spec, Row):
+            rows.append(spec)
+        elif isinstance(spec, tuple) and len(spec) in (3, 4):
+            rows.append(Row(*spec))
+        else:
+            problems.append(
+                f"row {number} is {spec!r}; a row is (source, trigger, target[, guard]) or a Row"
+            )
+    return rows, problems
+
+
+def validate(machine: Machine[Any]) -> list[str]:
+    """Every problem of the machine's definition, in a stable order."""
+    problems: list[str] = []
+    if not machine.name or not isinstance(machine.name, str):
+        problems.append(f"the machine's name is {machine.name!r}; give a non-empty string")
+    states = [s for s in machine.states if isinstance(s, State)]
+    problems += [
+        f"{s!r} is not a State; declare states as State(name, ...)"
+        for s in machine.states
+        if not isinstance(s, State)
+    ]
+    names: dict[Hashable, State[Any]] = {}
+    for state in states:
+        if state.name in names:
+            problems.append(f"state {show(state.name)} is declared twice")
+        names[state.name] = state
+    problems += _check_initial(states)
+    rows = _check_rows(machine.transitions, names, problems)
+    problems += _check_graph(states, rows)
+    problems += _check_shadowing(rows)
+    problems += _check_outcomes(states, rows)
+    return problems
+
+
+def _check_initial(states: list[State[Any]]) -> list[str]:
+    initial = [s for s in states if s.initial]
+    if not initial:
+        return ["no initial state; mark exactly one State(..., initial=True)"]
+    if len(initial) > 1:
+        listed = ", ".join(show(s.name) for s in initial)
+        return [f"several initial states ({listed}); mark exactly one"]
+    return []
+
+
+def _check_rows(
+    rows: tuple[Row[Any], ...], names: dict[Hashable, State[Any]], problems: list[str]
+) -> list[Row[Any]]:
+    """Report rows naming unknown states or with bad parts; return the usable rows."""
+    allowed = ", ".join(show(n) for n in names) or "none"
+    usable = []
+    for number, row in enumerate(rows, 1):
+        bad = False
+        for role, state in (("source", row.source), ("target", row.target)):
+            if _unhashable(state) or state not in names:
+                problems.append(
+                    f"row {number} {row.describe()}: unknown {role} state {show(state)}; "
+                    f"states: {allowed}"
+                )
+                bad = True
+        if _unhashable(row.trigger) or row.trigger is None:
+            problems.append(
+                f"row {number} {row.describe()}: trigger {row.trigger!r} is not usable; "
+                "a trigger is an event name, an Enum member or an outcome class"
+            )
+            bad = True
+        if row.guard is not None and not callable(row.guard):
+            problems.append(f"row {number} {row.describe()}: guard {row.guard!r} is not callable")
+            bad = True
+        if not bad:
+            usable.append(row)
+    return usable
+
+
+def _check_graph(states: list[State[Any]], rows: list[Row[Any]]) -> list[str]:
+    problems: list[str] = []
+    forward: dict[Hashable, set[Hashable]] = {s.name: set() for s in states}
+    backward: dict[Hashable, set[Hashable]] = {s.name: set() for s in states}
+    for row in rows:
+        forward[row.source].add(row.target)
+        backward[row.target].add(row.source)
+    for state in states:
+        if state.final and forward[state.name]:
+            problems.append(f"final state {show(state.name)} has outgoing rows; final means final")
+        if state.final and state.action is not None:
+            problems.append(
+                f"final state {show(state.name)} has action {callable_name(state.action)}; "
+                "a final state cannot follow an outcome"
+            )
+        if not state.final and not forward[state.name]:
+            problems.append(
+                f"state {show(state.name)} is not final and has no outgoing row; "
+                "add a row from it or mark it final=True"
+            )
+        if state.action is not None and not callable(state.action):
+            problems.append(f"state {show(state.name)}: action {state.action!r} is not callable")
+    initial = [s.name for s in states if s.initial]
+    if len(initial) == 1:
+        reached = _reach(initial, forward)
+        problems += [
+            f"state {show(s.name)} is unreachable from the initial state {show(initial[0])}"
+            for s in states
+            if s.name not in reached
+        ]
+    finals = [s.name for s in states if s.final]
+    if not finals:
+        problems.append("no final state; mark at least one State(..., final=True)")
+    else:
+        can_finish = _reach(finals, backward)
+        problems += [
+            f"state {show(s.name)} can never reach a final state (a loop with no way out)"
+            for s in states
+            if s.name not in can_finish and forward[s.name]
+        ]
+    return problems
+
+
+def _reach(starts: list[Hashable], edges: dict[Hashable, set[Hashable]]) -> set[Hashable]:
+    seen = set(starts)
+    queue = deque(starts)
+    while queue:
+        for nxt in edges[queue.popleft()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                queue.append(nxt)
+    return seen
+
+
+def _check_shadowing(rows: list[Row[Any]]) -> list[str]:
+    problems = []
+    unguarded: dict[tuple[Hashable, Hashable], Row[Any]] = {}
+    for row in rows:
+        key = (row.source, row.trigger)
+        earlier = unguarded.get(key)
+        if earlier is not None:
+            problems.append(
+                f"row {row.describe()} can never fire: the earlier row {earlier.describe()} "
+                "has no guard and always wins"
+            )
+        elif row.guard is None:
+            unguarded[key] = row
+    return problems
+
+
+def _check_outcomes(states: list[State[Any]], rows: list[Row[Any]]) -> list[str]:
+    """The sealed-class check: each member of an action's closed return family has a row."""
+    problems = []
+    for state in states:
+        if state.action is None or state.final or not callable(state.action):
+            continue
+        family = outcome_family(state.action)
+        if family is None:
+            continue
+        triggers = {row.trigger for row in rows if row.source == state.name}
+        missing = [m for m in family if not _handled(m, triggers)]
+        if missing:
+            listed = ", ".join(show(m) for m in missing)
+            problems.append(
+                f"state {show(state.name)}: action {callable_name(state.action)} can return "
+                f"{listed} but no row from {show(state.name)} handles it"
+            )
+    return problems
+
+
+def outcome_family(action: object) -> tuple[object, ...] | None:
+    """The closed family an action's return annotation names, or None if it names none."""
+    try:
+        hints = typing.get_type_hints(action)
+    except Exception:  # an annotation that does not resolve declares nothing we can check
+        return None
+    if "return" not in hints:
+        return None
+    return _members(hints["return"])
+
+
+def _members(annotation: Any) -> tuple[object, ...] | None:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        members: list[object] = []
+        for arg in typing.get_args(annotation):
+            members += _members(arg) or ()
+        return tuple(members) or None
+    if origin is typing.Literal:
+        return typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _members(typing.get_args(annotation)[0])
+    if annotation is None or annotation is type(None):
+        return (type(None),)
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return tuple(annotation)
+    if isinstance(annotation, type) and annotation.__module__ != "builtins":
+        return (annotation,)
+    return None  # Any, object, str, generics: open, nothing to prove
+
+
+def _handled(member: object, triggers: set[Hashable]) -> bool:
+    """True when some row catches `member`: itself, a base class, or all its subclasses."""
+    if isinstance(member, type):
+        if any(cls in triggers for cls in member.__mro__):
+            return True
+        subclasses: list[type] = member.__subclasses__()
+        return bool(subclasses) and all(_handled(sub, triggers) for sub in subclasses)
+    if not _unhashable(member) and member in triggers:
+        return True
+    return any(cls in triggers for cls in type(member).__mro__)
+
+
+def _unhashable(value: object) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return True
+    return False
