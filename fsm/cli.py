@@ -8,6 +8,7 @@ import json
 import sys
 from collections.abc import Callable, Hashable, Sequence
 from enum import Enum
+from importlib.metadata import entry_points
 from typing import Any
 
 from fsm.definition import Machine
@@ -15,8 +16,12 @@ from fsm.errors import DefinitionError, FSMError, show
 from fsm.runtime import Run
 
 
-class UsageError(Exception):
-    """A user mistake on the command line: printed as one line, exit status 2."""
+class UsageError(FSMError):
+    """A user mistake on the command line: printed as one line, exit status 2.
+
+    Commands registered through the `fsm.commands` entry point raise it (or any FSMError)
+    for bad input; `main` prints it as one line, never as a traceback.
+    """
 
 
 def load_machine(spec: str) -> Machine[Any]:
@@ -113,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("events", nargs="*", help="events to send in order")
     run.add_argument("--context", default="{}", help="the run's context as a JSON object")
     run.set_defaults(handler=_cmd_run)
+
+    # Integrations add their own commands (demo, relay, db) without fsm importing them.
+    for entry in entry_points(group="fsm.commands"):
+        register: Callable[[Any], None] = entry.load()
+        register(commands)
     return parser
 
 
@@ -125,6 +135,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DefinitionError as error:
         print(f"fsm: {error}", file=sys.stderr)
         return 1
-    except (UsageError, FSMError) as error:
+    except FSMError as error:
         print(f"fsm: error: {error}", file=sys.stderr)
         return 2
