@@ -1,0 +1,70 @@
+"""Fixtures of the flow tests: the flow wired on in-memory fakes with a hand-driven clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from adapters.memory import FakePublisher, FakeUserRepository, InMemoryUnitOfWork
+from userstatus.domain import User, UserStatus
+from userstatus.manager import UserStatusManager
+from userstatus.orchestrator import UserStatusUpdateOrchestrator
+from userstatus.publisher import UserUpdatePublisher
+
+
+class Clock:
+    """A clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        self.now += timedelta(seconds=seconds)
+
+    def sleep(self, seconds: float) -> None:
+        """A sleep that only moves the clock."""
+        self.advance(seconds)
+
+
+@dataclass
+class MemoryFlow:
+    """The flow on fakes, with every part reachable from the test."""
+
+    clock: Clock
+    users: FakeUserRepository
+    uow: InMemoryUnitOfWork
+    publisher: FakePublisher
+    orchestrator: UserStatusUpdateOrchestrator
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A hand-driven clock."""
+    return Clock()
+
+
+@pytest.fixture
+def flow(clock: Clock) -> Iterator[MemoryFlow]:
+    """Users 1 (active), 2 (suspended), 3 (closed) and 4 (pending) on fakes."""
+    users = FakeUserRepository(
+        [
+            User(1, UserStatus.ACTIVE),
+            User(2, UserStatus.SUSPENDED),
+            User(3, UserStatus.CLOSED),
+            User(4, UserStatus.PENDING_VERIFICATION),
+        ]
+    )
+    uow = InMemoryUnitOfWork(users=users)
+    uow.outbox.clock = clock
+    publisher = FakePublisher()
+    orchestrator = UserStatusUpdateOrchestrator(
+        UserStatusManager(users, clock=clock), UserUpdatePublisher(publisher), uow, clock=clock
+    )
+    yield MemoryFlow(clock, users, uow, publisher, orchestrator)

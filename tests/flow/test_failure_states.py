@@ -1,0 +1,270 @@
+"""Every failure state of the flow, reached on fakes, with what was (not) written."""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+
+from fsm.definition import Machine
+from fsm.errors import DefinitionError
+from fsm.validation import outcome_family
+from userstatus.domain import UpdateUserStatusPayload, UserStatus
+from userstatus.flow import FlowState, build_flow, machine
+from userstatus.outcomes import (
+    IllegalStatusChange,
+    PublishFailed,
+    PublishOutcome,
+    RelayOutcome,
+    StorageError,
+    UpdateOutcome,
+    UserNotFound,
+)
+from userstatus.relay import OutboxRelay, RelaySettings
+
+from .conftest import MemoryFlow
+
+S = UserStatus
+F = FlowState
+
+
+def perform(flow: MemoryFlow, user_id: int, status: UserStatus) -> typing.Any:
+    return flow.orchestrator.perform(UpdateUserStatusPayload(user_id, status))
+
+
+class TestDefinition:
+    def test_the_table_handles_every_outcome(self) -> None:
+        """Building the flow proves each action's closed family has rows."""
+        assert machine.name == "user_status_update"
+        failures = {s.name for s in machine.states if s.failure}
+        assert failures == {F.UPDATE_FAILED, F.PUBLISH_FAILED, F.DEAD_LETTERED}
+
+    def test_relay_outcomes_are_handled_from_publish_failed(self) -> None:
+        """Every outcome a relay attempt can have has a row out of publish_failed."""
+        family = outcome_family(OutboxRelay.attempt)
+        assert family is not None
+        assert set(family) == set(typing.get_args(RelayOutcome))
+        triggers = {row.trigger for row in machine.rows_from(F.PUBLISH_FAILED)}
+        assert set(family) <= triggers
+
+    def test_a_missing_row_fails_the_build(self) -> None:
+        """Dropping the StorageError row makes the machine refuse to build, naming it."""
+        rows = [r for r in machine.transitions if r.trigger is not StorageError]
+        with pytest.raises(DefinitionError, match="StorageError"):
+            Machine("broken", states=machine.states, transitions=rows)
+
+    def test_orchestrator_machine_has_the_same_table(self) -> None:
+        """The bound machine and the described one have the same rows."""
+        bound = build_flow(_Steps())
+        assert [(r.source, r.trigger, r.target) for r in bound.transitions] == [
+            (r.source, r.trigger, r.target) for r in machine.transitions
+        ]
+
+
+class _Steps:
+    def update_status(self, context: dict[str, typing.Any]) -> UpdateOutcome:
+        raise AssertionError
+
+    def publish_event(self, context: dict[str, typing.Any]) -> PublishOutcome:
+        raise AssertionError
+
+
+class TestUpdateFailed:
+    def test_user_not_found(self, flow: MemoryFlow) -> None:
+        """A missing user ends in update_failed with nothing written and no event."""
+        run = perform(flow, 99, S.ACTIVE)
+        assert run.state == F.UPDATE_FAILED
+        assert run.outcome == UserNotFound(99)
+        assert flow.users.saved == []
+        assert flow.uow.outbox.records == {}
+        assert flow.publisher.sent == []
+        assert flow.uow.runs.records[run.id].state == F.UPDATE_FAILED
+
+    def test_illegal_status_change(self, flow: MemoryFlow) -> None:
+        """Reopening a closed account is an outcome naming what is allowed, not an exception."""
+        run = perform(flow, 3, S.ACTIVE)
+        assert run.state == F.UPDATE_FAILED
+        assert run.outcome == IllegalStatusChange(3, S.CLOSED, S.ACTIVE, ())
+        assert flow.users.status_of(3) == S.CLOSED
+        assert flow.publisher.sent == []
+
+    def test_storage_error_on_save(self, flow: MemoryFlow) -> None:
+        """A repository that raises gives StorageError; nothing commits, no event."""
+        flow.users.fail_on_save = OSError("disk full")
+        run = perform(flow, 1, S.SUSPENDED)
+        assert run.state == F.UPDATE_FAILED
+        assert isinstance(run.outcome, StorageError)
+        assert "disk full" in run.outcome.error
+        assert flow.users.status_of(1) == S.ACTIVE
+        assert flow.uow.outbox.records == {}
+        assert flow.publisher.sent == []
+
+    def test_commit_fails(self, flow: MemoryFlow) -> None:
+        """A commit that fails leaves neither the status nor the event, and records the failure."""
+
+        flow.uow.fail_commit = RuntimeError("serialization failure")
+        original = flow.uow.commit
+
+        def commit_then_heal() -> None:
+            try:
+                original()
+            finally:
+                flow.uow.fail_commit = None
+
+        flow.uow.commit = commit_then_heal  # type: ignore[method-assign]
+        run = perform(flow, 1, S.SUSPENDED)
+        assert run.state == F.UPDATE_FAILED
+        assert isinstance(run.outcome, StorageError)
+        assert "serialization failure" in run.outcome.error
+        assert flow.users.status_of(1) == S.ACTIVE
+        assert flow.uow.outbox.records == {}
+        assert flow.publisher.sent == []
+        assert flow.uow.runs.records[run.id].state == F.UPDATE_FAILED
+
+
+class TestPublishFailed:
+    def test_broker_down(self, flow: MemoryFlow) -> None:
+        """The update commits, the publish fails: publish_failed, event pending, status kept."""
+        flow.publisher.failing = True
+        run = perform(flow, 1, S.SUSPENDED)
+        assert run.state == F.PUBLISH_FAILED
+        assert isinstance(run.outcome, PublishFailed)
+        assert flow.users.status_of(1) == S.SUSPENDED
+        assert flow.uow.outbox.pending_count() == 1
+        assert flow.uow.runs.records[run.id].state == F.PUBLISH_FAILED
+
+    def test_later_event_waits_behind_a_pending_one(self, flow: MemoryFlow) -> None:
+        """A user's second change is not published before the first: it waits for the relay."""
+        flow.publisher.failing = True
+        perform(flow, 1, S.SUSPENDED)
+        flow.publisher.failing = False
+        second = perform(flow, 1, S.ACTIVE)
+        assert second.state == F.PUBLISH_FAILED
+        assert "earlier event" in second.outcome.error
+        assert flow.publisher.sent == []
+
+
+class TestRelayRecovery:
+    def relay(self, flow: MemoryFlow, **settings: typing.Any) -> OutboxRelay:
+        return OutboxRelay(
+            flow.uow,
+            flow.publisher,
+            settings=RelaySettings(**settings),
+            owner="relay-1",
+            clock=flow.clock,
+            sleep=flow.clock.sleep,
+            rand=lambda: 0.5,
+        )
+
+    def test_relay_publishes_in_order_and_finishes_runs(self, flow: MemoryFlow) -> None:
+        """After an outage the relay publishes each user's events in commit order."""
+        flow.publisher.failing = True
+        runs = [
+            perform(flow, 1, S.SUSPENDED),
+            perform(flow, 2, S.ACTIVE),
+            perform(flow, 1, S.ACTIVE),
+            perform(flow, 1, S.CLOSED),
+        ]
+        flow.publisher.failing = False
+        report = self.relay(flow).run(until_idle=True)
+        assert report.published == 4
+        statuses = [(m.key, m.value) for m in flow.publisher.sent if m.key == "1"]
+        assert [b'"new_status":"suspended"' in v for _, v in statuses] == [True, False, False]
+        assert [b'"new_status":"closed"' in v for _, v in statuses][-1]
+        for run in runs:
+            assert flow.uow.runs.records[run.id].state == F.PUBLISHED
+        assert flow.uow.outbox.pending_count() == 0
+
+    def test_crash_after_commit_before_publish(self, flow: MemoryFlow) -> None:
+        """A run left in status_updated (process died) is finished by the relay."""
+
+        class Crash(BaseException):
+            """The process dies."""
+
+        def die(event: typing.Any) -> typing.Any:
+            raise Crash
+
+        flow.orchestrator.publisher.publish = die  # type: ignore[method-assign]
+        with pytest.raises(Crash):
+            perform(flow, 1, S.SUSPENDED)
+        (run_id,) = flow.uow.runs.records
+        assert flow.uow.runs.records[run_id].state == F.STATUS_UPDATED
+        self.relay(flow).run(until_idle=True)
+        assert flow.uow.runs.records[run_id].state == F.PUBLISHED
+        assert len(flow.publisher.sent) == 1
+
+    def test_retries_exhausted_dead_letters(self, flow: MemoryFlow) -> None:
+        """When every relay attempt fails the event is dead-lettered and reported, not dropped."""
+        flow.publisher.failing = True
+        run = perform(flow, 1, S.SUSPENDED)
+        report = self.relay(flow, max_attempts=3, backoff_initial=1.0).run(until_idle=True)
+        assert report.failed == 2
+        assert report.dead == 1
+        assert report.dead_events == [run.context["event"]["event_id"]]
+        stored = flow.uow.runs.records[run.id]
+        assert stored.state == F.DEAD_LETTERED
+        assert [t.target for t in stored.history][-3:] == [
+            F.PUBLISH_FAILED,
+            F.PUBLISH_FAILED,
+            F.DEAD_LETTERED,
+        ]
+        (dead,) = flow.uow.outbox.by_status("dead")
+        assert dead.attempts == 3
+        assert "gave up after 3 relay attempts" in (dead.last_error or "")
+
+    def test_age_limit_dead_letters(self, flow: MemoryFlow) -> None:
+        """An event older than max_age is dead-lettered at its next failed attempt."""
+        from datetime import timedelta
+
+        flow.publisher.failing = True
+        run = perform(flow, 1, S.SUSPENDED)
+        flow.clock.advance(3600)
+        report = self.relay(flow, max_age=timedelta(minutes=30)).run(until_idle=True)
+        assert report.dead == 1
+        assert flow.uow.runs.records[run.id].state == F.DEAD_LETTERED
+
+    def test_backoff_between_attempts(self, flow: MemoryFlow) -> None:
+        """A failed attempt is retried only after its backoff delay."""
+        flow.publisher.failing = True
+        perform(flow, 1, S.SUSPENDED)
+        relay = self.relay(flow, backoff_initial=10.0)
+        assert relay.run_once().failed == 1
+        assert relay.run_once().claimed == 0
+        flow.clock.advance(10.0)
+        assert relay.run_once().claimed == 1
+
+    def test_expired_lease_is_claimed_again(self, flow: MemoryFlow) -> None:
+        """A relay that dies holding a claim does not strand the event: the lease expires."""
+        flow.publisher.failing = True
+        perform(flow, 1, S.SUSPENDED)
+        flow.publisher.failing = False
+        outbox = flow.uow.outbox
+        dead_relay = outbox.claim(owner="dead", limit=10, lease_seconds=30, now=flow.clock())
+        assert len(dead_relay) == 1
+        relay = self.relay(flow)
+        assert relay.run_once().claimed == 0
+        flow.clock.advance(31)
+        assert relay.run_once().published == 1
+
+    def test_stop_leaves_claimed_events_for_later(self, flow: MemoryFlow) -> None:
+        """Stopping between events keeps the unfinished claims pending; nothing is lost."""
+        flow.publisher.failing = True
+        for user in (1, 2, 4):
+            perform(flow, user, S.CLOSED)
+        flow.publisher.failing = False
+        relay = self.relay(flow, lease_seconds=5)
+        original = flow.publisher.publish
+
+        def publish_then_stop(message: typing.Any) -> None:
+            original(message)
+            relay.stop()
+
+        flow.publisher.publish = publish_then_stop  # type: ignore[method-assign]
+        report = relay.run()
+        assert (report.claimed, report.published) == (3, 1)
+        assert flow.uow.outbox.pending_count() == 2
+        flow.publisher.publish = original  # type: ignore[method-assign]
+        flow.clock.advance(6)
+        self.relay(flow).run(until_idle=True)
+        assert flow.uow.outbox.pending_count() == 0
+        assert len({m.event_id for m in flow.publisher.sent}) == 3

@@ -1,0 +1,44 @@
+"""The reference flow: a user status update that tells the audit service, and never loses it."""
+
+from userstatus.domain import InvalidPayload, UpdateUserStatusPayload, User, UserStatus, lifecycle
+from userstatus.events import TOPIC, UserStatusChanged
+from userstatus.flow import FlowState, build_flow, machine
+from userstatus.manager import UserStatusManager
+from userstatus.orchestrator import UserStatusUpdateOrchestrator
+from userstatus.outcomes import (
+    DeadLettered,
+    IllegalStatusChange,
+    Published,
+    PublishFailed,
+    StorageError,
+    UserNotFound,
+    UserStatusUpdated,
+)
+from userstatus.publisher import UserUpdatePublisher
+from userstatus.relay import OutboxRelay, RelayReport, RelaySettings
+
+__all__ = [
+    "TOPIC",
+    "DeadLettered",
+    "FlowState",
+    "IllegalStatusChange",
+    "InvalidPayload",
+    "OutboxRelay",
+    "PublishFailed",
+    "Published",
+    "RelayReport",
+    "RelaySettings",
+    "StorageError",
+    "UpdateUserStatusPayload",
+    "User",
+    "UserNotFound",
+    "UserStatus",
+    "UserStatusChanged",
+    "UserStatusManager",
+    "UserStatusUpdateOrchestrator",
+    "UserStatusUpdated",
+    "UserUpdatePublisher",
+    "build_flow",
+    "lifecycle",
+    "machine",
+]

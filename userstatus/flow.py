@@ -1,0 +1,119 @@
+"""The orchestration machine of a user status update, with its explicit publish-failed state."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Protocol
+
+from fsm.definition import Machine, State
+from fsm.errors import FSMError
+from userstatus.outcomes import (
+    DeadLettered,
+    IllegalStatusChange,
+    Published,
+    PublishFailed,
+    PublishOutcome,
+    StorageError,
+    UpdateOutcome,
+    UserNotFound,
+    UserStatusUpdated,
+)
+
+
+class FlowState(StrEnum):
+    """Where a status update run stands."""
+
+    RECEIVED = "received"
+    STATUS_UPDATED = "status_updated"
+    UPDATE_FAILED = "update_failed"
+    PUBLISHED = "published"
+    PUBLISH_FAILED = "publish_failed"
+    DEAD_LETTERED = "dead_lettered"
+
+
+class FlowSteps(Protocol):
+    """The two actions of the flow; UserStatusUpdateOrchestrator implements them."""
+
+    def update_status(self, context: dict[str, Any]) -> UpdateOutcome:
+        """Validate, change the user and add the event to the outbox in one transaction."""
+        ...
+
+    def publish_event(self, context: dict[str, Any]) -> PublishOutcome:
+        """After the commit: publish the event with a short bounded retry."""
+        ...
+
+
+def build_flow(steps: FlowSteps) -> Machine[FlowState]:
+    """The flow's machine with its actions bound to `steps`.
+
+    Every action's return annotation is a closed family, so building the machine proves each
+    outcome has a row. The rows out of `publish_failed` are fired by the outbox relay with
+    the outcome of its own attempt (a `RelayOutcome`).
+    """
+    F = FlowState
+    return Machine(
+        "user_status_update",
+        states=[
+            State(
+                F.RECEIVED,
+                initial=True,
+                action=steps.update_status,
+                description="payload validated; update the user and add the event",
+            ),
+            State(
+                F.STATUS_UPDATED,
+                action=steps.publish_event,
+                description="committed; publish the event now",
+            ),
+            State(
+                F.UPDATE_FAILED, final=True, failure=True, description="nothing changed, no event"
+            ),
+            State(F.PUBLISHED, final=True, description="the broker acknowledged the event"),
+            State(
+                F.PUBLISH_FAILED,
+                failure=True,
+                description="committed but not published; the outbox relay retries",
+            ),
+            State(
+                F.DEAD_LETTERED,
+                final=True,
+                failure=True,
+                description="the relay gave up; the event needs people",
+            ),
+        ],
+        transitions=[
+            (F.RECEIVED, UserStatusUpdated, F.STATUS_UPDATED),
+            (F.RECEIVED, UserNotFound, F.UPDATE_FAILED),
+            (F.RECEIVED, IllegalStatusChange, F.UPDATE_FAILED),
+            (F.RECEIVED, StorageError, F.UPDATE_FAILED),
+            (F.STATUS_UPDATED, Published, F.PUBLISHED),
+            (F.STATUS_UPDATED, PublishFailed, F.PUBLISH_FAILED),
+            (F.PUBLISH_FAILED, Published, F.PUBLISHED),
+            (F.PUBLISH_FAILED, PublishFailed, F.PUBLISH_FAILED),
+            (F.PUBLISH_FAILED, DeadLettered, F.DEAD_LETTERED),
+        ],
+    )
+
+
+class UnboundFlow(FSMError):
+    """The module-level definition was run; runs need an orchestrator's bound machine."""
+
+
+class _DefinitionOnly:
+    """Steps with the real signatures, for checking, drawing and inspecting the definition."""
+
+    def update_status(self, context: dict[str, Any]) -> UpdateOutcome:
+        raise UnboundFlow(
+            "userstatus.flow.machine only describes the flow; run it through "
+            "UserStatusUpdateOrchestrator(...).perform(payload)"
+        )
+
+    def publish_event(self, context: dict[str, Any]) -> PublishOutcome:
+        raise UnboundFlow(
+            "userstatus.flow.machine only describes the flow; run it through "
+            "UserStatusUpdateOrchestrator(...).perform(payload)"
+        )
+
+
+machine: Machine[FlowState] = build_flow(_DefinitionOnly())
+"""The flow's definition, for `fsm check userstatus.flow:machine`, diagrams and docs."""

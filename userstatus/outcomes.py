@@ -1,0 +1,79 @@
+"""The closed families of outcomes the flow's actions return (Python's sealed classes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from userstatus.domain import UserStatus
+
+
+@dataclass(frozen=True, slots=True)
+class UserStatusUpdated:
+    """The user's status changed (not yet committed: the orchestrator commits the step)."""
+
+    user_id: int
+    old_status: UserStatus
+    new_status: UserStatus
+
+
+@dataclass(frozen=True, slots=True)
+class UserNotFound:
+    """No user has that id: nothing was changed."""
+
+    user_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class IllegalStatusChange:
+    """The lifecycle does not allow that change: nothing was changed."""
+
+    user_id: int
+    current: UserStatus
+    requested: UserStatus
+    allowed: tuple[UserStatus, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StorageError:
+    """The database refused or lost the change: it was rolled back, nothing was changed."""
+
+    user_id: int
+    error: str
+
+
+UpdateOutcome = UserStatusUpdated | UserNotFound | IllegalStatusChange | StorageError
+"""What updating a user's status can come to."""
+
+UpdateFailure = UserNotFound | IllegalStatusChange | StorageError
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """The broker acknowledged the event."""
+
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublishFailed:
+    """Every attempt failed; the event stays pending in the outbox for the relay."""
+
+    event_id: str
+    error: str
+    attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLettered:
+    """The relay gave up (attempt or age limit): the event needs people, loudly."""
+
+    event_id: str
+    error: str
+    attempts: int
+
+
+PublishOutcome = Published | PublishFailed
+"""What the immediate publish after commit can come to."""
+
+RelayOutcome = Published | PublishFailed | DeadLettered
+"""What one relay attempt on a pending event can come to."""

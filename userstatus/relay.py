@@ -1,0 +1,293 @@
+"""The outbox relay: publishes pending events in per-user order and finishes their runs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from fsm.definition import Machine
+from fsm.ports import OutboxMessage, Publisher, PublishError
+from fsm.runtime import Run, Transition
+from userstatus.flow import FlowState
+from userstatus.flow import machine as flow_machine
+from userstatus.manager import utcnow
+from userstatus.outcomes import DeadLettered, Published, PublishFailed, RelayOutcome
+from userstatus.ports import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySettings:
+    """How hard the relay tries, how long it holds a claim and how it backs off."""
+
+    batch_size: int = 50
+    lease_seconds: float = 60.0
+    """A relay that dies holding a claim releases it when this runs out."""
+    max_attempts: int = 10
+    """Relay attempts before an event is dead-lettered."""
+    max_age: timedelta = timedelta(hours=24)
+    """An event this old is dead-lettered at its next failed attempt."""
+    backoff_initial: float = 0.5
+    backoff_multiplier: float = 2.0
+    backoff_max: float = 60.0
+    jitter: float = 0.2
+    """Each delay is spread by up to this fraction, so relays do not retry in lockstep."""
+    idle_interval: float = 1.0
+    """How long to wait when nothing is due."""
+
+    def __post_init__(self) -> None:
+        problems = [
+            f"{name} must be positive, got {value!r}"
+            for name, value in (
+                ("batch_size", self.batch_size),
+                ("lease_seconds", self.lease_seconds),
+                ("max_attempts", self.max_attempts),
+                ("backoff_initial", self.backoff_initial),
+                ("idle_interval", self.idle_interval),
+            )
+            if not value > 0
+        ]
+        if not 0 <= self.jitter <= 1:
+            problems.append(f"jitter must be between 0 and 1, got {self.jitter!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def delay(self, attempts: int, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait after the `attempts`-th failed attempt (exponential, with jitter)."""
+        base = min(
+            self.backoff_max, self.backoff_initial * self.backoff_multiplier ** (attempts - 1)
+        )
+        return base * (1 - self.jitter + 2 * self.jitter * rand())
+
+
+@dataclass
+class RelayReport:
+    """What the relay did, counted."""
+
+    claimed: int = 0
+    published: int = 0
+    failed: int = 0
+    dead: int = 0
+    errors: int = 0
+    dead_events: list[str] = field(default_factory=list)
+
+    def add(self, other: RelayReport) -> None:
+        """Add another report's counts to this one."""
+        self.claimed += other.claimed
+        self.published += other.published
+        self.failed += other.failed
+        self.dead += other.dead
+        self.errors += other.errors
+        self.dead_events += other.dead_events
+
+
+def default_owner() -> str:
+    """A relay's name in leases: host, process and a thread-unique suffix."""
+    return f"relay-{socket.gethostname()}-{os.getpid()}-{threading.get_ident() % 100000}"
+
+
+class OutboxRelay:
+    """A long-lived worker: claim due events, publish, settle the outbox and the run.
+
+    Claims follow the Outbox contract (only the oldest pending event of each key, leased),
+    so several relays keep per-user order. `stop()` (or SIGTERM/SIGINT through
+    `install_signal_handlers`) lets the event in hand finish; the rest of the batch stays
+    leased until its lease runs out, and is then claimed again: nothing is lost.
+    """
+
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        publisher: Publisher,
+        *,
+        machine: Machine[Any] = flow_machine,
+        settings: RelaySettings | None = None,
+        owner: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], None] | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.uow = uow
+        self.publisher = publisher
+        self.machine = machine
+        self.settings = settings or RelaySettings()
+        self.owner = owner or default_owner()
+        self.clock = clock
+        self.rand = rand
+        self._stop = threading.Event()
+        self.sleep = sleep if sleep is not None else self._interruptible_sleep
+
+    def _interruptible_sleep(self, seconds: float) -> None:
+        self._stop.wait(seconds)
+
+    @property
+    def stopping(self) -> bool:
+        """True once stop() was called."""
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        """Finish the event in hand, then return from run()."""
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        """Stop cleanly on SIGTERM and SIGINT (call from the main thread)."""
+        import signal
+
+        def handler(signum: int, frame: object) -> None:
+            log.info("relay %s: signal %s, stopping after the event in hand", self.owner, signum)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def pending(self) -> int:
+        """How many events are neither published nor dead."""
+        try:
+            return self.uow.outbox.pending_count()
+        finally:
+            self.uow.rollback()
+
+    def run_once(self) -> RelayReport:
+        """Claim one batch and work through it; stops early if asked to."""
+        report = RelayReport()
+        try:
+            claimed = self.uow.outbox.claim(
+                owner=self.owner,
+                limit=self.settings.batch_size,
+                lease_seconds=self.settings.lease_seconds,
+                now=self.clock(),
+            )
+            self.uow.commit()
+        except Exception as error:
+            self.uow.rollback()
+            log.error("relay %s: claiming failed: %r", self.owner, error)
+            report.errors += 1
+            return report
+        report.claimed = len(claimed)
+        for message in claimed:
+            if self.stopping:
+                break
+            self._settle(message, self.attempt(message), report)
+        if claimed:
+            log.info(
+                "relay %s: claimed %d, published %d, failed %d, dead-lettered %d",
+                self.owner,
+                report.claimed,
+                report.published,
+                report.failed,
+                report.dead,
+            )
+        return report
+
+    def run(self, *, until_idle: bool = False, max_seconds: float | None = None) -> RelayReport:
+        """Work until stopped; with `until_idle`, also return once nothing is pending.
+
+        `max_seconds` bounds the time on the relay's clock (for demos and tests).
+        """
+        total = RelayReport()
+        started = self.clock()
+        while not self.stopping:
+            report = self.run_once()
+            total.add(report)
+            if until_idle and self.pending() == 0:
+                break
+            if max_seconds is not None and (self.clock() - started).total_seconds() > max_seconds:
+                log.warning("relay %s: gave up waiting after %.0f s", self.owner, max_seconds)
+                break
+            if report.claimed == 0:
+                self.sleep(self.settings.idle_interval)
+        return total
+
+    def attempt(self, message: OutboxMessage) -> RelayOutcome:
+        """Publish one claimed event once; say what came of it."""
+        try:
+            self.publisher.publish(message)
+        except PublishError as error:
+            attempts = message.attempts + 1
+            age = self.clock() - (message.created_at or self.clock())
+            if attempts >= self.settings.max_attempts or age >= self.settings.max_age:
+                return DeadLettered(
+                    message.event_id,
+                    f"{error} (gave up after {attempts} relay attempts, event age {age})",
+                    attempts,
+                )
+            return PublishFailed(message.event_id, str(error), attempts)
+        return Published(message.event_id)
+
+    def _settle(self, message: OutboxMessage, outcome: RelayOutcome, report: RelayReport) -> None:
+        """Record the attempt in the outbox and move the run, in one transaction."""
+        now = self.clock()
+        outbox = self.uow.outbox
+        try:
+            if isinstance(outcome, Published):
+                outbox.mark_published(message.event_id, owner=self.owner, now=now)
+            elif isinstance(outcome, DeadLettered):
+                outbox.mark_dead(message.event_id, owner=self.owner, error=outcome.error, now=now)
+            else:
+                retry_at = now + timedelta(seconds=self.settings.delay(outcome.attempts, self.rand))
+                outbox.mark_failed(
+                    message.event_id, owner=self.owner, error=outcome.error, retry_at=retry_at
+                )
+            if message.run_id is not None:
+                self._advance_run(message.run_id, outcome)
+            self.uow.commit()
+        except Exception as error:
+            self.uow.rollback()
+            report.errors += 1
+            log.error(
+                "relay %s: settling event %s failed: %r; its lease will expire and it "
+                "will be tried again",
+                self.owner,
+                message.event_id,
+                error,
+            )
+            return
+        if isinstance(outcome, Published):
+            report.published += 1
+        elif isinstance(outcome, DeadLettered):
+            report.dead += 1
+            report.dead_events.append(message.event_id)
+            log.error(
+                "relay %s: DEAD-LETTERED event %s of run %s (key %s): %s",
+                self.owner,
+                message.event_id,
+                message.run_id,
+                message.key,
+                outcome.error,
+            )
+        else:
+            report.failed += 1
+            log.warning(
+                "relay %s: event %s attempt %d failed: %s",
+                self.owner,
+                message.event_id,
+                outcome.attempts,
+                outcome.error,
+            )
+
+    def _advance_run(self, run_id: str, outcome: RelayOutcome) -> None:
+        runs = self.uow.runs
+        try:
+            run = runs.load(self.machine, run_id)
+        except KeyError:
+            log.warning("relay %s: run %s of an outboxed event is not recorded", self.owner, run_id)
+            return
+        if run.finished:
+            return  # another worker settled it already (at-least-once: a duplicate send)
+
+        def record(r: Run[Any], transition: Transition[Any]) -> None:
+            runs.save(r, transition)
+
+        run.add_listener(record)
+        if isinstance(outcome, DeadLettered) and run.state == FlowState.STATUS_UPDATED:
+            # The process that committed died before publishing: that was a failed publish too.
+            run.send(PublishFailed(outcome.event_id, outcome.error, outcome.attempts))
+        run.send(outcome)
