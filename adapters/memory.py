@@ -6,45 +6,57 @@ import copy
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from fsm.definition import Machine
 from fsm.ports import OutboxMessage, PublishError
 from fsm.runtime import Run, Transition
-from userstatus.domain import User, UserStatus
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class FakeUserRepository:
-    """Users in a dict; `fail_on_save` makes the next saves raise (a database refusing)."""
+class Entity(Protocol):
+    """Anything stored by id (the flow's User)."""
 
-    def __init__(self, users: Iterable[User] = ()) -> None:
-        self.users: dict[int, User] = {u.id: copy.copy(u) for u in users}
-        self.saved: list[tuple[int, UserStatus]] = []
+    id: int
+    version: int
+
+
+U = TypeVar("U", bound=Entity)
+
+
+class FakeUserRepository(Generic[U]):
+    """Users in a dict; `fail_on_save` makes the next saves raise (a database refusing).
+
+    Generic over the user type, so adapters stay independent of the flow's domain.
+    """
+
+    def __init__(self, users: Iterable[U] = ()) -> None:
+        self.users: dict[int, U] = {u.id: copy.copy(u) for u in users}
+        self.saved: list[tuple[int, Any]] = []
         self.fail_on_save: Exception | None = None
 
-    def get(self, user_id: int) -> User | None:
+    def get(self, user_id: int) -> U | None:
         user = self.users.get(user_id)
         return copy.copy(user) if user is not None else None
 
-    def add(self, user: User) -> None:
+    def add(self, user: U) -> None:
         self.users[user.id] = copy.copy(user)
 
-    def save(self, user: User) -> None:
+    def save(self, user: U) -> None:
         if self.fail_on_save is not None:
             raise self.fail_on_save
         stored = copy.copy(user)
         stored.version += 1
         self.users[user.id] = stored
-        self.saved.append((user.id, user.status))
+        self.saved.append((user.id, getattr(user, "status", None)))
 
-    def status_of(self, user_id: int) -> UserStatus | None:
+    def status_of(self, user_id: int) -> Any:
         """The stored status of a user, or None."""
         user = self.users.get(user_id)
-        return user.status if user is not None else None
+        return getattr(user, "status", None) if user is not None else None
 
     def _state(self) -> object:
         return (copy.deepcopy(self.users), list(self.saved))
@@ -220,11 +232,11 @@ class InMemoryUnitOfWork:
 
     def __init__(
         self,
-        users: FakeUserRepository | None = None,
+        users: FakeUserRepository[Any] | None = None,
         outbox: InMemoryOutbox | None = None,
         runs: InMemoryRunStore | None = None,
     ) -> None:
-        self.users = users if users is not None else FakeUserRepository()
+        self.users: FakeUserRepository[Any] = users if users is not None else FakeUserRepository()
         self.outbox = outbox if outbox is not None else InMemoryOutbox()
         self.runs = runs if runs is not None else InMemoryRunStore()
         self.commits = 0

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from adapters.kafka.broker import LocalBroker
+from adapters.kafka.config import KafkaConfig
 from adapters.memory import FakePublisher, FakeUserRepository, InMemoryUnitOfWork
 from userstatus.domain import User, UserStatus
 from userstatus.manager import UserStatusManager
@@ -38,7 +40,7 @@ class MemoryFlow:
     """The flow on fakes, with every part reachable from the test."""
 
     clock: Clock
-    users: FakeUserRepository
+    users: FakeUserRepository[User]
     uow: InMemoryUnitOfWork
     publisher: FakePublisher
     orchestrator: UserStatusUpdateOrchestrator
@@ -68,3 +70,20 @@ def flow(clock: Clock) -> Iterator[MemoryFlow]:
         UserStatusManager(users, clock=clock), UserUpdatePublisher(publisher), uow, clock=clock
     )
     yield MemoryFlow(clock, users, uow, publisher, orchestrator)
+
+
+@pytest.fixture
+def broker() -> Iterator[LocalBroker]:
+    """A real Kafka-protocol broker (Tansu) on a free port, stopped after the test."""
+    with LocalBroker() as running:
+        yield running
+
+
+def fast_config(broker: LocalBroker) -> KafkaConfig:
+    """Kafka settings with short bounds, so a publish to a stopped broker fails in ~1 s."""
+    return KafkaConfig(
+        bootstrap_servers=broker.bootstrap_servers,
+        request_timeout_ms=800,
+        delivery_timeout_ms=1_000,
+        max_block_ms=800,
+    )

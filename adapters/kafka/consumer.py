@@ -1,0 +1,125 @@
+"""An audit consumer: reads a topic from the start, de-duplicates by event id, counts duplicates."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from adapters.kafka.config import KafkaConfig
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumedEvent:
+    """One message as read from the topic."""
+
+    event_id: str
+    key: str
+    value: bytes
+    partition: int
+    offset: int
+
+
+@dataclass
+class AuditLog:
+    """What the consumer saw: each event once, in arrival order, and how many were repeats."""
+
+    events: dict[str, ConsumedEvent] = field(default_factory=dict)
+    duplicates: int = 0
+    received: int = 0
+    without_id: int = 0
+
+    def add(self, event: ConsumedEvent) -> bool:
+        """Keep the event unless its id was seen; True if it was new."""
+        self.received += 1
+        if event.event_id in self.events:
+            self.duplicates += 1
+            return False
+        self.events[event.event_id] = event
+        return True
+
+    def by_key(self) -> dict[str, list[ConsumedEvent]]:
+        """Each key's first-seen events, in topic (offset) order."""
+        keyed: dict[str, list[ConsumedEvent]] = {}
+        for event in sorted(self.events.values(), key=lambda e: (e.partition, e.offset)):
+            keyed.setdefault(event.key, []).append(event)
+        return keyed
+
+
+class AuditConsumer:
+    """Reads every partition of a topic from the beginning with manual assignment.
+
+    Manual assignment needs no consumer group, so it works the same on any Kafka; the
+    de-duplication by event id is what makes at-least-once delivery safe to consume.
+    """
+
+    def __init__(
+        self,
+        config: KafkaConfig,
+        topic: str,
+        *,
+        consumer_factory: Callable[..., Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.topic = topic
+        self._factory = consumer_factory
+
+    def read_all(
+        self,
+        *,
+        expect: Collection[str] = (),
+        timeout: float = 20.0,
+        quiet: float = 1.0,
+        log: AuditLog | None = None,
+    ) -> AuditLog:
+        """Read until every id in `expect` arrived and `quiet` seconds bring nothing new,
+        or until `timeout` seconds have passed."""
+        factory = self._factory
+        if factory is None:
+            from kafka import KafkaConsumer
+
+            factory = KafkaConsumer
+        audit = log if log is not None else AuditLog()
+        settings = self.config.consumer_settings()
+        consumer = factory(enable_auto_commit=False, auto_offset_reset="earliest", **settings)
+        try:
+            from kafka import TopicPartition
+
+            deadline = time.monotonic() + timeout
+            partitions: set[int] | None = None
+            while partitions is None and time.monotonic() < deadline:
+                partitions = consumer.partitions_for_topic(self.topic)
+                if partitions is None:
+                    time.sleep(0.1)
+            if not partitions:
+                return audit
+            assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            consumer.assign(assigned)
+            consumer.seek_to_beginning(*assigned)
+            wanted = set(expect)
+            last_new = time.monotonic()
+            while time.monotonic() < deadline:
+                batch = consumer.poll(timeout_ms=200)
+                for records in batch.values():
+                    for record in records:
+                        if self._take(record, audit):
+                            last_new = time.monotonic()
+                done = wanted <= audit.events.keys()
+                if done and time.monotonic() - last_new >= quiet:
+                    break
+        finally:
+            consumer.close()
+        return audit
+
+    @staticmethod
+    def _take(record: Any, audit: AuditLog) -> bool:
+        headers = dict(record.headers or [])
+        raw_id = headers.get("event_id")
+        if raw_id is None:
+            audit.without_id += 1
+            audit.received += 1
+            return False
+        key = record.key.decode() if record.key is not None else ""
+        event = ConsumedEvent(raw_id.decode(), key, record.value, record.partition, record.offset)
+        return audit.add(event)

@@ -1,0 +1,85 @@
+"""KafkaPublisher: the Publisher port on kafka-python, with a producer that heals itself."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from adapters.kafka.config import KafkaConfig
+from fsm.ports import OutboxMessage, PublishError
+
+log = logging.getLogger(__name__)
+
+
+class KafkaPublisher:
+    """Sends one message and waits for the broker's acknowledgement (acks=all, idempotent).
+
+    After any failed send the producer is closed and the next publish creates a new one:
+    an idempotent producer whose broker forgot it (restart, expired producer state) fails
+    every later send with UnknownProducerIdError for as long as it lives.
+    """
+
+    def __init__(
+        self, config: KafkaConfig, *, producer_factory: Callable[..., Any] | None = None
+    ) -> None:
+        self.config = config
+        self._factory = producer_factory
+        self._producer: Any = None
+        self._lock = threading.Lock()
+        self.producers_created = 0
+
+    def _make(self) -> Any:
+        factory = self._factory
+        if factory is None:
+            from kafka import KafkaProducer
+
+            factory = KafkaProducer
+        producer = factory(**self.config.producer_settings())
+        self.producers_created += 1
+        return producer
+
+    def publish(self, message: OutboxMessage) -> None:
+        """Return once the broker acknowledged; PublishError otherwise (within the bounds)."""
+        with self._lock:
+            try:
+                if self._producer is None:
+                    self._producer = self._make()
+                future = self._producer.send(
+                    message.topic,
+                    key=message.key.encode(),
+                    value=message.value,
+                    headers=list(message.headers),
+                )
+                # delivery_timeout_ms bounds the wait in the producer; this is a safety net.
+                future.get(timeout=self.config.delivery_timeout_ms / 1000 + 5)
+            except Exception as error:
+                self._reset()
+                raise PublishError(
+                    f"publishing event {message.event_id} to {message.topic} failed: "
+                    f"{_describe(error)}"
+                ) from error
+
+    def _reset(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=0)
+            except Exception as error:  # closing a broken producer may fail too; it is gone
+                log.debug("closing a failed producer raised %r", error)
+
+    def close(self) -> None:
+        """Close the producer (a later publish creates a new one)."""
+        with self._lock:
+            if self._producer is not None:
+                try:
+                    self._producer.flush(timeout=self.config.delivery_timeout_ms / 1000)
+                finally:
+                    self._reset()
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    name = type(error).__name__
+    return text if text.startswith(name) else f"{name}: {text}"
