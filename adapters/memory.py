@@ -1,68 +1,83 @@
-"""In-memory adapters: fakes that record what happened, for tests and quick experiments."""
+"""In-memory adapters: fakes of every port that record what happened, for tests and trials."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any
 
-from fsm.definition import Machine
-from fsm.ports import OutboxMessage, PublishError
-from fsm.runtime import Run, Transition
+from fsm.errors import FSMError
+from fsm.ports import (
+    ConcurrencyError,
+    HistoryRecord,
+    InvalidRecord,
+    LeaseLost,
+    OutboxMessage,
+    PublishError,
+    RunExists,
+    RunNotFound,
+    RunRecord,
+    UserRecord,
+)
+
+PENDING, PUBLISHED, DEAD = "pending", "published", "dead"
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class Entity(Protocol):
-    """Anything stored by id (the flow's User)."""
+class FakeUserRepository:
+    """Users in a dict (fsm.ports.UserRepository); `fail_on_update` makes updates raise."""
 
-    id: int
-    version: int
+    def __init__(
+        self, users: Iterable[tuple[int, str]] = (), *, clock: Callable[[], datetime] = _utcnow
+    ) -> None:
+        self.clock = clock
+        self.users: dict[int, UserRecord] = {}
+        self.updates: list[tuple[int, str]] = []
+        """Every status change made, in order: (user id, new status)."""
+        self.fail_on_update: Exception | None = None
+        for user_id, status in users:
+            self.create(user_id, status)
 
+    def get(self, user_id: int) -> UserRecord | None:
+        return self.users.get(user_id)
 
-U = TypeVar("U", bound=Entity)
+    def create(self, user_id: int, status: str) -> UserRecord:
+        if user_id in self.users:
+            raise InvalidRecord(f"user {user_id} exists already")
+        now = self.clock()
+        record = UserRecord(user_id, status, 1, now, now)
+        self.users[user_id] = record
+        return record
 
+    def update_status(self, user_id: int, status: str, *, expected_version: int) -> UserRecord:
+        if self.fail_on_update is not None:
+            raise self.fail_on_update
+        current = self.users.get(user_id)
+        if current is None or current.version != expected_version:
+            found = current.version if current is not None else None
+            raise ConcurrencyError("user", user_id, expected=expected_version, found=found)
+        record = replace(
+            current, status=status, version=current.version + 1, updated_at=self.clock()
+        )
+        self.users[user_id] = record
+        self.updates.append((user_id, status))
+        return record
 
-class FakeUserRepository(Generic[U]):
-    """Users in a dict; `fail_on_save` makes the next saves raise (a database refusing).
-
-    Generic over the user type, so adapters stay independent of the flow's domain.
-    """
-
-    def __init__(self, users: Iterable[U] = ()) -> None:
-        self.users: dict[int, U] = {u.id: copy.copy(u) for u in users}
-        self.saved: list[tuple[int, Any]] = []
-        self.fail_on_save: Exception | None = None
-
-    def get(self, user_id: int) -> U | None:
-        user = self.users.get(user_id)
-        return copy.copy(user) if user is not None else None
-
-    def add(self, user: U) -> None:
-        self.users[user.id] = copy.copy(user)
-
-    def save(self, user: U) -> None:
-        if self.fail_on_save is not None:
-            raise self.fail_on_save
-        stored = copy.copy(user)
-        stored.version += 1
-        self.users[user.id] = stored
-        self.saved.append((user.id, getattr(user, "status", None)))
-
-    def status_of(self, user_id: int) -> Any:
+    def status_of(self, user_id: int) -> str | None:
         """The stored status of a user, or None."""
         user = self.users.get(user_id)
-        return getattr(user, "status", None) if user is not None else None
+        return user.status if user is not None else None
 
     def _state(self) -> object:
-        return (copy.deepcopy(self.users), list(self.saved))
+        return (dict(self.users), list(self.updates))
 
     def _restore(self, state: Any) -> None:
-        self.users, self.saved = copy.deepcopy(state[0]), list(state[1])
+        self.users, self.updates = dict(state[0]), list(state[1])
 
 
 class FakePublisher:
@@ -88,8 +103,7 @@ class OutboxRecord:
 
     message: OutboxMessage
     seq: int
-    status: str = "pending"
-    """pending, published or dead."""
+    status: str = PENDING
     attempts: int = 0
     next_attempt_at: datetime | None = None
     lease_owner: str | None = None
@@ -99,7 +113,7 @@ class OutboxRecord:
 
 
 class InMemoryOutbox:
-    """The Outbox contract in a list: per-key order, leases that expire, attempts counted."""
+    """The Outbox contract in a dict: per-key order, leases that expire, attempts counted."""
 
     def __init__(self, clock: Callable[[], datetime] = _utcnow) -> None:
         self.records: dict[str, OutboxRecord] = {}
@@ -108,11 +122,14 @@ class InMemoryOutbox:
 
     def add(self, message: OutboxMessage) -> None:
         if message.event_id in self.records:
-            raise ValueError(f"event {message.event_id} is already in the outbox")
+            raise InvalidRecord(f"an outbox message with event id {message.event_id!r} exists")
         self._seq += 1
         created = message.created_at or self.clock()
         self.records[message.event_id] = OutboxRecord(
-            replace(message, created_at=created), self._seq, next_attempt_at=created
+            replace(message, created_at=created),
+            self._seq,
+            attempts=message.attempts,
+            next_attempt_at=created,
         )
 
     def claim(
@@ -121,7 +138,7 @@ class InMemoryOutbox:
         claimed: list[OutboxMessage] = []
         seen: set[str] = set()
         for record in sorted(self.records.values(), key=lambda r: r.seq):
-            if record.status != "pending" or record.message.key in seen:
+            if record.status != PENDING or record.message.key in seen:
                 continue
             seen.add(record.message.key)  # only the oldest pending message of a key
             if len(claimed) >= limit:
@@ -136,37 +153,45 @@ class InMemoryOutbox:
 
     def mark_published(self, event_id: str, *, owner: str, now: datetime) -> None:
         # Published is a fact whoever holds the lease: the broker has the message.
-        record = self.records[event_id]
-        if record.status == "pending":
-            record.status = "published"
+        record = self._get(event_id)
+        if record.status != PUBLISHED:
+            record.status = PUBLISHED
             record.published_at = now
             record.lease_owner = record.lease_until = None
 
     def mark_failed(self, event_id: str, *, owner: str, error: str, retry_at: datetime) -> None:
-        record = self.records[event_id]
-        if record.status != "pending" or record.lease_owner != owner:
-            return  # the lease expired and someone else owns the message now
+        record = self._held(event_id, owner)
         record.attempts += 1
         record.last_error = error
         record.next_attempt_at = retry_at
         record.lease_owner = record.lease_until = None
 
     def mark_dead(self, event_id: str, *, owner: str, error: str, now: datetime) -> None:
-        record = self.records[event_id]
-        if record.status != "pending" or record.lease_owner != owner:
-            return
-        record.attempts += 1
-        record.status = "dead"
+        record = self._held(event_id, owner)
+        record.status = DEAD
         record.last_error = error
         record.lease_owner = record.lease_until = None
 
-    def pending_for_key(self, key: str) -> int:
-        return sum(
-            1 for r in self.records.values() if r.status == "pending" and r.message.key == key
-        )
+    def _get(self, event_id: str) -> OutboxRecord:
+        record = self.records.get(event_id)
+        if record is None:
+            raise InvalidRecord(f"no outbox message has event id {event_id!r}")
+        return record
 
-    def pending_count(self) -> int:
-        return sum(1 for r in self.records.values() if r.status == "pending")
+    def _held(self, event_id: str, owner: str) -> OutboxRecord:
+        record = self._get(event_id)
+        if record.status != PENDING or record.lease_owner not in (None, owner):
+            raise LeaseLost(event_id, owner)
+        return record
+
+    def pending_for_key(self, key: str) -> int:
+        return sum(1 for r in self.records.values() if r.status == PENDING and r.message.key == key)
+
+    def counts(self) -> dict[str, int]:
+        found = dict.fromkeys((PENDING, PUBLISHED, DEAD), 0)
+        for record in self.records.values():
+            found[record.status] += 1
+        return found
 
     def by_status(self, status: str) -> list[OutboxRecord]:
         """The records in `status` (pending, published, dead), oldest first."""
@@ -179,78 +204,106 @@ class InMemoryOutbox:
         self.records, self._seq = copy.deepcopy(state[0]), state[1]
 
 
-@dataclass
-class RunRecord:
-    """A recorded run: its machine, state, context and history."""
-
-    machine: str
-    state: Hashable
-    context: dict[str, Any]
-    history: list[Transition[Any]]
-    version: int = 0
-
-
 class InMemoryRunStore:
-    """Runs and their transition history in a dict."""
+    """Runs and their history in dicts (fsm.ports.RunStore), with the version check."""
 
     def __init__(self) -> None:
-        self.records: dict[str, RunRecord] = {}
+        self.runs: dict[str, RunRecord] = {}
+        self.histories: dict[str, list[HistoryRecord]] = {}
 
-    def save(self, run: Run[Any], transition: Transition[Any] | None) -> None:
-        record = self.records.get(run.id)
+    def create(self, record: RunRecord) -> None:
+        if record.id in self.runs:
+            raise RunExists(record.id)
+        self.runs[record.id] = replace(record, version=1)
+        self.histories[record.id] = []
+
+    def load(self, run_id: str) -> RunRecord:
+        record = self.runs.get(run_id)
         if record is None:
-            record = self.records[run.id] = RunRecord(run.machine.name, run.state, {}, [])
-        record.state = run.state
-        record.context = copy.deepcopy(run.context)
-        if transition is not None:
-            record.history.append(transition)
-        record.version += 1
+            raise RunNotFound(run_id)
+        return record
 
-    def load(self, machine: Machine[Any], run_id: str) -> Run[Any]:
-        record = self.records[run_id]
-        history = [(t.source, t.trigger, t.target, t.outcome) for t in record.history]
-        return machine.restore(run_id, record.state, copy.deepcopy(record.context), history)
+    def save(self, record: RunRecord) -> int:
+        stored = self.runs.get(record.id)
+        if stored is None or stored.version != record.version:
+            found = stored.version if stored is not None else None
+            raise ConcurrencyError("run", record.id, expected=record.version, found=found)
+        self.runs[record.id] = replace(
+            record, version=record.version + 1, created_at=stored.created_at
+        )
+        return record.version + 1
 
-    def counts_by_state(self) -> dict[Hashable, int]:
-        counts: dict[Hashable, int] = {}
-        for record in self.records.values():
+    def append(self, entry: HistoryRecord) -> None:
+        self.histories.setdefault(entry.run_id, []).append(entry)
+
+    def history(self, run_id: str) -> list[HistoryRecord]:
+        return list(self.histories.get(run_id, []))
+
+    def state_of(self, run_id: str) -> str:
+        """The stored state label of a run."""
+        return self.load(run_id).state
+
+    def counts_by_state(self) -> dict[str, int]:
+        """How many runs are in each state (by stored label)."""
+        counts: dict[str, int] = {}
+        for record in self.runs.values():
             counts[record.state] = counts.get(record.state, 0) + 1
         return counts
 
     def _state(self) -> object:
-        return copy.deepcopy(self.records)
+        return (dict(self.runs), {k: list(v) for k, v in self.histories.items()})
 
     def _restore(self, state: Any) -> None:
-        self.records = copy.deepcopy(state)
+        self.runs = dict(state[0])
+        self.histories = {k: list(v) for k, v in state[1].items()}
 
 
 class InMemoryUnitOfWork:
-    """Transactions over the fakes: rollback restores what the last commit left.
+    """Transactions over the fakes, as fsm.ports.UnitOfWork: `with uow:` commits or rolls back.
 
-    `fail_commit` makes the next commits raise (and roll back), as a database would.
+    Rollback restores what the last commit left. `fail_commit` makes the next commit raise
+    (after rolling back), as a database refusing it would.
     """
 
     def __init__(
         self,
-        users: FakeUserRepository[Any] | None = None,
+        users: FakeUserRepository | None = None,
         outbox: InMemoryOutbox | None = None,
         runs: InMemoryRunStore | None = None,
     ) -> None:
-        self.users: FakeUserRepository[Any] = users if users is not None else FakeUserRepository()
+        self.users = users if users is not None else FakeUserRepository()
         self.outbox = outbox if outbox is not None else InMemoryOutbox()
         self.runs = runs if runs is not None else InMemoryRunStore()
         self.commits = 0
         self.rollbacks = 0
         self.fail_commit: Exception | None = None
+        self._open = False
         self._snapshot = self._take()
 
     def _take(self) -> tuple[object, object, object]:
         return (self.users._state(), self.outbox._state(), self.runs._state())
 
+    def __enter__(self) -> InMemoryUnitOfWork:
+        if self._open:
+            raise FSMError("this unit of work is already in a transaction; blocks do not nest")
+        self._open = True
+        self._snapshot = self._take()
+        return self
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        try:
+            if kind is None:
+                self.commit()
+            else:
+                self.rollback()
+        finally:
+            self._open = False
+
     def commit(self) -> None:
         if self.fail_commit is not None:
+            error, self.fail_commit = self.fail_commit, None
             self.rollback()
-            raise self.fail_commit
+            raise error
         self.commits += 1
         self._snapshot = self._take()
 

@@ -1,6 +1,6 @@
 """The reference flow: a user status update that tells the audit service, and never loses it."""
 
-from userstatus.domain import InvalidPayload, UpdateUserStatusPayload, User, UserStatus, lifecycle
+from userstatus.domain import InvalidPayload, UpdateUserStatusPayload, UserStatus, lifecycle
 from userstatus.events import TOPIC, UserStatusChanged
 from userstatus.flow import FlowState, build_flow, machine
 from userstatus.manager import UserStatusManager
@@ -30,7 +30,6 @@ __all__ = [
     "RelaySettings",
     "StorageError",
     "UpdateUserStatusPayload",
-    "User",
     "UserNotFound",
     "UserStatus",
     "UserStatusChanged",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 
 from fsm.definition import Machine, State
@@ -51,16 +50,6 @@ def allowed_changes(current: UserStatus) -> tuple[UserStatus, ...]:
 def can_change(current: UserStatus, new: UserStatus) -> bool:
     """True when the lifecycle has a row from `current` to `new`."""
     return any(row.trigger == new for row in lifecycle.rows_from(current))
-
-
-@dataclass
-class User:
-    """A user as the status manager sees it."""
-
-    id: int
-    status: UserStatus
-    version: int = 0
-    updated_at: datetime | None = None
 
 
 class InvalidPayload(FSMError, ValueError):

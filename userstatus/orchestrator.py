@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from fsm.errors import CallbackError
+from fsm.errors import FSMError
+from fsm.persistence import PersistentMachine, PersistentRun
+from fsm.ports import RunNotFound
 from fsm.runtime import Run, Transition
-from userstatus.domain import UpdateUserStatusPayload
+from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.events import TOPIC, UserStatusChanged
 from userstatus.flow import FlowState, build_flow
-from userstatus.manager import utcnow
 from userstatus.outcomes import (
     Published,
     PublishFailed,
@@ -22,9 +23,12 @@ from userstatus.outcomes import (
     UpdateOutcome,
     UserStatusUpdated,
 )
-from userstatus.ports import EventPublisher, StatusManager, UnitOfWork
+from userstatus.ports import EventPublisher, FlowUnitOfWork, StatusManager
 
 log = logging.getLogger(__name__)
+
+STORAGE_ERROR = "storage_error"
+"""Context key: a first attempt whose transaction failed; the run records it as update_failed."""
 
 
 def new_id() -> str:
@@ -32,21 +36,34 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+def utcnow() -> datetime:
+    """The current time, timezone-aware (the default clock)."""
+    return datetime.now(UTC)
+
+
+class UpdateAborted(FSMError):
+    """The update step failed in the database: its transaction is rolled back as a whole."""
+
+    def __init__(self, outcome: StorageError) -> None:
+        self.outcome = outcome
+        super().__init__(outcome.error)
+
+
 class UserStatusUpdateOrchestrator:
     """Calls the status manager, then the publisher, and records every step of the run.
 
     Step 1 (one transaction): the manager changes the user, the event goes into the outbox,
-    the run's new state and history row are recorded; all commit together or not at all.
-    Step 2 (after the commit): the event is published; the run moves to `published`
-    (and the outbox row is marked) or to `publish_failed` (the row stays pending for the
-    relay). The table, not this class, decides where each outcome leads.
+    the run is stored with its new state and history row; all of it commits or none.
+    Step 2 (after that commit): the event is published. `published` commits with the
+    outbox row marked published; `publish_failed` commits with the row still pending, for
+    the relay. The table, not this class, decides where each outcome leads.
     """
 
     def __init__(
         self,
         manager: StatusManager,
         publisher: EventPublisher,
-        uow: UnitOfWork,
+        uow: FlowUnitOfWork,
         *,
         topic: str = TOPIC,
         owner: str = "orchestrator",
@@ -61,41 +78,65 @@ class UserStatusUpdateOrchestrator:
         self.clock = clock
         self.ids = ids
         self.machine = build_flow(self)
+        self.runs: PersistentMachine[FlowState] = PersistentMachine(
+            self.machine, uow, types=[UserStatus], clock=clock, listeners=[self._mark_published]
+        )
 
-    def perform(self, payload: UpdateUserStatusPayload) -> Run[FlowState]:
-        """Run one status update to `published`, `publish_failed` or `update_failed`."""
+    def perform(self, payload: UpdateUserStatusPayload) -> PersistentRun[FlowState]:
+        """Run one status update to `published`, `publish_failed` or `update_failed`.
+
+        Returns the stored run. If the process dies between the two steps, the run waits
+        in `status_updated` with its event pending, and the relay finishes it.
+        """
         if not isinstance(payload, UpdateUserStatusPayload):
             raise TypeError(f"payload must be an UpdateUserStatusPayload, got {payload!r}")
         run_id = self.ids()
-        context = {
+        context: dict[str, Any] = {
             "run_id": run_id,
             "user_id": payload.user_id,
             "new_status": payload.new_status.value,
         }
-        run = self.machine.create(context, run_id=run_id, listeners=[self._record])
-        self.uow.rollback()  # start from a clean transaction, whatever the caller left open
         try:
-            run.advance()
-        except CallbackError as error:
-            self.uow.rollback()
-            if run.state != FlowState.RECEIVED:
-                # Committed already; the outbox row is pending and the relay finishes the run.
-                log.error("run %s stopped in %s: %s", run.id, run.state, error)
-                return run
-            # Committing the update failed: nothing of it is visible, so record the failure.
-            run.send(StorageError(payload.user_id, f"{type(error.error).__name__}: {error.error}"))
-        self._log(run)
-        return run
+            handle = self.runs.start(context, run_id=run_id)
+        except Exception as error:
+            if self._stored(run_id):
+                # Step 1 committed, step 2 broke (not a publish failure: that is an outcome).
+                # The event is pending in the outbox; the relay publishes it and ends the run.
+                log.error(
+                    "run %s stopped after its commit: %r; the relay will finish it", run_id, error
+                )
+                return self.runs.load(run_id)
+            # Step 1 rolled back: nothing of it is stored. Record the failure as the run.
+            original = getattr(error, "error", error)  # a CallbackError carries the original
+            if isinstance(original, UpdateAborted):
+                cause = original.outcome.error
+            else:
+                cause = _describe(error)
+            log.error("run %s: the update of user %s failed: %s", run_id, payload.user_id, cause)
+            handle = self.runs.start(context | {STORAGE_ERROR: cause}, run_id=run_id)
+        self._log(handle)
+        return handle
+
+    def _stored(self, run_id: str) -> bool:
+        try:
+            with self.uow:
+                self.uow.runs.load(run_id)
+        except RunNotFound:
+            return False
+        return True
 
     # -- the actions (their return annotations are the closed families the table handles)
 
     def update_status(self, context: dict[str, Any]) -> UpdateOutcome:
-        """Change the user and add the event to the outbox, in the current transaction."""
+        """Change the user and add the event to the outbox, in the step's transaction."""
+        if STORAGE_ERROR in context:
+            return StorageError(int(context["user_id"]), str(context[STORAGE_ERROR]))
         payload = UpdateUserStatusPayload.parse(context["user_id"], context["new_status"])
         outcome = self.manager.update_user_status(payload)
+        if isinstance(outcome, StorageError):
+            raise UpdateAborted(outcome)  # roll the whole step back; perform() records it
         if not isinstance(outcome, UserStatusUpdated):
-            self.uow.rollback()  # nothing of a failed update may commit
-            return outcome
+            return outcome  # nothing was written: the run records why
         event = UserStatusChanged(
             event_id=self.ids(),
             user_id=outcome.user_id,
@@ -105,15 +146,10 @@ class UserStatusUpdateOrchestrator:
             run_id=context["run_id"],
         )
         message = event.to_message(self.topic)
-        try:
-            self.uow.outbox.add(message)
-            earlier = self.uow.outbox.pending_for_key(message.key) - 1
-        except Exception as error:
-            self.uow.rollback()
-            log.error("adding event %s to the outbox failed: %r", event.event_id, error)
-            return StorageError(payload.user_id, f"{type(error).__name__}: {error}")
+        outbox = self.uow.outbox
+        outbox.add(message)
         context["event"] = event.to_json()
-        context["queued_behind"] = earlier
+        context["queued_behind"] = outbox.pending_for_key(message.key) - 1
         return outcome
 
     def publish_event(self, context: dict[str, Any]) -> PublishOutcome:
@@ -133,20 +169,13 @@ class UserStatusUpdateOrchestrator:
 
     # -- recording
 
-    def _record(self, run: Run[Any], transition: Transition[Any]) -> None:
-        """Listener: record the step and commit it with whatever the action wrote."""
-        try:
-            if isinstance(transition.outcome, Published):
-                self.uow.outbox.mark_published(
-                    transition.outcome.event_id, owner=self.owner, now=self.clock()
-                )
-            self.uow.runs.save(run, transition)
-            self.uow.commit()
-        except Exception:
-            self.uow.rollback()
-            raise
+    def _mark_published(self, run: Run[Any], transition: Transition[Any]) -> None:
+        """Listener: a published event leaves the outbox in the same step's transaction."""
+        outcome = transition.outcome
+        if isinstance(outcome, Published):
+            self.uow.outbox.mark_published(outcome.event_id, owner=self.owner, now=self.clock())
 
-    def _log(self, run: Run[Any]) -> None:
+    def _log(self, run: PersistentRun[FlowState]) -> None:
         outcome = run.outcome
         if run.state == FlowState.PUBLISHED:
             log.info("run %s: user %s updated and published", run.id, run.context["user_id"])
@@ -158,3 +187,10 @@ class UserStatusUpdateOrchestrator:
             )
         else:
             log.info("run %s: %s (%r)", run.id, run.state, outcome)
+
+
+def _describe(error: BaseException) -> str:
+    cause = getattr(error, "error", None)  # a CallbackError carries the original
+    if isinstance(cause, BaseException):
+        error = cause
+    return f"{type(error).__name__}: {error}"

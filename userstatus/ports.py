@@ -1,32 +1,13 @@
-"""The flow's own ports: the user repository, the run recorder and the unit of work tying them."""
+"""The flow's own ports, on top of the engine's: the unit of work it needs and its collaborators."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-from typing import Any, Protocol
+from typing import Protocol
 
-from fsm.definition import Machine
-from fsm.ports import Outbox
-from fsm.runtime import Run, Transition
-from userstatus.domain import UpdateUserStatusPayload, User
+from fsm.ports import Outbox, UnitOfWork, UserRecord, UserRepository
+from userstatus.domain import UpdateUserStatusPayload
 from userstatus.events import UserStatusChanged
 from userstatus.outcomes import PublishOutcome, UpdateOutcome
-
-
-class UserRepository(Protocol):
-    """Users, read and written inside the unit of work's current transaction."""
-
-    def get(self, user_id: int) -> User | None:
-        """The user with that id, or None."""
-        ...
-
-    def add(self, user: User) -> None:
-        """Store a new user."""
-        ...
-
-    def save(self, user: User) -> None:
-        """Write back a changed user (its status)."""
-        ...
 
 
 class FlowOutbox(Outbox, Protocol):
@@ -36,50 +17,43 @@ class FlowOutbox(Outbox, Protocol):
         """How many messages of `key` are neither published nor dead."""
         ...
 
-    def pending_count(self) -> int:
-        """How many messages are neither published nor dead, all keys together."""
+    def counts(self) -> dict[str, int]:
+        """How many messages are pending, published and dead."""
         ...
 
 
-class RunRecorder(Protocol):
-    """Where runs of the flow machine and their history are kept."""
+class FlowUnitOfWork(UnitOfWork, Protocol):
+    """A unit of work whose transaction also reaches the users and the keyed outbox."""
 
-    def save(self, run: Run[Any], transition: Transition[Any] | None) -> None:
-        """Record the run's current state and context, and append `transition` if given."""
+    @property
+    def users(self) -> UserRepository:
+        """The users, in this unit's transaction."""
         ...
-
-    def load(self, machine: Machine[Any], run_id: str) -> Run[Any]:
-        """Restore a recorded run on `machine` (its actions are not run again)."""
-        ...
-
-    def counts_by_state(self) -> dict[Hashable, int]:
-        """How many runs are in each state."""
-        ...
-
-
-class UnitOfWork(Protocol):
-    """One database transaction at a time, shared by the repository, the outbox and the runs.
-
-    A transaction starts with the first read or write after the last commit or rollback.
-    """
 
     @property
     def outbox(self) -> FlowOutbox:
         """The outbox, in this unit's transaction."""
         ...
 
-    @property
-    def runs(self) -> RunRecorder:
-        """The run records, in this unit's transaction."""
-        ...
 
-    def commit(self) -> None:
-        """Make everything since the last commit or rollback durable, all or nothing."""
-        ...
+class CurrentUsers:
+    """A UserRepository that always uses the unit of work's current transaction.
 
-    def rollback(self) -> None:
-        """Forget everything since the last commit or rollback."""
-        ...
+    The status manager keeps one repository for its whole life (as in the seed), while
+    a unit of work opens a new session per transaction: this bridges the two.
+    """
+
+    def __init__(self, uow: FlowUnitOfWork) -> None:
+        self.uow = uow
+
+    def get(self, user_id: int) -> UserRecord | None:
+        return self.uow.users.get(user_id)
+
+    def create(self, user_id: int, status: str) -> UserRecord:
+        return self.uow.users.create(user_id, status)
+
+    def update_status(self, user_id: int, status: str, *, expected_version: int) -> UserRecord:
+        return self.uow.users.update_status(user_id, status, expected_version=expected_version)
 
 
 class StatusManager(Protocol):

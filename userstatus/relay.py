@@ -13,13 +13,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fsm.definition import Machine
-from fsm.ports import OutboxMessage, Publisher, PublishError
+from fsm.persistence import PersistentMachine
+from fsm.ports import OutboxMessage, Publisher, PublishError, RunNotFound
 from fsm.runtime import Run, Transition
+from userstatus.domain import UserStatus
 from userstatus.flow import FlowState
 from userstatus.flow import machine as flow_machine
-from userstatus.manager import utcnow
+from userstatus.orchestrator import utcnow
 from userstatus.outcomes import DeadLettered, Published, PublishFailed, RelayOutcome
-from userstatus.ports import UnitOfWork
+from userstatus.ports import FlowUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +100,16 @@ class OutboxRelay:
     """A long-lived worker: claim due events, publish, settle the outbox and the run.
 
     Claims follow the Outbox contract (only the oldest pending event of each key, leased),
-    so several relays keep per-user order. `stop()` (or SIGTERM/SIGINT through
+    so several relays keep per-user order. Each attempt's outcome is recorded in one
+    transaction: the outbox row (published, failed with its next attempt time, or dead)
+    and the run's transition. `stop()` (or SIGTERM/SIGINT through
     `install_signal_handlers`) lets the event in hand finish; the rest of the batch stays
-    leased until its lease runs out, and is then claimed again: nothing is lost.
+    leased until the lease runs out and is then claimed again: nothing is lost.
     """
 
     def __init__(
         self,
-        uow: UnitOfWork,
+        uow: FlowUnitOfWork,
         publisher: Publisher,
         *,
         machine: Machine[Any] = flow_machine,
@@ -117,13 +121,17 @@ class OutboxRelay:
     ) -> None:
         self.uow = uow
         self.publisher = publisher
-        self.machine = machine
         self.settings = settings or RelaySettings()
         self.owner = owner or default_owner()
         self.clock = clock
         self.rand = rand
         self._stop = threading.Event()
         self.sleep = sleep if sleep is not None else self._interruptible_sleep
+        # The definition alone is enough: the relay only sends outcomes, it runs no action.
+        self.runs: PersistentMachine[Any] = PersistentMachine(
+            machine, uow, types=[UserStatus], clock=clock, listeners=[self._settle_outbox]
+        )
+        self._settling: tuple[OutboxMessage, RelayOutcome, datetime] | None = None
 
     def _interruptible_sleep(self, seconds: float) -> None:
         self._stop.wait(seconds)
@@ -150,24 +158,21 @@ class OutboxRelay:
 
     def pending(self) -> int:
         """How many events are neither published nor dead."""
-        try:
-            return self.uow.outbox.pending_count()
-        finally:
-            self.uow.rollback()
+        with self.uow:
+            return self.uow.outbox.counts().get("pending", 0)
 
     def run_once(self) -> RelayReport:
         """Claim one batch and work through it; stops early if asked to."""
         report = RelayReport()
         try:
-            claimed = self.uow.outbox.claim(
-                owner=self.owner,
-                limit=self.settings.batch_size,
-                lease_seconds=self.settings.lease_seconds,
-                now=self.clock(),
-            )
-            self.uow.commit()
+            with self.uow:  # committed at once, so other relays see the leases
+                claimed = self.uow.outbox.claim(
+                    owner=self.owner,
+                    limit=self.settings.batch_size,
+                    lease_seconds=self.settings.lease_seconds,
+                    now=self.clock(),
+                )
         except Exception as error:
-            self.uow.rollback()
             log.error("relay %s: claiming failed: %r", self.owner, error)
             report.errors += 1
             return report
@@ -224,32 +229,23 @@ class OutboxRelay:
 
     def _settle(self, message: OutboxMessage, outcome: RelayOutcome, report: RelayReport) -> None:
         """Record the attempt in the outbox and move the run, in one transaction."""
-        now = self.clock()
-        outbox = self.uow.outbox
+        self._settling = (message, outcome, self.clock())
         try:
-            if isinstance(outcome, Published):
-                outbox.mark_published(message.event_id, owner=self.owner, now=now)
-            elif isinstance(outcome, DeadLettered):
-                outbox.mark_dead(message.event_id, owner=self.owner, error=outcome.error, now=now)
-            else:
-                retry_at = now + timedelta(seconds=self.settings.delay(outcome.attempts, self.rand))
-                outbox.mark_failed(
-                    message.event_id, owner=self.owner, error=outcome.error, retry_at=retry_at
-                )
-            if message.run_id is not None:
-                self._advance_run(message.run_id, outcome)
-            self.uow.commit()
+            if not self._advance_run(message, outcome):
+                with self.uow:  # no run waits for it: the outbox alone
+                    self._mark(self.uow, message, outcome)
         except Exception as error:
-            self.uow.rollback()
             report.errors += 1
             log.error(
-                "relay %s: settling event %s failed: %r; its lease will expire and it "
-                "will be tried again",
+                "relay %s: recording event %s failed: %r; it stays pending and is tried "
+                "again when its lease runs out",
                 self.owner,
                 message.event_id,
                 error,
             )
             return
+        finally:
+            self._settling = None
         if isinstance(outcome, Published):
             report.published += 1
         elif isinstance(outcome, DeadLettered):
@@ -273,21 +269,46 @@ class OutboxRelay:
                 outcome.error,
             )
 
-    def _advance_run(self, run_id: str, outcome: RelayOutcome) -> None:
-        runs = self.uow.runs
+    def _advance_run(self, message: OutboxMessage, outcome: RelayOutcome) -> bool:
+        """Send the outcome to the event's run; False when no unfinished run waits for it."""
+        if message.run_id is None:
+            return False
         try:
-            run = runs.load(self.machine, run_id)
-        except KeyError:
-            log.warning("relay %s: run %s of an outboxed event is not recorded", self.owner, run_id)
-            return
+            run = self.runs.load(message.run_id)
+        except RunNotFound:
+            log.warning(
+                "relay %s: run %s of event %s is not stored",
+                self.owner,
+                message.run_id,
+                message.event_id,
+            )
+            return False
         if run.finished:
-            return  # another worker settled it already (at-least-once: a duplicate send)
-
-        def record(r: Run[Any], transition: Transition[Any]) -> None:
-            runs.save(r, transition)
-
-        run.add_listener(record)
+            return False  # settled already (a duplicate send after an expired lease)
         if isinstance(outcome, DeadLettered) and run.state == FlowState.STATUS_UPDATED:
-            # The process that committed died before publishing: that was a failed publish too.
+            # The process that committed died before publishing: a failed publish too.
             run.send(PublishFailed(outcome.event_id, outcome.error, outcome.attempts))
-        run.send(outcome)
+        run.send(outcome)  # the listener marks the outbox in this step's transaction
+        return True
+
+    def _settle_outbox(self, run: Run[Any], transition: Transition[Any]) -> None:
+        """Listener: the outbox row changes in the same transaction as the run's step."""
+        settling = self._settling
+        if settling is not None and transition.outcome is settling[1]:
+            self._mark(self.uow, settling[0], settling[1])
+
+    def _mark(self, uow: FlowUnitOfWork, message: OutboxMessage, outcome: RelayOutcome) -> None:
+        now = self.clock()
+        outbox = uow.outbox
+        if isinstance(outcome, Published):
+            outbox.mark_published(message.event_id, owner=self.owner, now=now)
+        elif isinstance(outcome, DeadLettered):
+            outbox.mark_dead(message.event_id, owner=self.owner, error=outcome.error, now=now)
+        else:
+            delay = self.settings.delay(outcome.attempts, self.rand)
+            outbox.mark_failed(
+                message.event_id,
+                owner=self.owner,
+                error=outcome.error,
+                retry_at=now + timedelta(seconds=delay),
+            )

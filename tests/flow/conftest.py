@@ -11,9 +11,9 @@ import pytest
 from adapters.kafka.broker import LocalBroker
 from adapters.kafka.config import KafkaConfig
 from adapters.memory import FakePublisher, FakeUserRepository, InMemoryUnitOfWork
-from userstatus.domain import User, UserStatus
 from userstatus.manager import UserStatusManager
 from userstatus.orchestrator import UserStatusUpdateOrchestrator
+from userstatus.ports import CurrentUsers
 from userstatus.publisher import UserUpdatePublisher
 
 
@@ -40,7 +40,7 @@ class MemoryFlow:
     """The flow on fakes, with every part reachable from the test."""
 
     clock: Clock
-    users: FakeUserRepository[User]
+    users: FakeUserRepository
     uow: InMemoryUnitOfWork
     publisher: FakePublisher
     orchestrator: UserStatusUpdateOrchestrator
@@ -56,18 +56,14 @@ def clock() -> Clock:
 def flow(clock: Clock) -> Iterator[MemoryFlow]:
     """Users 1 (active), 2 (suspended), 3 (closed) and 4 (pending) on fakes."""
     users = FakeUserRepository(
-        [
-            User(1, UserStatus.ACTIVE),
-            User(2, UserStatus.SUSPENDED),
-            User(3, UserStatus.CLOSED),
-            User(4, UserStatus.PENDING_VERIFICATION),
-        ]
+        [(1, "active"), (2, "suspended"), (3, "closed"), (4, "pending_verification")],
+        clock=clock,
     )
     uow = InMemoryUnitOfWork(users=users)
     uow.outbox.clock = clock
     publisher = FakePublisher()
     orchestrator = UserStatusUpdateOrchestrator(
-        UserStatusManager(users, clock=clock), UserUpdatePublisher(publisher), uow, clock=clock
+        UserStatusManager(CurrentUsers(uow)), UserUpdatePublisher(publisher), uow, clock=clock
     )
     yield MemoryFlow(clock, users, uow, publisher, orchestrator)
 

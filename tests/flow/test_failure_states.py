@@ -32,6 +32,16 @@ def perform(flow: MemoryFlow, user_id: int, status: UserStatus) -> typing.Any:
     return flow.orchestrator.perform(UpdateUserStatusPayload(user_id, status))
 
 
+def stored(flow: MemoryFlow, run_id: str) -> FlowState:
+    """The state the run is stored in."""
+    return FlowState[flow.uow.runs.state_of(run_id)]
+
+
+def stored_path(flow: MemoryFlow, run_id: str) -> list[FlowState]:
+    """The targets of the run's stored history, in order."""
+    return [FlowState[h.target] for h in flow.uow.runs.history(run_id)]
+
+
 class TestDefinition:
     def test_the_table_handles_every_outcome(self) -> None:
         """Building the flow proves each action's closed family has rows."""
@@ -75,51 +85,55 @@ class TestUpdateFailed:
         run = perform(flow, 99, S.ACTIVE)
         assert run.state == F.UPDATE_FAILED
         assert run.outcome == UserNotFound(99)
-        assert flow.users.saved == []
+        assert flow.users.updates == []
         assert flow.uow.outbox.records == {}
         assert flow.publisher.sent == []
-        assert flow.uow.runs.records[run.id].state == F.UPDATE_FAILED
+        assert stored(flow, run.id) == F.UPDATE_FAILED
 
     def test_illegal_status_change(self, flow: MemoryFlow) -> None:
         """Reopening a closed account is an outcome naming what is allowed, not an exception."""
         run = perform(flow, 3, S.ACTIVE)
         assert run.state == F.UPDATE_FAILED
         assert run.outcome == IllegalStatusChange(3, S.CLOSED, S.ACTIVE, ())
-        assert flow.users.status_of(3) == S.CLOSED
+        assert flow.users.status_of(3) == "closed"
         assert flow.publisher.sent == []
 
-    def test_storage_error_on_save(self, flow: MemoryFlow) -> None:
+    def test_storage_error_on_update(self, flow: MemoryFlow) -> None:
         """A repository that raises gives StorageError; nothing commits, no event."""
-        flow.users.fail_on_save = OSError("disk full")
+        flow.users.fail_on_update = OSError("disk full")
         run = perform(flow, 1, S.SUSPENDED)
         assert run.state == F.UPDATE_FAILED
         assert isinstance(run.outcome, StorageError)
         assert "disk full" in run.outcome.error
-        assert flow.users.status_of(1) == S.ACTIVE
+        assert flow.users.status_of(1) == "active"
         assert flow.uow.outbox.records == {}
         assert flow.publisher.sent == []
+        assert stored(flow, run.id) == F.UPDATE_FAILED
 
     def test_commit_fails(self, flow: MemoryFlow) -> None:
         """A commit that fails leaves neither the status nor the event, and records the failure."""
-
         flow.uow.fail_commit = RuntimeError("serialization failure")
-        original = flow.uow.commit
-
-        def commit_then_heal() -> None:
-            try:
-                original()
-            finally:
-                flow.uow.fail_commit = None
-
-        flow.uow.commit = commit_then_heal  # type: ignore[method-assign]
         run = perform(flow, 1, S.SUSPENDED)
         assert run.state == F.UPDATE_FAILED
         assert isinstance(run.outcome, StorageError)
         assert "serialization failure" in run.outcome.error
-        assert flow.users.status_of(1) == S.ACTIVE
+        assert flow.users.status_of(1) == "active"
         assert flow.uow.outbox.records == {}
         assert flow.publisher.sent == []
-        assert flow.uow.runs.records[run.id].state == F.UPDATE_FAILED
+        assert stored_path(flow, run.id) == [F.UPDATE_FAILED]
+
+    def test_outbox_refusal_rolls_the_update_back(self, flow: MemoryFlow) -> None:
+        """If the event cannot be added, the status change does not commit either."""
+
+        def refuse(message: typing.Any) -> None:
+            raise OSError("outbox table is read-only")
+
+        flow.uow.outbox.add = refuse  # type: ignore[method-assign]
+        run = perform(flow, 1, S.SUSPENDED)
+        assert run.state == F.UPDATE_FAILED
+        assert "outbox table is read-only" in run.outcome.error
+        assert flow.users.status_of(1) == "active"
+        assert flow.publisher.sent == []
 
 
 class TestPublishFailed:
@@ -129,9 +143,9 @@ class TestPublishFailed:
         run = perform(flow, 1, S.SUSPENDED)
         assert run.state == F.PUBLISH_FAILED
         assert isinstance(run.outcome, PublishFailed)
-        assert flow.users.status_of(1) == S.SUSPENDED
-        assert flow.uow.outbox.pending_count() == 1
-        assert flow.uow.runs.records[run.id].state == F.PUBLISH_FAILED
+        assert flow.users.status_of(1) == "suspended"
+        assert flow.uow.outbox.counts()["pending"] == 1
+        assert stored_path(flow, run.id) == [F.STATUS_UPDATED, F.PUBLISH_FAILED]
 
     def test_later_event_waits_behind_a_pending_one(self, flow: MemoryFlow) -> None:
         """A user's second change is not published before the first: it waits for the relay."""
@@ -172,8 +186,8 @@ class TestRelayRecovery:
         assert [b'"new_status":"suspended"' in v for _, v in statuses] == [True, False, False]
         assert [b'"new_status":"closed"' in v for _, v in statuses][-1]
         for run in runs:
-            assert flow.uow.runs.records[run.id].state == F.PUBLISHED
-        assert flow.uow.outbox.pending_count() == 0
+            assert stored(flow, run.id) == F.PUBLISHED
+        assert flow.uow.outbox.counts()["pending"] == 0
 
     def test_crash_after_commit_before_publish(self, flow: MemoryFlow) -> None:
         """A run left in status_updated (process died) is finished by the relay."""
@@ -187,10 +201,11 @@ class TestRelayRecovery:
         flow.orchestrator.publisher.publish = die  # type: ignore[method-assign]
         with pytest.raises(Crash):
             perform(flow, 1, S.SUSPENDED)
-        (run_id,) = flow.uow.runs.records
-        assert flow.uow.runs.records[run_id].state == F.STATUS_UPDATED
+        (run_id,) = flow.uow.runs.runs
+        assert stored(flow, run_id) == F.STATUS_UPDATED
+        assert flow.users.status_of(1) == "suspended"
         self.relay(flow).run(until_idle=True)
-        assert flow.uow.runs.records[run_id].state == F.PUBLISHED
+        assert stored_path(flow, run_id) == [F.STATUS_UPDATED, F.PUBLISHED]
         assert len(flow.publisher.sent) == 1
 
     def test_retries_exhausted_dead_letters(self, flow: MemoryFlow) -> None:
@@ -201,15 +216,15 @@ class TestRelayRecovery:
         assert report.failed == 2
         assert report.dead == 1
         assert report.dead_events == [run.context["event"]["event_id"]]
-        stored = flow.uow.runs.records[run.id]
-        assert stored.state == F.DEAD_LETTERED
-        assert [t.target for t in stored.history][-3:] == [
+        assert stored_path(flow, run.id) == [
+            F.STATUS_UPDATED,
+            F.PUBLISH_FAILED,
             F.PUBLISH_FAILED,
             F.PUBLISH_FAILED,
             F.DEAD_LETTERED,
         ]
         (dead,) = flow.uow.outbox.by_status("dead")
-        assert dead.attempts == 3
+        assert dead.attempts == 2  # two counted failures, the third attempt dead-lettered it
         assert "gave up after 3 relay attempts" in (dead.last_error or "")
 
     def test_age_limit_dead_letters(self, flow: MemoryFlow) -> None:
@@ -221,7 +236,7 @@ class TestRelayRecovery:
         flow.clock.advance(3600)
         report = self.relay(flow, max_age=timedelta(minutes=30)).run(until_idle=True)
         assert report.dead == 1
-        assert flow.uow.runs.records[run.id].state == F.DEAD_LETTERED
+        assert stored(flow, run.id) == F.DEAD_LETTERED
 
     def test_backoff_between_attempts(self, flow: MemoryFlow) -> None:
         """A failed attempt is retried only after its backoff delay."""
@@ -262,9 +277,9 @@ class TestRelayRecovery:
         flow.publisher.publish = publish_then_stop  # type: ignore[method-assign]
         report = relay.run()
         assert (report.claimed, report.published) == (3, 1)
-        assert flow.uow.outbox.pending_count() == 2
+        assert flow.uow.outbox.counts()["pending"] == 2
         flow.publisher.publish = original  # type: ignore[method-assign]
         flow.clock.advance(6)
         self.relay(flow).run(until_idle=True)
-        assert flow.uow.outbox.pending_count() == 0
+        assert flow.uow.outbox.counts()["pending"] == 0
         assert len({m.event_id for m in flow.publisher.sent}) == 3

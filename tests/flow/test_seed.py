@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from adapters.memory import FakePublisher, FakeUserRepository, InMemoryUnitOfWork
-from userstatus.domain import UpdateUserStatusPayload, User, UserStatus
+from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.events import UserStatusChanged
 from userstatus.flow import FlowState
 from userstatus.manager import UserStatusManager
@@ -73,21 +73,22 @@ class TestOrchestrator:
 class TestStatusManager:
     def test_updates_an_existing_user(self) -> None:
         """The manager changes the status of a user that exists."""
-        users = FakeUserRepository([User(1, UserStatus.ACTIVE)])
+        users = FakeUserRepository([(1, "active")])
         outcome = UserStatusManager(users).update_user_status(
             UpdateUserStatusPayload(1, UserStatus.SUSPENDED)
         )
         assert outcome == UserStatusUpdated(1, UserStatus.ACTIVE, UserStatus.SUSPENDED)
-        assert users.status_of(1) == UserStatus.SUSPENDED
+        assert users.status_of(1) == "suspended"
+        assert users.updates == [(1, "suspended")]
 
     def test_does_nothing_for_a_missing_user(self) -> None:
         """The manager writes nothing when the user does not exist."""
-        users = FakeUserRepository([User(1, UserStatus.ACTIVE)])
+        users = FakeUserRepository([(1, "active")])
         outcome = UserStatusManager(users).update_user_status(
             UpdateUserStatusPayload(2, UserStatus.SUSPENDED)
         )
         assert outcome == UserNotFound(2)
-        assert users.saved == []
+        assert users.updates == []
         assert list(users.users) == [1]
 
 

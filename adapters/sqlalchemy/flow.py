@@ -1,0 +1,50 @@
+"""What the reference flow asks of the database beyond the ports: per-key counts and reports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from adapters.sqlalchemy.outbox import PENDING, SqlOutbox
+from adapters.sqlalchemy.tables import OutboxRow, RunRow
+from adapters.sqlalchemy.uow import SqlUnitOfWork, utc_now
+
+
+class KeyedSqlOutbox(SqlOutbox):
+    """SqlOutbox plus the count of a key's pending messages (to keep per-key order)."""
+
+    def __init__(self, session: Session, *, clock: Callable[[], datetime]) -> None:
+        super().__init__(session, clock=clock)
+        self._flow_session = session
+
+    def pending_for_key(self, key: str) -> int:
+        """How many messages of `key` are neither published nor dead."""
+        count = self._flow_session.execute(
+            select(func.count())
+            .select_from(OutboxRow)
+            .where(OutboxRow.key == key, OutboxRow.status == PENDING)
+        ).scalar_one()
+        return int(count)
+
+
+class FlowSqlUnitOfWork(SqlUnitOfWork):
+    """SqlUnitOfWork whose outbox also answers `pending_for_key`."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utc_now) -> None:
+        super().__init__(engine, clock=clock)
+        self._flow_clock = clock
+
+    @property
+    def outbox(self) -> KeyedSqlOutbox:
+        return KeyedSqlOutbox(self.session, clock=self._flow_clock)
+
+
+def runs_by_state(session: Session, machine: str) -> dict[str, int]:
+    """How many runs of `machine` are in each stored state."""
+    rows = session.execute(
+        select(RunRow.state, func.count()).where(RunRow.machine == machine).group_by(RunRow.state)
+    )
+    return {state: int(count) for state, count in rows}
