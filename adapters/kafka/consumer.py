@@ -26,6 +26,8 @@ class AuditLog:
     """What the consumer saw: each event once, in arrival order, and how many were repeats."""
 
     events: dict[str, ConsumedEvent] = field(default_factory=dict)
+    copies: dict[str, int] = field(default_factory=dict)
+    """How many times each event id arrived."""
     duplicates: int = 0
     received: int = 0
     without_id: int = 0
@@ -33,11 +35,16 @@ class AuditLog:
     def add(self, event: ConsumedEvent) -> bool:
         """Keep the event unless its id was seen; True if it was new."""
         self.received += 1
+        self.copies[event.event_id] = self.copies.get(event.event_id, 0) + 1
         if event.event_id in self.events:
             self.duplicates += 1
             return False
         self.events[event.event_id] = event
         return True
+
+    def duplicates_among(self, event_ids: Collection[str]) -> int:
+        """How many extra copies of these events arrived."""
+        return sum(self.copies.get(e, 1) - 1 for e in event_ids if e in self.copies)
 
     def by_key(self) -> dict[str, list[ConsumedEvent]]:
         """Each key's first-seen events, in topic (offset) order."""

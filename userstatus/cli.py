@@ -1,0 +1,187 @@
+"""`fsm relay` and `fsm demo`, registered through the `fsm.commands` entry point."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from datetime import timedelta
+from typing import Any
+
+from fsm.cli import UsageError
+
+
+def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
+    """The Kafka connection options shared by the commands (security settings included)."""
+    kafka = parser.add_argument_group("Kafka")
+    kafka.add_argument(
+        "--bootstrap-servers",
+        default=os.environ.get("FSM_KAFKA_BOOTSTRAP_SERVERS"),
+        help="host:port[,host:port] (default: $FSM_KAFKA_BOOTSTRAP_SERVERS)",
+    )
+    kafka.add_argument(
+        "--security-protocol",
+        default=os.environ.get("FSM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+        help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (default: PLAINTEXT)",
+    )
+    kafka.add_argument("--sasl-mechanism", default=os.environ.get("FSM_KAFKA_SASL_MECHANISM"))
+    kafka.add_argument("--sasl-username", default=os.environ.get("FSM_KAFKA_SASL_USERNAME"))
+    kafka.add_argument(
+        "--sasl-password",
+        default=os.environ.get("FSM_KAFKA_SASL_PASSWORD"),
+        help="prefer $FSM_KAFKA_SASL_PASSWORD: command lines are visible to other users",
+    )
+    kafka.add_argument("--ssl-cafile", default=os.environ.get("FSM_KAFKA_SSL_CAFILE"))
+    kafka.add_argument("--ssl-certfile", default=os.environ.get("FSM_KAFKA_SSL_CERTFILE"))
+    kafka.add_argument("--ssl-keyfile", default=os.environ.get("FSM_KAFKA_SSL_KEYFILE"))
+
+
+def kafka_config(args: argparse.Namespace) -> Any:
+    """The KafkaConfig the options describe; UsageError naming a bad option."""
+    from adapters.kafka.config import KafkaConfig, KafkaConfigError
+
+    try:
+        return KafkaConfig(
+            bootstrap_servers=args.bootstrap_servers,
+            security_protocol=args.security_protocol,
+            sasl_mechanism=args.sasl_mechanism,
+            sasl_plain_username=args.sasl_username,
+            sasl_plain_password=args.sasl_password,
+            ssl_cafile=args.ssl_cafile,
+            ssl_certfile=args.ssl_certfile,
+            ssl_keyfile=args.ssl_keyfile,
+        )
+    except KafkaConfigError as error:
+        raise UsageError(f"Kafka settings: {error}") from error
+
+
+def _check_db_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(url)
+    except ArgumentError as error:
+        raise UsageError(
+            f"--db-url {url!r} is not a SQLAlchemy URL; for example sqlite:///fsm.sqlite3 or "
+            "postgresql+psycopg://user@host:5432/db"
+        ) from error
+    return url
+
+
+def _positive(kind: type[int] | type[float]) -> Any:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+        return value
+
+    return parse
+
+
+def register_relay(commands: Any) -> None:
+    """Add `fsm relay`."""
+    relay = commands.add_parser(
+        "relay",
+        help="publish pending outbox events (long-running; stops cleanly on SIGTERM/SIGINT)",
+        description="Claim pending events of the outbox, publish them to Kafka in per-user "
+        "order with backoff, and move their runs to published or dead_lettered. Several "
+        "relays may run at once.",
+    )
+    relay.add_argument(
+        "--db-url",
+        default=None,
+        help="SQLAlchemy URL (default: $FSM_DB_URL, else sqlite:///fsm.sqlite3)",
+    )
+    add_kafka_arguments(relay)
+    tuning = relay.add_argument_group("relay")
+    tuning.add_argument("--batch-size", type=_positive(int), default=50)
+    tuning.add_argument("--lease-seconds", type=_positive(float), default=60.0)
+    tuning.add_argument("--max-attempts", type=_positive(int), default=10)
+    tuning.add_argument("--max-age-hours", type=_positive(float), default=24.0)
+    tuning.add_argument("--idle-interval", type=_positive(float), default=1.0)
+    tuning.add_argument(
+        "--until-idle", action="store_true", help="exit once nothing is pending (for jobs)"
+    )
+    tuning.add_argument("--owner", default=None, help="the name this relay leases events under")
+    relay.set_defaults(handler=_cmd_relay)
+
+
+def _cmd_relay(args: argparse.Namespace) -> int:
+    from adapters.sqlalchemy import default_db_url
+    from userstatus.app import FlowApp
+    from userstatus.relay import RelaySettings
+
+    if not args.bootstrap_servers:
+        raise UsageError("give --bootstrap-servers (or set $FSM_KAFKA_BOOTSTRAP_SERVERS)")
+    config = kafka_config(args)
+    settings = RelaySettings(
+        batch_size=args.batch_size,
+        lease_seconds=args.lease_seconds,
+        max_attempts=args.max_attempts,
+        max_age=timedelta(hours=args.max_age_hours),
+        idle_interval=args.idle_interval,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    app = FlowApp.connect(
+        _check_db_url(args.db_url or default_db_url()), config, relay_settings=settings
+    )
+    try:
+        relay = app.relay(owner=args.owner)
+        relay.install_signal_handlers()
+        logging.info("relay %s: started on %s", relay.owner, config.bootstrap_servers)
+        report = relay.run(until_idle=args.until_idle)
+        logging.info(
+            "relay %s: stopped; published %d, failed %d, dead-lettered %d, pending %d",
+            relay.owner,
+            report.published,
+            report.failed,
+            report.dead,
+            relay.pending(),
+        )
+        return 1 if report.dead else 0
+    finally:
+        app.close()
+
+
+def register_demo(commands: Any) -> None:
+    """Add `fsm demo`."""
+    demo = commands.add_parser(
+        "demo",
+        help="the reference flow end to end: updates, a broker outage, recovery, the audit",
+        description="Create users, update their statuses, take the broker down in the middle, "
+        "bring it back, let the relay publish what is pending, then consume UserUpdateTopic "
+        "as the audit service would and report what arrived. Embedded by default (a SQLite "
+        "file and a local broker).",
+    )
+    demo.add_argument("--db-url", default=None, help="SQLAlchemy URL (default: a new SQLite file)")
+    add_kafka_arguments(demo)
+    demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    demo.set_defaults(handler=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from userstatus.demo import DemoOptions, demo_ok, format_summary, quiet_library_logs, run_demo
+
+    quiet_library_logs()
+    logging.basicConfig(level=logging.CRITICAL)  # the demo's own lines tell the story
+    options = DemoOptions(
+        db_url=_check_db_url(args.db_url) if args.db_url else None,
+        kafka=kafka_config(args) if args.bootstrap_servers else None,
+        # With --json, stdout carries only the JSON object; progress goes to stderr.
+        progress=(lambda line: print(line, file=sys.stderr, flush=True))
+        if args.json
+        else (lambda line: print(line, flush=True)),
+    )
+    summary = run_demo(options)
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        print(format_summary(summary))
+    return 0 if demo_ok(summary) else 1
