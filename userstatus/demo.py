@@ -79,7 +79,9 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
             db_url,
             kafka,
             # Short bounds so the outage phase is quick: an attempt fails in about a second.
-            retry=RetryPolicy(attempts=2, initial_backoff=0.2, max_backoff=1.0, deadline=3.0),
+            retry=RetryPolicy(
+                attempts=2, initial_backoff=0.1, max_backoff=0.5, jitter=0.1, deadline=2.0
+            ),
             relay_settings=RelaySettings(
                 batch_size=20,
                 lease_seconds=30,
@@ -121,9 +123,9 @@ def _run(
             # A real cluster is not ours to stop: publish to an address nobody listens on.
             dead = KafkaConfig(
                 bootstrap_servers=f"127.0.0.1:{free_port()}",
-                request_timeout_ms=kafka.request_timeout_ms,
-                delivery_timeout_ms=kafka.delivery_timeout_ms,
-                max_block_ms=kafka.max_block_ms,
+                request_timeout_ms=500,
+                delivery_timeout_ms=800,
+                max_block_ms=500,
             )
             outage_orchestrator = app.orchestrator(app.publisher(dead))
             say("[4/7] outage simulated: publishing to an unreachable address")

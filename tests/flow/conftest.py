@@ -5,16 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from adapters.kafka.broker import LocalBroker
 from adapters.kafka.config import KafkaConfig
+from adapters.kafka.retry import RetryPolicy
 from adapters.memory import FakePublisher, FakeUserRepository, InMemoryUnitOfWork
+from userstatus.app import FlowApp
 from userstatus.manager import UserStatusManager
 from userstatus.orchestrator import UserStatusUpdateOrchestrator
 from userstatus.ports import CurrentUsers
 from userstatus.publisher import UserUpdatePublisher
+from userstatus.relay import RelaySettings
 
 
 class Clock:
@@ -82,4 +86,22 @@ def fast_config(broker: LocalBroker) -> KafkaConfig:
         request_timeout_ms=800,
         delivery_timeout_ms=1_000,
         max_block_ms=800,
+    )
+
+
+def sql_app(db_url: str, broker: LocalBroker, **relay: Any) -> FlowApp:
+    """The flow on `db_url` and the broker, with short bounds and a quick relay."""
+    settings = {
+        "batch_size": 20,
+        "lease_seconds": 30.0,
+        "max_attempts": 50,
+        "backoff_initial": 0.05,
+        "backoff_max": 0.2,
+        "idle_interval": 0.05,
+    } | relay
+    return FlowApp.connect(
+        db_url,
+        fast_config(broker),
+        retry=RetryPolicy(attempts=1, deadline=1.0),
+        relay_settings=RelaySettings(**settings),
     )

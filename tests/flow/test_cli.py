@@ -1,0 +1,91 @@
+"""`fsm relay` and `fsm demo` from the command line: bad input, a clean stop, the main job."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from adapters.kafka.broker import LocalBroker
+from fsm.cli import main
+from userstatus.domain import UpdateUserStatusPayload, UserStatus
+
+from .conftest import sql_app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class TestRelayCommand:
+    def test_missing_bootstrap_servers(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """Without brokers the relay refuses to start with one line, exit status 2."""
+        os.environ.pop("FSM_KAFKA_BOOTSTRAP_SERVERS", None)
+        assert main(["relay", "--db-url", "sqlite://"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert "--bootstrap-servers" in err
+
+    def test_bad_security_protocol(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """An unknown security protocol is named with the allowed ones."""
+        code = main(["relay", "--bootstrap-servers", "k:9092", "--security-protocol", "TLS"])
+        assert code == 2
+        assert "PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL" in capsys.readouterr().err
+
+    def test_bad_db_url(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """A database URL that is not one is refused before anything connects."""
+        assert main(["relay", "--bootstrap-servers", "k:9092", "--db-url", "nonsense"]) == 2
+        assert "is not a SQLAlchemy URL" in capsys.readouterr().err
+
+    def test_until_idle_publishes_pending_events(self, tmp_path: Path, broker: LocalBroker) -> None:
+        """`fsm relay --until-idle` publishes what an outage left pending, then exits 0."""
+        db_url = f"sqlite:///{tmp_path / 'relay.sqlite3'}"
+        app = sql_app(db_url, broker)
+        with app.unit_of_work() as uow:
+            uow.users.create(1, "active")
+        broker.stop()
+        run = app.orchestrator().perform(UpdateUserStatusPayload(1, UserStatus.SUSPENDED))
+        broker.start()
+        args = ["relay", "--db-url", db_url, "--bootstrap-servers", broker.bootstrap_servers]
+        assert main([*args, "--until-idle", "--idle-interval", "0.05"]) == 0
+        assert app.orchestrator().runs.load(run.id).state == "published"
+        app.close()
+
+    def test_sigterm_stops_cleanly(self, tmp_path: Path, broker: LocalBroker) -> None:
+        """A running relay stops on SIGTERM within a second or so, exit status 0."""
+        db_url = f"sqlite:///{tmp_path / 'relay.sqlite3'}"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fsm", "relay", "--db-url", db_url,
+             "--bootstrap-servers", broker.bootstrap_servers, "--idle-interval", "5"],
+            cwd=ROOT, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert process.stderr is not None
+        started = process.stderr.readline()
+        assert "started" in started, started
+        time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        _, err = process.communicate(timeout=10)
+        assert process.returncode == 0, err
+        assert time.monotonic() - sent < 3
+        assert "stopped" in err
+
+
+class TestDemoCommand:
+    def test_demo_json_loses_nothing(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """The main job on embedded defaults: one JSON object, zero events lost."""
+        assert main(["demo", "--json"]) == 0
+        out, err = capsys.readouterr()
+        summary = json.loads(out)
+        assert summary["events_lost"] == 0
+        assert summary["events_published"] == summary["status_changes_committed"] > 0
+        assert summary["runs_by_state"]["update_failed"] == 2  # a missing user, a closed one
+        assert summary["runs_by_state"]["published"] == summary["events_published"]
+        assert summary["duplicates"] >= 0
+        assert summary["per_user_order_violations"] == 0
+        assert "broker stopped" in err  # the outage really happened
+        assert "publish_failed" in err
