@@ -282,18 +282,35 @@ class PersistentRun(Generic[S]):
                     act()
                 finally:
                     self._active = False
-        except CallbackError as error:
+        except BaseException as error:
+            read_at = self.version
             self._recover()
-            original = error.error
-            if error.kind == "listener" and error.name == "_persist_step":
-                raise original from None  # our own save failed: that error is the news
-            if isinstance(original, ConcurrencyError):
-                raise original from error
-            raise
-        except BaseException:
-            self._recover()
-            raise
+            shown, cause = self._explain(error, read_at)
+            if shown is error:
+                raise
+            raise shown from cause
         return self
+
+    def _explain(
+        self, error: BaseException, read_at: int
+    ) -> tuple[BaseException, BaseException | None]:
+        """The error to raise for a failed step, and the cause to chain to it."""
+        shown, cause = error, error.__cause__
+        if isinstance(error, CallbackError):
+            if error.kind == "listener" and error.name == "_persist_step":
+                shown, cause = error.error, None  # our own save failed: that error is the news
+            elif isinstance(error.error, ConcurrencyError):
+                shown, cause = error.error, error  # a repository in the action found it stale
+        if (
+            isinstance(shown, ConcurrencyError)
+            and shown.entity != "run"
+            and not self._stale
+            and self.version != read_at
+        ):
+            # The action tripped over a record another process changed while advancing this
+            # very run: say so in the run's terms.
+            return ConcurrencyError("run", self.id, expected=read_at, found=self.version), shown
+        return shown, cause
 
     def _recover(self) -> None:
         try:
