@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 S = TypeVar("S", bound=Hashable)
 
+Effect = Callable[[UnitOfWork], object]
+"""Writes to commit in the same transaction as an event's transition."""
+
 
 def utc_now() -> datetime:
     """The default clock: aware UTC."""
@@ -120,9 +123,9 @@ class PersistentMachine(Generic[S]):
         """Load a run and follow its pending actions (after a crash, or in another process)."""
         return self.load(run_id).advance()
 
-    def send(self, run_id: str, event: object) -> PersistentRun[S]:
-        """Load a run and send it `event`, committing each step that follows."""
-        return self.load(run_id).send(event)
+    def send(self, run_id: str, event: object, *, effect: Effect | None = None) -> PersistentRun[S]:
+        """Load a run and send it `event`, committing each step that follows (see `effect`)."""
+        return self.load(run_id).send(event, effect=effect)
 
     # -- stored form ------------------------------------------------------------------------
 
@@ -249,9 +252,21 @@ class PersistentRun(Generic[S]):
     def allowed(self) -> tuple[Hashable, ...]:
         return self.run.allowed
 
-    def send(self, event: object) -> PersistentRun[S]:
-        """Send `event` and follow the actions it leads to, committing each step."""
-        return self._step(lambda: self.run.send(event))
+    def send(self, event: object, *, effect: Effect | None = None) -> PersistentRun[S]:
+        """Send `event` and follow the actions it leads to, committing each step.
+
+        `effect(uow)`, if given, runs first in the event's own transaction, so its writes
+        commit with the transition or not at all (a relay marking the outbox message
+        published as it moves the run to its published state, say).
+        """
+        run = self.run
+
+        def deliver() -> None:
+            if effect is not None:
+                effect(self._owner.uow)
+            run.send(event)
+
+        return self._step(deliver)
 
     def advance(self) -> PersistentRun[S]:
         """Follow the current state's pending actions, committing each step."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, inspect
@@ -85,3 +87,43 @@ class TestLayers:
         )
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
+
+
+class TestPostgresFixture:
+    """Without PostgreSQL the PostgreSQL tests skip, unless FSM_REQUIRE_POSTGRES=1 fails them."""
+
+    def run_one(self, require: bool) -> subprocess.CompletedProcess[str]:
+        """Run one PostgreSQL test against a port where nothing listens."""
+        env = {
+            **os.environ,
+            "FSM_TEST_POSTGRES_URL": "postgresql+psycopg://postgres@127.0.0.1:1/test",
+            "FSM_REQUIRE_POSTGRES": "1" if require else "",
+        }
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                f"{Path(__file__).with_name('test_persist_store.py')}::TestRunStore::"
+                "test_missing_run[postgresql]",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+
+    def test_skips_with_a_reason(self) -> None:
+        """Unreachable and not required: skipped, saying why."""
+        done = self.run_one(require=False)
+        assert done.returncode == 0, done.stdout
+        assert "1 skipped" in done.stdout and "unreachable" in done.stdout
+
+    def test_fails_when_required(self) -> None:
+        """Unreachable and required (as in .ci/run): the test errors."""
+        done = self.run_one(require=True)
+        assert done.returncode != 0
+        assert "FSM_REQUIRE_POSTGRES=1" in done.stdout

@@ -337,3 +337,32 @@ class TestClock:
             stored = uow.runs.load(run.id)
         assert [h.at for h in history] == [clock.now] * 3
         assert (stored.created_at, stored.updated_at) == (T0, clock.now)
+
+
+class TestEffects:
+    """Writes given with an event commit with its transition, or not at all."""
+
+    def test_effect_commits_with_the_event(self, engine: Engine) -> None:
+        """The effect's write is seen by the step it precedes and stored with it."""
+        persistent(engine).start({"user_id": 9, "status": "closed"}, run_id="r1")
+
+        def effect(uow: Any) -> None:
+            uow.users.create(9, "active")
+
+        sent = persistent(engine).send("r1", "go", effect=effect)
+        assert sent.state is Step.DONE
+        with SqlUnitOfWork(engine) as uow:
+            assert uow.users.get(9).status == "closed"  # type: ignore[union-attr]
+
+    def test_effect_rolls_back_with_a_refused_event(self, engine: Engine) -> None:
+        """If the event is not allowed, the effect's write is undone too."""
+        persistent(engine).start({"user_id": 5, "status": "closed"}, run_id="r1")
+
+        def effect(uow: Any) -> None:
+            uow.users.create(5, "active")
+
+        with pytest.raises(InvalidEvent):
+            persistent(engine).send("r1", "stop", effect=effect)
+        assert rows(engine, UserRow) == 0
+        persistent(engine).send("r1", "go", effect=effect)
+        assert rows(engine, UserRow) == 1
