@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 S = TypeVar("S", bound=Hashable)
 
+Effect = Callable[[UnitOfWork], object]
+"""Writes to commit in the same transaction as an event's transition."""
+
 
 def utc_now() -> datetime:
     """The default clock: aware UTC."""
@@ -120,9 +123,9 @@ class PersistentMachine(Generic[S]):
         """Load a run and follow its pending actions (after a crash, or in another process)."""
         return self.load(run_id).advance()
 
-    def send(self, run_id: str, event: object) -> PersistentRun[S]:
-        """Load a run and send it `event`, committing each step that follows."""
-        return self.load(run_id).send(event)
+    def send(self, run_id: str, event: object, *, effect: Effect | None = None) -> PersistentRun[S]:
+        """Load a run and send it `event`, committing each step that follows (see `effect`)."""
+        return self.load(run_id).send(event, effect=effect)
 
     # -- stored form ------------------------------------------------------------------------
 
@@ -249,9 +252,21 @@ class PersistentRun(Generic[S]):
     def allowed(self) -> tuple[Hashable, ...]:
         return self.run.allowed
 
-    def send(self, event: object) -> PersistentRun[S]:
-        """Send `event` and follow the actions it leads to, committing each step."""
-        return self._step(lambda: self.run.send(event))
+    def send(self, event: object, *, effect: Effect | None = None) -> PersistentRun[S]:
+        """Send `event` and follow the actions it leads to, committing each step.
+
+        `effect(uow)`, if given, runs first in the event's own transaction, so its writes
+        commit with the transition or not at all (a relay marking the outbox message
+        published as it moves the run to its published state, say).
+        """
+        run = self.run
+
+        def deliver() -> None:
+            if effect is not None:
+                effect(self._owner.uow)
+            run.send(event)
+
+        return self._step(deliver)
 
     def advance(self) -> PersistentRun[S]:
         """Follow the current state's pending actions, committing each step."""
@@ -282,18 +297,35 @@ class PersistentRun(Generic[S]):
                     act()
                 finally:
                     self._active = False
-        except CallbackError as error:
+        except BaseException as error:
+            read_at = self.version
             self._recover()
-            original = error.error
-            if error.kind == "listener" and error.name == "_persist_step":
-                raise original from None  # our own save failed: that error is the news
-            if isinstance(original, ConcurrencyError):
-                raise original from error
-            raise
-        except BaseException:
-            self._recover()
-            raise
+            shown, cause = self._explain(error, read_at)
+            if shown is error:
+                raise
+            raise shown from cause
         return self
+
+    def _explain(
+        self, error: BaseException, read_at: int
+    ) -> tuple[BaseException, BaseException | None]:
+        """The error to raise for a failed step, and the cause to chain to it."""
+        shown, cause = error, error.__cause__
+        if isinstance(error, CallbackError):
+            if error.kind == "listener" and error.name == "_persist_step":
+                shown, cause = error.error, None  # our own save failed: that error is the news
+            elif isinstance(error.error, ConcurrencyError):
+                shown, cause = error.error, error  # a repository in the action found it stale
+        if (
+            isinstance(shown, ConcurrencyError)
+            and shown.entity != "run"
+            and not self._stale
+            and self.version != read_at
+        ):
+            # The action tripped over a record another process changed while advancing this
+            # very run: say so in the run's terms.
+            return ConcurrencyError("run", self.id, expected=read_at, found=self.version), shown
+        return shown, cause
 
     def _recover(self) -> None:
         try:

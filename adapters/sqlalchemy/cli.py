@@ -13,6 +13,9 @@ from adapters.sqlalchemy.schema import init_db
 from fsm.cli import UsageError
 from fsm.errors import FSMError
 
+CONNECT_TIMEOUT = 10
+"""Seconds before an unreachable PostgreSQL server is reported."""
+
 
 class DatabaseError(FSMError):
     """The database could not be reached or refused the command."""
@@ -35,8 +38,17 @@ def register(commands: Any) -> None:
 def _cmd_init(args: argparse.Namespace) -> int:
     url = args.db_url or default_db_url()
     try:
-        shown = make_url(url).render_as_string(hide_password=True)
-        engine = create_engine(url)
+        parsed = make_url(url)
+        shown = parsed.render_as_string(hide_password=True)
+        options: dict[str, Any] = {}
+        if parsed.get_backend_name() == "postgresql":
+            options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
+        engine = create_engine(url, **options)
+    except ImportError as error:
+        raise UsageError(
+            f"--db-url {url!r} needs a database driver that is not installed ({error}); "
+            "install it, or use sqlite:/// or postgresql+psycopg://"
+        ) from error
     except (ArgumentError, NoSuchModuleError, ValueError) as error:
         raise UsageError(
             f"--db-url {url!r} is not a usable SQLAlchemy URL ({_first_line(error)}); "
