@@ -121,9 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Integrations add their own commands (demo, relay, db) without fsm importing them.
     for entry in entry_points(group="fsm.commands"):
-        register: Callable[[Any], None] = entry.load()
-        register(commands)
+        try:
+            register: Callable[[Any], None] = entry.load()
+        except ImportError as error:  # its extra is not installed: say so when it is used
+            _unavailable(commands, entry.name, error)
+        else:
+            register(commands)
     return parser
+
+
+def _unavailable(commands: Any, name: str, error: ImportError) -> None:
+    def handler(args: argparse.Namespace) -> int:
+        raise UsageError(f"command {name!r} is not available: {error}; install its extra")
+
+    parser = commands.add_parser(name, help=f"(not available: {error})")
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    parser.set_defaults(handler=handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -89,7 +89,6 @@ def _check_rows(
             bad = True
         if row.guard is not None and not callable(row.guard):
             problems.append(f"row {number} {row.describe()}: guard {row.guard!r} is not callable")
-            bad = True
         if not bad:
             usable.append(row)
     return usable
@@ -171,11 +170,17 @@ def _check_outcomes(states: list[State[Any]], rows: list[Row[Any]]) -> list[str]
     for state in states:
         if state.action is None or state.final or not callable(state.action):
             continue
-        family = outcome_family(state.action)
-        if family is None:
-            continue
         triggers = {row.trigger for row in rows if row.source == state.name}
-        missing = [m for m in family if not _handled(m, triggers)]
+        try:
+            family = outcome_family(state.action, known=triggers)
+        except Exception as error:  # an unresolvable annotation would silently skip the proof
+            problems.append(
+                f"state {show(state.name)}: cannot read the outcomes of action "
+                f"{callable_name(state.action)} ({type(error).__name__}: {error}); "
+                "define the outcome types where the action's module can see them"
+            )
+            continue
+        missing = [m for m in family or () if not _handled(m, triggers)]
         if missing:
             listed = ", ".join(show(m) for m in missing)
             problems.append(
@@ -185,12 +190,18 @@ def _check_outcomes(states: list[State[Any]], rows: list[Row[Any]]) -> list[str]
     return problems
 
 
-def outcome_family(action: object) -> tuple[object, ...] | None:
-    """The closed family an action's return annotation names, or None if it names none."""
-    try:
-        hints = typing.get_type_hints(action)
-    except Exception:  # an annotation that does not resolve declares nothing we can check
-        return None
+def outcome_family(action: object, known: Iterable[Hashable] = ()) -> tuple[object, ...] | None:
+    """The closed family an action's return annotation names, or None if it names none.
+
+    String annotations resolve in the action's module and, for outcome types defined
+    locally, among the `known` triggers (classes and Enum members of the table).
+    """
+    local: dict[str, Any] = {}
+    for trigger in known:
+        kind = trigger if isinstance(trigger, type) else type(trigger)
+        if kind.__module__ != "builtins":
+            local[kind.__name__] = kind
+    hints = typing.get_type_hints(action, localns=local)
     if "return" not in hints:
         return None
     return _members(hints["return"])
@@ -211,7 +222,7 @@ def _members(annotation: Any) -> tuple[object, ...] | None:
         return (type(None),)
     if isinstance(annotation, type) and issubclass(annotation, Enum):
         return tuple(annotation)
-    if isinstance(annotation, type) and annotation.__module__ != "builtins":
+    if isinstance(annotation, type) and annotation.__module__ not in ("builtins", "typing"):
         return (annotation,)
     return None  # Any, object, str, generics: open, nothing to prove
 
