@@ -9,6 +9,7 @@ this engine and the hand-written dispatch) record the transition in the run's hi
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import timeit
 from collections.abc import Callable, Hashable, Sequence
@@ -49,7 +50,7 @@ def fsm_ping() -> Send:
 
 def fsm_flow() -> Send:
     rows: list[Any] = []
-    for source, target in zip(FLOW_STATES, FLOW_STATES[1:], strict=False):
+    for source, target in itertools.pairwise(FLOW_STATES):
         rows.append((source, "next", "rejected", is_fraud))
         rows.append((source, "next", target, amount_ok))
     rows.append(("settled", "reopen", "created", amount_ok))
@@ -74,9 +75,11 @@ def transitions_ping() -> Send:
 
 def transitions_flow() -> Send:
     rows: list[dict[str, Any]] = []
-    for source, target in zip(FLOW_STATES, FLOW_STATES[1:], strict=False):
-        rows.append({"trigger": "next", "source": source, "dest": "rejected", "conditions": is_fraud})
-        rows.append({"trigger": "next", "source": source, "dest": target, "conditions": amount_ok})
+    for source, target in itertools.pairwise(FLOW_STATES):
+        for dest, condition in (("rejected", is_fraud), (target, amount_ok)):
+            rows.append(
+                {"trigger": "next", "source": source, "dest": dest, "conditions": condition}
+            )
     rows.append(
         {"trigger": "reopen", "source": "settled", "dest": "created", "conditions": amount_ok}
     )
@@ -131,9 +134,7 @@ class HandRun:
 
     __slots__ = ("context", "history", "state", "table")
 
-    def __init__(
-        self, table: dict[str, dict[str, Sequence[tuple[str, Any]]]], state: str
-    ) -> None:
+    def __init__(self, table: dict[str, dict[str, Sequence[tuple[str, Any]]]], state: str) -> None:
         self.table = table
         self.state = state
         self.context = {"amount": 10}
@@ -155,7 +156,7 @@ def hand_ping() -> Send:
 
 def hand_flow() -> Send:
     table: dict[str, dict[str, list[tuple[str, Any]]]] = {s: {} for s in FLOW_STATES}
-    for source, target in zip(FLOW_STATES, FLOW_STATES[1:], strict=False):
+    for source, target in itertools.pairwise(FLOW_STATES):
         table[source]["next"] = [("rejected", is_fraud), (target, amount_ok)]
     table["settled"]["reopen"] = [("created", amount_ok)]
     return HandRun(table, "created").send
@@ -214,7 +215,10 @@ def main() -> None:
     ours = results["fsm (this project)"]
     print(f"machine: {machine_description()}")
     print()
-    print("| engine | ping-pong (us/transition) | ratio to fsm | guarded 6-state flow (us/transition) | ratio to fsm |")
+    print(
+        "| engine | ping-pong (us/transition) | ratio to fsm "
+        "| guarded 6-state flow (us/transition) | ratio to fsm |"
+    )
     print("|---|---:|---:|---:|---:|")
     for name, (ping_us, flow_us) in results.items():
         print(
