@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Callable, Hashable, Sequence
 from enum import Enum
@@ -29,6 +30,8 @@ def load_machine(spec: str) -> Machine[Any]:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise UsageError(f"{spec!r} is not MODULE:ATTR (for example fsm.examples:ping)")
+    if os.getcwd() not in sys.path:  # find the user's own modules, as `python -m` would
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except DefinitionError:
