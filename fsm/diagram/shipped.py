@@ -22,6 +22,8 @@ SUFFIXES = (".svg", ".mmd", ".dot")
 
 INDEX = "README.md"
 _SVG = "{http://www.w3.org/2000/svg}"
+_NO_PAINT = {"transparent": "none"}
+"""Graphviz 2.x writes `transparent` where later builds write `none`: the same paint."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +166,7 @@ def svg_content(svg: bytes) -> list[tuple[str, ...]]:
         texts = [e.text or "" for e in elements if e.tag == f"{_SVG}text"]
         colours = sorted(
             {
-                f"{attr}={e.get(attr)}"
+                f"{attr}={_NO_PAINT.get(e.get(attr) or '', e.get(attr))}"
                 for e in elements
                 if e.tag != f"{_SVG}g"
                 for attr in ("fill", "stroke")
