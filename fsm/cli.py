@@ -150,6 +150,8 @@ def _diagram_all(args: argparse.Namespace) -> int:
         raise UsageError(
             "--all draws every shipped machine: drop MODULE:ATTR, --format, --output, --send"
         )
+    if args.context is not None:
+        raise UsageError("--context goes with --send")
     config = load_config()
     directory = Path(args.output_dir) if args.output_dir is not None else config.directory
     files = render_shipped([(spec, load_machine(spec)) for spec in config.specs])

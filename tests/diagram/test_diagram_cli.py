@@ -150,6 +150,8 @@ class TestErrors:
         assert "drop MODULE:ATTR" in line
         line = fails_in_one_line(capsys, ["diagram", "fsm.examples:ping", "--check"])
         assert "go with --all" in line
+        line = fails_in_one_line(capsys, ["diagram", "--all", "--context", "{}"])
+        assert "--context goes with --send" in line
 
 
 class TestAll:

@@ -97,7 +97,7 @@ class TestOptionalDependency:
         assert "DOT output needs the graphviz package: pip install" in done.stdout
 
     def test_importing_fsm_loads_no_optional_library(self) -> None:
-        """`import fsm` and the diagram module pull in neither graphviz nor subprocess users."""
+        """Importing fsm, its CLI and its diagram package loads none of the optional libraries."""
         optional = ("graphviz", "statemachine", "hypothesis")
         code = (
             "import sys, fsm, fsm.cli, fsm.diagram; "
