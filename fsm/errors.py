@@ -106,6 +106,14 @@ class CallbackError(RunError):
         )
 
 
+class DiagramError(FSMError):
+    """A diagram cannot be drawn: a bad highlight, a missing library or a renderer that failed."""
+
+
+class RendererNotFound(DiagramError):
+    """No program to turn DOT into SVG or PNG; the message says what to install."""
+
+
 def show(value: object) -> str:
     """How states, triggers and events are named in messages."""
     if isinstance(value, type):
