@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from collections import deque
@@ -45,9 +46,15 @@ def validate(machine: Machine[Any]) -> list[str]:
     ]
     names: dict[Hashable, State[Any]] = {}
     for state in states:
-        if state.name in names:
+        if state.name is None or _unhashable(state.name):
+            problems.append(
+                f"state name {state.name!r} is not usable; name states with strings or Enum members"
+            )
+        elif state.name in names:
             problems.append(f"state {show(state.name)} is declared twice")
-        names[state.name] = state
+        else:
+            names[state.name] = state
+    states = list(names.values())
     problems += _check_initial(states)
     rows = _check_rows(machine.transitions, names, problems)
     problems += _check_graph(states, rows)
@@ -170,23 +177,38 @@ def _check_outcomes(states: list[State[Any]], rows: list[Row[Any]]) -> list[str]
     for state in states:
         if state.action is None or state.final or not callable(state.action):
             continue
-        triggers = {row.trigger for row in rows if row.source == state.name}
+        own = [row for row in rows if row.source == state.name]
+        triggers = {row.trigger for row in own}
+        where = f"state {show(state.name)}: action {callable_name(state.action)}"
         try:
             family = outcome_family(state.action, known=triggers)
-        except Exception as error:  # an unresolvable annotation would silently skip the proof
+        except NameError as error:  # a locally defined outcome class that no row names
             problems.append(
-                f"state {show(state.name)}: cannot read the outcomes of action "
-                f"{callable_name(state.action)} ({type(error).__name__}: {error}); "
-                "define the outcome types where the action's module can see them"
+                f"{where} names {error.name} in its return annotation, but no row from "
+                f"{show(state.name)} handles it (and it cannot be resolved from the action)"
             )
             continue
-        missing = [m for m in family or () if not _handled(m, triggers)]
+        except Exception as error:  # an unreadable annotation would silently skip the proof
+            problems.append(
+                f"{where}: its return annotation cannot be read ({type(error).__name__}: "
+                f"{error}); define the outcome types where the action's module can see them"
+            )
+            continue
+        if family is None:
+            continue
+        missing = [m for m in family if not _handled(m, triggers)]
         if missing:
             listed = ", ".join(show(m) for m in missing)
             problems.append(
-                f"state {show(state.name)}: action {callable_name(state.action)} can return "
-                f"{listed} but no row from {show(state.name)} handles it"
+                f"{where} can return {listed} but no row from {show(state.name)} handles it"
             )
+        listed = ", ".join(show(m) for m in family)
+        problems += [
+            f"row {row.describe()} can never fire: {callable_name(state.action)} "
+            f"returns only {listed}"
+            for row in own
+            if not any(_matches(member, row.trigger) for member in family)
+        ]
     return problems
 
 
@@ -201,6 +223,10 @@ def outcome_family(action: object, known: Iterable[Hashable] = ()) -> tuple[obje
         kind = trigger if isinstance(trigger, type) else type(trigger)
         if kind.__module__ != "builtins":
             local[kind.__name__] = kind
+    while isinstance(action, functools.partial):
+        action = action.func
+    if not isinstance(action, types.FunctionType | types.MethodType | type):
+        action = type(action).__call__  # a callable object: its __call__ declares the outcomes
     hints = typing.get_type_hints(action, localns=local)
     if "return" not in hints:
         return None
@@ -237,6 +263,15 @@ def _handled(member: object, triggers: set[Hashable]) -> bool:
     if not _unhashable(member) and member in triggers:
         return True
     return any(cls in triggers for cls in type(member).__mro__)
+
+
+def _matches(member: object, trigger: Hashable) -> bool:
+    """True when a row on `trigger` can fire for some outcome in `member`."""
+    if isinstance(member, type):
+        return trigger in member.__mro__ or (
+            isinstance(trigger, type) and issubclass(trigger, member)
+        )
+    return (not _unhashable(member) and member == trigger) or trigger in type(member).__mro__
 
 
 def _unhashable(value: object) -> bool:

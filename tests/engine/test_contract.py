@@ -10,6 +10,15 @@ import pytest
 from fsm import DefinitionError, Machine, State
 
 
+@dataclass(frozen=True)
+class Updated: ...
+
+
+@dataclass(frozen=True)
+class UserNotFound:
+    user_id: int
+
+
 class TestContract:
     """The two snippets every other part of the project relies on."""
 
@@ -35,13 +44,6 @@ class TestContract:
 
     def test_outcome_snippet(self) -> None:
         """An action's outcome type picks the row; dropping a row fails the definition."""
-
-        @dataclass(frozen=True)
-        class Updated: ...
-
-        @dataclass(frozen=True)
-        class UserNotFound:
-            user_id: int
 
         def update_status(context: dict[str, Any]) -> Updated | UserNotFound:
             if context["user_id"] in context["users"]:
@@ -72,5 +74,7 @@ class TestContract:
                 states=[*states[:2], State("failed", final=True)],
                 transitions=[("received", Updated, "updated")],
             )
-        message = str(caught.value)
-        assert "'received'" in message and "UserNotFound" in message
+        assert (
+            "state 'received': action update_status can return UserNotFound "
+            "but no row from 'received' handles it"
+        ) in caught.value.problems

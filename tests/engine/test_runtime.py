@@ -334,6 +334,12 @@ class TestRestore:
         with pytest.raises(RestoreError, match="'idle' --'finish'--> 'done'"):
             ping.restore("r9", "done", history=[("idle", "finish", "done", None)])
 
+    def test_state_lookup(self) -> None:
+        """machine.state() finds a state, or names the ones there are."""
+        assert ping.state("busy").name == "busy"
+        with pytest.raises(KeyError, match="no state 'nope'; states: 'idle', 'busy', 'done'"):
+            ping.state("nope")
+
     def test_context_is_copied(self) -> None:
         """The run works on its own copy of the given context."""
         given = {"ok": True}

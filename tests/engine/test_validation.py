@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -82,6 +83,11 @@ class TestStates:
         """A state declared twice is refused."""
         problem = only(problems_of([A, C, State("c", final=True)], [("a", "go", "c")]))
         assert "state 'c' is declared twice" in problem
+
+    def test_unusable_state_name(self) -> None:
+        """None or an unhashable value cannot name a state."""
+        problems = problems_of([A, C, State(None), State(["x"])], [("a", "go", "c")])
+        assert sum("is not usable" in p for p in problems) == 2
 
     def test_not_a_state(self) -> None:
         """Something that is not a State in the states list is named."""
@@ -280,7 +286,40 @@ class TestOutcomes:
 
         states = [State("a", initial=True, action=act), C]
         problem = only(problems_of(states, [("a", Ok, "c")]))
-        assert "cannot read the outcomes of action act" in problem and "Nowhere" in problem
+        assert problem == (
+            "state 'a': action act names Nowhere in its return annotation, but no row from 'a' "
+            "handles it (and it cannot be resolved from the action)"
+        )
+
+    def test_partial_and_callable_object_actions(self) -> None:
+        """A functools.partial or a callable object declares its outcomes like a function."""
+
+        def act(prefix: str, context: dict[str, Any]) -> Ok | NotFound:
+            return Ok()
+
+        class Act:
+            def __call__(self, context: dict[str, Any]) -> Ok | NotFound:
+                return Ok()
+
+        for action in (functools.partial(act, "x"), Act()):
+            states = [State("a", initial=True, action=action), C]
+            problem = only(problems_of(states, [("a", Ok, "c")]))
+            assert "can return NotFound" in problem
+        assert "action partial(act)" in only(
+            problems_of(
+                [State("a", initial=True, action=functools.partial(act, "x")), C], [("a", Ok, "c")]
+            )
+        )
+
+    def test_row_outside_the_family_can_never_fire(self) -> None:
+        """From an action state, a row no outcome of the family matches is refused."""
+
+        def act(context: dict[str, Any]) -> Ok:
+            return Ok()
+
+        states = [State("a", initial=True, action=act), C]
+        problem = only(problems_of(states, [("a", Ok, "c"), ("a", "manual", "c")]))
+        assert problem == "row ('a', 'manual', 'c') can never fire: act returns only Ok"
 
     def test_local_outcome_classes_resolve_through_the_table(self) -> None:
         """Outcome classes defined in a function resolve through the table's triggers."""
@@ -301,7 +340,7 @@ class TestAllAtOnce:
     """Every problem of a bad table is listed in one error."""
 
     def test_every_problem_listed(self) -> None:
-        """Seven different problems come back together, each named."""
+        """Seven problems of six kinds come back together, each named."""
 
         def act(context: dict[str, Any]) -> Ok | NotFound:
             return Ok()
@@ -321,6 +360,7 @@ class TestAllAtOnce:
         with pytest.raises(DefinitionError) as caught:
             Machine("bad", states=states, transitions=rows)
         problems = caught.value.problems
+        assert len(problems) == 7, problems
         expected = [
             "several initial states",
             "unknown target state 'ghost'",
