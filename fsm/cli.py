@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Callable, Hashable, Sequence
 from enum import Enum
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 from fsm.definition import Machine
@@ -29,6 +31,8 @@ def load_machine(spec: str) -> Machine[Any]:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise UsageError(f"{spec!r} is not MODULE:ATTR (for example fsm.examples:ping)")
+    if os.getcwd() not in sys.path:  # find the user's own modules, as `python -m` would
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except DefinitionError:
@@ -96,6 +100,89 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_diagram(args: argparse.Namespace) -> int:
+    from fsm.diagram import FORMATS, diagram
+
+    if args.all:
+        return _diagram_all(args)
+    if args.machine is None:
+        raise UsageError("give the machine as MODULE:ATTR, or --all for every shipped machine")
+    if args.check or args.output_dir is not None:
+        raise UsageError("--check and --output-dir go with --all")
+    suffixes = {".svg": "svg", ".png": "png", ".dot": "dot", ".gv": "dot", ".mmd": "mermaid"}
+    suffix = Path(args.output).suffix.lower() if args.output else ""
+    output_format = args.format or suffixes.get(suffix, "mermaid")
+    if output_format not in FORMATS:
+        raise UsageError(f"unknown format {output_format!r}; formats: {', '.join(FORMATS)}")
+    if output_format == "png" and args.output is None:
+        raise UsageError("png is binary: give --output FILE")
+    machine = load_machine(args.machine)
+    content = diagram(machine, output_format, highlight=_diagram_highlight(args, machine))
+    if args.output is None:
+        text = content.decode() if isinstance(content, bytes) else content
+        sys.stdout.write(text)
+        return 0
+    data = content.encode() if isinstance(content, str) else content
+    _write(args.output, data)
+    print(f"wrote {args.output} ({output_format})")
+    return 0
+
+
+def _diagram_highlight(args: argparse.Namespace, machine: Machine[Any]) -> Run[Any] | None:
+    """The run whose path to draw: a new one driven by --send (a stored run can plug in here)."""
+    if args.send is None:
+        if args.context is not None:
+            raise UsageError("--context goes with --send")
+        return None
+    try:
+        context = json.loads(args.context or "{}")
+    except json.JSONDecodeError as error:
+        raise UsageError(f"--context is not valid JSON: {error}") from error
+    if not isinstance(context, dict):
+        raise UsageError("--context must be a JSON object, for example '{\"ok\": true}'")
+    run = machine.start(context)
+    for text in args.send:
+        run.send(resolve_event(run, text))
+    return run
+
+
+def _diagram_all(args: argparse.Namespace) -> int:
+    from fsm.diagram.shipped import load_config, render_shipped, stale_shipped, write_shipped
+
+    if args.machine is not None or args.format or args.output or args.send is not None:
+        raise UsageError(
+            "--all draws every shipped machine: drop MODULE:ATTR, --format, --output, --send"
+        )
+    if args.context is not None:
+        raise UsageError("--context goes with --send")
+    config = load_config()
+    directory = Path(args.output_dir) if args.output_dir is not None else config.directory
+    files = render_shipped([(spec, load_machine(spec)) for spec in config.specs])
+    if args.check:
+        stale = stale_shipped(files, directory)
+        for line in stale:
+            print(f"fsm: {line}", file=sys.stderr)
+        if stale:
+            print("fsm: run `fsm diagram --all` and commit the result", file=sys.stderr)
+            return 1
+        print(f"{directory}: {len(files)} files match the definitions")
+        return 0
+    try:
+        written = write_shipped(files, directory)
+    except OSError as error:
+        raise UsageError(f"cannot write into {directory}: {error.strerror or error}") from error
+    print(f"{directory}: wrote {len(written)} files for {len(config.specs)} machines")
+    return 0
+
+
+def _write(path: str, data: bytes) -> None:
+    try:
+        with open(path, "wb") as file:
+            file.write(data)
+    except OSError as error:
+        raise UsageError(f"cannot write {path}: {error.strerror or error}") from error
+
+
 def _print_history(run: Run[Any], printed: int) -> int:
     history = run.history
     for step in history[printed:]:
@@ -119,11 +206,50 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--context", default="{}", help="the run's context as a JSON object")
     run.set_defaults(handler=_cmd_run)
 
+    diagram = commands.add_parser(
+        "diagram", help="draw a machine as SVG, PNG, DOT or Mermaid; --all for the shipped ones"
+    )
+    diagram.add_argument("machine", nargs="?", help="the machine as MODULE:ATTR")
+    diagram.add_argument(
+        "--format", help="svg, png, dot or mermaid (default: from --output's suffix, else mermaid)"
+    )
+    diagram.add_argument(
+        "-o", "--output", help="the file to write (default: stdout, text formats only)"
+    )
+    diagram.add_argument(
+        "--send",
+        nargs="*",
+        metavar="EVENT",
+        help="highlight the path of a new run that is sent these events (none: just started)",
+    )
+    diagram.add_argument("--context", help="with --send: the run's context as a JSON object")
+    diagram.add_argument(
+        "--all", action="store_true", help="draw every machine of [tool.fsm] diagrams in pyproject"
+    )
+    diagram.add_argument("--output-dir", help="with --all: where to write (default: diagrams/)")
+    diagram.add_argument(
+        "--check", action="store_true", help="with --all: fail if a committed diagram is stale"
+    )
+    diagram.set_defaults(handler=_cmd_diagram)
+
     # Integrations add their own commands (demo, relay, db) without fsm importing them.
     for entry in entry_points(group="fsm.commands"):
-        register: Callable[[Any], None] = entry.load()
-        register(commands)
+        try:
+            register: Callable[[Any], None] = entry.load()
+        except ImportError as error:  # its extra is not installed: say so when it is used
+            _unavailable(commands, entry.name, error)
+        else:
+            register(commands)
     return parser
+
+
+def _unavailable(commands: Any, name: str, error: ImportError) -> None:
+    def handler(args: argparse.Namespace) -> int:
+        raise UsageError(f"command {name!r} is not available: {error}; install its extra")
+
+    parser = commands.add_parser(name, help=f"(not available: {error})")
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    parser.set_defaults(handler=handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

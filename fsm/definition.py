@@ -78,8 +78,14 @@ class Machine(Generic[S]):
         return f"<Machine {self.name!r}: {len(self.states)} states, {len(self.transitions)} rows>"
 
     def state(self, name: S) -> State[S]:
-        """The state called `name`."""
-        return self._by_name[name]
+        """The state called `name`; KeyError naming the states if there is none."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            states = ", ".join(show(s.name) for s in self.states)
+            raise KeyError(
+                f"machine {self.name!r} has no state {show(name)}; states: {states}"
+            ) from None
 
     def rows_from(self, source: S) -> tuple[Row[S], ...]:
         """The rows whose source is `source`, in table order."""

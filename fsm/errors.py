@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Hashable, Sequence
 from enum import Enum
 from typing import Any
@@ -106,6 +107,14 @@ class CallbackError(RunError):
         )
 
 
+class DiagramError(FSMError):
+    """A diagram cannot be drawn: a bad highlight, a missing library or a renderer that failed."""
+
+
+class RendererNotFound(DiagramError):
+    """No program to turn DOT into SVG or PNG; the message says what to install."""
+
+
 def show(value: object) -> str:
     """How states, triggers and events are named in messages."""
     if isinstance(value, type):
@@ -119,4 +128,6 @@ def show(value: object) -> str:
 
 def callable_name(function: Callable[..., object]) -> str:
     """An action's, guard's or listener's name as shown in messages and diagrams."""
+    if isinstance(function, functools.partial):
+        return f"partial({callable_name(function.func)})"
     return getattr(function, "__name__", None) or type(function).__name__

@@ -6,6 +6,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from fsm.definition import Machine, State
+from fsm.runtime import Run
+
+
+def ok(run: Run[str]) -> bool:
+    """The guard of ping's way out: the context's `ok` flag, true unless set otherwise."""
+    return bool(run.context.get("ok", True))
+
 
 ping: Machine[str] = Machine(
     "ping",
@@ -13,7 +20,7 @@ ping: Machine[str] = Machine(
     transitions=[
         ("idle", "start", "busy"),
         ("busy", "pause", "idle"),
-        ("busy", "finish", "done", lambda run: run.context.get("ok", True)),
+        ("busy", "finish", "done", ok),
     ],
 )
 """The two-state ping-pong of the README, with a guarded way out."""

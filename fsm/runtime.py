@@ -153,8 +153,11 @@ class Run(Generic[S]):
             edges = None
         if edges is None:
             edges = self._edges_for(event, InvalidEvent)
-        self._fire(self._choose(edges, event), event)
-        if self._node.action is not None:
+        edge = edges[0]
+        if edge.guard is not None:
+            edge = self._choose(edges, event)
+        self._fire(edge, event)
+        if edge.target.action is not None:
             self.advance()
         return self
 
@@ -215,15 +218,19 @@ class Run(Generic[S]):
         self._log.append((edge, outcome))
         self.outcome = outcome
         if self._listeners:
-            transition = _record(edge, outcome)
-            for listener in self._listeners:
-                try:
-                    listener(self, transition)
-                except Exception as error:
-                    self._node = edge.source
-                    self._log.pop()
-                    self.outcome = previous
-                    raise self._callback_error("listener", listener, error) from error
+            self._notify(edge, previous)
+
+    def _notify(self, edge: _Edge, previous: object) -> None:
+        """Tell every listener; if one raises, undo the transition it was told about."""
+        transition = _record(edge, self.outcome)
+        for listener in self._listeners:
+            try:
+                listener(self, transition)
+            except Exception as error:
+                self._node = edge.source
+                self._log.pop()
+                self.outcome = previous
+                raise self._callback_error("listener", listener, error) from error
 
     def _callback_error(
         self, kind: str, callback: Callable[..., object], error: Exception

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from collections import deque
@@ -45,9 +46,15 @@ def validate(machine: Machine[Any]) -> list[str]:
     ]
     names: dict[Hashable, State[Any]] = {}
     for state in states:
-        if state.name in names:
+        if state.name is None or _unhashable(state.name):
+            problems.append(
+                f"state name {state.name!r} is not usable; name states with strings or Enum members"
+            )
+        elif state.name in names:
             problems.append(f"state {show(state.name)} is declared twice")
-        names[state.name] = state
+        else:
+            names[state.name] = state
+    states = list(names.values())
     problems += _check_initial(states)
     rows = _check_rows(machine.transitions, names, problems)
     problems += _check_graph(states, rows)
@@ -89,7 +96,6 @@ def _check_rows(
             bad = True
         if row.guard is not None and not callable(row.guard):
             problems.append(f"row {number} {row.describe()}: guard {row.guard!r} is not callable")
-            bad = True
         if not bad:
             usable.append(row)
     return usable
@@ -171,26 +177,57 @@ def _check_outcomes(states: list[State[Any]], rows: list[Row[Any]]) -> list[str]
     for state in states:
         if state.action is None or state.final or not callable(state.action):
             continue
-        family = outcome_family(state.action)
+        own = [row for row in rows if row.source == state.name]
+        triggers = {row.trigger for row in own}
+        where = f"state {show(state.name)}: action {callable_name(state.action)}"
+        try:
+            family = outcome_family(state.action, known=triggers)
+        except NameError as error:  # a locally defined outcome class that no row names
+            problems.append(
+                f"{where} names {error.name} in its return annotation, but no row from "
+                f"{show(state.name)} handles it (and it cannot be resolved from the action)"
+            )
+            continue
+        except Exception as error:  # an unreadable annotation would silently skip the proof
+            problems.append(
+                f"{where}: its return annotation cannot be read ({type(error).__name__}: "
+                f"{error}); define the outcome types where the action's module can see them"
+            )
+            continue
         if family is None:
             continue
-        triggers = {row.trigger for row in rows if row.source == state.name}
         missing = [m for m in family if not _handled(m, triggers)]
         if missing:
             listed = ", ".join(show(m) for m in missing)
             problems.append(
-                f"state {show(state.name)}: action {callable_name(state.action)} can return "
-                f"{listed} but no row from {show(state.name)} handles it"
+                f"{where} can return {listed} but no row from {show(state.name)} handles it"
             )
+        listed = ", ".join(show(m) for m in family)
+        problems += [
+            f"row {row.describe()} can never fire: {callable_name(state.action)} "
+            f"returns only {listed}"
+            for row in own
+            if not any(_matches(member, row.trigger) for member in family)
+        ]
     return problems
 
 
-def outcome_family(action: object) -> tuple[object, ...] | None:
-    """The closed family an action's return annotation names, or None if it names none."""
-    try:
-        hints = typing.get_type_hints(action)
-    except Exception:  # an annotation that does not resolve declares nothing we can check
-        return None
+def outcome_family(action: object, known: Iterable[Hashable] = ()) -> tuple[object, ...] | None:
+    """The closed family an action's return annotation names, or None if it names none.
+
+    String annotations resolve in the action's module and, for outcome types defined
+    locally, among the `known` triggers (classes and Enum members of the table).
+    """
+    local: dict[str, Any] = {}
+    for trigger in known:
+        kind = trigger if isinstance(trigger, type) else type(trigger)
+        if kind.__module__ != "builtins":
+            local[kind.__name__] = kind
+    while isinstance(action, functools.partial):
+        action = action.func
+    if not isinstance(action, types.FunctionType | types.MethodType | type):
+        action = type(action).__call__  # a callable object: its __call__ declares the outcomes
+    hints = typing.get_type_hints(action, localns=local)
     if "return" not in hints:
         return None
     return _members(hints["return"])
@@ -211,7 +248,7 @@ def _members(annotation: Any) -> tuple[object, ...] | None:
         return (type(None),)
     if isinstance(annotation, type) and issubclass(annotation, Enum):
         return tuple(annotation)
-    if isinstance(annotation, type) and annotation.__module__ != "builtins":
+    if isinstance(annotation, type) and annotation.__module__ not in ("builtins", "typing"):
         return (annotation,)
     return None  # Any, object, str, generics: open, nothing to prove
 
@@ -226,6 +263,15 @@ def _handled(member: object, triggers: set[Hashable]) -> bool:
     if not _unhashable(member) and member in triggers:
         return True
     return any(cls in triggers for cls in type(member).__mro__)
+
+
+def _matches(member: object, trigger: Hashable) -> bool:
+    """True when a row on `trigger` can fire for some outcome in `member`."""
+    if isinstance(member, type):
+        return trigger in member.__mro__ or (
+            isinstance(trigger, type) and issubclass(trigger, member)
+        )
+    return (not _unhashable(member) and member == trigger) or trigger in type(member).__mro__
 
 
 def _unhashable(value: object) -> bool:

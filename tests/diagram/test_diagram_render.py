@@ -1,0 +1,134 @@
+"""Rendering through a real Graphviz program: SVG and PNG come out, and a missing one is named."""
+
+from __future__ import annotations
+
+import stat
+import struct
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from diagram_machines import flow
+
+from fsm.diagram import (
+    DiagramError,
+    RendererNotFound,
+    build_graph,
+    diagram,
+    find_renderer,
+    render,
+)
+from fsm.diagram.model import TIMES
+from fsm.examples import ping
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def svg_texts(svg: bytes) -> list[str]:
+    return [text.text or "" for text in ET.fromstring(svg).iter(f"{SVG}text")]
+
+
+@pytest.fixture
+def no_renderer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A machine with neither dot nor graphviz-pure: empty PATH, a Python living elsewhere."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("FSM_DOT", raising=False)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+
+
+class TestSvg:
+    """A real SVG document comes out, naming every state and row."""
+
+    def test_every_state_and_label_appears_as_text(self) -> None:
+        """The SVG parses as XML and holds each state's name and each row's label."""
+        svg = render(build_graph(flow), "svg")
+        root = ET.fromstring(svg)
+        assert root.tag == f"{SVG}svg"
+        texts = svg_texts(svg)
+        for state in flow.states:
+            assert state.name.name in texts
+        for label in ("StatusUpdated", "relay [attempts_left]", "do / publish"):
+            assert label in texts
+
+    def test_a_run_overlay_is_drawn(self) -> None:
+        """The counts and the current-state mark of a run reach the picture."""
+        run = ping.start()
+        for event in ("start", "pause", "start"):
+            run.send(event)
+        texts = svg_texts(render(build_graph(ping, highlight=run), "svg"))
+        assert {f"start {TIMES}2", f"pause {TIMES}1", "(current)"} <= set(texts)
+
+    def test_output_is_byte_stable(self) -> None:
+        """Rendering twice gives the same bytes, which the drift check relies on."""
+        assert diagram(flow, "svg") == diagram(flow, "svg")
+
+
+class TestPng:
+    """PNG output is a real image."""
+
+    def test_png_has_a_signature_and_a_size(self) -> None:
+        """The bytes start with the PNG signature and the header gives a wide, short picture."""
+        png = diagram(flow, "png")
+        assert isinstance(png, bytes)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", png[16:24])
+        assert width > height > 100
+
+
+class TestFindRenderer:
+    """Which program draws: an explicit one, $FSM_DOT, dot, then graphviz-pure."""
+
+    def test_graphviz_pure_is_found_beside_python_without_path(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """An unactivated virtual environment still finds its graphviz-pure."""
+        monkeypatch.setenv("PATH", str(tmp_path))
+        monkeypatch.delenv("FSM_DOT", raising=False)
+        found = Path(find_renderer())
+        assert found.name == "graphviz-pure"
+        assert found.parent == Path(sys.executable).parent
+
+    def test_missing_renderer_says_what_to_install(self, no_renderer: None) -> None:
+        """With no program at all, SVG fails naming the extra to install."""
+        with pytest.raises(RendererNotFound) as caught:
+            diagram(ping, "svg")
+        message = str(caught.value)
+        assert "pip install 'fsm-orchestrator[diagrams]'" in message
+        assert "graphviz-pure" in message and "dot" in message
+
+    def test_dot_and_mermaid_need_no_renderer(self, no_renderer: None) -> None:
+        """Text formats still work on a machine without any Graphviz program."""
+        assert str(diagram(ping, "dot")).startswith("digraph ping {")
+        assert "stateDiagram-v2" in str(diagram(ping, "mermaid"))
+
+    def test_an_explicit_program_must_exist(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A named program or $FSM_DOT that is not there is reported as such."""
+        with pytest.raises(RendererNotFound, match="program 'no-such-dot' is not an executable"):
+            find_renderer("no-such-dot")
+        monkeypatch.setenv("FSM_DOT", "no-such-dot")
+        with pytest.raises(RendererNotFound, match=r"\$FSM_DOT 'no-such-dot'"):
+            find_renderer()
+
+    def test_a_failing_program_is_reported_with_its_message(self, tmp_path: Path) -> None:
+        """A renderer that exits non-zero gives its first stderr line, not a traceback."""
+        script = tmp_path / "broken-dot"
+        script.write_text("#!/bin/sh\necho 'Error: syntax error in line 1' >&2\nexit 1\n")
+        script.chmod(script.stat().st_mode | stat.S_IXUSR)
+        with pytest.raises(DiagramError, match="broken-dot could not render svg: Error: syntax"):
+            render(build_graph(ping), "svg", program=str(script))
+
+    def test_only_svg_and_png_are_rendered(self) -> None:
+        """render() refuses text formats; diagram() refuses unknown ones, listing the valid."""
+        with pytest.raises(DiagramError, match="formats: svg, png"):
+            render(build_graph(ping), "dot")
+        with pytest.raises(DiagramError, match="unknown format 'gif'; formats: svg, png, dot"):
+            diagram(ping, "gif")
+
+    def test_fsm_dot_is_used(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """The program $FSM_DOT names runs ahead of dot and graphviz-pure."""
+        script = tmp_path / "my-dot"
+        script.write_text("#!/bin/sh\necho '<svg xmlns=\"http://www.w3.org/2000/svg\"/>'\n")
+        script.chmod(script.stat().st_mode | stat.S_IXUSR)
+        monkeypatch.setenv("FSM_DOT", str(script))
+        assert diagram(ping, "svg") == b'<svg xmlns="http://www.w3.org/2000/svg"/>\n'

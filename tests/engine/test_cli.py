@@ -1,0 +1,97 @@
+"""The `fsm check` and `fsm run` commands, called through main(argv)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from fsm.cli import main
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of `fsm ARGV...`."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+class TestCheck:
+    """`fsm check MODULE:ATTR`."""
+
+    def test_valid_machine(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """A valid machine exits 0 with a one-line summary."""
+        code, out, _ = run_cli(capsys, "check", "fsm.examples:ping")
+        assert (
+            code == 0 and out == "fsm.examples:ping: machine 'ping' is valid (3 states, 3 rows)\n"
+        )
+
+    def test_invalid_machine_lists_every_problem(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """A bad machine exits 1 and lists all its problems."""
+        code, _, err = run_cli(capsys, "check", "tests.engine.broken_machine:broken")
+        assert code == 1
+        assert "machine 'broken' has 3 problems:" in err
+        assert "state 'b' is not final" in err and "final state 'c' has outgoing rows" in err
+        assert "Traceback" not in err
+
+    @pytest.mark.parametrize(
+        ("spec", "message"),
+        [
+            ("fsm.examples", "is not MODULE:ATTR"),
+            ("no.such.module:x", "cannot import module 'no.such.module'"),
+            ("fsm.examples:nothing", "has no attribute 'nothing'"),
+            ("fsm.examples:Updated", "is a type, not an fsm.Machine"),
+        ],
+    )
+    def test_bad_spec(self, capsys: pytest.CaptureFixture[str], spec: str, message: str) -> None:
+        """A bad MODULE:ATTR gives one line and exit 2."""
+        code, _, err = run_cli(capsys, "check", spec)
+        assert code == 2 and message in err and err.count("\n") == 1
+
+
+class TestRun:
+    """`fsm run MODULE:ATTR EVENT...`."""
+
+    def test_prints_path(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """Each transition is printed, then the final state."""
+        code, out, _ = run_cli(capsys, "run", "fsm.examples:ping", "start", "finish")
+        assert code == 0
+        assert out.splitlines()[1:] == [
+            "  'idle' --'start'--> 'busy'",
+            "  'busy' --'finish'--> 'done'",
+            "state: 'done' (finished)",
+        ]
+
+    def test_actions_and_context(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """A machine with actions proceeds by itself; --context feeds them."""
+        code, out, _ = run_cli(capsys, "run", "fsm.examples:update", "--context", '{"user_id": 9}')
+        assert code == 0 and "'received' --UserNotFound--> 'failed'" in out
+
+    def test_bad_event(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """A bad event exits 2 naming the allowed events, after the path so far."""
+        code, out, err = run_cli(capsys, "run", "fsm.examples:ping", "start", "jump")
+        assert code == 2
+        assert "state: 'busy'" in out
+        assert "event 'jump' is not allowed here; allowed: 'pause', 'finish'" in err
+        assert "Traceback" not in err
+
+    @pytest.mark.parametrize("context", ["{not json", "[1, 2]"])
+    def test_bad_context(self, capsys: pytest.CaptureFixture[str], context: str) -> None:
+        """A --context that is not a JSON object is one line, exit 2."""
+        code, _, err = run_cli(capsys, "run", "fsm.examples:ping", "--context", context)
+        assert code == 2 and "--context" in err
+
+
+class TestEntryPoints:
+    """The installed command and `python -m fsm`."""
+
+    def test_python_m_fsm(self) -> None:
+        """`python -m fsm check` works as the console script does."""
+        done = subprocess.run(
+            [sys.executable, "-m", "fsm", "check", "fsm.examples:update"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0 and "machine 'update' is valid" in done.stdout

@@ -1,0 +1,376 @@
+"""Definition-time validation: each rule alone, and every problem reported at once."""
+
+from __future__ import annotations
+
+import enum
+import functools
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pytest
+
+from fsm import DefinitionError, Machine, Row, State
+
+
+def problems_of(states: list[State[Any]], rows: list[Any], name: str = "m") -> tuple[str, ...]:
+    """The problems DefinitionError lists for this table (fails if it builds)."""
+    with pytest.raises(DefinitionError) as caught:
+        Machine(name, states=states, transitions=rows)
+    assert caught.value.machine == name
+    return caught.value.problems
+
+
+def only(problems: tuple[str, ...]) -> str:
+    """The single problem of a table that should have exactly one."""
+    assert len(problems) == 1, problems
+    return problems[0]
+
+
+A, B, C = State("a", initial=True), State("b"), State("c", final=True)
+
+
+@dataclass(frozen=True)
+class Ok: ...
+
+
+@dataclass(frozen=True)
+class NotFound: ...
+
+
+@dataclass(frozen=True)
+class Illegal: ...
+
+
+class Failure: ...
+
+
+class Missing(Failure): ...
+
+
+class Broken(Failure): ...
+
+
+class Result:
+    """A sealed-style base: only its subclasses are ever returned."""
+
+
+class Good(Result): ...
+
+
+class Bad(Result): ...
+
+
+class Colour(enum.Enum):
+    RED = "red"
+    GREEN = "green"
+
+
+class TestStates:
+    """Rules about the declared states."""
+
+    def test_no_initial_state(self) -> None:
+        """A machine without an initial state is refused."""
+        problem = only(problems_of([State("a"), C], [("a", "go", "c")]))
+        assert "no initial state" in problem
+
+    def test_several_initial_states(self) -> None:
+        """Two initial states are refused, both named."""
+        states = [A, State("b", initial=True), C]
+        problem = only(problems_of(states, [("a", "go", "c"), ("b", "go", "c")]))
+        assert "several initial states ('a', 'b')" in problem
+
+    def test_duplicate_state(self) -> None:
+        """A state declared twice is refused."""
+        problem = only(problems_of([A, C, State("c", final=True)], [("a", "go", "c")]))
+        assert "state 'c' is declared twice" in problem
+
+    def test_unusable_state_name(self) -> None:
+        """None or an unhashable value cannot name a state."""
+        problems = problems_of([A, C, State(None), State(["x"])], [("a", "go", "c")])
+        assert sum("is not usable" in p for p in problems) == 2
+
+    def test_not_a_state(self) -> None:
+        """Something that is not a State in the states list is named."""
+        problem = only(problems_of([A, C, "b"], [("a", "go", "c")]))
+        assert "'b' is not a State" in problem
+
+    def test_no_final_state(self) -> None:
+        """A machine with no final state is refused."""
+        problem = only(problems_of([A, State("b")], [("a", "go", "b"), ("b", "back", "a")]))
+        assert "no final state" in problem
+
+    def test_empty_name(self) -> None:
+        """The machine needs a name."""
+        problem = only(problems_of([A, C], [("a", "go", "c")], name=""))
+        assert "name" in problem
+
+
+class TestRows:
+    """Rules about single rows of the table."""
+
+    def test_unknown_source_and_target(self) -> None:
+        """Rows naming undeclared states are refused, listing the declared ones."""
+        problems = problems_of([A, C], [("a", "go", "c"), ("x", "go", "c"), ("a", "jump", "y")])
+        assert any("unknown source state 'x'; states: 'a', 'c'" in p for p in problems)
+        assert any("unknown target state 'y'" in p for p in problems)
+
+    def test_malformed_row(self) -> None:
+        """A row that is not a 3- or 4-tuple is named with the expected shape."""
+        problem = only(problems_of([A, C], [("a", "go", "c"), ("a", "c")]))
+        assert "row 2 is ('a', 'c')" in problem and "(source, trigger, target[, guard])" in problem
+
+    def test_unusable_trigger(self) -> None:
+        """None or an unhashable value is not a trigger."""
+        problems = problems_of([A, C], [("a", "go", "c"), ("a", None, "c"), ("a", ["x"], "c")])
+        assert sum("is not usable" in p for p in problems) == 2
+
+    def test_guard_not_callable(self) -> None:
+        """A guard must be callable."""
+        problem = only(problems_of([A, C], [("a", "go", "c", "yes")]))
+        assert "guard 'yes' is not callable" in problem
+
+    def test_shadowed_row(self) -> None:
+        """A row after an unguarded row with the same source and trigger can never fire."""
+        problem = only(problems_of([A, C], [("a", "go", "c"), ("a", "go", "c", lambda r: True)]))
+        assert "can never fire" in problem and "('a', 'go', 'c')" in problem
+
+    def test_guarded_rows_before_unguarded_are_fine(self) -> None:
+        """Guarded rows first, an unguarded fallback last, is a valid table."""
+        m = Machine(
+            "m",
+            states=[A, B, C],
+            transitions=[
+                ("a", "go", "b", lambda r: False),
+                ("a", "go", "c"),
+                ("b", "go", "c"),
+            ],
+        )
+        assert m.start().send("go").state == "c"
+
+    def test_row_objects_are_accepted(self) -> None:
+        """Row instances and tuples may be mixed."""
+        m = Machine("m", states=[A, C], transitions=[Row("a", "go", "c")])
+        assert m.transitions == (Row("a", "go", "c"),)
+
+
+class TestGraph:
+    """Rules about the shape of the whole graph."""
+
+    def test_unreachable_state(self) -> None:
+        """A state no row leads to from the initial one is refused."""
+        states = [A, State("lost"), C]
+        problems = problems_of(states, [("a", "go", "c"), ("lost", "go", "c")])
+        assert only(problems) == "state 'lost' is unreachable from the initial state 'a'"
+
+    def test_dead_end(self) -> None:
+        """A non-final state without outgoing rows is refused."""
+        problem = only(problems_of([A, B, C], [("a", "go", "b"), ("a", "end", "c")]))
+        assert "state 'b' is not final and has no outgoing row" in problem
+
+    def test_loop_without_exit(self) -> None:
+        """A retry loop from which no final state can be reached is refused."""
+        rows = [("a", "go", "b"), ("a", "end", "c"), ("b", "retry", "b")]
+        problem = only(problems_of([A, B, C], rows))
+        assert "state 'b' can never reach a final state" in problem
+
+    def test_final_with_outgoing_row(self) -> None:
+        """A final state with an outgoing row is refused."""
+        problem = only(problems_of([A, C], [("a", "go", "c"), ("c", "again", "a")]))
+        assert "final state 'c' has outgoing rows" in problem
+
+    def test_final_with_action(self) -> None:
+        """A final state cannot own an action: nothing could follow its outcome."""
+        states = [A, State("c", final=True, action=lambda ctx: Ok())]
+        problem = only(problems_of(states, [("a", "go", "c")]))
+        assert "final state 'c' has action <lambda>" in problem
+
+
+class TestOutcomes:
+    """The sealed-class check on actions' closed return families."""
+
+    def test_union_member_unhandled(self) -> None:
+        """Each class of a Union return annotation needs a row from the state."""
+
+        def act(context: dict[str, Any]) -> Ok | NotFound | Illegal:
+            return Ok()
+
+        states = [State("a", initial=True, action=act), C, State("f", final=True)]
+        problem = only(problems_of(states, [("a", Ok, "c"), ("a", NotFound, "f")]))
+        assert problem == (
+            "state 'a': action act can return Illegal but no row from 'a' handles it"
+        )
+
+    def test_base_class_row_handles_subclasses(self) -> None:
+        """A row on a base class handles every subclass named in the annotation."""
+
+        def act(context: dict[str, Any]) -> Ok | Missing | Broken:
+            return Broken()
+
+        m = Machine(
+            "m",
+            states=[State("a", initial=True, action=act), C, State("f", final=True)],
+            transitions=[("a", Ok, "c"), ("a", Failure, "f")],
+        )
+        assert m.start().state == "f"
+
+    def test_sealed_base_needs_every_subclass(self) -> None:
+        """An annotation naming a base class is handled when all its subclasses are."""
+
+        def act(context: dict[str, Any]) -> Result:
+            return Good()
+
+        states = [State("a", initial=True, action=act), C]
+        problem = only(problems_of(states, [("a", Good, "c")]))
+        assert "can return Result" in problem
+        m = Machine("m", states=states, transitions=[("a", Good, "c"), ("a", Bad, "c")])
+        assert m.start().state == "c"
+
+    def test_enum_family(self) -> None:
+        """Every member of an Enum return annotation needs a row."""
+
+        def act(context: dict[str, Any]) -> Colour:
+            return Colour.GREEN
+
+        states = [State("a", initial=True, action=act), C]
+        problem = only(problems_of(states, [("a", Colour.RED, "c")]))
+        assert "can return Colour.GREEN" in problem
+        m = Machine(
+            "m", states=states, transitions=[("a", Colour.RED, "c"), ("a", Colour.GREEN, "c")]
+        )
+        assert m.start().outcome is Colour.GREEN
+
+    def test_literal_family(self) -> None:
+        """Every value of a Literal return annotation needs a row."""
+
+        def act(context: dict[str, Any]) -> Literal["ok", "retry"]:
+            return "ok"
+
+        states = [State("a", initial=True, action=act), C]
+        problem = only(problems_of(states, [("a", "ok", "c")]))
+        assert "can return 'retry'" in problem
+
+    def test_optional_needs_none_row(self) -> None:
+        """`X | None` needs a row for None's type too."""
+
+        def act(context: dict[str, Any]) -> Ok | None:
+            return None
+
+        states = [State("a", initial=True, action=act), C]
+        problem = only(problems_of(states, [("a", Ok, "c")]))
+        assert "can return NoneType" in problem
+        m = Machine("m", states=states, transitions=[("a", Ok, "c"), ("a", type(None), "c")])
+        assert m.start().finished
+
+    def test_open_annotations_are_not_checked(self) -> None:
+        """Any, object and builtins like str name no closed family."""
+
+        def as_str(context: dict[str, Any]) -> str:
+            return "go"
+
+        def as_any(context: dict[str, Any]) -> Any:
+            return "go"
+
+        for act in (as_str, as_any):
+            m = Machine(
+                "m",
+                states=[State("a", initial=True, action=act), C],
+                transitions=[("a", "go", "c")],
+            )
+            assert m.start().finished
+
+    def test_unresolvable_annotation_is_a_problem(self) -> None:
+        """An annotation that cannot be resolved is reported, never silently skipped."""
+
+        def act(context: dict[str, Any]) -> Ok | Nowhere:  # type: ignore[name-defined]  # noqa: F821
+            return Ok()
+
+        states = [State("a", initial=True, action=act), C]
+        problem = only(problems_of(states, [("a", Ok, "c")]))
+        assert problem == (
+            "state 'a': action act names Nowhere in its return annotation, but no row from 'a' "
+            "handles it (and it cannot be resolved from the action)"
+        )
+
+    def test_partial_and_callable_object_actions(self) -> None:
+        """A functools.partial or a callable object declares its outcomes like a function."""
+
+        def act(prefix: str, context: dict[str, Any]) -> Ok | NotFound:
+            return Ok()
+
+        class Act:
+            def __call__(self, context: dict[str, Any]) -> Ok | NotFound:
+                return Ok()
+
+        for action in (functools.partial(act, "x"), Act()):
+            states = [State("a", initial=True, action=action), C]
+            problem = only(problems_of(states, [("a", Ok, "c")]))
+            assert "can return NotFound" in problem
+        assert "action partial(act)" in only(
+            problems_of(
+                [State("a", initial=True, action=functools.partial(act, "x")), C], [("a", Ok, "c")]
+            )
+        )
+
+    def test_row_outside_the_family_can_never_fire(self) -> None:
+        """From an action state, a row no outcome of the family matches is refused."""
+
+        def act(context: dict[str, Any]) -> Ok:
+            return Ok()
+
+        states = [State("a", initial=True, action=act), C]
+        problem = only(problems_of(states, [("a", Ok, "c"), ("a", "manual", "c")]))
+        assert problem == "row ('a', 'manual', 'c') can never fire: act returns only Ok"
+
+    def test_local_outcome_classes_resolve_through_the_table(self) -> None:
+        """Outcome classes defined in a function resolve through the table's triggers."""
+
+        @dataclass(frozen=True)
+        class Local: ...
+
+        def act(context: dict[str, Any]) -> Local:
+            return Local()
+
+        m = Machine(
+            "m", states=[State("a", initial=True, action=act), C], transitions=[("a", Local, "c")]
+        )
+        assert m.start().finished
+
+
+class TestAllAtOnce:
+    """Every problem of a bad table is listed in one error."""
+
+    def test_every_problem_listed(self) -> None:
+        """Seven problems of six kinds come back together, each named."""
+
+        def act(context: dict[str, Any]) -> Ok | NotFound:
+            return Ok()
+
+        states = [
+            State("a", initial=True, action=act),
+            State("b", initial=True),
+            State("dead"),
+            State("c", final=True),
+        ]
+        rows = [
+            ("a", Ok, "c"),
+            ("a", Ok, "b"),
+            ("b", "go", "ghost"),
+            ("c", "again", "a"),
+        ]
+        with pytest.raises(DefinitionError) as caught:
+            Machine("bad", states=states, transitions=rows)
+        problems = caught.value.problems
+        assert len(problems) == 7, problems
+        expected = [
+            "several initial states",
+            "unknown target state 'ghost'",
+            "final state 'c' has outgoing rows",
+            "state 'dead' is not final and has no outgoing row",
+            "can never fire",
+            "can return NotFound",
+        ]
+        for fragment in expected:
+            assert any(fragment in p for p in problems), (fragment, problems)
+        text = str(caught.value)
+        assert text.startswith(f"machine 'bad' has {len(problems)} problems:")
+        assert all(f"  - {p}" in text for p in problems)
