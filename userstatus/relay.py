@@ -15,7 +15,6 @@ from typing import Any
 from fsm.definition import Machine
 from fsm.persistence import PersistentMachine
 from fsm.ports import OutboxMessage, Publisher, PublishError, RunNotFound
-from fsm.runtime import Run, Transition
 from userstatus.domain import UserStatus
 from userstatus.flow import FlowState
 from userstatus.flow import machine as flow_machine
@@ -129,9 +128,8 @@ class OutboxRelay:
         self.sleep = sleep if sleep is not None else self._interruptible_sleep
         # The definition alone is enough: the relay only sends outcomes, it runs no action.
         self.runs: PersistentMachine[Any] = PersistentMachine(
-            machine, uow, types=[UserStatus], clock=clock, listeners=[self._settle_outbox]
+            machine, uow, types=[UserStatus], clock=clock
         )
-        self._settling: tuple[OutboxMessage, RelayOutcome, datetime] | None = None
 
     def _interruptible_sleep(self, seconds: float) -> None:
         self._stop.wait(seconds)
@@ -229,7 +227,6 @@ class OutboxRelay:
 
     def _settle(self, message: OutboxMessage, outcome: RelayOutcome, report: RelayReport) -> None:
         """Record the attempt in the outbox and move the run, in one transaction."""
-        self._settling = (message, outcome, self.clock())
         try:
             if not self._advance_run(message, outcome):
                 with self.uow:  # no run waits for it: the outbox alone
@@ -244,8 +241,6 @@ class OutboxRelay:
                 error,
             )
             return
-        finally:
-            self._settling = None
         if isinstance(outcome, Published):
             report.published += 1
         elif isinstance(outcome, DeadLettered):
@@ -288,14 +283,9 @@ class OutboxRelay:
         if isinstance(outcome, DeadLettered) and run.state == FlowState.STATUS_UPDATED:
             # The process that committed died before publishing: a failed publish too.
             run.send(PublishFailed(outcome.event_id, outcome.error, outcome.attempts))
-        run.send(outcome)  # the listener marks the outbox in this step's transaction
+        # The outbox row changes in the same transaction as the run's step.
+        run.send(outcome, effect=lambda uow: self._mark(self.uow, message, outcome))
         return True
-
-    def _settle_outbox(self, run: Run[Any], transition: Transition[Any]) -> None:
-        """Listener: the outbox row changes in the same transaction as the run's step."""
-        settling = self._settling
-        if settling is not None and transition.outcome is settling[1]:
-            self._mark(self.uow, settling[0], settling[1])
 
     def _mark(self, uow: FlowUnitOfWork, message: OutboxMessage, outcome: RelayOutcome) -> None:
         now = self.clock()
