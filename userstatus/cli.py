@@ -36,6 +36,21 @@ def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
     kafka.add_argument("--ssl-cafile", default=os.environ.get("FSM_KAFKA_SSL_CAFILE"))
     kafka.add_argument("--ssl-certfile", default=os.environ.get("FSM_KAFKA_SSL_CERTFILE"))
     kafka.add_argument("--ssl-keyfile", default=os.environ.get("FSM_KAFKA_SSL_KEYFILE"))
+    kafka.add_argument(
+        "--request-timeout-ms", type=_positive(int), default=5_000, help="default: 5000"
+    )
+    kafka.add_argument(
+        "--delivery-timeout-ms",
+        type=_positive(int),
+        default=10_000,
+        help="how long one publish attempt may take (default: 10000)",
+    )
+    kafka.add_argument(
+        "--max-block-ms",
+        type=_positive(int),
+        default=5_000,
+        help="how long to wait for metadata or a first connection (default: 5000)",
+    )
 
 
 def kafka_config(args: argparse.Namespace) -> Any:
@@ -52,6 +67,9 @@ def kafka_config(args: argparse.Namespace) -> Any:
             ssl_cafile=args.ssl_cafile,
             ssl_certfile=args.ssl_certfile,
             ssl_keyfile=args.ssl_keyfile,
+            request_timeout_ms=args.request_timeout_ms,
+            delivery_timeout_ms=args.delivery_timeout_ms,
+            max_block_ms=args.max_block_ms,
         )
     except KafkaConfigError as error:
         raise UsageError(f"Kafka settings: {error}") from error

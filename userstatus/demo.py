@@ -46,6 +46,7 @@ DURING_OUTAGE = [
 AFTER_RECOVERY = [(1, S.ACTIVE), (0, S.SUSPENDED), (3, S.CLOSED), (11, S.ACTIVE), (4, S.ACTIVE)]
 
 DIAGRAM = Path("diagrams") / "user_status_update.svg"
+"""Rendered by `fsm diagram --all` into the project's diagrams/ folder."""
 
 
 @dataclass
@@ -359,15 +360,14 @@ def _broker(
         return
     with LocalBroker() as broker:
         say(f"[0/7] broker: embedded Tansu on {broker.bootstrap_servers}")
-        yield (
-            KafkaConfig(
-                bootstrap_servers=broker.bootstrap_servers,
-                request_timeout_ms=1_000,
-                delivery_timeout_ms=1_500,
-                max_block_ms=1_000,
-            ),
-            broker,
+        # Short bounds (the broker is local) keep the outage phase to seconds.
+        local = KafkaConfig(
+            bootstrap_servers=broker.bootstrap_servers,
+            request_timeout_ms=800,
+            delivery_timeout_ms=1_000,
+            max_block_ms=500,
         )
+        yield local, broker
 
 
 @contextmanager
@@ -399,9 +399,11 @@ def _short(text: str, limit: int = 70) -> str:
 
 
 def _diagram_hint() -> str:
-    if DIAGRAM.exists():
-        return str(DIAGRAM.resolve())
-    return f"{DIAGRAM} (render it: fsm diagram userstatus.flow:machine --format svg)"
+    checkout = Path(__file__).resolve().parents[1]  # a clone or an editable install
+    for candidate in (checkout / DIAGRAM, Path.cwd() / DIAGRAM):
+        if candidate.exists():
+            return str(candidate)
+    return f"{DIAGRAM} (draw it: fsm diagram userstatus.flow:machine --format svg -o flow.svg)"
 
 
 def quiet_library_logs() -> None:

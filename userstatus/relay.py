@@ -14,7 +14,7 @@ from typing import Any
 
 from fsm.definition import Machine
 from fsm.persistence import PersistentMachine
-from fsm.ports import OutboxMessage, Publisher, PublishError, RunNotFound
+from fsm.ports import OutboxMessage, Publisher, RunNotFound
 from userstatus.domain import UserStatus
 from userstatus.flow import FlowState
 from userstatus.flow import machine as flow_machine
@@ -159,6 +159,13 @@ class OutboxRelay:
         with self.uow:
             return self.uow.outbox.counts().get("pending", 0)
 
+    def _idle(self) -> bool:
+        try:
+            return self.pending() == 0
+        except Exception as error:  # the database is away: keep trying, as for claims
+            log.error("relay %s: counting pending events failed: %r", self.owner, error)
+            return False
+
     def run_once(self) -> RelayReport:
         """Claim one batch and work through it; stops early if asked to."""
         report = RelayReport()
@@ -200,7 +207,7 @@ class OutboxRelay:
         while not self.stopping:
             report = self.run_once()
             total.add(report)
-            if until_idle and self.pending() == 0:
+            if until_idle and report.claimed == 0 and self._idle():
                 break
             if max_seconds is not None and (self.clock() - started).total_seconds() > max_seconds:
                 log.warning("relay %s: gave up waiting after %.0f s", self.owner, max_seconds)
@@ -213,7 +220,7 @@ class OutboxRelay:
         """Publish one claimed event once; say what came of it."""
         try:
             self.publisher.publish(message)
-        except PublishError as error:
+        except Exception as error:  # any failure is an attempt that failed, never a crash
             attempts = message.attempts + 1
             age = self.clock() - (message.created_at or self.clock())
             if attempts >= self.settings.max_attempts or age >= self.settings.max_age:

@@ -75,6 +75,46 @@ class TestRelayCommand:
         assert "stopped" in err
 
 
+class TestRelayStopsWithoutLosing:
+    def test_sigterm_mid_batch_loses_no_claimed_event(
+        self, tmp_path: Path, broker: LocalBroker
+    ) -> None:
+        """SIGTERM while a batch is in hand: the relay exits, its claims come back later."""
+        db_url = f"sqlite:///{tmp_path / 'relay.sqlite3'}"
+        app = sql_app(db_url, broker)
+        with app.unit_of_work() as uow:
+            for user_id in (1, 2, 3):
+                uow.users.create(user_id, "active")
+        broker.stop()
+        runs = [
+            app.orchestrator().perform(UpdateUserStatusPayload(u, UserStatus.CLOSED)).id
+            for u in (1, 2, 3)
+        ]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fsm", "relay", "--db-url", db_url,
+             "--bootstrap-servers", broker.bootstrap_servers, "--lease-seconds", "1",
+             "--request-timeout-ms", "500", "--delivery-timeout-ms", "800",
+             "--max-block-ms", "500"],
+            cwd=ROOT, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert process.stderr is not None
+        for line in process.stderr:  # wait until an attempt of the batch has failed
+            if "attempt 1 failed" in line:
+                break
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=20)
+        assert process.returncode == 0, err
+        assert "stopped; published 0" in err
+        with app.unit_of_work() as uow:
+            assert uow.outbox.counts()["pending"] == 3  # nothing lost, nothing marked wrongly
+        broker.start()
+        time.sleep(1.1)  # the stopped relay's leases run out
+        report = app.relay().run(until_idle=True, max_seconds=30)
+        assert report.published == 3
+        assert {app.orchestrator().runs.load(r).state for r in runs} == {"published"}
+        app.close()
+
+
 class TestDemoCommand:
     def test_demo_json_loses_nothing(self, capsys: pytest.CaptureFixture[str]) -> None:
         """The main job on embedded defaults: one JSON object, zero events lost."""
