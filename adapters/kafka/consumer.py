@@ -32,8 +32,19 @@ class AuditLog:
     received: int = 0
     without_id: int = 0
 
+    read: set[tuple[int, int, str]] = field(default_factory=set)
+    """(partition, offset, event id) of every record read: reading it again is no delivery."""
+
     def add(self, event: ConsumedEvent) -> bool:
-        """Keep the event unless its id was seen; True if it was new."""
+        """Keep the event unless its id was seen; True if it was new.
+
+        A record read again (same partition, offset and id, as when a topic is read from
+        the start a second time) is ignored; the same id at another offset is a duplicate.
+        """
+        position = (event.partition, event.offset, event.event_id)
+        if position in self.read:
+            return False
+        self.read.add(position)
         self.received += 1
         self.copies[event.event_id] = self.copies.get(event.event_id, 0) + 1
         if event.event_id in self.events:

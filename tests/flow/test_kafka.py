@@ -111,6 +111,15 @@ class TestAuditConsumer:
         audit = AuditConsumer(fast_config(broker), "NoSuchTopic").read_all(timeout=0.5)
         assert audit.events == {}
 
+    def test_reading_again_is_not_a_duplicate(self, broker: LocalBroker) -> None:
+        """Reading the topic a second time into the same log counts no duplicates."""
+        config = fast_config(broker)
+        KafkaPublisher(config).publish(message("a"))
+        consumer = AuditConsumer(config, TOPIC)
+        log = consumer.read_all(expect={"a"}, timeout=10, quiet=0.1)
+        consumer.read_all(expect={"a"}, timeout=10, quiet=0.1, log=log)
+        assert (len(log.events), log.duplicates, log.received) == (1, 0, 1)
+
     def test_log_keeps_first_arrival(self) -> None:
         """The audit log keeps an event's first copy."""
         log = AuditLog()
