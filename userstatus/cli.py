@@ -11,6 +11,19 @@ from datetime import timedelta
 from typing import Any
 
 from fsm.cli import UsageError
+from fsm.errors import FSMError
+
+
+class CommandError(FSMError):
+    """The database or the broker could not be reached: printed as one line, exit status 2."""
+
+
+def _first_line(error: BaseException) -> str:
+    original = getattr(error, "orig", None)  # SQLAlchemy wraps the driver's error
+    if isinstance(original, BaseException):
+        error = original
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
 def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
@@ -131,6 +144,8 @@ def register_relay(commands: Any) -> None:
 
 
 def _cmd_relay(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from adapters.sqlalchemy import default_db_url
     from userstatus.app import FlowApp
     from userstatus.relay import RelaySettings
@@ -147,9 +162,11 @@ def _cmd_relay(args: argparse.Namespace) -> int:
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)
-    app = FlowApp.connect(
-        _check_db_url(args.db_url or default_db_url()), config, relay_settings=settings
-    )
+    db_url = _check_db_url(args.db_url or default_db_url())
+    try:
+        app = FlowApp.connect(db_url, config, relay_settings=settings)
+    except SQLAlchemyError as error:
+        raise CommandError(f"cannot open the database: {_first_line(error)}") from error
     try:
         relay = app.relay(owner=args.owner)
         relay.install_signal_handlers()
@@ -185,6 +202,9 @@ def register_demo(commands: Any) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from adapters.kafka.broker import BrokerError
     from userstatus.demo import DemoOptions, demo_ok, format_summary, quiet_library_logs, run_demo
 
     quiet_library_logs()
@@ -197,7 +217,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if args.json
         else (lambda line: print(line, flush=True)),
     )
-    summary = run_demo(options)
+    try:
+        summary = run_demo(options)
+    except (SQLAlchemyError, BrokerError) as error:
+        raise CommandError(f"the demo cannot run: {_first_line(error)}") from error
     if args.json:
         print(json.dumps(summary, sort_keys=True))
     else:

@@ -1,0 +1,1 @@
+"""Tests of the reference flow: domain, units, Kafka adapters, faults, commands."""

@@ -41,6 +41,14 @@ class TestRelayCommand:
         assert main(["relay", "--bootstrap-servers", "k:9092", "--db-url", "nonsense"]) == 2
         assert "is not a SQLAlchemy URL" in capsys.readouterr().err
 
+    def test_unreachable_database(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """A database that does not answer is one line naming the cause, exit status 2."""
+        url = "postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1"
+        assert main(["relay", "--bootstrap-servers", "k:9092", "--db-url", url]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("fsm: error: cannot open the database: OperationalError")
+        assert err.count("\n") == 1
+
     def test_until_idle_publishes_pending_events(self, tmp_path: Path, broker: LocalBroker) -> None:
         """`fsm relay --until-idle` publishes what an outage left pending, then exits 0."""
         db_url = f"sqlite:///{tmp_path / 'relay.sqlite3'}"
@@ -116,6 +124,13 @@ class TestRelayStopsWithoutLosing:
 
 
 class TestDemoCommand:
+    def test_demo_unreachable_database(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """The demo pointed at a database that does not answer says so in one line."""
+        url = "postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1"
+        assert main(["demo", "--json", "--db-url", url]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert err[-1].startswith("fsm: error: the demo cannot run: OperationalError")
+
     def test_demo_json_loses_nothing(self, capsys: pytest.CaptureFixture[str]) -> None:
         """The main job on embedded defaults: one JSON object, zero events lost."""
         assert main(["demo", "--json"]) == 0
