@@ -184,6 +184,12 @@ class InMemoryOutbox:
             raise LeaseLost(event_id, owner)
         return record
 
+    def hold(self, event_id: str, *, until: datetime) -> None:
+        record = self._get(event_id)
+        if record.status != PENDING or record.lease_owner is not None:
+            raise InvalidRecord(f"outbox message {event_id!r} is not pending and unleased")
+        record.next_attempt_at = until
+
     def pending_for_key(self, key: str) -> int:
         return sum(1 for r in self.records.values() if r.status == PENDING and r.message.key == key)
 

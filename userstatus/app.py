@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -21,6 +22,8 @@ from userstatus.ports import CurrentUsers
 from userstatus.publisher import UserUpdatePublisher
 from userstatus.relay import OutboxRelay, RelaySettings
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class FlowApp:
@@ -34,6 +37,10 @@ class FlowApp:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     relay_settings: RelaySettings = field(default_factory=RelaySettings)
     clock: Callable[[], datetime] = utcnow
+    publish_grace: timedelta | None = None
+    """How long relays leave a new event to its orchestrator; None: the retry deadline plus
+    one attempt's bound plus 5 s."""
+    _publishers: list[KafkaPublisher] = field(default_factory=list, init=False, repr=False)
 
     @classmethod
     def connect(cls, db_url: str, kafka: KafkaConfig, **options: Any) -> FlowApp:
@@ -47,8 +54,10 @@ class FlowApp:
         return FlowSqlUnitOfWork(self.engine, clock=self.clock)
 
     def publisher(self, kafka: KafkaConfig | None = None) -> KafkaPublisher:
-        """A Kafka publisher (one producer, re-created after a fatal error)."""
-        return KafkaPublisher(kafka or self.kafka)
+        """A Kafka publisher (one producer, re-created after a fatal error); closed by close()."""
+        publisher = KafkaPublisher(kafka or self.kafka)
+        self._publishers.append(publisher)
+        return publisher
 
     def orchestrator(
         self, publisher: Publisher | None = None, *, uow: FlowSqlUnitOfWork | None = None
@@ -56,11 +65,16 @@ class FlowApp:
         """An orchestrator whose immediate publish retries under `retry`."""
         uow = uow or self.unit_of_work()
         retrying = RetryingPublisher(publisher or self.publisher(), self.retry)
+        grace = self.publish_grace
+        if grace is None:
+            bound = self.retry.deadline + self.kafka.delivery_timeout_ms / 1000 + 5
+            grace = timedelta(seconds=bound)
         return UserStatusUpdateOrchestrator(
             UserStatusManager(CurrentUsers(uow)),
             UserUpdatePublisher(retrying),
             uow,
             clock=self.clock,
+            publish_grace=grace,
         )
 
     def relay(self, publisher: Publisher | None = None, *, owner: str | None = None) -> OutboxRelay:
@@ -74,5 +88,11 @@ class FlowApp:
         )
 
     def close(self) -> None:
-        """Release the database connections."""
+        """Close the producers this app made and release the database connections."""
+        for publisher in self._publishers:
+            try:
+                publisher.close()
+            except Exception as error:  # a producer that cannot flush is closed all the same
+                log.warning("closing a Kafka producer failed: %r", error)
+        self._publishers.clear()
         self.engine.dispose()

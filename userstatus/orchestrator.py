@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fsm.errors import FSMError
@@ -55,8 +55,10 @@ class UserStatusUpdateOrchestrator:
     Step 1 (one transaction): the manager changes the user, the event goes into the outbox,
     the run is stored with its new state and history row; all of it commits or none.
     Step 2 (after that commit): the event is published. `published` commits with the
-    outbox row marked published; `publish_failed` commits with the row still pending, for
-    the relay. The table, not this class, decides where each outcome leads.
+    outbox row marked published; `publish_failed` commits with the row still pending (the
+    failed attempt counted), for the relay. Until step 2 ends, or `publish_grace` passes
+    if this process dies first, relays leave the new event alone. The table, not this
+    class, decides where each outcome leads.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class UserStatusUpdateOrchestrator:
         owner: str = "orchestrator",
         clock: Callable[[], datetime] = utcnow,
         ids: Callable[[], str] = new_id,
+        publish_grace: timedelta = timedelta(seconds=30),
     ) -> None:
         self.manager = manager
         self.publisher = publisher
@@ -77,9 +80,10 @@ class UserStatusUpdateOrchestrator:
         self.owner = owner
         self.clock = clock
         self.ids = ids
+        self.publish_grace = publish_grace
         self.machine = build_flow(self)
         self.runs: PersistentMachine[FlowState] = PersistentMachine(
-            self.machine, uow, types=[UserStatus], clock=clock, listeners=[self._mark_published]
+            self.machine, uow, types=[UserStatus], clock=clock, listeners=[self._settle_outbox]
         )
 
     def perform(self, payload: UpdateUserStatusPayload) -> PersistentRun[FlowState]:
@@ -147,9 +151,14 @@ class UserStatusUpdateOrchestrator:
         )
         message = event.to_message(self.topic)
         outbox = self.uow.outbox
+        earlier = outbox.pending_for_key(message.key)
         outbox.add(message)
+        if not earlier:
+            # This process publishes it in a moment: keep relays off it meanwhile, so they
+            # do not send it a second time. If the process dies, they take over after this.
+            outbox.hold(message.event_id, until=event.occurred_at + self.publish_grace)
         context["event"] = event.to_json()
-        context["queued_behind"] = outbox.pending_for_key(message.key) - 1
+        context["queued_behind"] = earlier
         return outcome
 
     def publish_event(self, context: dict[str, Any]) -> PublishOutcome:
@@ -169,11 +178,20 @@ class UserStatusUpdateOrchestrator:
 
     # -- recording
 
-    def _mark_published(self, run: Run[Any], transition: Transition[Any]) -> None:
-        """Listener: a published event leaves the outbox in the same step's transaction."""
+    def _settle_outbox(self, run: Run[Any], transition: Transition[Any]) -> None:
+        """Listener: the outbox row follows the publish outcome, in the same transaction.
+
+        Published: it leaves the pending set. A failed attempt: it is counted, its error
+        kept, and it is due for the relay at once (the hold is released).
+        """
         outcome = transition.outcome
+        now = self.clock()
         if isinstance(outcome, Published):
-            self.uow.outbox.mark_published(outcome.event_id, owner=self.owner, now=self.clock())
+            self.uow.outbox.mark_published(outcome.event_id, owner=self.owner, now=now)
+        elif isinstance(outcome, PublishFailed) and outcome.attempts > 0:
+            self.uow.outbox.mark_failed(
+                outcome.event_id, owner=self.owner, error=outcome.error, retry_at=now
+            )
 
     def _log(self, run: PersistentRun[FlowState]) -> None:
         outcome = run.outcome

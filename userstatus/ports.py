@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
 from fsm.ports import Outbox, UnitOfWork, UserRecord, UserRepository
@@ -19,6 +20,10 @@ class FlowOutbox(Outbox, Protocol):
 
     def counts(self) -> dict[str, int]:
         """How many messages are pending, published and dead."""
+        ...
+
+    def hold(self, event_id: str, *, until: datetime) -> None:
+        """Make a pending, unleased message unclaimable before `until` (in this transaction)."""
         ...
 
 

@@ -33,7 +33,7 @@ class RelaySettings:
     lease_seconds: float = 60.0
     """A relay that dies holding a claim releases it when this runs out."""
     max_attempts: int = 10
-    """Relay attempts before an event is dead-lettered."""
+    """Attempts (the immediate one after commit included) before an event is dead-lettered."""
     max_age: timedelta = timedelta(hours=24)
     """An event this old is dead-lettered at its next failed attempt."""
     backoff_initial: float = 0.5
@@ -226,7 +226,7 @@ class OutboxRelay:
             if attempts >= self.settings.max_attempts or age >= self.settings.max_age:
                 return DeadLettered(
                     message.event_id,
-                    f"{error} (gave up after {attempts} relay attempts, event age {age})",
+                    f"{error} (gave up after {attempts} attempts, event age {age})",
                     attempts,
                 )
             return PublishFailed(message.event_id, str(error), attempts)

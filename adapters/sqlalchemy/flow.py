@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from adapters.sqlalchemy.outbox import PENDING, SqlOutbox
 from adapters.sqlalchemy.tables import OutboxRow, RunRow
 from adapters.sqlalchemy.uow import SqlUnitOfWork, utc_now
+from fsm.ports import InvalidRecord
 
 
 class KeyedSqlOutbox(SqlOutbox):
@@ -28,6 +29,21 @@ class KeyedSqlOutbox(SqlOutbox):
             .where(OutboxRow.key == key, OutboxRow.status == PENDING)
         ).scalar_one()
         return int(count)
+
+    def hold(self, event_id: str, *, until: datetime) -> None:
+        """Make a pending, unleased message unclaimable before `until`."""
+        result = self._flow_session.execute(
+            update(OutboxRow)
+            .where(
+                OutboxRow.event_id == event_id,
+                OutboxRow.status == PENDING,
+                OutboxRow.lease_owner.is_(None),
+            )
+            .values(next_attempt_at=until)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise InvalidRecord(f"outbox message {event_id!r} is not pending and unleased")
 
 
 class FlowSqlUnitOfWork(SqlUnitOfWork):

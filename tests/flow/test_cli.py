@@ -107,7 +107,7 @@ class TestRelayStopsWithoutLosing:
         )  # fmt: skip
         assert process.stderr is not None
         for line in process.stderr:  # wait until an attempt of the batch has failed
-            if "attempt 1 failed" in line:
+            if " failed: " in line and "attempt" in line:
                 break
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=20)

@@ -204,28 +204,55 @@ class TestRelayRecovery:
         (run_id,) = flow.uow.runs.runs
         assert stored(flow, run_id) == F.STATUS_UPDATED
         assert flow.users.status_of(1) == "suspended"
-        self.relay(flow).run(until_idle=True)
+        relay = self.relay(flow)
+        assert relay.run_once().claimed == 0  # held for the orchestrator that died
+        flow.clock.advance(30)  # its publish grace
+        assert relay.run_once().published == 1
         assert stored_path(flow, run_id) == [F.STATUS_UPDATED, F.PUBLISHED]
         assert len(flow.publisher.sent) == 1
+
+    def test_relay_leaves_an_event_being_published_alone(self, flow: MemoryFlow) -> None:
+        """While the orchestrator publishes a new event, a relay does not claim it too."""
+        relay = self.relay(flow)
+        seen_by_relay: list[int] = []
+        original = flow.publisher.publish
+
+        def publish_while_relay_polls(message: typing.Any) -> None:
+            seen_by_relay.append(relay.run_once().claimed)
+            original(message)
+
+        flow.publisher.publish = publish_while_relay_polls  # type: ignore[method-assign]
+        run = perform(flow, 1, S.SUSPENDED)
+        assert run.state == F.PUBLISHED
+        assert seen_by_relay == [0]
+        assert len(flow.publisher.sent) == 1
+
+    def test_immediate_failure_is_counted_and_due_at_once(self, flow: MemoryFlow) -> None:
+        """A failed immediate publish counts as attempt 1, keeps its error, is due at once."""
+        flow.publisher.failing = True
+        perform(flow, 1, S.SUSPENDED)
+        (record,) = flow.uow.outbox.by_status("pending")
+        assert record.attempts == 1
+        assert "broker unavailable" in (record.last_error or "")
+        assert record.next_attempt_at == flow.clock()
 
     def test_retries_exhausted_dead_letters(self, flow: MemoryFlow) -> None:
         """When every relay attempt fails the event is dead-lettered and reported, not dropped."""
         flow.publisher.failing = True
         run = perform(flow, 1, S.SUSPENDED)
         report = self.relay(flow, max_attempts=3, backoff_initial=1.0).run(until_idle=True)
-        assert report.failed == 2
+        assert report.failed == 1  # attempt 2; attempt 1 was the immediate publish
         assert report.dead == 1
         assert report.dead_events == [run.context["event"]["event_id"]]
         assert stored_path(flow, run.id) == [
             F.STATUS_UPDATED,
             F.PUBLISH_FAILED,
             F.PUBLISH_FAILED,
-            F.PUBLISH_FAILED,
             F.DEAD_LETTERED,
         ]
         (dead,) = flow.uow.outbox.by_status("dead")
         assert dead.attempts == 2  # two counted failures, the third attempt dead-lettered it
-        assert "gave up after 3 relay attempts" in (dead.last_error or "")
+        assert "gave up after 3 attempts" in (dead.last_error or "")
 
     def test_age_limit_dead_letters(self, flow: MemoryFlow) -> None:
         """An event older than max_age is dead-lettered at its next failed attempt."""
@@ -243,9 +270,10 @@ class TestRelayRecovery:
         flow.publisher.failing = True
         perform(flow, 1, S.SUSPENDED)
         relay = self.relay(flow, backoff_initial=10.0)
-        assert relay.run_once().failed == 1
+        assert relay.run_once().failed == 1  # attempt 2 (the first was the immediate one)
+        flow.clock.advance(19.0)
         assert relay.run_once().claimed == 0
-        flow.clock.advance(10.0)
+        flow.clock.advance(1.0)  # 10 s doubled once, jitter centred
         assert relay.run_once().claimed == 1
 
     def test_expired_lease_is_claimed_again(self, flow: MemoryFlow) -> None:
