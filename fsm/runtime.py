@@ -38,6 +38,25 @@ class Transition(Generic[S]):
 Listener = Callable[["Run[S]", Transition[S]], None]
 """Called after each transition; if it raises, the transition is undone."""
 
+_observers: list[Listener[Any]] = []
+"""Listeners given to every run created while they are registered (see `observe`)."""
+
+
+def observe(listener: Listener[Any]) -> Callable[[], None]:
+    """Give `listener` to every run created from now on; returns the function that stops it.
+
+    For tools that watch a whole process, such as transition coverage in a test session.
+    Runs consult the observers once, when they are created: a transition costs nothing
+    more while none is registered. Runs created before the call are not observed.
+    """
+    _observers.append(listener)
+
+    def stop() -> None:
+        if listener in _observers:
+            _observers.remove(listener)
+
+    return stop
+
 
 class _Node:
     """A compiled state: its triggers mapped straight to the edges that leave it."""
@@ -115,7 +134,7 @@ class Run(Generic[S]):
         self.outcome: object = log[-1][1] if log else None
         self._node = node
         self._log = list(log)
-        self._listeners = list(listeners)
+        self._listeners = [*_observers, *listeners]
 
     def __repr__(self) -> str:
         return f"<Run {self.id} of {self.machine.name!r} in {show(self.state)}>"
@@ -157,6 +176,19 @@ class Run(Generic[S]):
         if self._node.action is not None:
             self.advance()
         return self
+
+    def fire(self, value: object, *, outcome: bool = False) -> Transition[S]:
+        """Follow exactly one row for `value` and run no action, not even the target's.
+
+        `value` is an event, or with `outcome=True` the outcome of the current state's
+        action (an unknown one then raises UnhandledOutcome instead of InvalidEvent). The
+        table, guards and listeners are the real ones; this is how a test tool such as
+        `fsm.testing.Stepper` walks a run one transition at a time.
+        """
+        edges = self._edges_for(value, UnhandledOutcome if outcome else InvalidEvent)
+        edge = self._choose(edges, value)
+        self._fire(edge, value)
+        return _record(edge, value)
 
     def advance(self) -> Run[S]:
         """Run the current state's action and follow its outcomes until the run waits or ends."""
@@ -236,6 +268,14 @@ class Run(Generic[S]):
             run_id=self.id,
             state=self.state,
         )
+
+
+def last_row(run: Run[S]) -> Row[S]:
+    """The table row behind the run's latest transition (a Transition does not carry it)."""
+    if not run._log:
+        raise ValueError(f"{run!r} has no transition yet")
+    row: Row[S] = run._log[-1][0].row
+    return row
 
 
 def _record(edge: _Edge, outcome: object) -> Transition[Any]:
