@@ -145,10 +145,13 @@ def resolve_machines(specs: Sequence[str]) -> list[tuple[str, Machine[Any]]]:
         try:
             module = importlib.import_module(module_name)
         except ImportError as error:
-            raise CoverageError(f"coverage scope {spec!r}: cannot import {module_name!r}: {error}")
+            raise CoverageError(
+                f"coverage scope {spec!r}: cannot import {module_name!r}: {error}"
+            ) from None
         if not attr:
-            machines = [(f"{module_name}:{k}", v) for k, v in vars(module).items()
-                        if isinstance(v, Machine)]
+            machines = [
+                (f"{module_name}:{k}", v) for k, v in vars(module).items() if isinstance(v, Machine)
+            ]
             if not machines:
                 raise CoverageError(f"coverage scope {spec!r}: module has no Machine")
             found += machines

@@ -45,7 +45,7 @@ class Exported:
         for triggers in (self._rows.get(state, []), list(self.event_ids)):
             try:
                 if value in triggers:
-                    return self.event_ids[value]  # type: ignore[index]
+                    return self.event_ids[value]
             except TypeError:  # unhashable values only match by class
                 pass
             for cls in type(value).__mro__:
@@ -99,7 +99,7 @@ def to_statemachine(machine: Machine[Any], *, class_name: str | None = None) -> 
     from statemachine import State as SMState
     from statemachine import StateMachine
 
-    reserved = set(dir(StateMachine))
+    reserved = set(dir(StateMachine)) | _instance_attributes()
     taken: set[str] = set()
 
     def unique(base: str) -> str:
@@ -143,6 +143,17 @@ def to_statemachine(machine: Machine[Any], *, class_name: str | None = None) -> 
             f"python-statemachine refused machine {machine.name!r}: {error}"
         ) from error
     return Exported(machine, cls, state_ids, event_ids, rows)
+
+
+def _instance_attributes() -> set[str]:
+    """Attributes python-statemachine sets on instances (`model`, ...): no id may shadow them."""
+    from statemachine import State as SMState
+    from statemachine import StateMachine
+
+    one, two = SMState(initial=True), SMState(final=True)
+    one.to(two, event="go")
+    probe = type("Probe", (StateMachine,), {"one": one, "two": two})()
+    return set(vars(probe))
 
 
 def _condition(guard: Guard) -> Any:

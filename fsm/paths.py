@@ -57,7 +57,7 @@ class Path(Generic[S]):
 
 
 def shortest_paths(machine: Machine[S]) -> dict[S, Path[S]]:
-    """The shortest path to every state, in the order of `machine.states` (empty for the initial)."""
+    """The shortest path to every state, in `machine.states` order (the initial's is empty)."""
     reached = _breadth_first(machine)
     return {s.name: Path(machine, reached[s.name]) for s in machine.states if s.name in reached}
 
@@ -90,8 +90,10 @@ def final_paths(
     used: Counter[int] = Counter()
     rows: list[Row[S]] = []
     # Depth first with an explicit stack of (state, index of the next row to try).
-    outgoing = {s.name: [(i, r) for i, r in enumerate(machine.transitions) if r.source == s.name]
-                for s in machine.states}
+    outgoing = {
+        s.name: [(i, r) for i, r in enumerate(machine.transitions) if r.source == s.name]
+        for s in machine.states
+    }
     stack: list[tuple[S, int]] = [(machine.initial.name, 0)]
     if machine.initial.name in finals:
         found.append(Path(machine, ()))
@@ -128,7 +130,7 @@ def replay(
     stepper: Stepper[S] | None = None,
     *,
     context: Mapping[str, Any] | None = None,
-    outcomes: Mapping[type, object | Callable[[], object]] | None = None,
+    outcomes: Mapping[Any, object | Callable[[], object]] | None = None,
 ) -> Stepper[S]:
     """Drive a Stepper along `path`, asserting that each step fires exactly the path's row.
 
@@ -162,7 +164,7 @@ def replay(
     return stepper
 
 
-def example(trigger: Hashable, outcomes: Mapping[type, object | Callable[[], object]]) -> object:
+def example(trigger: Hashable, outcomes: Mapping[Any, object | Callable[[], object]]) -> object:
     """A value that selects `trigger`: the trigger itself, or an instance of a class trigger."""
     if not isinstance(trigger, type):
         return trigger

@@ -58,7 +58,7 @@ class Walk(Generic[S]):
 
 
 def values_for(
-    trigger: Hashable, outcomes: Mapping[type, SearchStrategy[Any]] | None = None
+    trigger: Hashable, outcomes: Mapping[Any, SearchStrategy[Any]] | None = None
 ) -> SearchStrategy[Any]:
     """Values that select `trigger`: the trigger itself, or instances of a class trigger.
 
@@ -78,7 +78,7 @@ def walks(
     machine: Machine[S],
     *,
     context: ContextSpec = None,
-    outcomes: Mapping[type, SearchStrategy[Any]] | None = None,
+    outcomes: Mapping[Any, SearchStrategy[Any]] | None = None,
     max_steps: int = 20,
 ) -> SearchStrategy[Walk[S]]:
     """Walks of up to `max_steps` moves from the initial state that only take allowed triggers.

@@ -17,7 +17,7 @@ _UNSET: Any = object()
 
 
 class ScriptError(FSMError):
-    """A test's script does not fit the machine: nothing scripted, or an outcome it cannot return."""
+    """A test's script does not fit the machine: nothing scripted, or an impossible outcome."""
 
 
 class Stepper(Generic[S]):
@@ -121,7 +121,7 @@ class Stepper(Generic[S]):
     # -- moving --------------------------------------------------------------------------
 
     def send(self, event: object) -> Transition[S]:
-        """Fire the row for `event` from the current state; no action runs, not even the target's."""
+        """Fire the row for `event` from the current state; no action runs, not the target's."""
         action = self._action()
         if action is not None:
             raise self._annotate(
@@ -185,7 +185,7 @@ class Stepper(Generic[S]):
         return done
 
     def follow(self, *values: object) -> Stepper[S]:
-        """Apply each value in turn: sent as an event when the run waits, else stepped as an outcome."""
+        """Apply each value in turn: stepped as an outcome where an action is pending, else sent."""
         for value in values:
             if self.pending:
                 self.step(value)
@@ -229,8 +229,7 @@ class Stepper(Generic[S]):
         action = self._action()
         pending = f"; action {callable_name(action)} not stepped yet" if action else ""
         return (
-            f"path so far: {' '.join(steps)}\n"
-            f"allowed from {show(self.state)}: {allowed}{pending}"
+            f"path so far: {' '.join(steps)}\nallowed from {show(self.state)}: {allowed}{pending}"
         )
 
     # -- helpers -------------------------------------------------------------------------

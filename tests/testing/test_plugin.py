@@ -6,7 +6,7 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-FLOWS = '''
+FLOWS = """
 from fsm import Machine, State
 
 door = Machine(
@@ -19,9 +19,9 @@ other = Machine(
     states=[State("a", initial=True), State("b", final=True)],
     transitions=[("a", "go", "b")],
 )
-'''
+"""
 
-PARTIAL = '''
+PARTIAL = """
 from flows import door
 
 def test_open_and_leave(fsm_stepper):
@@ -29,14 +29,14 @@ def test_open_and_leave(fsm_stepper):
     stepper.send("open")
     stepper.send("leave")
     stepper.assert_finished()
-'''
+"""
 
 FULL = (
     PARTIAL
-    + '''
+    + """
 def test_open_and_close():
     door.start().send("open").send("close")
-'''
+"""
 )
 
 

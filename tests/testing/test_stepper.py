@@ -175,7 +175,7 @@ class TestMessages:
 
     def test_send_while_an_action_is_pending(self) -> None:
         """send() before step() on an action state is a mistake, said plainly."""
-        with pytest.raises(ScriptError, match="action save still to run; call step()"):
+        with pytest.raises(ScriptError, match=r"action save still to run; call step\(\)"):
             Stepper(flow).send("retry")
 
     def test_step_without_action(self) -> None:
