@@ -130,12 +130,12 @@ def replay(
     stepper: Stepper[S] | None = None,
     *,
     context: Mapping[str, Any] | None = None,
-    outcomes: Mapping[Any, object | Callable[[], object]] | None = None,
+    instances: Mapping[Any, object | Callable[[], object]] | None = None,
 ) -> Stepper[S]:
     """Drive a Stepper along `path`, asserting that each step fires exactly the path's row.
 
     Rows from a state with an action are stepped with an outcome made for their trigger;
-    other rows are sent as events. A class trigger needs an instance: from `outcomes`
+    other rows are sent as events. A class trigger needs an instance: from `instances`
     (an instance, or a factory called with no arguments), else the class called with none.
     Guards are the real ones: give a `context` in which the path's guards pass.
     """
@@ -150,7 +150,7 @@ def replay(
                 f"path {path.id}: step {number} starts from {show(row.source)} "
                 f"but the run is in {show(stepper.state)}\n{stepper.describe()}"
             )
-        value = example(row.trigger, outcomes or {})
+        value = example(row.trigger, instances or {})
         if stepper.pending:
             stepper.step(value)
         else:
@@ -164,19 +164,19 @@ def replay(
     return stepper
 
 
-def example(trigger: Hashable, outcomes: Mapping[Any, object | Callable[[], object]]) -> object:
+def example(trigger: Hashable, instances: Mapping[Any, object | Callable[[], object]]) -> object:
     """A value that selects `trigger`: the trigger itself, or an instance of a class trigger."""
     if not isinstance(trigger, type):
         return trigger
-    if trigger in outcomes:
-        given = outcomes[trigger]
+    if trigger in instances:
+        given = instances[trigger]
         return given() if callable(given) and not isinstance(given, trigger) else given
     try:
         return trigger()
     except TypeError as error:
         raise TypeError(
             f"cannot build {trigger.__qualname__}() for a path step ({error}); "
-            f"pass outcomes={{{trigger.__qualname__}: an instance or a factory}}"
+            f"pass instances={{{trigger.__qualname__}: an instance or a factory}}"
         ) from None
 
 

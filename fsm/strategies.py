@@ -58,18 +58,18 @@ class Walk(Generic[S]):
 
 
 def values_for(
-    trigger: Hashable, outcomes: Mapping[Any, SearchStrategy[Any]] | None = None
+    trigger: Hashable, strategies: Mapping[Any, SearchStrategy[Any]] | None = None
 ) -> SearchStrategy[Any]:
     """Values that select `trigger`: the trigger itself, or instances of a class trigger.
 
-    For a class, the strategy given in `outcomes` for it, else `st.builds(cls)` (which
+    For a class, the strategy given in `strategies` for it, else `st.builds(cls)` (which
     fills required arguments from their annotations).
     """
     from hypothesis import strategies as st
 
     if isinstance(trigger, type):
-        if outcomes is not None and trigger in outcomes:
-            return outcomes[trigger]
+        if strategies is not None and trigger in strategies:
+            return strategies[trigger]
         return st.builds(trigger)
     return st.just(trigger)
 
@@ -78,7 +78,7 @@ def walks(
     machine: Machine[S],
     *,
     context: ContextSpec = None,
-    outcomes: Mapping[Any, SearchStrategy[Any]] | None = None,
+    strategies: Mapping[Any, SearchStrategy[Any]] | None = None,
     max_steps: int = 20,
 ) -> SearchStrategy[Walk[S]]:
     """Walks of up to `max_steps` moves from the initial state that only take allowed triggers.
@@ -108,7 +108,7 @@ def walks(
             moved = False
             while candidates and not moved:
                 trigger = draw(st.sampled_from(candidates))
-                value = draw(values_for(trigger, outcomes))
+                value = draw(values_for(trigger, strategies))
                 try:
                     if pending:
                         stepper.step(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import deque
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
@@ -44,7 +45,7 @@ class Stepper(Generic[S]):
             self.run: Run[S] = machine.create(context, run_id=run_id, listeners=listeners)
         else:  # start mid-flow, as a run restored from storage would
             self.run = machine.restore(
-                run_id if run_id is not None else "stepper",
+                run_id if run_id is not None else uuid.uuid4().hex,
                 at,
                 context,
                 listeners=listeners,

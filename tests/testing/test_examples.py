@@ -10,7 +10,7 @@ from fsm.examples import Updated, UserNotFound, ping, update, update_status
 from fsm.paths import Path, final_paths, replay, row_paths
 from fsm.testing import Stepper
 
-OUTCOMES = {UserNotFound: UserNotFound(7)}
+INSTANCES = {UserNotFound: UserNotFound(7)}
 
 
 class TestPing:
@@ -39,7 +39,7 @@ class TestUpdate:
     @pytest.mark.parametrize("path", row_paths(update), ids=str)
     def test_every_outcome(self, path: Path[str]) -> None:
         """Each outcome of update_status leads to its own final state."""
-        replay(path, outcomes=OUTCOMES).assert_finished()
+        replay(path, instances=INSTANCES).assert_finished()
 
     def test_the_real_action_agrees(self) -> None:
         """The real action returns the outcomes the stepper scripts, for these contexts."""

@@ -10,7 +10,7 @@ from fsm.paths import Path, TooManyPaths, final_paths, replay, row_paths, shorte
 
 from .machines import PublishFailed, Rejected, Saved, Sent, flow
 
-OUTCOMES = {Rejected: Rejected("refused")}
+INSTANCES = {Rejected: Rejected("refused")}
 
 
 class TestShortest:
@@ -97,7 +97,7 @@ class TestReplay:
         """Each row's shortest path replays, given a context in which its guards agree."""
         assert isinstance(path, Path)
         attempts = 3 if path.target == "dead" else 0
-        stepper = replay(path, context={"attempts": attempts}, outcomes=OUTCOMES)
+        stepper = replay(path, context={"attempts": attempts}, instances=INSTANCES)
         assert stepper.history[-1].target == path.target
 
     def test_guard_taking_another_row_fails_readably(self) -> None:
@@ -107,15 +107,15 @@ class TestReplay:
             replay(path, context={"attempts": 9})
 
     def test_class_without_default_needs_an_example(self) -> None:
-        """A class trigger whose constructor needs arguments asks for outcomes=."""
+        """A class trigger whose constructor needs arguments asks for instances=."""
         path = row_paths(flow)[1]
-        with pytest.raises(TypeError, match=r"pass outcomes=\{Rejected: "):
+        with pytest.raises(TypeError, match=r"pass instances=\{Rejected: "):
             replay(path)
 
     def test_factories_are_called(self) -> None:
-        """An outcomes entry may be a factory."""
+        """An instances entry may be a factory."""
         path = row_paths(flow)[1]
-        stepper = replay(path, outcomes={Rejected: lambda: Rejected("made")})
+        stepper = replay(path, instances={Rejected: lambda: Rejected("made")})
         assert stepper.history[-1].outcome == Rejected("made")
 
     def test_outcome_values_are_used(self) -> None:

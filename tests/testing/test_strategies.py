@@ -20,7 +20,7 @@ class TestWalks:
         walks(
             flow,
             context={"attempts": 0},
-            outcomes={Rejected: st.builds(Rejected, st.sampled_from(["frozen", "banned"]))},
+            strategies={Rejected: st.builds(Rejected, st.sampled_from(["frozen", "banned"]))},
         )
     )
     def test_flow_walks_replay(self, walk: Walk[str]) -> None:
@@ -50,7 +50,7 @@ class TestWalks:
         seen: set[str] = set()
 
         @settings(max_examples=200, database=None)
-        @given(walks(flow, context={"attempts": 0}, outcomes={Rejected: st.just(Rejected("x"))}))
+        @given(walks(flow, context={"attempts": 0}, strategies={Rejected: st.just(Rejected("x"))}))
         def collect(walk: Walk[str]) -> None:
             seen.update(walk.states)
 
