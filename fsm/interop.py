@@ -8,8 +8,9 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fsm.definition import Guard, Machine
+from fsm.definition import Action, Guard, Machine, Row
 from fsm.errors import FSMError, show
+from fsm.runtime import Transition
 
 
 class ExportError(FSMError):
@@ -27,11 +28,21 @@ class Exported:
     """Our state name -> the state's attribute name in the class (its `value` is our name)."""
     event_ids: Mapping[Hashable, str]
     """Our trigger (event, Enum member or outcome class) -> the event name in the class."""
-    _rows: dict[Hashable, list[Hashable]] = field(repr=False, default_factory=dict)
+    _rows: Mapping[Hashable, list[Hashable]] = field(repr=False, default_factory=dict)
 
-    def create(self, context: Mapping[str, Any] | None = None) -> Any:
-        """A new instance of the exported class, in the initial state, guards seeing `context`."""
-        return self.cls(model=RunView(self.machine, dict(context or {})))
+    def create(
+        self, context: Mapping[str, Any] | None = None, *, model: RunView | None = None
+    ) -> Any:
+        """A new instance in the initial state, its actions run if they are exported.
+
+        Guards and actions see `context` (copied) as `run.context`; pass `model` to keep
+        hold of the RunView (its `history`, `error`) even if the initial action fails.
+        An action's exception is raised here, as `Machine.start` would.
+        """
+        view = model if model is not None else RunView(self.machine, dict(context or {}))
+        instance = self.cls(model=view)
+        _raise_action_error(view)
+        return instance
 
     def event_for(self, state: Hashable, value: object) -> str:
         """The event to send in `state` for `value`, dispatched as the engine does.
@@ -42,27 +53,12 @@ class Exported:
         takes falls back to any trigger of the machine (python-statemachine then refuses
         it with TransitionNotAllowed); one that matches no trigger at all is an ExportError.
         """
-        for triggers in (self._rows.get(state, []), list(self.event_ids)):
-            try:
-                if value in triggers:
-                    return self.event_ids[value]
-            except TypeError:  # unhashable values only match by class
-                pass
-            for cls in type(value).__mro__:
-                if cls in triggers:
-                    return self.event_ids[cls]
-        raise ExportError(
-            f"{show(value)} matches no trigger of machine {self.machine.name!r}; "
-            f"triggers: {', '.join(show(t) for t in self.event_ids)}"
-        )
+        return _event_for(self.machine, self._rows, self.event_ids, state, value)
 
     def send(self, instance: Any, value: object) -> Hashable:
         """Send `value` (an event or an outcome) to `instance`; return the state it ends in."""
-        state = self.state_of(instance)
-        instance.send(self.event_for(state, value))
-        # Like Run.outcome: guards see the value that fired the previous row.
-        model: RunView = instance.model
-        model.outcome = value
+        instance.send(self.event_for(self.state_of(instance), value), fsm_value=value)
+        _raise_action_error(instance.model)
         return self.state_of(instance)
 
     def state_of(self, instance: Any) -> Hashable:
@@ -73,28 +69,36 @@ class Exported:
 
 
 class RunView:
-    """What a guard sees under python-statemachine: the model holds the context.
+    """The model of an exported instance: what guards and actions see instead of a Run.
 
-    Guards are called with this view instead of a Run: it has `context`, `machine`,
-    `state` (the source state) and `outcome` (the value that fired the previous row);
-    not `history` nor `id`.
+    It has `context`, `machine`, `state` (python-statemachine keeps the current state's
+    value there), `outcome` (the value that fired the latest row, as `Run.outcome`) and
+    `history` (our `Transition` records); not `id`, `send` or the other Run methods.
     """
 
     def __init__(self, machine: Machine[Any], context: dict[str, Any]) -> None:
         self.machine = machine
         self.context = context
-        self.state: Any = None  # python-statemachine keeps the current state value here
+        self.state: Any = None
         self.outcome: object = None
-        """The value that fired the latest row, as `Run.outcome`."""
+        self.history: list[Transition[Any]] = []
+        self.error: Exception | None = None
+        """An exported action's exception, kept until `Exported.send`/`create` raises it."""
 
 
-def to_statemachine(machine: Machine[Any], *, class_name: str | None = None) -> Exported:
+def to_statemachine(
+    machine: Machine[Any], *, actions: bool = False, class_name: str | None = None
+) -> Exported:
     """Build a python-statemachine `StateMachine` class with the same states, rows and guards.
 
-    Limits: actions are not exported (an action's outcome becomes an event the caller
-    sends, see `Exported.event_for`); guards get a `RunView`, not a Run; states keep
-    their names as python-statemachine state values, so names must be hashable values
-    python-statemachine accepts (strings, Enum members, numbers).
+    With `actions=True` each state's action runs on entry (as an `enter` callback, with
+    the context) and its outcome is sent as the event `Exported.event_for` names, so an
+    instance runs by itself as a Run does. An action that raises leaves the instance in
+    the entered state, as a Run; `Exported.send`/`create` raise its exception (the
+    instance's own `send` does not: drive exported instances through `Exported`).
+    Without it (the default) actions are left out and the caller sends outcomes as events.
+    Guards get a `RunView`, not a Run. States keep their names as python-statemachine
+    state values: strings, Enum members and numbers work.
     """
     from statemachine import State as SMState
     from statemachine import StateMachine
@@ -111,30 +115,38 @@ def to_statemachine(machine: Machine[Any], *, class_name: str | None = None) -> 
         taken.add(name)
         return name
 
-    state_ids: dict[Hashable, str] = {}
-    states: dict[Hashable, Any] = {}
-    for state in machine.states:
-        state_ids[state.name] = unique(_text(state.name))
-        states[state.name] = SMState(
-            name=_text(state.name),
-            value=state.name,
-            initial=state.initial,
-            final=state.final,
-        )
+    state_ids = {state.name: unique(_text(state.name)) for state in machine.states}
     event_ids: dict[Hashable, str] = {}
     rows: dict[Hashable, list[Hashable]] = {}
     for row in machine.transitions:
         if row.trigger not in event_ids:
             event_ids[row.trigger] = unique(_text(row.trigger))
-        rows.setdefault(row.source, [])
-        if row.trigger not in rows[row.source]:
-            rows[row.source].append(row.trigger)
-        options: dict[str, Any] = {"event": event_ids[row.trigger]}
+        triggers = rows.setdefault(row.source, [])
+        if row.trigger not in triggers:
+            triggers.append(row.trigger)
+    states = {
+        state.name: SMState(
+            name=_text(state.name),
+            value=state.name,
+            initial=state.initial,
+            final=state.final,
+            enter=_on_entry(machine, rows, event_ids, state.name, state.action)
+            if actions and state.action is not None
+            else None,
+        )
+        for state in machine.states
+    }
+    for row in machine.transitions:
+        # Recorded as transition content (`on`), before the target's entry runs its action,
+        # so a failing action leaves the transition recorded, as in a Run's history.
+        options: dict[str, Any] = {"event": event_ids[row.trigger], "on": _recorder(row)}
         if row.guard is not None:
             options["cond"] = _condition(row.guard)
         # Rows keep table order: python-statemachine tries a state's transitions in order.
         states[row.source].to(states[row.target], **options)
-    attrs = {state_ids[name]: sm_state for name, sm_state in states.items()}
+    attrs: dict[str, Any] = {state_ids[name]: sm_state for name, sm_state in states.items()}
+    # A Run re-enters a state on a self-transition: its action runs again.
+    attrs["enable_self_transition_entries"] = True
     name = class_name or unique(f"{_text(machine.name).title().replace('_', '')}Machine")
     try:
         cls = type(name, (StateMachine,), attrs)
@@ -143,6 +155,28 @@ def to_statemachine(machine: Machine[Any], *, class_name: str | None = None) -> 
             f"python-statemachine refused machine {machine.name!r}: {error}"
         ) from error
     return Exported(machine, cls, state_ids, event_ids, rows)
+
+
+def _event_for(
+    machine: Machine[Any],
+    rows: Mapping[Hashable, list[Hashable]],
+    event_ids: Mapping[Hashable, str],
+    state: Hashable,
+    value: object,
+) -> str:
+    for triggers in (rows.get(state, []), list(event_ids)):
+        try:
+            if value in triggers:
+                return event_ids[value]
+        except TypeError:  # unhashable values only match by class
+            pass
+        for cls in type(value).__mro__:
+            if cls in triggers:
+                return event_ids[cls]
+    raise ExportError(
+        f"{show(value)} matches no trigger of machine {machine.name!r}; "
+        f"triggers: {', '.join(show(t) for t in event_ids)}"
+    )
 
 
 def _instance_attributes() -> set[str]:
@@ -156,13 +190,52 @@ def _instance_attributes() -> set[str]:
     return set(vars(probe))
 
 
+# python-statemachine calls callbacks with the arguments their parameters name:
+# `model` is our RunView, `machine` the instance, `fsm_value` what our send passed.
+
+
 def _condition(guard: Guard) -> Any:
     def cond(model: RunView) -> bool:
-        # python-statemachine injects callback arguments by name; `model` is our RunView.
         return bool(guard(model))  # type: ignore[arg-type]
 
     cond.__name__ = getattr(guard, "__name__", "guard")
     return cond
+
+
+def _recorder(row: Row[Any]) -> Any:
+    def record(model: RunView, fsm_value: object = None) -> None:
+        model.outcome = fsm_value
+        model.history.append(Transition(row.source, row.trigger, row.target, fsm_value))
+
+    return record
+
+
+def _on_entry(
+    definition: Machine[Any],
+    rows: Mapping[Hashable, list[Hashable]],
+    event_ids: Mapping[Hashable, str],
+    state: Hashable,
+    action: Action,
+) -> Any:
+    def enter(machine: Any) -> None:
+        model: RunView = machine.model
+        try:
+            outcome = action(model.context)
+        except Exception as error:
+            # Raising here would make python-statemachine undo the transition; a Run
+            # stays in the entered state with the action to retry. Keep it for send().
+            model.error = error
+            return
+        machine.send(_event_for(definition, rows, event_ids, state, outcome), fsm_value=outcome)
+
+    enter.__name__ = f"enter_{getattr(action, '__name__', 'action')}"
+    return enter
+
+
+def _raise_action_error(model: RunView) -> None:
+    error, model.error = model.error, None
+    if error is not None:
+        raise error
 
 
 def _text(value: object) -> str:

@@ -60,23 +60,34 @@ def never_called(context: dict[str, Any]) -> object:
     raise AssertionError("a real action ran")
 
 
+class Exhausted(Exception):
+    """A rotating action ran out of budget (this is how runs of action cycles stop)."""
+
+
+def rotating(options: list[object]) -> Any:
+    """A deterministic action: the next of `options` per call, while context["budget"] lasts."""
+
+    def action(context: dict[str, Any]) -> object:
+        if context.get("budget", 0) <= 0:
+            raise Exhausted()
+        context["budget"] -= 1
+        context["tick"] = context.get("tick", 0) + 1
+        return options[context["tick"] % len(options)]
+
+    return action
+
+
 @st.composite
-def machines(draw: st.DrawFn, with_actions: bool = False) -> Machine[str]:
-    """Valid machines of 2 to 6 states: every state reachable, every way leads to a final."""
+def machines(draw: st.DrawFn, with_actions: bool = False, runnable: bool = False) -> Machine[str]:
+    """Valid machines of 2 to 6 states: every state reachable, every way leads to a final.
+
+    With actions, some open states get one: `never_called` (for scripted tests) or, if
+    `runnable`, a `rotating` action over values for the triggers of the rows leaving it.
+    """
     size = draw(st.integers(2, 6))
     finals = draw(st.integers(1, size - 1))
     open_count = size - finals
     names = [f"s{i}" for i in range(size)]
-    actions = [with_actions and i > 0 and draw(st.booleans()) for i in range(open_count)]
-    states = [
-        State(
-            name,
-            initial=i == 0,
-            final=i >= open_count,
-            action=never_called if i < open_count and actions[i] else None,
-        )
-        for i, name in enumerate(names)
-    ]
     trigger = st.sampled_from(TRIGGERS)
     guard = st.none() | st.sampled_from(GUARDS)
     rows: list[Row[str]] = []
@@ -91,6 +102,13 @@ def machines(draw: st.DrawFn, with_actions: bool = False) -> Machine[str]:
         target = names[draw(st.integers(0, size - 1))]
         rows.append(Row(source, draw(trigger), target, draw(guard)))
     order = draw(st.permutations(rows))
+    states = []
+    for i, name in enumerate(names):
+        action = None
+        if with_actions and i < open_count and draw(st.booleans()):
+            options = [v for row in order if row.source == name for v in examples(row.trigger)]
+            action = rotating(options) if runnable else never_called
+        states.append(State(name, initial=i == 0, final=i >= open_count, action=action))
     try:
         return Machine("generated", states=states, transitions=order)
     except DefinitionError:

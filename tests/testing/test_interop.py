@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -9,13 +10,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from statemachine.exceptions import TransitionNotAllowed
 
-from fsm import GuardRejected, InvalidEvent, Machine, State
+from fsm import CallbackError, GuardRejected, InvalidEvent, Machine, State
 from fsm.examples import ping, update
-from fsm.interop import ExportError, to_statemachine
+from fsm.interop import ExportError, RunView, to_statemachine
 from fsm.strategies import Walk, walks
 
-from .generated import Base, Sub, examples, flags, machines
+from .generated import Base, Exhausted, Sub, examples, flags, machines, rotating
 from .machines import PublishFailed, Saved, Sent, flow
+
+EXAMPLES = int(os.environ.get("FSM_DIFFERENTIAL_EXAMPLES", "150"))
+"""Examples per differential test; raise it for a deeper one-off search."""
 
 
 class TestExport:
@@ -99,7 +103,7 @@ class TestDifferential:
     """Random valid machines and event sequences give identical state traces in both engines."""
 
     @settings(
-        max_examples=150,
+        max_examples=EXAMPLES,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )
@@ -113,7 +117,7 @@ class TestDifferential:
         run_both(machine, {"flags": context}, sequence)
 
     @settings(
-        max_examples=100,
+        max_examples=EXAMPLES,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )
@@ -138,3 +142,90 @@ class TestDifferential:
         )
         run_both(machine, {}, [Sub()])
         run_both(machine, {}, [Base()])
+
+
+def attempt(action: Any) -> bool:
+    """Call `action`; True if it raised (any engine error or an action's own)."""
+    try:
+        action()
+    except Exception:
+        return True
+    return False
+
+
+class TestDifferentialWithActions:
+    """Exported with actions=True, instances run by themselves exactly as our runs do."""
+
+    def test_failing_action_stays_in_the_entered_state(self) -> None:
+        """Like a Run, the instance stays where the failing action was entered."""
+
+        def boom(context: dict[str, Any]) -> str:
+            raise RuntimeError("port down")
+
+        machine = Machine(
+            "fails",
+            states=[State("a", initial=True), State("b", action=boom), State("c", final=True)],
+            transitions=[("a", "go", "b"), ("b", "ok", "c")],
+        )
+        exported = to_statemachine(machine, actions=True)
+        instance = exported.create()
+        with pytest.raises(RuntimeError, match="port down"):
+            exported.send(instance, "go")
+        run = machine.create()
+        with pytest.raises(CallbackError):
+            run.send("go")
+        assert exported.state_of(instance) == run.state == "b"
+        assert instance.model.history == run.history
+
+    def test_examples_run_by_themselves(self) -> None:
+        """update's real action picks the same final state in both engines."""
+        exported = to_statemachine(update, actions=True)
+        for user_id, final in ((1, "updated"), (9, "failed")):
+            instance = exported.create({"user_id": user_id})
+            assert exported.state_of(instance) == final == update.start({"user_id": user_id}).state
+
+    def test_self_transition_reruns_the_action(self) -> None:
+        """A self-transition re-enters the state in both; the failing call is recorded alike."""
+        machine = Machine(
+            "again",
+            states=[State("s0", initial=True, action=rotating(["b"])), State("s1", final=True)],
+            transitions=[("s0", "b", "s0"), ("s0", "c", "s1")],
+        )
+        ours = machine.create({"budget": 3})
+        with pytest.raises(CallbackError):
+            ours.advance()
+        view = RunView(machine, {"budget": 3})
+        with pytest.raises(Exhausted):
+            to_statemachine(machine, actions=True).create(model=view)
+        assert view.history == ours.history
+        assert len(ours.history) == 3
+
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+    @given(st.data(), machines(with_actions=True, runnable=True), flags, st.integers(0, 12))
+    def test_random_runs(
+        self, data: st.DataObject, machine: Machine[str], context: dict[str, bool], budget: int
+    ) -> None:
+        """Start, then random events: same transitions, same failures, in both engines."""
+        values = [v for row in machine.transitions for v in examples(row.trigger)]
+        sequence = data.draw(st.lists(st.sampled_from(values), max_size=10))
+        start = {"flags": context, "budget": budget}
+        ours = machine.create(start)
+        exported = to_statemachine(machine, actions=True)
+        view = RunView(machine, dict(start))
+        ours_failed = attempt(ours.advance)
+        theirs: list[Any] = []
+        theirs_failed = attempt(lambda: theirs.append(exported.create(model=view)))
+        assert ours_failed == theirs_failed
+        assert view.history == ours.history
+        if not theirs:
+            return  # create() raised the initial action's error, as start() would
+        for value in sequence:
+            assert attempt(lambda v=value: ours.send(v)) == attempt(
+                lambda v=value: exported.send(theirs[0], v)
+            ), f"{value!r} after {ours.history}"
+            assert view.history == ours.history
+            assert exported.state_of(theirs[0]) == ours.state
