@@ -38,10 +38,12 @@ class TestWalks:
     @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
     @given(st.data(), machines(with_actions=True))
     def test_random_machines(self, data: st.DataObject, machine: Machine[str]) -> None:
-        """On any valid machine, a walk replays and ends finished or where it may stop."""
+        """On any valid machine a walk replays, and stops at an action only when it must."""
         walk = data.draw(walks(machine, max_steps=10))
         stepper = walk.replay()
-        assert stepper.finished or len(walk.steps) == 10 or not stepper.pending or not walk.steps
+        if stepper.pending and len(walk.steps) < 10:
+            # Only an action state whose every row is guarded can refuse all outcomes.
+            assert all(row.guard is not None for row in machine.rows_from(stepper.state))
         for before, step in zip(walk.states, walk.steps, strict=False):
             assert step.outcome == (machine.state(before).action is not None)
 
@@ -49,7 +51,7 @@ class TestWalks:
         """Across examples the strategy explores the whole flow, finals included."""
         seen: set[str] = set()
 
-        @settings(max_examples=200, database=None)
+        @settings(max_examples=200, database=None, derandomize=True)
         @given(walks(flow, context={"attempts": 0}, strategies={Rejected: st.just(Rejected("x"))}))
         def collect(walk: Walk[str]) -> None:
             seen.update(walk.states)
