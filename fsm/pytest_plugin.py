@@ -118,12 +118,19 @@ def fsm_stepper() -> StepperFactory:
         context: Mapping[str, Any] | None = None,
         *,
         outcomes: Mapping[Hashable, Iterable[object]] | None = None,
+        real: Iterable[Hashable] = (),
         at: Hashable | None = None,
         run_id: str | None = None,
         listeners: Sequence[Listener[Any]] = (),
     ) -> Stepper[Any]:
         return Stepper(
-            machine, context, outcomes=outcomes, at=at, run_id=run_id, listeners=listeners
+            machine,
+            context,
+            outcomes=outcomes,
+            real=real,
+            at=at,
+            run_id=run_id,
+            listeners=listeners,
         )
 
     return make

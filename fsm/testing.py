@@ -27,7 +27,9 @@ class Stepper(Generic[S]):
     The run is a real run of the machine: the compiled table, the guards (called with the
     run) and the listeners are the engine's own. Only the calls into ports are replaced:
     `step()` takes the current state's next scripted outcome (or raises its scripted
-    exception) instead of calling the action, then follows exactly one row.
+    exception) instead of calling the action, then follows exactly one row. States
+    listed in `real` (pure actions, no ports) run their real action when nothing is
+    scripted for them.
     """
 
     def __init__(
@@ -36,6 +38,7 @@ class Stepper(Generic[S]):
         context: Mapping[str, Any] | None = None,
         *,
         outcomes: Mapping[S, Iterable[object]] | None = None,
+        real: Iterable[S] = (),
         at: S | None = None,
         run_id: str | None = None,
         listeners: Sequence[Listener[S]] = (),
@@ -52,6 +55,7 @@ class Stepper(Generic[S]):
             )
         self._start = self.run.state
         self._script: dict[S, deque[object]] = {}
+        self._real = frozenset(self._state_with_action(state).name for state in real)
         for state, values in (outcomes or {}).items():
             self.script(state, *values)
 
@@ -104,6 +108,16 @@ class Stepper(Generic[S]):
         """The scripted outcomes not consumed yet, per state."""
         return {state: list(queue) for state, queue in self._script.items() if queue}
 
+    def assert_script_used(self) -> None:
+        """Assert every scripted outcome was consumed (a leftover often means a wrong path)."""
+        left = self.remaining()
+        if left:
+            listed = "; ".join(
+                f"{show(state)}: {', '.join(repr(v) for v in values)}"
+                for state, values in left.items()
+            )
+            raise AssertionError(f"scripted outcomes never used: {listed}\n{self.describe()}")
+
     # -- scripting ---------------------------------------------------------------------
 
     def script(self, state: S, *outcomes: object) -> Stepper[S]:
@@ -148,6 +162,12 @@ class Stepper(Generic[S]):
             raise self._annotate(
                 ScriptError(f"state {show(self.state)} has no action to step ({what}); use send()")
             )
+        if outcome is _UNSET and not self._script.get(self.state) and self.state in self._real:
+            # A pure action (no ports) the test chose to run for real, errors as the engine.
+            try:
+                outcome = action(self.run.context)
+            except Exception as failed:
+                outcome = failed
         if outcome is _UNSET:
             queue = self._script.get(self.state)
             if not queue:

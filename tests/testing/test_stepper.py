@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from fsm import CallbackError, GuardRejected, InvalidEvent, Machine, State, UnhandledOutcome
-from fsm.examples import ping
+from fsm.examples import Updated, UserNotFound, ping, update
 from fsm.testing import ScriptError, Stepper
 
 from .machines import PublishDown, PublishFailed, Rejected, Saved, Sent, calls, flow
@@ -202,3 +203,44 @@ class TestFixture:
         stepper = fsm_stepper(flow, outcomes={"received": [Rejected("no")]})
         stepper.step()
         stepper.expect("rejected")
+
+
+class TestRealActionsAndLeftovers:
+    """Pure actions may run for real; leftover scripts can be checked."""
+
+    def test_real_action(self) -> None:
+        """A state listed in real= runs its real action when nothing is scripted."""
+        stepper = Stepper(update, {"user_id": 4}, real=["received"])
+        stepper.step()
+        stepper.expect("failed")
+        assert stepper.history[-1].outcome == UserNotFound(4)
+
+    def test_script_wins_over_real(self) -> None:
+        """A scripted outcome is used before the real action."""
+        stepper = Stepper(update, real=["received"], outcomes={"received": [Updated()]})
+        stepper.step()
+        stepper.expect("updated")
+
+    def test_real_action_failing(self) -> None:
+        """A real action that raises fails like in the engine."""
+
+        def broken(context: dict[str, Any]) -> str:
+            raise KeyError("user")
+
+        machine = Machine(
+            "broken",
+            states=[State("a", initial=True, action=broken), State("b", final=True)],
+            transitions=[("a", "ok", "b")],
+        )
+        with pytest.raises(CallbackError) as caught:
+            Stepper(machine, real=["a"]).step()
+        assert isinstance(caught.value.error, KeyError)
+
+    def test_leftover_script(self) -> None:
+        """assert_script_used names what was never consumed."""
+        stepper = Stepper(flow, outcomes={"received": [Saved()], "saved": [Sent()]})
+        stepper.step()
+        with pytest.raises(AssertionError, match=r"never used: 'saved': Sent\(\)"):
+            stepper.assert_script_used()
+        stepper.step()
+        stepper.assert_script_used()
