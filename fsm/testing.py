@@ -148,7 +148,8 @@ class Stepper(Generic[S]):
         try:
             return self.run.fire(event)
         except RunError as error:
-            raise self._annotate(error) from None
+            self._annotate(error)
+            raise  # as is: its type, attributes and __cause__ are the engine's
 
     def step(self, outcome: object = _UNSET) -> Transition[S]:
         """Run the current state's action once, as scripted, and follow exactly one row.
@@ -196,7 +197,8 @@ class Stepper(Generic[S]):
         try:
             return self.run.fire(outcome, outcome=True)
         except RunError as error:
-            raise self._annotate(error) from None
+            self._annotate(error)
+            raise  # as is: its type, attributes and __cause__ are the engine's
 
     def settle(self) -> list[Transition[S]]:
         """Step until the run waits for an event or finishes, as the engine would on its own."""

@@ -134,6 +134,22 @@ class TestHonesty:
         with pytest.raises(UnhandledOutcome):
             Stepper(machine).step("nope")
 
+    def test_guard_that_raises_keeps_its_cause(self) -> None:
+        """A failing guard surfaces as the engine's CallbackError, cause included."""
+
+        def broken(run: object) -> bool:
+            raise LookupError("flag store down")
+
+        machine = Machine(
+            "guarded",
+            states=[State("a", initial=True), State("b", final=True)],
+            transitions=[("a", "go", "b", broken)],
+        )
+        with pytest.raises(CallbackError) as caught:
+            Stepper(machine).send("go")
+        assert isinstance(caught.value.__cause__, LookupError)
+        assert caught.value.kind == "guard"
+
     def test_unknown_event(self) -> None:
         """An event with no row raises InvalidEvent naming the allowed triggers."""
         with pytest.raises(InvalidEvent) as caught:
