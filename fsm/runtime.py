@@ -40,6 +40,25 @@ class Transition(NamedTuple, Generic[S]):
 Listener = Callable[["Run[S]", Transition[S]], None]
 """Called after each transition; if it raises, the transition is undone."""
 
+_observers: list[Listener[Any]] = []
+"""Listeners given to every run created while they are registered (see `observe`)."""
+
+
+def observe(listener: Listener[Any]) -> Callable[[], None]:
+    """Give `listener` to every run created from now on; returns the function that stops it.
+
+    For tools that watch a whole process, such as transition coverage in a test session.
+    Runs consult the observers once, when they are created: a transition costs nothing
+    more while none is registered. Runs created before the call are not observed.
+    """
+    _observers.append(listener)
+
+    def stop() -> None:
+        if listener in _observers:
+            _observers.remove(listener)
+
+    return stop
+
 
 class _Node:
     """A compiled state: its triggers mapped straight to the edges that leave it.
@@ -94,7 +113,11 @@ def rebuild(
     history: Iterable[Sequence[Any]],
 ) -> tuple[_Node, list[tuple[_Edge, object]]]:
     """The node and compiled log of a stored run, checked to be one path of the table
-    from the initial state to `state`; RestoreError naming the first thing that is not."""
+    ending in `state`; RestoreError naming the first thing that is not.
+
+    The path may start anywhere (a store may keep only recent history) and may be empty
+    (a run restored at a state, as a test tool does to start mid-flow).
+    """
 
     def fail(message: str) -> RestoreError:
         return RestoreError(message, machine=machine.name, run_id=run_id)
@@ -103,7 +126,7 @@ def rebuild(
     if _unhashable(state) or state not in nodes:
         raise fail(f"unknown state {show(state)}; states: {names}")
     log: list[tuple[_Edge, object]] = []
-    at: Hashable = machine.initial.name
+    at: Hashable = None
     for index, record in enumerate(history):
         try:
             source, trigger, target, outcome = record
@@ -113,7 +136,7 @@ def rebuild(
             raise fail(
                 f"history record {index} is {record!r}, not (source, trigger, target, outcome)"
             ) from None
-        if source != at:
+        if index and source != at:
             raise fail(
                 f"history record {index} leaves {show(source)}, but the run was in {show(at)}"
             )
@@ -125,7 +148,7 @@ def rebuild(
             )
         log.append((edge, outcome))
         at = target
-    if at != state:
+    if log and at != state:
         raise fail(f"the history ends in {show(at)}, but the stored state is {show(state)}")
     return nodes[state], log
 
@@ -162,7 +185,7 @@ class Run(Generic[S]):
         self.outcome: object = log[-1][1] if log else None
         self._node = node
         self._log = list(log)
-        self._listeners = list(listeners)
+        self._listeners = [*_observers, *listeners]
         self._notifying = False
 
     def __repr__(self) -> str:
@@ -186,8 +209,9 @@ class Run(Generic[S]):
 
     @property
     def allowed(self) -> tuple[Hashable, ...]:
-        """The triggers the current state has rows for."""
-        return tuple(self._node.edges)
+        """The triggers the current state has rows for: the events it waits for or, in a
+        state with an action, the outcomes that action may return."""
+        return tuple(self._node.table)
 
     def add_listener(self, listener: Listener[S]) -> None:
         """Call `listener(run, transition)` after each transition of this run."""
@@ -213,6 +237,20 @@ class Run(Generic[S]):
             self.advance()
         return self
 
+    def fire(self, value: object, *, outcome: bool = False) -> Transition[S]:
+        """Follow exactly one row for `value` and run no action, not even the target's.
+
+        `value` is an event, or with `outcome=True` the outcome of the current state's
+        action. The table, guards and listeners are the real ones; this is how a test tool
+        such as `fsm.testing.Stepper` walks a run one transition at a time.
+        """
+        if outcome:
+            edge = self._follow(value)
+        else:
+            edge = self._choose(self._resolve(value), value)
+            self._fire(edge, value)
+        return _record(edge, value)
+
     def advance(self, *, max_steps: int = MAX_STEPS) -> Run[S]:
         """Run the current state's action and follow its outcomes until the run waits or ends."""
         node = self._node
@@ -224,12 +262,7 @@ class Run(Generic[S]):
                 outcome = action(self.context)
             except Exception as error:
                 raise self._callback_error("action", action, error) from error
-            edges = _lookup(node.outcomes, outcome)
-            if edges is None:
-                raise UnhandledOutcome(
-                    outcome, tuple(node.outcomes), callable_name(action), **self._where()
-                )
-            self._fire(self._choose(edges, outcome), outcome)
+            self._follow(outcome)
             node = self._node
         if node.action is None:
             return self
@@ -238,6 +271,17 @@ class Run(Generic[S]):
             "is an action looping?",
             **self._where(),
         )
+
+    def _follow(self, outcome: object) -> _Edge:
+        """Fire the row the current state's action's `outcome` selects."""
+        node = self._node
+        edges = _lookup(node.outcomes, outcome)
+        if edges is None:
+            action = callable_name(node.action) if node.action is not None else "(none)"
+            raise UnhandledOutcome(outcome, tuple(node.outcomes), action, **self._where())
+        edge = self._choose(edges, outcome)
+        self._fire(edge, outcome)
+        return edge
 
     def _resolve(self, event: object) -> tuple[_Edge, ...]:
         """The slow path of send: match by class, or say why the event is refused."""
@@ -326,6 +370,14 @@ def _lookup(table: dict[Hashable, tuple[_Edge, ...]], value: object) -> tuple[_E
             if found is not None:
                 break
     return found
+
+
+def last_row(run: Run[S]) -> Row[S]:
+    """The table row behind the run's latest transition (a Transition does not carry it)."""
+    if not run._log:
+        raise ValueError(f"{run!r} has no transition yet")
+    row: Row[S] = run._log[-1][0].row
+    return row
 
 
 def _record(edge: _Edge, outcome: object) -> Transition[Any]:
