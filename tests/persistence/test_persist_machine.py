@@ -366,3 +366,41 @@ class TestEffects:
         assert rows(engine, UserRow) == 0
         persistent(engine).send("r1", "go", effect=effect)
         assert rows(engine, UserRow) == 1
+
+
+class TestStoredNames:
+    """States and triggers must keep distinct names in storage."""
+
+    def test_triggers_with_the_same_stored_name(self) -> None:
+        """An Enum trigger and a string trigger spelled like it, on one row, are refused."""
+        from enum import Enum
+
+        from adapters.sqlalchemy import create_engine
+
+        Signal = Enum("Signal", ["GO"])
+        machine = Machine(
+            "twins",
+            states=[State("a", initial=True), State("z", final=True)],
+            transitions=[("a", Signal["GO"], "z"), ("a", "Signal.GO", "z")],
+        )
+        engine = create_engine("sqlite://")
+        with pytest.raises(FSMError, match=r"would be stored under the same name 'Signal\.GO'"):
+            PersistentMachine(machine, SqlUnitOfWork(engine))
+        engine.dispose()
+
+    def test_states_with_the_same_stored_name(self) -> None:
+        """A string state and an Enum member of the same name are refused."""
+        from enum import Enum
+
+        from adapters.sqlalchemy import create_engine
+
+        Kind = Enum("Kind", ["a"])
+        machine = Machine(
+            "mixed",
+            states=[State("a", initial=True), State(Kind["a"], final=True)],
+            transitions=[("a", "go", Kind["a"])],
+        )
+        engine = create_engine("sqlite://")
+        with pytest.raises(FSMError, match="stored under the same name 'a'"):
+            PersistentMachine(machine, SqlUnitOfWork(engine))
+        engine.dispose()
