@@ -88,6 +88,19 @@ class TestLayers:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
 
+    def test_cli_without_sqlalchemy(self) -> None:
+        """Without SQLAlchemy, `fsm check` still works and `fsm db init` says what to install."""
+        code = (
+            "import sys; sys.modules['sqlalchemy'] = None\n"
+            "from fsm.cli import main\n"
+            "assert main(['check', 'fsm.examples:ping']) == 0\n"
+            "sys.exit(main(['db', 'init']))\n"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert done.returncode == 2, done.stderr
+        assert "pip install 'fsm-orchestrator[sqlalchemy]'" in done.stderr
+        assert "Traceback" not in done.stderr
+
 
 class TestPostgresFixture:
     """Without PostgreSQL the PostgreSQL tests skip, unless FSM_REQUIRE_POSTGRES=1 fails them."""
@@ -127,16 +140,3 @@ class TestPostgresFixture:
         done = self.run_one(require=True)
         assert done.returncode != 0
         assert "FSM_REQUIRE_POSTGRES=1" in done.stdout
-
-    def test_cli_without_sqlalchemy(self) -> None:
-        """Without SQLAlchemy, `fsm check` still works and `fsm db init` says what to install."""
-        code = (
-            "import sys; sys.modules['sqlalchemy'] = None\n"
-            "from fsm.cli import main\n"
-            "assert main(['check', 'fsm.examples:ping']) == 0\n"
-            "sys.exit(main(['db', 'init']))\n"
-        )
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-        assert done.returncode == 2, done.stderr
-        assert "pip install 'fsm-orchestrator[sqlalchemy]'" in done.stderr
-        assert "Traceback" not in done.stderr
