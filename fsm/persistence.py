@@ -100,6 +100,16 @@ class PersistentMachine(Generic[S]):
     def __repr__(self) -> str:
         return f"<PersistentMachine {self.machine.name!r}>"
 
+    @property
+    def resumable_states(self) -> tuple[str, ...]:
+        """Stored names of the non-final states with an action: a run stored in one of them
+        has a step left to take by itself (its process stopped between two steps)."""
+        return tuple(
+            state_label(state.name)
+            for state in self.machine.states
+            if state.action is not None and not state.final
+        )
+
     def start(
         self, context: Mapping[str, Any] | None = None, *, run_id: str | None = None
     ) -> PersistentRun[S]:

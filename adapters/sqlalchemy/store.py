@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from sqlalchemy import func, select, update
@@ -143,6 +143,32 @@ class SqlRunStore:
             raise ConcurrencyError(
                 "run history", entry.run_id, expected=entry.seq - 1, found=last
             ) from error
+
+    def find(
+        self,
+        machine: str,
+        *,
+        states: Iterable[str] | None = None,
+        finished: bool | None = None,
+        updated_before: datetime | None = None,
+        limit: int = 100,
+    ) -> list[str]:
+        """Ids of runs of `machine`, least recently updated first (for sweepers and reports).
+
+        A sweeper that resumes runs stuck between steps (their process died) asks for
+        `states=machine.resumable_states, finished=False, updated_before=now - grace`.
+        """
+        checks.text("machine name", machine, NAME_LENGTH)
+        checks.positive_int("limit", limit, 10_000)
+        query = select(RunRow.id).where(RunRow.machine == machine)
+        if states is not None:
+            query = query.where(RunRow.state.in_(list(states)))
+        if finished is not None:
+            query = query.where(RunRow.finished.is_(finished))
+        if updated_before is not None:
+            query = query.where(RunRow.updated_at < checks.aware("updated_before", updated_before))
+        query = query.order_by(RunRow.updated_at, RunRow.id).limit(limit)
+        return list(self._session.execute(query).scalars())
 
     def history(self, run_id: str) -> list[HistoryRecord]:
         cached = self._history.get(run_id)

@@ -404,3 +404,35 @@ class TestStoredNames:
         with pytest.raises(FSMError, match="stored under the same name 'a'"):
             PersistentMachine(machine, SqlUnitOfWork(engine))
         engine.dispose()
+
+
+class TestSweeping:
+    """Runs left between two steps can be found and resumed."""
+
+    def test_find_runs_with_a_step_left(self, engine: Engine) -> None:
+        """A run stopped in an action state is found once it is old enough; others are not."""
+        clock = Clock()
+        with_user(engine)
+        machine = persistent(engine, clock=clock, faults=Faults({"audit"}))
+        stuck = machine.start({"user_id": 7, "status": "closed"}, run_id="stuck")
+        with pytest.raises(CallbackError):
+            stuck.send("go")
+        machine.start({}, run_id="waiting")
+        assert machine.resumable_states == ("UPDATING", "AUDITING")
+
+        def find(**options: Any) -> list[str]:
+            with SqlUnitOfWork(engine) as uow:
+                return uow.runs.find(
+                    "user-update", states=machine.resumable_states, finished=False, **options
+                )
+
+        assert find() == ["stuck"]
+        assert find(updated_before=T0) == []
+        clock.advance(120)
+        assert find(updated_before=clock.now) == ["stuck"]
+        for run_id in find(updated_before=clock.now):
+            assert persistent(engine).resume(run_id).state is Step.DONE
+        assert find() == []
+        with SqlUnitOfWork(engine) as uow:
+            assert uow.runs.find("user-update", finished=True) == ["stuck"]
+            assert sorted(uow.runs.find("user-update")) == ["stuck", "waiting"]
