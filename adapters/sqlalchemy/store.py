@@ -70,8 +70,11 @@ class SqlRunStore:
         if not found:
             raise RunNotFound(run_id)
         row = found[0][0]
-        self._history[run_id] = [_entry(step) for _, step in found if step is not None]
-        self._session.expunge_all()  # records are the truth: no lazy refresh behind our back
+        steps = [step for _, step in found if step is not None]
+        self._history[run_id] = [_entry(step) for step in steps]
+        # Records are the truth: the session keeps no objects to refresh behind our back.
+        for loaded in (row, *steps):
+            self._session.expunge(loaded)
         context = row.context
         if not isinstance(context, dict):
             raise DecodeError(
