@@ -236,7 +236,7 @@ def _message(row: OutboxRow) -> OutboxMessage:
 
 
 def _cut(error: str) -> str:
-    text = str(error)
+    text = str(error).replace("\x00", "\\x00")  # PostgreSQL text cannot hold NUL
     return text if len(text) <= ERROR_LENGTH else text[: ERROR_LENGTH - 1] + "…"
 
 
