@@ -167,6 +167,7 @@ class TestRunStoreRefusesBadInput:
             (record(context=[1]), "context must be a dict"),
             (record(context={"x": object()}), "context is not plain JSON"),
             (record(context={"x": float("nan")}), "context is not plain JSON"),
+            (record(context={"x": ["a\x00b"]}), "context contains a NUL"),
             (record(version=2), "starts at version 1"),
             (record(created_at=datetime(2026, 1, 1)), "has no time zone"),
         ],
