@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import Engine, create_engine, inspect
 
 from fsm.cli import main
 
@@ -140,3 +140,34 @@ class TestPostgresFixture:
         done = self.run_one(require=True)
         assert done.returncode != 0
         assert "FSM_REQUIRE_POSTGRES=1" in done.stdout
+
+
+class TestAlembic:
+    """The exposed MetaData is what a user's Alembic migrations compare against."""
+
+    def test_no_drift_after_db_init(self, engine: Engine) -> None:
+        """Tables made by `fsm db init` match the MetaData: autogenerate finds nothing to do."""
+        from alembic.autogenerate import compare_metadata
+        from alembic.runtime.migration import MigrationContext
+
+        from adapters.sqlalchemy import metadata
+
+        with engine.connect() as connection:
+            diff = compare_metadata(MigrationContext.configure(connection), metadata)
+        assert diff == []
+
+    def test_empty_database_gets_the_four_tables(self, db_url: str) -> None:
+        """On an empty database autogenerate would add exactly the adapter's tables."""
+        from alembic.autogenerate import compare_metadata
+        from alembic.runtime.migration import MigrationContext
+
+        from adapters.sqlalchemy import create_engine, metadata
+
+        engine = create_engine(db_url)
+        try:
+            with engine.connect() as connection:
+                diff = compare_metadata(MigrationContext.configure(connection), metadata)
+        finally:
+            engine.dispose()
+        added = sorted(change[1].name for change in diff if change[0] == "add_table")
+        assert added == ["outbox", "run_history", "runs", "users"]
