@@ -1,5 +1,6 @@
 """Explicit finite-state machines for orchestrators: validated, run, drawn and tested."""
 
+from fsm.codec import Codec, DecodeError, EncodeError
 from fsm.definition import Action, Guard, Machine, Row, State
 from fsm.errors import (
     CallbackError,
@@ -12,23 +13,33 @@ from fsm.errors import (
     RunFinished,
     UnhandledOutcome,
 )
+from fsm.persistence import PersistentMachine, PersistentRun
+from fsm.ports import ConcurrencyError, RunExists, RunNotFound
 from fsm.runtime import Listener, Run, Transition
 
 __all__ = [
     "Action",
     "CallbackError",
+    "Codec",
+    "ConcurrencyError",
+    "DecodeError",
     "DefinitionError",
+    "EncodeError",
     "FSMError",
     "Guard",
     "GuardRejected",
     "InvalidEvent",
     "Listener",
     "Machine",
+    "PersistentMachine",
+    "PersistentRun",
     "RestoreError",
     "Row",
     "Run",
     "RunError",
+    "RunExists",
     "RunFinished",
+    "RunNotFound",
     "State",
     "Transition",
     "UnhandledOutcome",

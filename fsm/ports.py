@@ -62,3 +62,171 @@ class Outbox(Protocol):
     def mark_dead(self, event_id: str, *, owner: str, error: str, now: datetime) -> None:
         """Give up on the message (attempts or age exhausted); it stays, loudly, for people."""
         ...
+
+
+# --- Persistence: runs, their history, the transaction they share with the actions ---------
+
+
+class ConcurrencyError(FSMError):
+    """Someone else changed the record since it was read: nothing of this step was written.
+
+    `entity` is what was stale ("run", "user"), `key` its id; `expected` is the version the
+    caller read, `found` the version stored now (None when the record has gone).
+    """
+
+    def __init__(self, entity: str, key: object, *, expected: int, found: int | None) -> None:
+        self.entity = entity
+        self.key = key
+        self.expected = expected
+        self.found = found
+        now = "it no longer exists" if found is None else f"found version {found}"
+        super().__init__(
+            f"{entity} {key} was changed by someone else: expected version {expected}, {now}; "
+            "nothing was written, reload and try again"
+        )
+
+    @property
+    def run_id(self) -> str | None:
+        """The run's id when the stale record is a run."""
+        return str(self.key) if self.entity in ("run", "run history") else None
+
+
+class RunNotFound(FSMError):
+    """No stored run has this id."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"no stored run has id {run_id!r}")
+
+
+class RunExists(FSMError):
+    """A run with this id is stored already."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"a run with id {run_id!r} is stored already; pick another id")
+
+
+class InvalidRecord(FSMError, ValueError):
+    """A port refused a record before writing anything: names the field and what is allowed."""
+
+
+class LeaseLost(FSMError):
+    """The outbox message is no longer leased to this owner (its lease expired and was taken)."""
+
+    def __init__(self, event_id: str, owner: str) -> None:
+        self.event_id = event_id
+        self.owner = owner
+        super().__init__(
+            f"outbox message {event_id!r} is not leased to {owner!r} any more "
+            "(its lease expired or it left the pending set); nothing was changed"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """A run as stored: state and context already encoded to JSON-compatible values."""
+
+    id: str
+    machine: str
+    state: str
+    """The state's stored label: its name for strings, the member's name for Enum states."""
+    context: dict[str, object]
+    version: int
+    """Starts at 1; every save adds one. A save checks the stored version is still this one."""
+    finished: bool = False
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRecord:
+    """One stored transition of a run; `seq` counts from 1 with no gaps."""
+
+    run_id: str
+    seq: int
+    source: str
+    trigger: str
+    target: str
+    outcome: object
+    """The encoded value that fired the row (JSON-compatible)."""
+    at: datetime
+
+
+class RunStore(Protocol):
+    """Runs and their history, written within the unit of work's current transaction."""
+
+    def create(self, record: RunRecord) -> None:
+        """Insert a new run (its version is 1); RunExists if the id is taken."""
+        ...
+
+    def load(self, run_id: str) -> RunRecord:
+        """The stored run; RunNotFound if there is none."""
+        ...
+
+    def save(self, record: RunRecord) -> int:
+        """Write the run if its stored version is still `record.version`; return the new one.
+
+        Raises ConcurrencyError (and writes nothing) when the stored version differs.
+        """
+        ...
+
+    def append(self, entry: HistoryRecord) -> None:
+        """Add one transition to the run's history."""
+        ...
+
+    def history(self, run_id: str) -> list[HistoryRecord]:
+        """The run's transitions, oldest first."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    """One database transaction shared by the run store, the outbox and the actions' repositories.
+
+    `with uow:` opens it; leaving the block commits, or rolls back if it raised. `commit()`
+    inside the block commits what was done so far and goes on in a fresh transaction.
+    """
+
+    @property
+    def runs(self) -> RunStore: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    def __enter__(self) -> UnitOfWork: ...
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A user of the reference flow as stored: the status is the status's stored name."""
+
+    id: int
+    status: str
+    version: int
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class UserRepository(Protocol):
+    """Users, read and written within the unit of work's current transaction."""
+
+    def get(self, user_id: int) -> UserRecord | None:
+        """The user, or None if there is none."""
+        ...
+
+    def create(self, user_id: int, status: str) -> UserRecord:
+        """Insert a user at version 1; InvalidRecord if the id is taken or the input is bad."""
+        ...
+
+    def update_status(self, user_id: int, status: str, *, expected_version: int) -> UserRecord:
+        """Change the status if the stored version is still `expected_version`.
+
+        Raises ConcurrencyError (and writes nothing) otherwise.
+        """
+        ...

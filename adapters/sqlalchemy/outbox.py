@@ -1,0 +1,264 @@
+"""The transactional outbox on SQLAlchemy: add with the change, claim per key in order, lease."""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, aliased
+
+from adapters.sqlalchemy import checks
+from adapters.sqlalchemy.store import insert
+from adapters.sqlalchemy.tables import ID_LENGTH, KEY_LENGTH, NAME_LENGTH, OutboxRow
+from fsm.ports import InvalidRecord, LeaseLost, OutboxMessage
+
+PENDING, PUBLISHED, DEAD = "pending", "published", "dead"
+ERROR_LENGTH = 2000
+"""Longer errors are cut: the row keeps the start, where the cause usually is."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A stored outbox row as operators see it: the message and its delivery state."""
+
+    message: OutboxMessage
+    status: str
+    next_attempt_at: datetime
+    last_error: str | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    published_at: datetime | None
+    dead_at: datetime | None
+
+
+class SqlOutbox:
+    """Implements fsm.ports.Outbox within a Session's current transaction.
+
+    Everything takes effect when the unit of work commits: `add` with the change it
+    announces; `claim` should be committed at once (before publishing) so other relays see
+    the lease. Per-key order: only the oldest pending message of a key is ever claimable,
+    and only while nobody holds an unexpired lease on it, so a key is published by one
+    relay at a time, in the order its messages were added, even with several relays.
+    """
+
+    def __init__(self, session: Session, *, clock: Callable[[], datetime]) -> None:
+        self._session = session
+        self._clock = clock
+
+    def add(self, message: OutboxMessage) -> None:
+        _check_message(message)
+        created = message.created_at or self._clock()
+        row = OutboxRow(
+            event_id=message.event_id,
+            topic=message.topic,
+            key=message.key,
+            value=message.value,
+            headers=[
+                [name, base64.b64encode(value).decode("ascii")] for name, value in message.headers
+            ],
+            status=PENDING,
+            attempts=message.attempts,
+            next_attempt_at=created,
+            run_id=message.run_id,
+            created_at=created,
+        )
+        try:
+            insert(self._session, row)
+        except IntegrityError as error:
+            raise InvalidRecord(
+                f"an outbox message with event id {message.event_id!r} exists already"
+            ) from error
+
+    def claim(
+        self, *, owner: str, limit: int, lease_seconds: float, now: datetime
+    ) -> list[OutboxMessage]:
+        checks.text("owner", owner, NAME_LENGTH)
+        checks.positive_int("limit", limit, 10_000)
+        if (
+            isinstance(lease_seconds, bool)
+            or not isinstance(lease_seconds, int | float)
+            or not math.isfinite(lease_seconds)
+            or lease_seconds <= 0
+        ):
+            raise InvalidRecord(f"lease_seconds must be a positive number, got {lease_seconds!r}")
+        checks.aware("now", now)
+        older = aliased(OutboxRow)
+        # The head of a key is its oldest pending message, leased or not: a key whose head
+        # someone else holds has no claimable message at all, which is what keeps the order.
+        head = (
+            select(func.min(older.id))
+            .where(older.key == OutboxRow.key, older.status == PENDING)
+            .scalar_subquery()
+        )
+        rows = (
+            self._session.execute(
+                select(OutboxRow)
+                .where(
+                    OutboxRow.status == PENDING,
+                    OutboxRow.id == head,
+                    OutboxRow.next_attempt_at <= now,
+                    or_(OutboxRow.lease_owner.is_(None), OutboxRow.lease_expires_at <= now),
+                )
+                .order_by(OutboxRow.id)
+                .limit(limit)
+                # PostgreSQL: relays claiming at once skip each other's heads instead of
+                # waiting. SQLite ignores it; BEGIN IMMEDIATE (see engine.py) serialises them.
+                .with_for_update(skip_locked=True, of=OutboxRow)
+                .execution_options(populate_existing=True)
+            )
+            .scalars()
+            .all()
+        )
+        if not rows:
+            return []
+        self._session.execute(
+            update(OutboxRow)
+            .where(OutboxRow.id.in_([row.id for row in rows]))
+            .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds))
+            .execution_options(synchronize_session=False)
+        )
+        messages = [_message(row) for row in rows]
+        for row in rows:
+            self._session.expunge(row)
+        return messages
+
+    def mark_published(self, event_id: str, *, owner: str, now: datetime) -> None:
+        # No lease check: the broker has the message, whoever sent it (the immediate publish
+        # after commit holds no lease; a relay whose lease expired still delivered it).
+        checks.text("event id", event_id, ID_LENGTH)
+        checks.aware("now", now)
+        result = self._session.execute(
+            update(OutboxRow)
+            .where(OutboxRow.event_id == event_id, OutboxRow.status != PUBLISHED)
+            .values(status=PUBLISHED, published_at=now, lease_owner=None, lease_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            self._status(event_id)  # unknown ids are an error; published already is fine
+
+    def mark_failed(self, event_id: str, *, owner: str, error: str, retry_at: datetime) -> None:
+        checks.text("event id", event_id, ID_LENGTH)
+        checks.aware("retry_at", retry_at)
+        self._update_held(
+            event_id,
+            owner,
+            attempts=OutboxRow.attempts + 1,
+            last_error=_cut(error),
+            next_attempt_at=retry_at,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+
+    def mark_dead(self, event_id: str, *, owner: str, error: str, now: datetime) -> None:
+        checks.text("event id", event_id, ID_LENGTH)
+        checks.aware("now", now)
+        self._update_held(
+            event_id,
+            owner,
+            status=DEAD,
+            last_error=_cut(error),
+            dead_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+
+    def get(self, event_id: str) -> OutboxEntry | None:
+        """The stored message and its delivery state, or None."""
+        row = self._session.execute(
+            select(OutboxRow)
+            .where(OutboxRow.event_id == event_id)
+            .execution_options(populate_existing=True)
+        ).scalar_one_or_none()
+        if row is None:
+            return None
+        return OutboxEntry(
+            message=_message(row),
+            status=row.status,
+            next_attempt_at=row.next_attempt_at,
+            last_error=row.last_error,
+            lease_owner=row.lease_owner,
+            lease_expires_at=row.lease_expires_at,
+            published_at=row.published_at,
+            dead_at=row.dead_at,
+        )
+
+    def counts(self) -> dict[str, int]:
+        """How many messages are pending, published and dead."""
+        found = dict.fromkeys((PENDING, PUBLISHED, DEAD), 0)
+        for status, count in self._session.execute(
+            select(OutboxRow.status, func.count()).group_by(OutboxRow.status)
+        ):
+            found[status] = count
+        return found
+
+    def _update_held(self, event_id: str, owner: str, **values: object) -> None:
+        """Update a pending message held by `owner` (or by nobody); LeaseLost otherwise."""
+        checks.text("owner", owner, NAME_LENGTH)
+        result = self._session.execute(
+            update(OutboxRow)
+            .where(
+                OutboxRow.event_id == event_id,
+                OutboxRow.status == PENDING,
+                or_(OutboxRow.lease_owner.is_(None), OutboxRow.lease_owner == owner),
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            self._status(event_id)
+            raise LeaseLost(event_id, owner)
+
+    def _status(self, event_id: str) -> str:
+        status = self._session.execute(
+            select(OutboxRow.status).where(OutboxRow.event_id == event_id)
+        ).scalar_one_or_none()
+        if status is None:
+            raise InvalidRecord(f"no outbox message has event id {event_id!r}")
+        return status
+
+
+def _message(row: OutboxRow) -> OutboxMessage:
+    return OutboxMessage(
+        event_id=row.event_id,
+        topic=row.topic,
+        key=row.key,
+        value=row.value,
+        headers=tuple((name, base64.b64decode(value)) for name, value in row.headers),
+        run_id=row.run_id,
+        attempts=row.attempts,
+        created_at=row.created_at,
+    )
+
+
+def _cut(error: str) -> str:
+    text = str(error).replace("\x00", "\\x00")  # PostgreSQL text cannot hold NUL
+    return text if len(text) <= ERROR_LENGTH else text[: ERROR_LENGTH - 1] + "…"
+
+
+def _check_message(message: OutboxMessage) -> None:
+    if not isinstance(message, OutboxMessage):
+        raise InvalidRecord(f"expected an OutboxMessage, got {type(message).__name__}")
+    checks.text("event id", message.event_id, ID_LENGTH)
+    checks.topic(message.topic)
+    checks.text("key", message.key, KEY_LENGTH)
+    if not isinstance(message.value, bytes):
+        raise InvalidRecord(f"value must be bytes, got {type(message.value).__name__}")
+    if not isinstance(message.headers, tuple):
+        raise InvalidRecord(f"headers must be a tuple of (name, bytes), got {message.headers!r}")
+    for header in message.headers:
+        if not isinstance(header, tuple) or len(header) != 2 or not isinstance(header[1], bytes):
+            raise InvalidRecord(f"header {header!r} is not a (name, bytes) pair")
+        checks.text("header name", header[0], NAME_LENGTH)
+    if message.run_id is not None:
+        checks.text("run id", message.run_id, ID_LENGTH)
+    if isinstance(message.attempts, bool) or not isinstance(message.attempts, int):
+        raise InvalidRecord(f"attempts must be an integer, got {message.attempts!r}")
+    if message.attempts < 0:
+        raise InvalidRecord(f"attempts must not be negative, got {message.attempts}")
+    if message.created_at is not None:
+        checks.aware("created_at", message.created_at)

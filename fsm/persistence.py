@@ -1,0 +1,397 @@
+"""Persistent runs: a step (action effect, transition, history row) commits in one transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from fsm.codec import Codec, DecodeError
+from fsm.errors import CallbackError, FSMError, RestoreError, show
+from fsm.ports import ConcurrencyError, HistoryRecord, RunRecord, UnitOfWork
+
+if TYPE_CHECKING:
+    from fsm.definition import Machine
+    from fsm.runtime import Listener, Run, Transition
+
+S = TypeVar("S", bound=Hashable)
+
+Effect = Callable[[UnitOfWork], object]
+"""Writes to commit in the same transaction as an event's transition."""
+
+
+def utc_now() -> datetime:
+    """The default clock: aware UTC."""
+    return datetime.now(UTC)
+
+
+def state_label(state: Hashable) -> str:
+    """How a state is stored: a string as is, an Enum member by its name."""
+    if isinstance(state, Enum):
+        return state.name
+    if isinstance(state, str):
+        return state
+    return repr(state)
+
+
+def trigger_label(trigger: Hashable) -> str:
+    """How a trigger is stored in the history: readable, and unique among a state's rows."""
+    if isinstance(trigger, str):
+        return trigger
+    if isinstance(trigger, Enum):
+        return f"{type(trigger).__qualname__}.{trigger.name}"
+    if isinstance(trigger, type):
+        return trigger.__qualname__
+    return repr(trigger)
+
+
+class PersistentMachine(Generic[S]):
+    """Runs of `machine` kept in a store: started, resumed and advanced one transaction per step.
+
+    A step is one action's database effect plus the transition its outcome fires plus the
+    history row, committed together through the unit of work (an event sent from outside
+    is a step too). Saving checks the run's version, so when two processes advance the same
+    run one wins and the other gets ConcurrencyError with nothing of its step written.
+    The actions reach the same transaction through the unit of work they close over.
+    `listeners` are called after each transition inside the step's transaction, before it
+    commits: what they write through the unit of work commits with the step, and if one
+    raises the step rolls back. `types` are the dataclasses and Enums the context may hold
+    beyond the machine's own outcome and state types (see fsm.codec.Codec.for_machine).
+    One PersistentMachine (and its unit of work) serves one thread at a time.
+    """
+
+    def __init__(
+        self,
+        machine: Machine[S],
+        uow: UnitOfWork,
+        *,
+        types: Iterable[type] = (),
+        codec: Codec | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        listeners: Sequence[Listener[S]] = (),
+    ) -> None:
+        self.machine = machine
+        self.uow = uow
+        self.codec = codec if codec is not None else Codec.for_machine(machine, types)
+        self.clock = clock
+        self._listeners = tuple(listeners)
+        self._states: dict[str, S] = {}
+        for state in machine.states:
+            label = state_label(state.name)
+            if label in self._states:
+                raise FSMError(
+                    f"machine {machine.name!r}: states {show(self._states[label])} and "
+                    f"{show(state.name)} would be stored under the same name {label!r}"
+                )
+            self._states[label] = state.name
+        self._triggers: dict[tuple[str, str, str], Hashable] = {}
+        for row in machine.transitions:
+            key = (state_label(row.source), trigger_label(row.trigger), state_label(row.target))
+            known = self._triggers.setdefault(key, row.trigger)
+            if known != row.trigger:
+                raise FSMError(
+                    f"machine {machine.name!r}: triggers {show(known)} and {show(row.trigger)} "
+                    f"from {show(row.source)} to {show(row.target)} would be stored under "
+                    f"the same name {key[1]!r}"
+                )
+
+    def __repr__(self) -> str:
+        return f"<PersistentMachine {self.machine.name!r}>"
+
+    @property
+    def resumable_states(self) -> tuple[str, ...]:
+        """Stored names of the non-final states with an action: a run stored in one of them
+        has a step left to take by itself (its process stopped between two steps)."""
+        return tuple(
+            state_label(state.name)
+            for state in self.machine.states
+            if state.action is not None and not state.final
+        )
+
+    def start(
+        self, context: Mapping[str, Any] | None = None, *, run_id: str | None = None
+    ) -> PersistentRun[S]:
+        """Store a new run and follow its actions, committing each step.
+
+        The run's creation commits with its first step; if that step fails nothing is
+        stored at all. A context that cannot be encoded is refused before any write.
+        """
+        handle = PersistentRun(self, 1, 0)
+        run = self.machine.create(
+            context,
+            run_id=run_id if run_id is not None else uuid.uuid4().hex,
+            listeners=[*self._listeners, handle._persist_step],
+        )
+        handle._run = run
+        record = handle._record(created=True)
+
+        def first_steps() -> None:
+            self.uow.runs.create(record)
+            run.advance()
+
+        return handle._step(first_steps)
+
+    def load(self, run_id: str) -> PersistentRun[S]:
+        """The stored run, rebuilt; its actions do not run again. See `PersistentRun.advance`."""
+        handle = PersistentRun(self, 0, 0)
+        handle.reload(run_id)
+        return handle
+
+    def resume(self, run_id: str) -> PersistentRun[S]:
+        """Load a run and follow its pending actions (after a crash, or in another process)."""
+        return self.load(run_id).advance()
+
+    def send(self, run_id: str, event: object, *, effect: Effect | None = None) -> PersistentRun[S]:
+        """Load a run and send it `event`, committing each step that follows (see `effect`)."""
+        return self.load(run_id).send(event, effect=effect)
+
+    # -- stored form ------------------------------------------------------------------------
+
+    def _state(self, label: str, run_id: str, where: str) -> S:
+        state = self._states.get(label)
+        if state is None:
+            known = ", ".join(sorted(self._states))
+            raise DecodeError(
+                f"unknown state {label!r}; the machine's states: {known}",
+                machine=self.machine.name,
+                run_id=run_id,
+                where=where,
+            )
+        return state
+
+    def _restore(
+        self, record: RunRecord, history: Sequence[HistoryRecord], listener: Listener[S]
+    ) -> Run[S]:
+        name, run_id = self.machine.name, record.id
+        if record.machine != name:
+            raise RestoreError(
+                f"the stored run belongs to machine {record.machine!r}", machine=name, run_id=run_id
+            )
+        state = self._state(record.state, run_id, "state")
+        context = self.codec.decode(record.context, machine=name, run_id=run_id, where="context")
+        if not isinstance(context, dict):
+            raise DecodeError(
+                "the context is not an object", machine=name, run_id=run_id, where="context"
+            )
+        steps: list[tuple[S, Hashable, S, object]] = []
+        for number, entry in enumerate(history, 1):
+            where = f"history step {entry.seq}"
+            if entry.seq != number:
+                raise DecodeError(
+                    f"expected step {number}: the history has a gap or a duplicate",
+                    machine=name,
+                    run_id=run_id,
+                    where=where,
+                )
+            source = self._state(entry.source, run_id, f"{where} source")
+            target = self._state(entry.target, run_id, f"{where} target")
+            trigger = self._triggers.get((entry.source, entry.trigger, entry.target))
+            if trigger is None:
+                raise DecodeError(
+                    f"no row {entry.source} --{entry.trigger}--> {entry.target} in the table",
+                    machine=name,
+                    run_id=run_id,
+                    where=where,
+                )
+            outcome = self.codec.decode(
+                entry.outcome, machine=name, run_id=run_id, where=f"{where} outcome"
+            )
+            steps.append((source, trigger, target, outcome))
+        if steps and steps[-1][2] != state:
+            raise DecodeError(
+                f"the history ends in {state_label(steps[-1][2])!r} but the run is in "
+                f"{record.state!r}",
+                machine=name,
+                run_id=run_id,
+                where="state",
+            )
+        return self.machine.restore(
+            run_id, state, context, steps, listeners=[*self._listeners, listener]
+        )
+
+
+class PersistentRun(Generic[S]):
+    """A stored run and the version it was read at; `send` and `advance` commit per step.
+
+    After any failure the run is reloaded from the store (what committed is the truth), so
+    the in-memory context never keeps an effect whose transaction rolled back.
+    """
+
+    __slots__ = ("_active", "_owner", "_run", "_seq", "_stale", "version")
+
+    def __init__(self, owner: PersistentMachine[S], version: int, seq: int) -> None:
+        self._owner = owner
+        self._run: Run[S] | None = None
+        self.version = version
+        """The stored version this handle last read or wrote."""
+        self._seq = seq
+        self._active = False
+        self._stale = False
+
+    def __repr__(self) -> str:
+        run = self._run
+        where = show(run.state) if run is not None else "?"
+        return (
+            f"<PersistentRun {self.id} of {self._owner.machine.name!r} in {where} v{self.version}>"
+        )
+
+    @property
+    def run(self) -> Run[S]:
+        """The in-memory run (read it; change it only through this handle)."""
+        if self._run is None:
+            raise FSMError("this run was never stored")
+        return self._run
+
+    @property
+    def id(self) -> str:
+        return self.run.id
+
+    @property
+    def state(self) -> S:
+        return self.run.state
+
+    @property
+    def context(self) -> dict[str, Any]:
+        return self.run.context
+
+    @property
+    def finished(self) -> bool:
+        return self.run.finished
+
+    @property
+    def outcome(self) -> object:
+        return self.run.outcome
+
+    @property
+    def history(self) -> list[Transition[S]]:
+        return self.run.history
+
+    @property
+    def allowed(self) -> tuple[Hashable, ...]:
+        return self.run.allowed
+
+    def send(self, event: object, *, effect: Effect | None = None) -> PersistentRun[S]:
+        """Send `event` and follow the actions it leads to, committing each step.
+
+        `effect(uow)`, if given, runs first in the event's own transaction, so its writes
+        commit with the transition or not at all (a relay marking the outbox message
+        published as it moves the run to its published state, say).
+        """
+        run = self.run
+
+        def deliver() -> None:
+            if effect is not None:
+                effect(self._owner.uow)
+            run.send(event)
+
+        return self._step(deliver)
+
+    def advance(self) -> PersistentRun[S]:
+        """Follow the current state's pending actions, committing each step."""
+        return self._step(self.run.advance)
+
+    def reload(self, run_id: str | None = None) -> PersistentRun[S]:
+        """Read the run again from the store, dropping whatever this handle held."""
+        owner = self._owner
+        run_id = run_id if run_id is not None else self.id
+        with owner.uow as uow:
+            record = uow.runs.load(run_id)
+            history = uow.runs.history(run_id)
+        self._run = owner._restore(record, history, self._persist_step)
+        self.version = record.version
+        self._seq = len(history)
+        self._stale = False
+        return self
+
+    # -- one transaction per step -----------------------------------------------------------
+
+    def _step(self, act: Callable[[], object]) -> PersistentRun[S]:
+        if self._stale:
+            self.reload()
+        try:
+            with self._owner.uow:
+                self._active = True
+                try:
+                    act()
+                finally:
+                    self._active = False
+        except BaseException as error:
+            read_at = self.version
+            self._recover()
+            shown, cause = self._explain(error, read_at)
+            if shown is error:
+                raise
+            raise shown from cause
+        return self
+
+    def _explain(
+        self, error: BaseException, read_at: int
+    ) -> tuple[BaseException, BaseException | None]:
+        """The error to raise for a failed step, and the cause to chain to it."""
+        shown, cause = error, error.__cause__
+        if isinstance(error, CallbackError):
+            if error.kind == "listener" and error.name == "_persist_step":
+                shown, cause = error.error, None  # our own save failed: that error is the news
+            elif isinstance(error.error, ConcurrencyError):
+                shown, cause = error.error, error  # a repository in the action found it stale
+        if (
+            isinstance(shown, ConcurrencyError)
+            and shown.entity != "run"
+            and not self._stale
+            and self.version != read_at
+        ):
+            # The action tripped over a record another process changed while advancing this
+            # very run: say so in the run's terms.
+            return ConcurrencyError("run", self.id, expected=read_at, found=self.version), shown
+        return shown, cause
+
+    def _recover(self) -> None:
+        try:
+            self.reload()
+        except Exception:  # the store is unreachable too: reload before the next step
+            self._stale = True
+
+    def _persist_step(self, run: Run[S], transition: Transition[S]) -> None:
+        """The listener that stores each transition and commits the step it ends."""
+        if not self._active:
+            raise FSMError(
+                f"run {run.id} is persistent: send events through its PersistentRun, "
+                "not through the in-memory Run"
+            )
+        owner = self._owner
+        now = owner.clock()
+        # Encode everything before writing anything: a value that cannot be stored is refused.
+        record = self._record(created=False, now=now)
+        entry = HistoryRecord(
+            run_id=run.id,
+            seq=self._seq + 1,
+            source=state_label(transition.source),
+            trigger=trigger_label(transition.trigger),
+            target=state_label(transition.target),
+            outcome=owner.codec.encode(
+                transition.outcome, where=f"run {run.id}: the outcome {transition.outcome!r}"
+            ),
+            at=now,
+        )
+        uow = owner.uow
+        new_version = uow.runs.save(record)
+        uow.runs.append(entry)
+        uow.commit()
+        self.version = new_version
+        self._seq += 1
+
+    def _record(self, *, created: bool, now: datetime | None = None) -> RunRecord:
+        owner, run = self._owner, self.run
+        now = now if now is not None else owner.clock()
+        return RunRecord(
+            id=run.id,
+            machine=owner.machine.name,
+            state=state_label(run.state),
+            context=owner.codec.encode(run.context, where=f"run {run.id}: context"),
+            version=self.version,
+            finished=run.finished,
+            created_at=now if created else None,
+            updated_at=now,
+        )

@@ -1,0 +1,78 @@
+"""Shared fixtures: a database URL and an engine with the tables, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+POSTGRES_URL = os.environ.get(
+    "FSM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+"""The PostgreSQL server the tests use; each test gets a schema of its own there."""
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """POSTGRES_URL once it answers; skips (or fails under FSM_REQUIRE_POSTGRES=1) if not."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("select 1"))
+    except Exception as error:
+        reason = f"PostgreSQL at {POSTGRES_URL} is unreachable: {str(error).splitlines()[0]}"
+        if os.environ.get("FSM_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{reason} (FSM_REQUIRE_POSTGRES=1)", pytrace=False)
+        pytest.skip(reason)
+    finally:
+        engine.dispose()
+    return POSTGRES_URL
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """An empty database: a SQLite file, or a fresh PostgreSQL schema dropped afterwards.
+
+    The URL carries the schema (search_path), so subprocesses given it see the same tables.
+    """
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'fsm.sqlite3'}"
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    server: str = request.getfixturevalue("postgres_server")
+    schema = f"fsm_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server)
+    with admin.begin() as connection:
+        connection.execute(text(f'create schema "{schema}"'))
+    url = make_url(server).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'drop schema if exists "{schema}" cascade'))
+        admin.dispose()
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """An engine on `db_url` with the adapter's tables created."""
+    from adapters.sqlalchemy import create_engine, init_db
+
+    created = create_engine(db_url)
+    init_db(created)
+    try:
+        yield created
+    finally:
+        created.dispose()

@@ -1,0 +1,173 @@
+"""`fsm db init`: creates the tables, is idempotent, and says briefly what is wrong."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, inspect
+
+from fsm.cli import main
+
+
+class TestDbInit:
+    """Creating the tables from the command line."""
+
+    def test_creates_then_does_nothing(
+        self, db_url: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The first run creates the four tables; the second changes nothing."""
+        assert main(["db", "init", "--db-url", db_url]) == 0
+        assert "created tables runs, run_history, users, outbox" in capsys.readouterr().out
+        assert main(["db", "init", "--db-url", db_url]) == 0
+        assert "all tables exist already" in capsys.readouterr().out
+        engine = create_engine(db_url)
+        try:
+            names = set(inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+        assert {"runs", "run_history", "users", "outbox"} <= names
+
+    def test_url_from_the_environment(
+        self, db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Without --db-url, FSM_DB_URL names the database."""
+        monkeypatch.setenv("FSM_DB_URL", db_url)
+        assert main(["db", "init"]) == 0
+        assert "created tables" in capsys.readouterr().out
+
+    @pytest.mark.parametrize(
+        ("url", "message"),
+        [
+            ("not a url", "is not a usable SQLAlchemy URL"),
+            ("nosuchdb://x/y", "is not a usable SQLAlchemy URL"),
+            ("postgresql+psycopg://postgres@127.0.0.1:1/test", "cannot initialise"),
+            ("sqlite:////nonexistent-dir/sub/fsm.sqlite3", "cannot initialise"),
+        ],
+    )
+    def test_bad_urls(self, url: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+        """A bad URL or an unreachable database: one line on stderr, exit status 2."""
+        assert main(["db", "init", "--db-url", url]) == 2
+        err = capsys.readouterr().err
+        assert message in err
+        assert err.count("\n") == 1 and "Traceback" not in err
+
+    def test_password_is_not_printed(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """The URL shown in an error hides its password."""
+        assert main(["db", "init", "--db-url", "postgresql+psycopg://u:secret@127.0.0.1:1/x"]) == 2
+        assert "secret" not in capsys.readouterr().err
+
+    def test_installed_command(self, db_url: str) -> None:
+        """The `fsm` program finds `db init` through the fsm.commands entry point."""
+        done = subprocess.run(
+            [sys.executable, "-m", "fsm", "db", "init", "--db-url", db_url],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "created tables" in done.stdout
+
+
+class TestLayers:
+    """The engine stays free of SQLAlchemy."""
+
+    def test_fsm_imports_without_sqlalchemy(self) -> None:
+        """fsm, its codec and its persistence import and run with sqlalchemy made unimportable."""
+        code = (
+            "import sys; sys.modules['sqlalchemy'] = None; sys.modules['psycopg'] = None\n"
+            "import fsm, fsm.codec, fsm.persistence, fsm.ports\n"
+            "from fsm.examples import ping\n"
+            "fsm.Codec.for_machine(ping)\n"
+            "assert not any(m.startswith(('sqlalchemy', 'adapters')) for m in sys.modules"
+            " if sys.modules[m] is not None)\n"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+
+    def test_cli_without_sqlalchemy(self) -> None:
+        """Without SQLAlchemy, `fsm check` still works and `fsm db init` says what to install."""
+        code = (
+            "import sys; sys.modules['sqlalchemy'] = None\n"
+            "from fsm.cli import main\n"
+            "assert main(['check', 'fsm.examples:ping']) == 0\n"
+            "sys.exit(main(['db', 'init']))\n"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert done.returncode == 2, done.stderr
+        assert "pip install 'fsm-orchestrator[sqlalchemy]'" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+class TestPostgresFixture:
+    """Without PostgreSQL the PostgreSQL tests skip, unless FSM_REQUIRE_POSTGRES=1 fails them."""
+
+    def run_one(self, require: bool) -> subprocess.CompletedProcess[str]:
+        """Run one PostgreSQL test against a port where nothing listens."""
+        env = {
+            **os.environ,
+            "FSM_TEST_POSTGRES_URL": "postgresql+psycopg://postgres@127.0.0.1:1/test",
+            "FSM_REQUIRE_POSTGRES": "1" if require else "",
+        }
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                f"{Path(__file__).with_name('test_persist_store.py')}::TestRunStore::"
+                "test_missing_run[postgresql]",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+
+    def test_skips_with_a_reason(self) -> None:
+        """Unreachable and not required: skipped, saying why."""
+        done = self.run_one(require=False)
+        assert done.returncode == 0, done.stdout
+        assert "1 skipped" in done.stdout and "unreachable" in done.stdout
+
+    def test_fails_when_required(self) -> None:
+        """Unreachable and required (as in .ci/run): the test errors."""
+        done = self.run_one(require=True)
+        assert done.returncode != 0
+        assert "FSM_REQUIRE_POSTGRES=1" in done.stdout
+
+
+class TestAlembic:
+    """The exposed MetaData is what a user's Alembic migrations compare against."""
+
+    def test_no_drift_after_db_init(self, engine: Engine) -> None:
+        """Tables made by `fsm db init` match the MetaData: autogenerate finds nothing to do."""
+        from alembic.autogenerate import compare_metadata
+        from alembic.runtime.migration import MigrationContext
+
+        from adapters.sqlalchemy import metadata
+
+        with engine.connect() as connection:
+            diff = compare_metadata(MigrationContext.configure(connection), metadata)
+        assert diff == []
+
+    def test_empty_database_gets_the_four_tables(self, db_url: str) -> None:
+        """On an empty database autogenerate would add exactly the adapter's tables."""
+        from alembic.autogenerate import compare_metadata
+        from alembic.runtime.migration import MigrationContext
+
+        from adapters.sqlalchemy import create_engine, metadata
+
+        engine = create_engine(db_url)
+        try:
+            with engine.connect() as connection:
+                diff = compare_metadata(MigrationContext.configure(connection), metadata)
+        finally:
+            engine.dispose()
+        added = sorted(change[1].name for change in diff if change[0] == "add_table")
+        assert added == ["outbox", "run_history", "runs", "users"]

@@ -1,0 +1,209 @@
+"""The JSON codec: round-trips, known types only, clear errors naming the run and the place."""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+import pytest
+from persist_support import Audited, Change, NoUser, Step, Updated
+
+from fsm import Machine, State
+from fsm.codec import Codec, DecodeError, EncodeError, type_tag
+
+
+class Color(Enum):
+    """An Enum the tests register by hand."""
+
+    RED = 1
+    BLUE = 2
+
+
+@dataclass(frozen=True)
+class Point:
+    """A dataclass the tests register by hand."""
+
+    x: int
+    y: int
+
+
+@dataclass(frozen=True)
+class Unregistered:
+    """A dataclass no codec knows."""
+
+    value: int
+
+
+def roundtrip(codec: Codec, value: object) -> object:
+    """Encode, go through real JSON text, decode."""
+    text = json.dumps(codec.encode(value), allow_nan=False)
+    return codec.decode(json.loads(text), machine="m", run_id="r1")
+
+
+class TestRoundTrip:
+    """Every supported value comes back equal and of the same type."""
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            None,
+            True,
+            0,
+            -7,
+            2**70,
+            1.5,
+            "text",
+            "",
+            [1, "a", None],
+            {"a": {"b": [1, 2]}},
+            datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=UTC),
+            datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=-5))),
+            datetime(2026, 1, 2, 3, 4, 5),
+            date(2026, 2, 28),
+            time(13, 14, 15),
+            timedelta(days=-1, seconds=5, microseconds=7),
+            Decimal("12345678901234567890.000000001"),
+            Decimal("-0.10"),
+            uuid.UUID("12345678-1234-5678-1234-567812345678"),
+            b"\x00\xffbytes",
+            (1, (2, 3)),
+            {1, 2, 3},
+            frozenset({"a"}),
+            {1: "one", (2, 3): "pair"},
+            {"$t": "looks tagged", "v": 1},
+        ],
+    )
+    def test_builtin_values(self, value: object) -> None:
+        """Plain JSON, date/time types, Decimals, UUIDs, bytes, tuples, sets, odd dicts."""
+        back = roundtrip(Codec(), value)
+        assert back == value
+        assert type(back) is type(value)
+
+    def test_non_finite_floats(self) -> None:
+        """NaN and infinities survive, even though JSON (and JSONB) refuse them bare."""
+        back = roundtrip(Codec(), [math.inf, -math.inf, math.nan])
+        assert isinstance(back, list)
+        assert back[:2] == [math.inf, -math.inf] and math.isnan(back[2])
+
+    def test_dataclasses_and_enums(self) -> None:
+        """Registered dataclasses (nested) and Enum members come back as themselves."""
+        codec = Codec([Point, Color])
+        value = {"points": [Point(1, 2)], "color": Color.BLUE, "key": (Color.RED, Point(0, 0))}
+        assert roundtrip(codec, value) == value
+
+    def test_classes_as_values(self) -> None:
+        """A registered class stored as a value (an event sent as a class) comes back."""
+        assert roundtrip(Codec([Point]), Point) is Point
+
+    def test_decimal_keeps_its_exponent(self) -> None:
+        """Decimals are stored as text, so trailing zeros (money) are kept exactly."""
+        back = roundtrip(Codec(), Decimal("1.50"))
+        assert str(back) == "1.50"
+
+
+class TestKnownTypes:
+    """Only the machine's own types and registered ones are stored or read back."""
+
+    def test_machine_types_are_known(self) -> None:
+        """Outcome classes from annotations and triggers, Enum states and nested fields."""
+        from persist_support import build_machine
+
+        from adapters.sqlalchemy import SqlUnitOfWork, create_engine
+
+        engine = create_engine("sqlite://")
+        codec = Codec.for_machine(build_machine(SqlUnitOfWork(engine)))
+        for cls in (Step, Updated, NoUser, Audited, Change):
+            assert codec.types[type_tag(cls)] is cls
+        engine.dispose()
+
+    def test_subclasses_of_a_trigger_class_are_known(self) -> None:
+        """A row catching a base class knows the subclasses it catches."""
+
+        class Failure(Exception):
+            """Base."""
+
+        @dataclass(frozen=True)
+        class Timeout(Failure):
+            """Sub."""
+
+            seconds: int
+
+        def act(context: dict[str, Any]) -> Failure:
+            return Timeout(3)
+
+        machine = Machine(
+            "m",
+            states=[State("a", initial=True, action=act), State("z", final=True)],
+            transitions=[("a", Failure, "z")],
+        )
+        codec = Codec.for_machine(machine)
+        assert roundtrip(codec, Timeout(3)) == Timeout(3)
+
+    def test_unknown_type_is_refused_when_encoding(self) -> None:
+        """An unregistered dataclass names its place and how to register it."""
+        with pytest.raises(EncodeError, match=r"context\['items'\]\[1\]: type .*Unregistered"):
+            Codec().encode({"items": [1, Unregistered(2)]}, where="context")
+
+    def test_subclass_of_a_builtin_is_refused(self) -> None:
+        """A str subclass is not silently stored as a plain string."""
+
+        class Name(str):
+            """A string subclass."""
+
+        with pytest.raises(EncodeError, match="Name is not known"):
+            Codec().encode(Name("x"))
+
+    def test_unknown_tag_names_the_run(self) -> None:
+        """A tag no type answers to is an error naming the run, never a guess or an import."""
+        data = {"$t": "os.system", "v": {}}
+        with pytest.raises(
+            DecodeError, match=r"run r9 of machine 'm'.*unknown type tag 'os.system'"
+        ):
+            Codec([Point]).decode(data, machine="m", run_id="r9", where="context")
+
+    def test_same_name_for_two_types_is_refused(self) -> None:
+        """Two classes with the same module and qualified name cannot share a tag."""
+
+        def make() -> type:
+            @dataclass
+            class Twin:
+                """Defined twice."""
+
+            return Twin
+
+        with pytest.raises(Exception, match="share the stored name"):
+            Codec([make(), make()])
+
+
+class TestCorruptValues:
+    """Malformed stored values raise DecodeError naming the run and where."""
+
+    @pytest.mark.parametrize(
+        ("data", "message"),
+        [
+            ({"$t": "datetime", "v": "not a date"}, "malformed datetime"),
+            ({"$t": "decimal", "v": "1,5"}, "malformed decimal"),
+            ({"$t": "bytes", "v": "***"}, "malformed bytes"),
+            ({"$t": "tuple", "v": 3}, "malformed tuple"),
+            ({"$t": "dict", "v": [[1]]}, "malformed dict"),
+            ({"$t": "set", "v": [[1, 2]]}, "malformed set"),
+            ({"$t": 5, "v": 1}, "not a string"),
+            ({"$t": "date"}, "expected"),
+            ({"$t": type_tag(Color), "v": "GREEN"}, "not a member"),
+            ({"$t": type_tag(Point), "v": {"x": 1}}, "cannot rebuild"),
+            ({"$t": type_tag(Point), "v": {"x": 1, "y": 2, "z": 3}}, "no fields"),
+            ({"$t": type_tag(Point), "v": [1, 2]}, "needs an object"),
+        ],
+    )
+    def test_malformed(self, data: object, message: str) -> None:
+        """Each kind of corruption is reported, with the run's id."""
+        with pytest.raises(DecodeError, match=message) as caught:
+            Codec([Point, Color]).decode({"a": [data]}, machine="m", run_id="r1", where="context")
+        assert caught.value.run_id == "r1"
+        assert "context['a'][0]" in str(caught.value)

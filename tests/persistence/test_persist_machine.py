@@ -1,0 +1,438 @@
+"""PersistentMachine: runs stored step by step, resumed elsewhere, refused when stale."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from persist_support import (
+    T0,
+    Audited,
+    Change,
+    Clock,
+    Faults,
+    InjectedFault,
+    NoUser,
+    Step,
+    Updated,
+    persistent,
+)
+from sqlalchemy import Engine, func, select, text
+
+from adapters.sqlalchemy import HistoryRow, OutboxRow, RunRow, SqlUnitOfWork, UserRow
+from fsm import (
+    CallbackError,
+    ConcurrencyError,
+    DecodeError,
+    EncodeError,
+    FSMError,
+    InvalidEvent,
+    Machine,
+    PersistentMachine,
+    RestoreError,
+    RunExists,
+    RunNotFound,
+    State,
+)
+from fsm.codec import type_tag
+
+
+def rows(engine: Engine, table: type) -> int:
+    """Committed rows in a table, read on a fresh connection."""
+    with engine.connect() as connection:
+        return connection.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def with_user(engine: Engine, user_id: int = 7, status: str = "active") -> None:
+    """Store a user."""
+    with SqlUnitOfWork(engine) as uow:
+        uow.users.create(user_id, status)
+
+
+class TestStartAndResume:
+    """A run is stored when it starts and continues from the store in a new machine."""
+
+    def test_start_stores_the_waiting_run(self, engine: Engine) -> None:
+        """A run that waits for an event is stored at version 1 with no history."""
+        run = persistent(engine).start({"user_id": 7, "status": "closed"}, run_id="r1")
+        assert (run.state, run.version) == (Step.WAITING, 1)
+        with SqlUnitOfWork(engine) as uow:
+            stored = uow.runs.load("r1")
+        assert (stored.state, stored.version, stored.context) == (
+            "WAITING",
+            1,
+            {"user_id": 7, "status": "closed"},
+        )
+
+    def test_each_step_commits_and_history_round_trips(self, engine: Engine) -> None:
+        """Three steps: three history rows, version 4, outcomes back as dataclasses."""
+        with_user(engine)
+        run = persistent(engine).start({"user_id": 7, "status": "suspended"}, run_id="r1")
+        run.send("go")
+        assert (run.state, run.finished, run.version) == (Step.DONE, True, 4)
+        again = persistent(engine).load("r1")  # a new machine, engine pool, codec
+        assert again.history == run.history
+        assert again.history[1].outcome == Updated(
+            7,
+            Change("active", "suspended"),
+            2,
+            T0,
+            again.history[1].outcome.fee,  # type: ignore[attr-defined]
+        )
+        assert again.history[2].outcome == Audited(1)
+        assert again.context == {"user_id": 7, "status": "suspended", "events": 1}
+        with engine.connect() as connection:
+            triggers = connection.execute(
+                select(HistoryRow.trigger).order_by(HistoryRow.seq)
+            ).scalars()
+            assert list(triggers) == ["go", "Updated", "Audited"]
+
+    def test_resume_after_a_failed_step(self, engine: Engine) -> None:
+        """Step 2 fails: step 1 stays committed; another machine resumes from there."""
+        with_user(engine)
+        faults = Faults({"audit"})
+        run = persistent(engine, faults=faults).start({"user_id": 7, "status": "closed"})
+        with pytest.raises(CallbackError, match="action audit raised InjectedFault") as caught:
+            run.send("go")
+        assert isinstance(caught.value.__cause__, InjectedFault)
+        assert (run.state, run.version) == (Step.AUDITING, 3)
+        resumed = persistent(engine).resume(run.id)
+        assert (resumed.state, resumed.version) == (Step.DONE, 4)
+        assert rows(engine, OutboxRow) == 1  # the update step did not run again
+
+    def test_resume_of_a_waiting_run_does_nothing(self, engine: Engine) -> None:
+        """Resuming a run that waits for an event changes nothing."""
+        run = persistent(engine).start({"user_id": 7, "status": "closed"})
+        assert persistent(engine).resume(run.id).version == 1
+
+    def test_send_by_id(self, engine: Engine) -> None:
+        """send(run_id, event) loads, sends and commits."""
+        run = persistent(engine).start({"user_id": 8, "status": "closed"})
+        sent = persistent(engine).send(run.id, "go")
+        assert sent.state is Step.FAILED and sent.outcome == NoUser(8)
+
+    def test_action_in_the_first_step(self, engine: Engine) -> None:
+        """A machine whose initial state acts stores the run with its first step, at once."""
+        uow = SqlUnitOfWork(engine)
+
+        def act(context: dict[str, Any]) -> Audited:
+            uow.users.create(context["user_id"], "active")
+            return Audited(1)
+
+        machine = Machine(
+            "acts",
+            states=[State("a", initial=True, action=act), State("z", final=True)],
+            transitions=[("a", Audited, "z")],
+        )
+        run = PersistentMachine(machine, uow).start({"user_id": 3}, run_id="r1")
+        assert (run.state, run.version) == ("z", 2)
+        assert rows(engine, UserRow) == rows(engine, HistoryRow) == 1
+
+    def test_failed_first_step_stores_nothing(self, engine: Engine) -> None:
+        """If the first step fails, the run's creation rolls back with it."""
+        uow = SqlUnitOfWork(engine)
+
+        def act(context: dict[str, Any]) -> Audited:
+            uow.users.create(1, "active")
+            raise RuntimeError("no")
+
+        machine = Machine(
+            "acts",
+            states=[State("a", initial=True, action=act), State("z", final=True)],
+            transitions=[("a", Audited, "z")],
+        )
+        with pytest.raises(CallbackError, match="RuntimeError"):
+            PersistentMachine(machine, uow).start({}, run_id="r1")
+        assert rows(engine, RunRow) == rows(engine, UserRow) == 0
+
+    def test_unknown_and_duplicate_ids(self, engine: Engine) -> None:
+        """Resuming an unknown id and starting an existing one are clear errors."""
+        machine = persistent(engine)
+        machine.start({}, run_id="r1")
+        with pytest.raises(RunNotFound, match="'r2'"):
+            machine.resume("r2")
+        with pytest.raises(RunExists, match="'r1'"):
+            machine.start({}, run_id="r1")
+
+    def test_events_not_allowed_write_nothing(self, engine: Engine) -> None:
+        """An event the state has no row for raises InvalidEvent; the version stays."""
+        run = persistent(engine).start({}, run_id="r1")
+        with pytest.raises(InvalidEvent, match="allowed: 'go'"):
+            run.send("stop")
+        assert persistent(engine).load("r1").version == 1
+
+    def test_the_in_memory_run_cannot_bypass_the_store(self, engine: Engine) -> None:
+        """Sending through .run instead of the persistent handle is refused, not lost."""
+        run = persistent(engine).start({}, run_id="r1")
+        with pytest.raises(CallbackError, match="send events through its PersistentRun"):
+            run.run.send("go")
+        assert run.run.state is Step.WAITING
+
+
+class TestConcurrency:
+    """Two machines advancing the same run: one wins, the other is told, nothing doubles."""
+
+    def test_stale_handle_gets_concurrency_error(self, engine: Engine, db_url: str) -> None:
+        """Both load version 1; the second send fails and its step leaves no trace."""
+        from adapters.sqlalchemy import create_engine
+
+        with_user(engine)
+        run_id = persistent(engine).start({"user_id": 7, "status": "closed"}).id
+        other_engine = create_engine(db_url)
+        try:
+            mine = persistent(engine).load(run_id)
+            theirs = persistent(other_engine).load(run_id)
+            mine.send("go")
+            with pytest.raises(ConcurrencyError) as caught:
+                theirs.send("go")
+        finally:
+            other_engine.dispose()
+        error = caught.value
+        assert isinstance(error, FSMError)
+        assert (error.run_id, error.expected, error.found) == (run_id, 1, 4)
+        assert f"run {run_id} was changed by someone else" in str(error)
+        assert theirs.state is Step.DONE and theirs.version == 4  # reloaded: the truth
+        assert rows(engine, HistoryRow) == 3 and rows(engine, OutboxRow) == 1
+        with SqlUnitOfWork(engine) as uow:
+            assert uow.users.get(7).version == 2  # type: ignore[union-attr]
+
+    def test_stale_action_effect_is_rolled_back(self, engine: Engine) -> None:
+        """Both resume a run whose update action is pending; the loser's update is undone."""
+        with_user(engine)
+        faults = Faults({"status updated"})
+        run_id = persistent(engine, faults=faults).start({"user_id": 7, "status": "closed"}).id
+        with pytest.raises(CallbackError, match="update_user raised InjectedFault"):
+            persistent(engine, faults=faults).send(run_id, "go")  # stops in UPDATING
+        first, second = persistent(engine).load(run_id), persistent(engine).load(run_id)
+        assert first.state is second.state is Step.UPDATING
+        first.advance()
+        with pytest.raises(ConcurrencyError, match="expected version 2, found version 4"):
+            second.advance()  # its action updated the user again before the save failed
+        assert rows(engine, HistoryRow) == 3 and rows(engine, OutboxRow) == 1
+        with SqlUnitOfWork(engine) as uow:
+            assert uow.users.get(7).version == 2  # type: ignore[union-attr]
+
+
+class TestBadInputWritesNothing:
+    """Values that cannot be stored are refused before any write."""
+
+    def test_unregistered_context_type(self, engine: Engine) -> None:
+        """A context holding an unknown object is refused at start; no run row."""
+        with pytest.raises(EncodeError, match=r"run r1: context\['payload'\]: type .*object"):
+            persistent(engine).start({"payload": object()}, run_id="r1")
+        assert rows(engine, RunRow) == 0
+
+    def test_unregistered_event(self, engine: Engine) -> None:
+        """An event object the codec does not know is refused; the run stays where it was."""
+
+        class Go(str):
+            """A str subclass sent as the event."""
+
+        run = persistent(engine).start({}, run_id="r1")
+        with pytest.raises(EncodeError, match="the outcome 'go'"):
+            run.send(Go("go"))
+        assert rows(engine, HistoryRow) == 0 and run.version == 1
+
+    def test_context_gone_bad_in_an_action(self, engine: Engine) -> None:
+        """An action that puts an unknown object in the context: its whole step rolls back."""
+        uow = SqlUnitOfWork(engine)
+
+        def act(context: dict[str, Any]) -> Audited:
+            uow.users.create(1, "active")
+            context["bad"] = object()
+            return Audited(1)
+
+        machine = Machine(
+            "acts",
+            states=[
+                State("w", initial=True),
+                State("a", action=act),
+                State("z", final=True),
+            ],
+            transitions=[("w", "go", "a"), ("a", Audited, "z")],
+        )
+        run = PersistentMachine(machine, uow).start({}, run_id="r1")
+        with pytest.raises(EncodeError, match=r"context\['bad'\]"):
+            run.send("go")
+        assert rows(engine, UserRow) == 0 and rows(engine, HistoryRow) == 1
+        assert "bad" not in run.context  # reloaded from the store
+
+
+class TestCorruptRows:
+    """A stored run that does not decode names the run; no silent default."""
+
+    def corrupt(self, engine: Engine, sql: str) -> str:
+        """Finish a run, then damage its rows with `sql`."""
+        with_user(engine)
+        run = persistent(engine).start({"user_id": 7, "status": "closed"}, run_id="r1")
+        run.send("go")
+        with engine.begin() as connection:
+            connection.execute(text(sql))
+        return run.id
+
+    def test_unknown_tag_in_history(self, engine: Engine) -> None:
+        """An outcome tagged with a type the machine does not know."""
+        self.corrupt(
+            engine,
+            """update run_history set outcome = '{"$t": "os.system", "v": {}}' where seq = 2""",
+        )
+        with pytest.raises(DecodeError, match=r"run r1 of machine 'user-update'.*'os.system'"):
+            persistent(engine).load("r1")
+
+    def test_unknown_state(self, engine: Engine) -> None:
+        """A state the machine does not have."""
+        self.corrupt(engine, "update runs set state = 'LOST'")
+        with pytest.raises(DecodeError, match=r"run r1 .*unknown state 'LOST'"):
+            persistent(engine).load("r1")
+
+    def test_history_that_does_not_lead_to_the_state(self, engine: Engine) -> None:
+        """A state that the history does not end in."""
+        self.corrupt(engine, "update runs set state = 'WAITING'")
+        with pytest.raises(DecodeError, match="history ends in 'DONE'"):
+            persistent(engine).load("r1")
+
+    def test_gap_in_history(self, engine: Engine) -> None:
+        """A missing step."""
+        self.corrupt(engine, "delete from run_history where seq = 2")
+        with pytest.raises(DecodeError, match="expected step 2"):
+            persistent(engine).load("r1")
+
+    def test_row_not_in_the_table(self, engine: Engine) -> None:
+        """A trigger the table has no row for."""
+        self.corrupt(engine, "update run_history set trigger = 'jump' where seq = 1")
+        with pytest.raises(DecodeError, match="no row WAITING --jump--> UPDATING"):
+            persistent(engine).load("r1")
+
+    def test_bad_dataclass_payload(self, engine: Engine) -> None:
+        """A known type whose stored fields do not fit it."""
+        tag = type_tag(Audited)
+        self.corrupt(
+            engine,
+            "update run_history set outcome = "
+            f"""'{{"$t": "{tag}", "v": {{"n": 1}}}}' where seq = 3""",
+        )
+        with pytest.raises(DecodeError, match=r"history step 3 outcome: .*Audited has no fields"):
+            persistent(engine).load("r1")
+
+    def test_other_machine(self, engine: Engine) -> None:
+        """A run of another machine is not loaded as this one."""
+        self.corrupt(engine, "update runs set machine = 'other'")
+        with pytest.raises(RestoreError, match="belongs to machine 'other'"):
+            persistent(engine).load("r1")
+
+
+class TestClock:
+    """Timestamps come from the injected clock."""
+
+    def test_history_times(self, engine: Engine) -> None:
+        """Each history row carries the clock's time at its step."""
+        clock = Clock()
+        with_user(engine)
+        machine = persistent(engine, clock=clock)
+        run = machine.start({"user_id": 7, "status": "closed"})
+        clock.advance(60)
+        run.send("go")
+        with SqlUnitOfWork(engine) as uow:
+            history = uow.runs.history(run.id)
+            stored = uow.runs.load(run.id)
+        assert [h.at for h in history] == [clock.now] * 3
+        assert (stored.created_at, stored.updated_at) == (T0, clock.now)
+
+
+class TestEffects:
+    """Writes given with an event commit with its transition, or not at all."""
+
+    def test_effect_commits_with_the_event(self, engine: Engine) -> None:
+        """The effect's write is seen by the step it precedes and stored with it."""
+        persistent(engine).start({"user_id": 9, "status": "closed"}, run_id="r1")
+
+        def effect(uow: Any) -> None:
+            uow.users.create(9, "active")
+
+        sent = persistent(engine).send("r1", "go", effect=effect)
+        assert sent.state is Step.DONE
+        with SqlUnitOfWork(engine) as uow:
+            assert uow.users.get(9).status == "closed"  # type: ignore[union-attr]
+
+    def test_effect_rolls_back_with_a_refused_event(self, engine: Engine) -> None:
+        """If the event is not allowed, the effect's write is undone too."""
+        persistent(engine).start({"user_id": 5, "status": "closed"}, run_id="r1")
+
+        def effect(uow: Any) -> None:
+            uow.users.create(5, "active")
+
+        with pytest.raises(InvalidEvent):
+            persistent(engine).send("r1", "stop", effect=effect)
+        assert rows(engine, UserRow) == 0
+        persistent(engine).send("r1", "go", effect=effect)
+        assert rows(engine, UserRow) == 1
+
+
+class TestStoredNames:
+    """States and triggers must keep distinct names in storage."""
+
+    def test_triggers_with_the_same_stored_name(self) -> None:
+        """An Enum trigger and a string trigger spelled like it, on one row, are refused."""
+        from enum import Enum
+
+        from adapters.sqlalchemy import create_engine
+
+        Signal = Enum("Signal", ["GO"])
+        machine = Machine(
+            "twins",
+            states=[State("a", initial=True), State("z", final=True)],
+            transitions=[("a", Signal["GO"], "z"), ("a", "Signal.GO", "z")],
+        )
+        engine = create_engine("sqlite://")
+        with pytest.raises(FSMError, match=r"would be stored under the same name 'Signal\.GO'"):
+            PersistentMachine(machine, SqlUnitOfWork(engine))
+        engine.dispose()
+
+    def test_states_with_the_same_stored_name(self) -> None:
+        """A string state and an Enum member of the same name are refused."""
+        from enum import Enum
+
+        from adapters.sqlalchemy import create_engine
+
+        Kind = Enum("Kind", ["a"])
+        machine = Machine(
+            "mixed",
+            states=[State("a", initial=True), State(Kind["a"], final=True)],
+            transitions=[("a", "go", Kind["a"])],
+        )
+        engine = create_engine("sqlite://")
+        with pytest.raises(FSMError, match="stored under the same name 'a'"):
+            PersistentMachine(machine, SqlUnitOfWork(engine))
+        engine.dispose()
+
+
+class TestSweeping:
+    """Runs left between two steps can be found and resumed."""
+
+    def test_find_runs_with_a_step_left(self, engine: Engine) -> None:
+        """A run stopped in an action state is found once it is old enough; others are not."""
+        clock = Clock()
+        with_user(engine)
+        machine = persistent(engine, clock=clock, faults=Faults({"audit"}))
+        stuck = machine.start({"user_id": 7, "status": "closed"}, run_id="stuck")
+        with pytest.raises(CallbackError):
+            stuck.send("go")
+        machine.start({}, run_id="waiting")
+        assert machine.resumable_states == ("UPDATING", "AUDITING")
+
+        def find(**options: Any) -> list[str]:
+            with SqlUnitOfWork(engine) as uow:
+                return uow.runs.find(
+                    "user-update", states=machine.resumable_states, finished=False, **options
+                )
+
+        assert find() == ["stuck"]
+        assert find(updated_before=T0) == []
+        clock.advance(120)
+        assert find(updated_before=clock.now) == ["stuck"]
+        for run_id in find(updated_before=clock.now):
+            assert persistent(engine).resume(run_id).state is Step.DONE
+        assert find() == []
+        with SqlUnitOfWork(engine) as uow:
+            assert uow.runs.find("user-update", finished=True) == ["stuck"]
+            assert sorted(uow.runs.find("user-update")) == ["stuck", "waiting"]

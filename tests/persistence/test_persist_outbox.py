@@ -1,0 +1,287 @@
+"""The SQLAlchemy outbox: per-key order, leases that expire, retries, dead letters."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from datetime import timedelta
+
+import pytest
+from persist_support import T0
+from sqlalchemy import Engine, func, select
+
+from adapters.sqlalchemy import OutboxRow, SqlUnitOfWork
+from fsm.ports import InvalidRecord, LeaseLost, OutboxMessage
+
+LEASE = 30.0
+
+
+def message(event_id: str, key: str = "k", **changes: object) -> OutboxMessage:
+    """A message created at T0 unless told otherwise."""
+    values: dict[str, object] = {
+        "topic": "UserUpdateTopic",
+        "key": key,
+        "value": event_id.encode(),
+        "created_at": T0,
+    }
+    values.update(changes)
+    return OutboxMessage(event_id=event_id, **values)  # type: ignore[arg-type]
+
+
+def add(engine: Engine, *messages: OutboxMessage) -> None:
+    """Add messages in one committed transaction."""
+    with SqlUnitOfWork(engine) as uow:
+        for each in messages:
+            uow.outbox.add(each)
+
+
+def claim(engine: Engine, owner: str, *, seconds: float = 0, limit: int = 10) -> list[str]:
+    """Claim (and commit the lease) at T0 + seconds; return the event ids."""
+    with SqlUnitOfWork(engine) as uow:
+        found = uow.outbox.claim(
+            owner=owner, limit=limit, lease_seconds=LEASE, now=T0 + timedelta(seconds=seconds)
+        )
+    return [m.event_id for m in found]
+
+
+class TestAddAndClaim:
+    """What a claim returns: the due head of each key, leased to the claimer."""
+
+    def test_message_round_trips(self, engine: Engine) -> None:
+        """Every field, headers as bytes included, comes back as added."""
+        sent = message("e1", headers=(("event-id", b"e1"), ("bin", b"\x00\xff")), run_id="r1")
+        add(engine, sent)
+        with SqlUnitOfWork(engine) as uow:
+            (got,) = uow.outbox.claim(owner="a", limit=5, lease_seconds=LEASE, now=T0)
+        assert got == sent
+
+    def test_only_the_oldest_pending_message_of_each_key(self, engine: Engine) -> None:
+        """Two keys with two messages each: the first claim gets one message per key."""
+        add(engine, message("a1", "a"), message("b1", "b"), message("a2", "a"), message("b2", "b"))
+        assert claim(engine, "r1") == ["a1", "b1"]
+
+    def test_a_key_held_by_someone_else_is_skipped_entirely(self, engine: Engine) -> None:
+        """While a1 is leased, neither a1 nor a2 is claimable; b's head still is."""
+        add(engine, message("a1", "a"), message("a2", "a"))
+        assert claim(engine, "r1") == ["a1"]
+        add(engine, message("b1", "b"))
+        assert claim(engine, "r2") == ["b1"]
+        assert claim(engine, "r2") == []
+
+    def test_next_message_after_publish(self, engine: Engine) -> None:
+        """Once the head is published, the key's next message is claimable."""
+        add(engine, message("a1", "a"), message("a2", "a"))
+        claim(engine, "r1")
+        with SqlUnitOfWork(engine) as uow:
+            uow.outbox.mark_published("a1", owner="r1", now=T0)
+        assert claim(engine, "r2") == ["a2"]
+
+    def test_expired_lease_is_claimable_again(self, engine: Engine) -> None:
+        """A relay that died holding a lease does not strand the key past the lease."""
+        add(engine, message("a1", "a"), message("a2", "a"))
+        assert claim(engine, "dead-relay") == ["a1"]
+        assert claim(engine, "r2", seconds=LEASE - 1) == []
+        assert claim(engine, "r2", seconds=LEASE) == ["a1"]
+        with SqlUnitOfWork(engine) as uow:
+            assert uow.outbox.get("a1").lease_owner == "r2"  # type: ignore[union-attr]
+
+    def test_limit_and_creation_order(self, engine: Engine) -> None:
+        """The limit caps a claim; keys are served oldest first."""
+        add(engine, *[message(f"e{i}", f"k{i}") for i in range(5)])
+        assert claim(engine, "r1", limit=2) == ["e0", "e1"]
+        assert claim(engine, "r1", limit=10) == ["e2", "e3", "e4"]
+
+    def test_empty_outbox(self, engine: Engine) -> None:
+        """Nothing pending: an empty claim."""
+        assert claim(engine, "r1") == []
+
+
+class TestFailuresAndDeadLetters:
+    """mark_failed counts attempts and delays, mark_dead gives up, leases are checked."""
+
+    def test_failed_message_waits_until_retry_at(self, engine: Engine) -> None:
+        """The attempt and the error are kept; the key waits for retry_at, then resumes."""
+        add(engine, message("a1", "a"), message("a2", "a"))
+        claim(engine, "r1")
+        with SqlUnitOfWork(engine) as uow:
+            uow.outbox.mark_failed(
+                "a1", owner="r1", error="broker down", retry_at=T0 + timedelta(seconds=60)
+            )
+        assert claim(engine, "r1", seconds=59) == []
+        with SqlUnitOfWork(engine) as uow:
+            (again,) = uow.outbox.claim(
+                owner="r1", limit=5, lease_seconds=LEASE, now=T0 + timedelta(seconds=60)
+            )
+            entry = uow.outbox.get("a1")
+        assert (again.event_id, again.attempts) == ("a1", 1)
+        assert entry is not None and entry.last_error == "broker down"
+
+    def test_dead_message_leaves_the_pending_set(self, engine: Engine) -> None:
+        """A dead message stays stored, with its error, and the key moves on."""
+        add(engine, message("a1", "a"), message("a2", "a"))
+        claim(engine, "r1")
+        with SqlUnitOfWork(engine) as uow:
+            uow.outbox.mark_dead("a1", owner="r1", error="10 attempts", now=T0)
+            assert uow.outbox.counts() == {"pending": 1, "published": 0, "dead": 1}
+            entry = uow.outbox.get("a1")
+        assert entry is not None and (entry.status, entry.dead_at) == ("dead", T0)
+        assert claim(engine, "r1") == ["a2"]
+
+    def test_lost_lease(self, engine: Engine) -> None:
+        """A relay whose lease was taken over cannot fail or kill the message."""
+        add(engine, message("a1", "a"))
+        claim(engine, "slow")
+        claim(engine, "fast", seconds=LEASE)
+        with pytest.raises(LeaseLost, match="not leased to 'slow'"), SqlUnitOfWork(engine) as uow:
+            uow.outbox.mark_failed("a1", owner="slow", error="x", retry_at=T0)
+        with pytest.raises(LeaseLost), SqlUnitOfWork(engine) as uow:
+            uow.outbox.mark_dead("a1", owner="slow", error="x", now=T0)
+
+    def test_published_is_idempotent_and_needs_no_lease(self, engine: Engine) -> None:
+        """The immediate publish after commit marks an unleased message; twice is fine."""
+        add(engine, message("a1", "a"))
+        for _ in range(2):
+            with SqlUnitOfWork(engine) as uow:
+                uow.outbox.mark_published("a1", owner="app", now=T0)
+        with SqlUnitOfWork(engine) as uow:
+            entry = uow.outbox.get("a1")
+        assert entry is not None and (entry.status, entry.published_at) == ("published", T0)
+
+    def test_unknown_event_id(self, engine: Engine) -> None:
+        """Marking an id that is not stored is an error, not a silent no-op."""
+        with pytest.raises(InvalidRecord, match="no outbox message"), SqlUnitOfWork(engine) as uow:
+            uow.outbox.mark_published("nope", owner="app", now=T0)
+
+
+class TestBadMessages:
+    """Bad messages are refused before any write."""
+
+    @pytest.mark.parametrize(
+        ("bad", "text"),
+        [
+            (message(""), "event id must not be empty"),
+            (message("e", topic="has space"), "not a valid Kafka topic"),
+            (message("e", topic="t" * 250), "at most 249"),
+            (message("e", key=""), "key must not be empty"),
+            (message("e", value="text"), "value must be bytes"),
+            (message("e", headers=[("a", b"b")]), "headers must be a tuple"),
+            (message("e", headers=(("a", "text"),)), "not a \\(name, bytes\\) pair"),
+            (message("e", attempts=-1), "must not be negative"),
+            (message("e", created_at=T0.replace(tzinfo=None)), "no time zone"),
+        ],
+    )
+    def test_add(self, engine: Engine, bad: OutboxMessage, text: str) -> None:
+        """Each bad field is named; the outbox stays empty."""
+        with pytest.raises(InvalidRecord, match=text), SqlUnitOfWork(engine) as uow:
+            uow.outbox.add(bad)
+        with engine.connect() as connection:
+            assert connection.execute(select(func.count()).select_from(OutboxRow)).scalar() == 0
+
+    def test_duplicate_event_id(self, engine: Engine) -> None:
+        """An event id is unique."""
+        add(engine, message("e1"))
+        with pytest.raises(InvalidRecord, match="exists already"), SqlUnitOfWork(engine) as uow:
+            uow.outbox.add(message("e1"))
+
+    @pytest.mark.parametrize(
+        ("owner", "limit", "lease", "text"),
+        [("", 1, 1.0, "owner"), ("a", 0, 1.0, "limit"), ("a", 1, 0, "lease_seconds")],
+    )
+    def test_claim(self, engine: Engine, owner: str, limit: int, lease: float, text: str) -> None:
+        """A claim with a bad owner, limit or lease is refused."""
+        with pytest.raises(InvalidRecord, match=text), SqlUnitOfWork(engine) as uow:
+            uow.outbox.claim(owner=owner, limit=limit, lease_seconds=lease, now=T0)
+
+
+class TestConcurrentClaimers:
+    """Several relays at once publish each message once, in order per key."""
+
+    # Two open transactions in one thread: SQLite would make the second wait for the first.
+    @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+    def test_claim_in_flight_hides_the_whole_key(self, engine: Engine) -> None:
+        """While one relay's claim is uncommitted (its rows locked), another gets no message of
+        that key: SKIP LOCKED alone would hand it the key's second message."""
+        add(engine, message("a1", "a"), message("a2", "a"), message("b1", "b"))
+        first, second = SqlUnitOfWork(engine), SqlUnitOfWork(engine)
+        with first:
+            mine = first.outbox.claim(owner="r1", limit=1, lease_seconds=LEASE, now=T0)
+            with second:
+                theirs = second.outbox.claim(owner="r2", limit=10, lease_seconds=LEASE, now=T0)
+        assert [m.event_id for m in mine] == ["a1"]
+        assert [m.event_id for m in theirs] == ["b1"]
+
+    KEYS = 3
+    PER_KEY = 12
+    RELAYS = 4
+
+    def test_per_key_order_with_several_relays(self, engine: Engine) -> None:
+        """Threads, each with its own session, claim, publish and mark until nothing is left."""
+        add(
+            engine,
+            *[
+                message(f"{key}-{n}", f"k{key}")
+                for n in range(self.PER_KEY)
+                for key in range(self.KEYS)
+            ],
+        )
+        published: list[tuple[str, str]] = []
+        errors: list[BaseException] = []
+        claims = [0]
+        progress = threading.Condition()
+
+        def relay(name: str) -> None:
+            uow = SqlUnitOfWork(engine)
+            try:
+                while True:
+                    with uow:
+                        batch = uow.outbox.claim(owner=name, limit=1, lease_seconds=LEASE, now=T0)
+                        pending = uow.outbox.counts()["pending"]
+                    with progress:
+                        claims[0] += 1
+                        seen = claims[0]
+                        progress.notify_all()
+                    if not batch:
+                        if pending == 0:
+                            return
+                        continue
+                    # Hold the message until the others have claimed a few times: a claim that
+                    # handed out a key's next message now would publish it first.
+                    with progress:
+                        target = seen + self.RELAYS
+                        progress.wait_for(lambda: claims[0] >= target, timeout=5)  # noqa: B023 - used before the loop moves on
+                        published.append((batch[0].key, batch[0].event_id))
+                    with uow:
+                        uow.outbox.mark_published(batch[0].event_id, owner=name, now=T0)
+            except BaseException as error:  # the main thread reports it
+                errors.append(error)
+                with progress:
+                    claims[0] += 10**6  # release anyone waiting
+                    progress.notify_all()
+
+        threads = [threading.Thread(target=relay, args=(f"relay-{i}",)) for i in range(self.RELAYS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        by_key: dict[str, list[str]] = defaultdict(list)
+        for key, event_id in published:
+            by_key[key].append(event_id)
+        assert len(published) == self.KEYS * self.PER_KEY  # each exactly once
+        for number in range(self.KEYS):
+            assert by_key[f"k{number}"] == [f"{number}-{n}" for n in range(self.PER_KEY)]
+
+
+class TestErrorsKept:
+    """Errors recorded on failed messages are stored safely."""
+
+    def test_long_error_with_nul(self, engine: Engine) -> None:
+        """A huge error with a NUL byte is cut and stored, not refused by the database."""
+        add(engine, message("a1", "a"))
+        claim(engine, "r1")
+        with SqlUnitOfWork(engine) as uow:
+            uow.outbox.mark_failed("a1", owner="r1", error="x\x00" + "y" * 5000, retry_at=T0)
+        with SqlUnitOfWork(engine) as uow:
+            entry = uow.outbox.get("a1")
+        assert entry is not None and entry.last_error is not None
+        assert entry.last_error.startswith("x\\x00yyy") and len(entry.last_error) == 2000
