@@ -3,7 +3,8 @@ dict dispatch, on a two-state ping-pong and a guarded six-state flow, in one pro
 
 Run with `make bench` (or `python benchmarks/transitions_per_second.py`). Every contender does the
 same work per event: find the row for (state, event), evaluate its guards in order, move, and (for
-this engine and the hand-written dispatch) record the transition in the run's history.
+this engine and the hand-written dispatch) record the transition in the run's history, a cost
+transitions and python-statemachine do not pay. Each contender is first checked to really move.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import itertools
 import platform
 import timeit
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from typing import Any
 
@@ -22,6 +23,8 @@ import transitions
 import fsm
 
 Send = Callable[[str], object]
+Contender = tuple[Send, Callable[[], str]]
+"""How to send an event to a fresh instance, and how to read its current state's name."""
 
 PING_EVENTS = ("ping", "pong")
 FLOW_EVENTS = ("next", "next", "next", "next", "reopen")
@@ -39,16 +42,17 @@ def amount_ok(*_: object) -> bool:
 # ---------------------------------------------------------------- this engine
 
 
-def fsm_ping() -> Send:
+def fsm_ping() -> Contender:
     machine = fsm.Machine(
         "ping",
         states=[fsm.State("idle", initial=True), fsm.State("busy"), fsm.State("off", final=True)],
         transitions=[("idle", "ping", "busy"), ("busy", "pong", "idle"), ("busy", "stop", "off")],
     )
-    return machine.start().send
+    run = machine.start()
+    return run.send, lambda: run.state
 
 
-def fsm_flow() -> Send:
+def fsm_flow() -> Contender:
     rows: list[Any] = []
     for source, target in itertools.pairwise(FLOW_STATES):
         rows.append((source, "next", "rejected", is_fraud))
@@ -58,22 +62,23 @@ def fsm_flow() -> Send:
     machine = fsm.Machine(
         "flow", states=[*states, fsm.State("rejected", final=True)], transitions=rows
     )
-    return machine.start({"amount": 10}).send
+    run = machine.start({"amount": 10})
+    return run.send, lambda: run.state
 
 
 # ---------------------------------------------------------------- transitions 0.9.3
 
 
-def transitions_ping() -> Send:
+def transitions_ping() -> Contender:
     model = transitions.Machine(
         states=["idle", "busy"],
         transitions=[["ping", "idle", "busy"], ["pong", "busy", "idle"]],
         initial="idle",
     )
-    return model.trigger  # type: ignore[no-any-return]
+    return model.trigger, lambda: model.state  # type: ignore[no-any-return]
 
 
-def transitions_flow() -> Send:
+def transitions_flow() -> Contender:
     rows: list[dict[str, Any]] = []
     for source, target in itertools.pairwise(FLOW_STATES):
         for dest, condition in (("rejected", is_fraud), (target, amount_ok)):
@@ -86,23 +91,24 @@ def transitions_flow() -> Send:
     model = transitions.Machine(
         states=[*FLOW_STATES, "rejected"], transitions=rows, initial="created"
     )
-    return model.trigger  # type: ignore[no-any-return]
+    return model.trigger, lambda: model.state  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------- python-statemachine 3.2.2
 
 
-def statemachine_ping() -> Send:
+def statemachine_ping() -> Contender:
     class Ping(statemachine.StateMachine):
         idle = statemachine.State(initial=True)
         busy = statemachine.State()
         ping = idle.to(busy)
         pong = busy.to(idle)
 
-    return Ping().send  # type: ignore[no-any-return]
+    machine = Ping()
+    return machine.send, lambda: machine.current_state_value  # type: ignore[no-any-return]
 
 
-def statemachine_flow() -> Send:
+def statemachine_flow() -> Contender:
     class Flow(statemachine.StateMachine):
         created = statemachine.State(initial=True)
         checked = statemachine.State()
@@ -123,7 +129,8 @@ def statemachine_flow() -> Send:
         )
         reopen = settled.to(created, cond=amount_ok)
 
-    return Flow().send  # type: ignore[no-any-return]
+    machine = Flow()
+    return machine.send, lambda: machine.current_state_value  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------- hand-written dict dispatch
@@ -149,22 +156,24 @@ class HandRun:
         raise ValueError(f"no row for {event!r} from {self.state!r}")
 
 
-def hand_ping() -> Send:
+def hand_ping() -> Contender:
     table = {"idle": {"ping": [("busy", None)]}, "busy": {"pong": [("idle", None)]}}
-    return HandRun(table, "idle").send
+    run = HandRun(table, "idle")
+    return run.send, lambda: run.state
 
 
-def hand_flow() -> Send:
+def hand_flow() -> Contender:
     table: dict[str, dict[str, list[tuple[str, Any]]]] = {s: {} for s in FLOW_STATES}
     for source, target in itertools.pairwise(FLOW_STATES):
         table[source]["next"] = [("rejected", is_fraud), (target, amount_ok)]
     table["settled"]["reopen"] = [("created", amount_ok)]
-    return HandRun(table, "created").send
+    run = HandRun(table, "created")
+    return run.send, lambda: run.state
 
 
 # ---------------------------------------------------------------- measuring
 
-CONTENDERS: dict[str, tuple[Callable[[], Send], Callable[[], Send]]] = {
+CONTENDERS: dict[str, tuple[Callable[[], Contender], Callable[[], Contender]]] = {
     "fsm (this project)": (fsm_ping, fsm_flow),
     "hand-written dict dispatch": (hand_ping, hand_flow),
     f"transitions {version('transitions')}": (transitions_ping, transitions_flow),
@@ -172,12 +181,18 @@ CONTENDERS: dict[str, tuple[Callable[[], Send], Callable[[], Send]]] = {
 }
 
 
-def per_transition(make: Callable[[], Send], events: Sequence[Hashable], total: int) -> float:
+def per_transition(
+    make: Callable[[], Contender], events: Sequence[str], path: Sequence[str], total: int
+) -> float:
     """Best-of-five microseconds per transition, each timing on a fresh instance."""
     rounds = total // len(events)
+    send, state = make()
+    for event, expected in zip(events, path, strict=True):  # every contender really moves
+        send(event)
+        assert state() == expected, (make.__name__, event, state(), expected)
 
     def once() -> float:
-        send = make()
+        send, _ = make()
 
         def drive() -> None:
             for _ in range(rounds):
@@ -209,8 +224,8 @@ def main() -> None:
     for name, (ping, flow) in CONTENDERS.items():
         total = args.transitions // next((v for k, v in scale.items() if name.startswith(k)), 1)
         results[name] = (
-            per_transition(ping, PING_EVENTS, total),
-            per_transition(flow, FLOW_EVENTS, total),
+            per_transition(ping, PING_EVENTS, ("busy", "idle"), total),
+            per_transition(flow, FLOW_EVENTS, (*FLOW_STATES[1:], "created"), total),
         )
     ours = results["fsm (this project)"]
     print(f"machine: {machine_description()}")

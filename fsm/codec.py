@@ -95,7 +95,8 @@ class Codec:
         values += [row.trigger for row in machine.transitions]
         for state in machine.states:
             if state.action is not None:
-                values += outcome_family(state.action) or ()
+                own = [row.trigger for row in machine.rows_from(state.name)]
+                values += outcome_family(state.action, known=own) or ()
         for value in values:
             if isinstance(value, type):
                 found += _with_subclasses(value)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from fsm.errors import DefinitionError, RestoreError, callable_name, show
+from fsm.errors import DefinitionError, callable_name, show
 
 if TYPE_CHECKING:
     from fsm.runtime import Listener, Run
@@ -73,6 +73,13 @@ class Machine(Generic[S]):
         self._by_name: dict[S, State[S]] = {state.name: state for state in self.states}
         self.initial: State[S] = next(state for state in self.states if state.initial)
         self._nodes = compile_machine(self)
+        self._frozen = True
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # Every reader (runtime, diagrams, stores, tests) must see the table that was validated.
+        if getattr(self, "_frozen", False):
+            raise AttributeError(f"machine {self.name!r} is immutable; build a new Machine")
+        object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:
         return f"<Machine {self.name!r}: {len(self.states)} states, {len(self.transitions)} rows>"
@@ -120,17 +127,16 @@ class Machine(Generic[S]):
         run_id: str,
         state: S,
         context: Mapping[str, Any] | None = None,
-        history: Iterable[tuple[S, Hashable, S, object]] = (),
+        history: Iterable[Sequence[Any]] = (),
         *,
         listeners: Sequence[Listener[S]] = (),
     ) -> Run[S]:
-        """Rebuild a run (from storage, say) at `state`; its actions are not run again."""
-        from fsm.runtime import Run, lookup_edge
+        """Rebuild a run (from storage, say) at `state`; its actions are not run again.
 
-        if state not in self._by_name:
-            allowed = ", ".join(show(s.name) for s in self.states)
-            raise RestoreError(
-                f"unknown state {show(state)}; states: {allowed}", machine=self.name, run_id=run_id
-            )
-        log = [lookup_edge(self, self._nodes, run_id, *record) for record in history]
-        return Run(self, self._nodes[state], context, run_id, log, listeners)
+        The history must be one path of the table from the initial state to `state`;
+        anything else is a RestoreError naming the run and the first record that is wrong.
+        """
+        from fsm.runtime import Run, rebuild
+
+        node, log = rebuild(self, self._nodes, run_id, state, history)
+        return Run(self, node, context, run_id, log, listeners)

@@ -54,36 +54,69 @@ class InvalidEvent(RunError):
         machine: str,
         run_id: str,
         state: Hashable,
+        why: str | None = None,
     ) -> None:
         self.event = event
         self.allowed = tuple(allowed)
-        names = ", ".join(show(a) for a in self.allowed) or "none (the run waits for nothing)"
-        super().__init__(
-            f"event {show(event)} is not allowed here; allowed: {names}",
-            machine=machine,
-            run_id=run_id,
-            state=state,
-        )
+        if why is None:
+            names = ", ".join(show(a) for a in self.allowed) or "none"
+            why = f"is not allowed here; allowed: {names}"
+        else:
+            why = f"is refused: {why}"
+        super().__init__(f"event {show(event)} {why}", machine=machine, run_id=run_id, state=state)
 
 
 class RunFinished(InvalidEvent):
     """The run has reached a final state and accepts no more events."""
 
 
-class UnhandledOutcome(InvalidEvent):
+class UnhandledOutcome(RunError):
     """A state's action returned an outcome that no row from that state handles."""
+
+    def __init__(
+        self,
+        outcome: object,
+        handled: Sequence[Hashable],
+        action: str,
+        *,
+        machine: str,
+        run_id: str,
+        state: Hashable,
+    ) -> None:
+        self.outcome = outcome
+        self.handled = tuple(handled)
+        self.action = action
+        names = ", ".join(show(h) for h in self.handled) or "none"
+        super().__init__(
+            f"action {action} returned {show(outcome)}, which no row from here handles; "
+            f"handled: {names}",
+            machine=machine,
+            run_id=run_id,
+            state=state,
+        )
 
 
 class GuardRejected(RunError):
-    """Rows matched the event but every guard refused it."""
+    """Rows matched the trigger but every guard refused; `guards` names them in table order."""
 
     def __init__(
-        self, event: object, guards: Sequence[str], *, machine: str, run_id: str, state: Hashable
+        self,
+        trigger: object,
+        guards: Sequence[str],
+        targets: Sequence[Hashable],
+        *,
+        machine: str,
+        run_id: str,
+        state: Hashable,
     ) -> None:
-        self.event = event
+        self.trigger = trigger
         self.guards = tuple(guards)
+        self.targets = tuple(targets)
+        tried = ", ".join(
+            f"{g} -> {show(t)}" for g, t in zip(self.guards, self.targets, strict=True)
+        )
         super().__init__(
-            f"no row fired for {show(event)}: every guard refused ({', '.join(self.guards)})",
+            f"no row fired for {show(trigger)}: every guard refused ({tried})",
             machine=machine,
             run_id=run_id,
             state=state,

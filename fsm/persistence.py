@@ -55,6 +55,10 @@ class PersistentMachine(Generic[S]):
     is a step too). Saving checks the run's version, so when two processes advance the same
     run one wins and the other gets ConcurrencyError with nothing of its step written.
     The actions reach the same transaction through the unit of work they close over.
+    `listeners` are called after each transition inside the step's transaction, before it
+    commits: what they write through the unit of work commits with the step, and if one
+    raises the step rolls back. `types` are the dataclasses and Enums the context may hold
+    beyond the machine's own outcome and state types (see fsm.codec.Codec.for_machine).
     One PersistentMachine (and its unit of work) serves one thread at a time.
     """
 
@@ -85,10 +89,26 @@ class PersistentMachine(Generic[S]):
         self._triggers: dict[tuple[str, str, str], Hashable] = {}
         for row in machine.transitions:
             key = (state_label(row.source), trigger_label(row.trigger), state_label(row.target))
-            self._triggers.setdefault(key, row.trigger)
+            known = self._triggers.setdefault(key, row.trigger)
+            if known != row.trigger:
+                raise FSMError(
+                    f"machine {machine.name!r}: triggers {show(known)} and {show(row.trigger)} "
+                    f"from {show(row.source)} to {show(row.target)} would be stored under "
+                    f"the same name {key[1]!r}"
+                )
 
     def __repr__(self) -> str:
         return f"<PersistentMachine {self.machine.name!r}>"
+
+    @property
+    def resumable_states(self) -> tuple[str, ...]:
+        """Stored names of the non-final states with an action: a run stored in one of them
+        has a step left to take by itself (its process stopped between two steps)."""
+        return tuple(
+            state_label(state.name)
+            for state in self.machine.states
+            if state.action is not None and not state.final
+        )
 
     def start(
         self, context: Mapping[str, Any] | None = None, *, run_id: str | None = None

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from fsm.errors import (
     CallbackError,
     GuardRejected,
     InvalidEvent,
     RestoreError,
+    RunError,
     RunFinished,
     UnhandledOutcome,
     callable_name,
@@ -24,9 +24,11 @@ if TYPE_CHECKING:
 S = TypeVar("S", bound=Hashable)
 
 
-@dataclass(frozen=True, slots=True)
-class Transition(Generic[S]):
-    """One fired row in a run's history, with the value that fired it."""
+class Transition(NamedTuple, Generic[S]):
+    """One fired row in a run's history, with the value that fired it.
+
+    A tuple too, so a stored history can be handed straight back to `Machine.restore`.
+    """
 
     source: S
     trigger: Hashable
@@ -38,17 +40,47 @@ class Transition(Generic[S]):
 Listener = Callable[["Run[S]", Transition[S]], None]
 """Called after each transition; if it raises, the transition is undone."""
 
+_observers: list[Listener[Any]] = []
+"""Listeners given to every run created while they are registered (see `observe`)."""
+
+
+def observe(listener: Listener[Any]) -> Callable[[], None]:
+    """Give `listener` to every run created from now on; returns the function that stops it.
+
+    For tools that watch a whole process, such as transition coverage in a test session.
+    Runs consult the observers once, when they are created: a transition costs nothing
+    more while none is registered. Runs created before the call are not observed.
+    """
+    _observers.append(listener)
+
+    def stop() -> None:
+        if listener in _observers:
+            _observers.remove(listener)
+
+    return stop
+
 
 class _Node:
-    """A compiled state: its triggers mapped straight to the edges that leave it."""
+    """A compiled state: its triggers mapped straight to the edges that leave it.
 
-    __slots__ = ("action", "edges", "final", "state")
+    A state with an action follows only its action's outcomes (`outcomes`); a state
+    without one waits for events (`edges`). Keeping them apart costs `send` nothing
+    and means an event can never skip an action.
+    """
+
+    __slots__ = ("action", "edges", "final", "outcomes", "state")
 
     def __init__(self, state: Hashable, final: bool, action: Action | None) -> None:
         self.state = state
         self.final = final
         self.action = action
         self.edges: dict[Hashable, tuple[_Edge, ...]] = {}
+        self.outcomes: dict[Hashable, tuple[_Edge, ...]] = {}
+
+    @property
+    def table(self) -> dict[Hashable, tuple[_Edge, ...]]:
+        """The rows leaving this state, whichever kind of trigger they take."""
+        return self.outcomes if self.action is not None else self.edges
 
 
 class _Edge:
@@ -68,37 +100,75 @@ def compile_machine(machine: Machine[S]) -> dict[S, _Node]:
     nodes = {s.name: _Node(s.name, s.final, s.action) for s in machine.states}
     for row in machine.transitions:
         source = nodes[row.source]
-        edge = _Edge(row, source, nodes[row.target])
-        source.edges[row.trigger] = (*source.edges.get(row.trigger, ()), edge)
+        edges = source.outcomes if source.action is not None else source.edges
+        edges[row.trigger] = (*edges.get(row.trigger, ()), _Edge(row, source, nodes[row.target]))
     return nodes
 
 
-def lookup_edge(
+def rebuild(
     machine: Machine[Any],
     nodes: Mapping[Any, _Node],
     run_id: str,
-    source: Hashable,
-    trigger: Hashable,
-    target: Hashable,
-    outcome: object,
-) -> tuple[_Edge, object]:
-    """The compiled edge for a recorded transition, or RestoreError if the table has none."""
-    node = nodes.get(source)
-    for edge in node.edges.get(trigger, ()) if node is not None else ():
-        if edge.target.state == target:
-            return edge, outcome
-    raise RestoreError(
-        f"history has a transition {show(source)} --{show(trigger)}--> {show(target)} "
-        "that the table does not have",
-        machine=machine.name,
-        run_id=run_id,
-    )
+    state: Hashable,
+    history: Iterable[Sequence[Any]],
+) -> tuple[_Node, list[tuple[_Edge, object]]]:
+    """The node and compiled log of a stored run, checked to be one path of the table
+    ending in `state`; RestoreError naming the first thing that is not.
+
+    The path may start anywhere (a store may keep only recent history) and may be empty
+    (a run restored at a state, as a test tool does to start mid-flow).
+    """
+
+    def fail(message: str) -> RestoreError:
+        return RestoreError(message, machine=machine.name, run_id=run_id)
+
+    names = ", ".join(show(name) for name in nodes)
+    if _unhashable(state) or state not in nodes:
+        raise fail(f"unknown state {show(state)}; states: {names}")
+    log: list[tuple[_Edge, object]] = []
+    at: Hashable = None
+    for index, record in enumerate(history):
+        try:
+            source, trigger, target, outcome = record
+            node = nodes.get(source)
+            edges = node.table.get(trigger, ()) if node is not None else ()
+        except (TypeError, ValueError):
+            raise fail(
+                f"history record {index} is {record!r}, not (source, trigger, target, outcome)"
+            ) from None
+        if index and source != at:
+            raise fail(
+                f"history record {index} leaves {show(source)}, but the run was in {show(at)}"
+            )
+        edge = next((e for e in edges if e.target.state == target), None)
+        if edge is None:
+            raise fail(
+                f"history record {index}: the table has no row "
+                f"{show(source)} --{show(trigger)}--> {show(target)}"
+            )
+        log.append((edge, outcome))
+        at = target
+    if log and at != state:
+        raise fail(f"the history ends in {show(at)}, but the stored state is {show(state)}")
+    return nodes[state], log
+
+
+def _unhashable(value: object) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return True
+    return False
+
+
+MAX_STEPS = 10_000
+"""How many actions one advance() follows before it calls the run a loop."""
 
 
 class Run(Generic[S]):
     """One instance of a machine: its current state, context and history."""
 
-    __slots__ = ("_listeners", "_log", "_node", "context", "id", "machine", "outcome")
+    __slots__ = ("_listeners", "_log", "_node", "_notifying", "context", "id", "machine", "outcome")
 
     def __init__(
         self,
@@ -115,7 +185,8 @@ class Run(Generic[S]):
         self.outcome: object = log[-1][1] if log else None
         self._node = node
         self._log = list(log)
-        self._listeners = list(listeners)
+        self._listeners = [*_observers, *listeners]
+        self._notifying = False
 
     def __repr__(self) -> str:
         return f"<Run {self.id} of {self.machine.name!r} in {show(self.state)}>"
@@ -138,21 +209,26 @@ class Run(Generic[S]):
 
     @property
     def allowed(self) -> tuple[Hashable, ...]:
-        """The triggers the current state has rows for."""
-        return tuple(self._node.edges)
+        """The triggers the current state has rows for: the events it waits for or, in a
+        state with an action, the outcomes that action may return."""
+        return tuple(self._node.table)
 
     def add_listener(self, listener: Listener[S]) -> None:
         """Call `listener(run, transition)` after each transition of this run."""
         self._listeners.append(listener)
 
     def send(self, event: object) -> Run[S]:
-        """Fire the row for `event` from the current state, then follow any actions."""
+        """Fire the row for `event` from the current state, then follow any actions.
+
+        If an action reached this way raises, the event's own transition stays made: the
+        CallbackError names the state the run is in, and `advance()` tries the action again.
+        """
         try:
             edges = self._node.edges.get(event)
         except TypeError:  # an unhashable event object: only its type can match
             edges = None
         if edges is None:
-            edges = self._edges_for(event, InvalidEvent)
+            edges = self._resolve(event)
         edge = edges[0]
         if edge.guard is not None:
             edge = self._choose(edges, event)
@@ -161,39 +237,69 @@ class Run(Generic[S]):
             self.advance()
         return self
 
-    def advance(self) -> Run[S]:
+    def fire(self, value: object, *, outcome: bool = False) -> Transition[S]:
+        """Follow exactly one row for `value` and run no action, not even the target's.
+
+        `value` is an event, or with `outcome=True` the outcome of the current state's
+        action. The table, guards and listeners are the real ones; this is how a test tool
+        such as `fsm.testing.Stepper` walks a run one transition at a time.
+        """
+        if outcome:
+            edge = self._follow(value)
+        else:
+            edge = self._choose(self._resolve(value), value)
+            self._fire(edge, value)
+        return _record(edge, value)
+
+    def advance(self, *, max_steps: int = MAX_STEPS) -> Run[S]:
         """Run the current state's action and follow its outcomes until the run waits or ends."""
         node = self._node
-        while node.action is not None and not node.final:
+        for _ in range(max_steps):
             action = node.action
+            if action is None:
+                return self
             try:
                 outcome = action(self.context)
             except Exception as error:
                 raise self._callback_error("action", action, error) from error
-            self._fire(self._choose(self._edges_for(outcome, UnhandledOutcome), outcome), outcome)
+            self._follow(outcome)
             node = self._node
-        return self
+        if node.action is None:
+            return self
+        raise RunError(
+            f"advance() followed {max_steps} actions and the run neither waits nor ends; "
+            "is an action looping?",
+            **self._where(),
+        )
 
-    def _edges_for(self, value: object, error: type[InvalidEvent]) -> tuple[_Edge, ...]:
-        """The edges for an event or outcome: itself, else the most specific class in its MRO."""
-        edges = self._node.edges
-        try:
-            found = edges.get(value)
-        except TypeError:
-            found = None
-        if found is None:
-            for cls in type(value).__mro__:
-                found = edges.get(cls)
-                if found is not None:
-                    return found
-            if self._node.final:
-                error = RunFinished
-            raise error(
-                value, self.allowed, machine=self.machine.name, run_id=self.id, state=self.state
+    def _follow(self, outcome: object) -> _Edge:
+        """Fire the row the current state's action's `outcome` selects."""
+        node = self._node
+        edges = _lookup(node.outcomes, outcome)
+        if edges is None:
+            action = callable_name(node.action) if node.action is not None else "(none)"
+            raise UnhandledOutcome(outcome, tuple(node.outcomes), action, **self._where())
+        edge = self._choose(edges, outcome)
+        self._fire(edge, outcome)
+        return edge
+
+    def _resolve(self, event: object) -> tuple[_Edge, ...]:
+        """The slow path of send: match by class, or say why the event is refused."""
+        node = self._node
+        edges = _lookup(node.edges, event)
+        if edges is not None:
+            return edges
+        if node.final:
+            raise RunFinished(event, (), **self._where(), why="the run is finished")
+        if node.action is not None:
+            why = (
+                f"this state runs action {callable_name(node.action)} and takes no events; "
+                "call advance() to run it"
             )
-        return found
+            raise InvalidEvent(event, (), **self._where(), why=why)
+        raise InvalidEvent(event, self.allowed, **self._where())
 
-    def _choose(self, edges: tuple[_Edge, ...], event: object) -> _Edge:
+    def _choose(self, edges: tuple[_Edge, ...], value: object) -> _Edge:
         """The first edge whose guard passes, in table order."""
         for edge in edges:
             guard = edge.guard
@@ -205,11 +311,10 @@ class Run(Generic[S]):
             except Exception as error:
                 raise self._callback_error("guard", guard, error) from error
         raise GuardRejected(
-            event,
+            edges[0].row.trigger,
             [_guard_label(e.guard) for e in edges],
-            machine=self.machine.name,
-            run_id=self.id,
-            state=self.state,
+            [e.target.state for e in edges],
+            **self._where(),
         )
 
     def _fire(self, edge: _Edge, outcome: object) -> None:
@@ -222,27 +327,57 @@ class Run(Generic[S]):
 
     def _notify(self, edge: _Edge, previous: object) -> None:
         """Tell every listener; if one raises, undo the transition it was told about."""
-        transition = _record(edge, self.outcome)
-        for listener in self._listeners:
-            try:
-                listener(self, transition)
-            except Exception as error:
-                self._node = edge.source
-                self._log.pop()
-                self.outcome = previous
-                raise self._callback_error("listener", listener, error) from error
+        if self._notifying:  # a listener called send() or advance(): refuse and undo that
+            self._undo(edge, previous)
+            raise RunError(
+                "a listener tried to move the run; listeners may only observe", **self._where()
+            )
+        self._notifying = True
+        try:
+            transition = _record(edge, self.outcome)
+            for listener in tuple(self._listeners):
+                try:
+                    listener(self, transition)
+                except Exception as error:
+                    self._undo(edge, previous)
+                    raise self._callback_error("listener", listener, error) from error
+        finally:
+            self._notifying = False
+
+    def _undo(self, edge: _Edge, previous: object) -> None:
+        self._node = edge.source
+        self._log.pop()
+        self.outcome = previous
+
+    def _where(self) -> dict[str, Any]:
+        return {"machine": self.machine.name, "run_id": self.id, "state": self.state}
 
     def _callback_error(
         self, kind: str, callback: Callable[..., object], error: Exception
     ) -> CallbackError:
-        return CallbackError(
-            kind,
-            callable_name(callback),
-            error,
-            machine=self.machine.name,
-            run_id=self.id,
-            state=self.state,
-        )
+        return CallbackError(kind, callable_name(callback), error, **self._where())
+
+
+def _lookup(table: dict[Hashable, tuple[_Edge, ...]], value: object) -> tuple[_Edge, ...] | None:
+    """The edges for a value: itself, else the most specific class in its MRO."""
+    try:
+        found = table.get(value)
+    except TypeError:
+        found = None
+    if found is None:
+        for cls in type(value).__mro__:
+            found = table.get(cls)
+            if found is not None:
+                break
+    return found
+
+
+def last_row(run: Run[S]) -> Row[S]:
+    """The table row behind the run's latest transition (a Transition does not carry it)."""
+    if not run._log:
+        raise ValueError(f"{run!r} has no transition yet")
+    row: Row[S] = run._log[-1][0].row
+    return row
 
 
 def _record(edge: _Edge, outcome: object) -> Transition[Any]:

@@ -1,19 +1,57 @@
-"""SQLAlchemy adapters: run store, unit of work, users and outbox (SQLite, PostgreSQL)."""
+"""SQLAlchemy adapters: run store, unit of work, users and outbox (SQLite, PostgreSQL).
 
-from adapters.sqlalchemy.engine import DEFAULT_DB_URL, create_engine, default_db_url, prepare
-from adapters.sqlalchemy.outbox import OutboxEntry, SqlOutbox
-from adapters.sqlalchemy.schema import init_db
-from adapters.sqlalchemy.store import SqlRunStore
-from adapters.sqlalchemy.tables import (
-    Base,
-    HistoryRow,
-    OutboxRow,
-    RunRow,
-    UserRow,
-    metadata,
-)
-from adapters.sqlalchemy.uow import SqlUnitOfWork, utc_now
-from adapters.sqlalchemy.users import SqlUserRepository
+Names are imported on first use, so that `fsm db` can be registered (and explain what to
+install) on a machine where SQLAlchemy is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from adapters.sqlalchemy.engine import DEFAULT_DB_URL, create_engine, default_db_url, prepare
+    from adapters.sqlalchemy.outbox import OutboxEntry, SqlOutbox
+    from adapters.sqlalchemy.schema import init_db
+    from adapters.sqlalchemy.store import SqlRunStore
+    from adapters.sqlalchemy.tables import (
+        Base,
+        HistoryRow,
+        OutboxRow,
+        RunRow,
+        UserRow,
+        metadata,
+    )
+    from adapters.sqlalchemy.uow import SqlUnitOfWork, utc_now
+    from adapters.sqlalchemy.users import SqlUserRepository
+
+_HOMES = {
+    "DEFAULT_DB_URL": "engine",
+    "create_engine": "engine",
+    "default_db_url": "engine",
+    "prepare": "engine",
+    "OutboxEntry": "outbox",
+    "SqlOutbox": "outbox",
+    "init_db": "schema",
+    "SqlRunStore": "store",
+    "Base": "tables",
+    "HistoryRow": "tables",
+    "OutboxRow": "tables",
+    "RunRow": "tables",
+    "UserRow": "tables",
+    "metadata": "tables",
+    "SqlUnitOfWork": "uow",
+    "utc_now": "uow",
+    "SqlUserRepository": "users",
+}
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'adapters.sqlalchemy' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"adapters.sqlalchemy.{home}"), name)
+
 
 __all__ = [
     "DEFAULT_DB_URL",

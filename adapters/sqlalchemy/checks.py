@@ -9,6 +9,8 @@ from datetime import datetime
 from fsm.ports import InvalidRecord
 
 _TOPIC = re.compile(r"[A-Za-z0-9._-]+")
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+"""JSON's escape for NUL (not an escaped backslash followed by 'u0000')."""
 
 
 def text(field: str, value: object, limit: int, *, allow_empty: bool = False) -> str:
@@ -57,6 +59,8 @@ def aware(field: str, value: object) -> datetime:
 def json_value(field: str, value: object) -> None:
     """`value` must be plain JSON (no NaN or infinity: PostgreSQL's JSONB refuses them)."""
     try:
-        json.dumps(value, allow_nan=False)
+        text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise InvalidRecord(f"{field} is not plain JSON: {error}") from error
+    if _NUL_ESCAPE.search(text):
+        raise InvalidRecord(f"{field} contains a NUL character, which PostgreSQL's JSONB refuses")

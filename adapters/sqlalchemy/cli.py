@@ -5,11 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
-
-from adapters.sqlalchemy.engine import create_engine, default_db_url
-from adapters.sqlalchemy.schema import init_db
 from fsm.cli import UsageError
 from fsm.errors import FSMError
 
@@ -36,6 +31,17 @@ def register(commands: Any) -> None:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
+    # Imported here: registering `fsm db` must work without SQLAlchemy installed.
+    try:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+    except ImportError as error:
+        raise UsageError(
+            "fsm db needs SQLAlchemy: pip install 'fsm-orchestrator[sqlalchemy]'"
+        ) from error
+    from adapters.sqlalchemy.engine import create_engine, default_db_url
+    from adapters.sqlalchemy.schema import init_db
+
     url = args.db_url or default_db_url()
     try:
         parsed = make_url(url)

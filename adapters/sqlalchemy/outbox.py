@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from adapters.sqlalchemy import checks
+from adapters.sqlalchemy.store import insert
 from adapters.sqlalchemy.tables import ID_LENGTH, KEY_LENGTH, NAME_LENGTH, OutboxRow
 from fsm.ports import InvalidRecord, LeaseLost, OutboxMessage
 
@@ -67,8 +68,7 @@ class SqlOutbox:
             created_at=created,
         )
         try:
-            with self._session.begin_nested():
-                self._session.add(row)
+            insert(self._session, row)
         except IntegrityError as error:
             raise InvalidRecord(
                 f"an outbox message with event id {message.event_id!r} exists already"
@@ -109,6 +109,7 @@ class SqlOutbox:
                 # PostgreSQL: relays claiming at once skip each other's heads instead of
                 # waiting. SQLite ignores it; BEGIN IMMEDIATE (see engine.py) serialises them.
                 .with_for_update(skip_locked=True, of=OutboxRow)
+                .execution_options(populate_existing=True)
             )
             .scalars()
             .all()
@@ -169,7 +170,9 @@ class SqlOutbox:
     def get(self, event_id: str) -> OutboxEntry | None:
         """The stored message and its delivery state, or None."""
         row = self._session.execute(
-            select(OutboxRow).where(OutboxRow.event_id == event_id)
+            select(OutboxRow)
+            .where(OutboxRow.event_id == event_id)
+            .execution_options(populate_existing=True)
         ).scalar_one_or_none()
         if row is None:
             return None
@@ -233,7 +236,7 @@ def _message(row: OutboxRow) -> OutboxMessage:
 
 
 def _cut(error: str) -> str:
-    text = str(error)
+    text = str(error).replace("\x00", "\\x00")  # PostgreSQL text cannot hold NUL
     return text if len(text) <= ERROR_LENGTH else text[: ERROR_LENGTH - 1] + "…"
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from sqlalchemy import func, select, update
@@ -29,6 +29,10 @@ class SqlRunStore:
     def __init__(self, session: Session, *, clock: Callable[[], datetime]) -> None:
         self._session = session
         self._clock = clock
+        # History read by `load` in the same statement as the run, so that `history` right
+        # after it matches the run even when another process commits a step in between
+        # (READ COMMITTED gives each statement its own snapshot).
+        self._history: dict[str, list[HistoryRecord]] = {}
 
     def create(self, record: RunRecord) -> None:
         _check_run(record)
@@ -45,24 +49,32 @@ class SqlRunStore:
             created_at=record.created_at or now,
             updated_at=record.updated_at or now,
         )
-        # A savepoint keeps the caller's transaction usable when the id turns out taken.
+        self._history.pop(record.id, None)
         try:
-            with self._session.begin_nested():
-                self._session.add(row)
+            insert(self._session, row)
         except IntegrityError as error:
             raise RunExists(record.id) from error
 
     def load(self, run_id: str) -> RunRecord:
         checks.text("run id", run_id, ID_LENGTH)
         try:
-            row = self._session.execute(
-                select(RunRow).where(RunRow.id == run_id)
-            ).scalar_one_or_none()
+            found = self._session.execute(
+                select(RunRow, HistoryRow)
+                .outerjoin(HistoryRow, HistoryRow.run_id == RunRow.id)
+                .where(RunRow.id == run_id)
+                .order_by(HistoryRow.seq)
+                .execution_options(populate_existing=True)
+            ).all()
         except json.JSONDecodeError as error:
-            raise self._corrupt(run_id, "context", error) from error
-        if row is None:
+            raise self._corrupt(run_id, "context or history", error) from error
+        if not found:
             raise RunNotFound(run_id)
-        self._session.expunge(row)  # the record is the truth; no lazy refresh behind our back
+        row = found[0][0]
+        steps = [step for _, step in found if step is not None]
+        self._history[run_id] = [_entry(step) for step in steps]
+        # Records are the truth: the session keeps no objects to refresh behind our back.
+        for loaded in (row, *steps):
+            self._session.expunge(loaded)
         context = row.context
         if not isinstance(context, dict):
             raise DecodeError(
@@ -84,6 +96,7 @@ class SqlRunStore:
 
     def save(self, record: RunRecord) -> int:
         _check_run(record)
+        self._history.pop(record.id, None)
         new_version = record.version + 1
         result = self._session.execute(
             update(RunRow)
@@ -111,6 +124,7 @@ class SqlRunStore:
         checks.positive_int("history seq", entry.seq, 2**31 - 1)
         checks.aware("history time", entry.at)
         checks.json_value("history outcome", entry.outcome)
+        self._history.pop(entry.run_id, None)
         row = HistoryRow(
             run_id=entry.run_id,
             seq=entry.seq,
@@ -121,8 +135,7 @@ class SqlRunStore:
             at=entry.at,
         )
         try:
-            with self._session.begin_nested():
-                self._session.add(row)
+            insert(self._session, row)
         except IntegrityError as error:
             # Another writer stored this step already, or the run is gone.
             last = self._session.execute(
@@ -134,28 +147,50 @@ class SqlRunStore:
                 "run history", entry.run_id, expected=entry.seq - 1, found=last
             ) from error
 
+    def find(
+        self,
+        machine: str,
+        *,
+        states: Iterable[str] | None = None,
+        finished: bool | None = None,
+        updated_before: datetime | None = None,
+        limit: int = 100,
+    ) -> list[str]:
+        """Ids of runs of `machine`, least recently updated first (for sweepers and reports).
+
+        A sweeper that resumes runs stuck between steps (their process died) asks for
+        `states=machine.resumable_states, finished=False, updated_before=now - grace`.
+        """
+        checks.text("machine name", machine, NAME_LENGTH)
+        checks.positive_int("limit", limit, 10_000)
+        query = select(RunRow.id).where(RunRow.machine == machine)
+        if states is not None:
+            query = query.where(RunRow.state.in_(list(states)))
+        if finished is not None:
+            query = query.where(RunRow.finished.is_(finished))
+        if updated_before is not None:
+            query = query.where(RunRow.updated_at < checks.aware("updated_before", updated_before))
+        query = query.order_by(RunRow.updated_at, RunRow.id).limit(limit)
+        return list(self._session.execute(query).scalars())
+
     def history(self, run_id: str) -> list[HistoryRecord]:
+        cached = self._history.get(run_id)
+        if cached is not None:
+            return list(cached)
         try:
-            rows = self._session.execute(
-                select(HistoryRow).where(HistoryRow.run_id == run_id).order_by(HistoryRow.seq)
-            ).scalars()
-            found = list(rows)
+            rows = list(
+                self._session.execute(
+                    select(HistoryRow)
+                    .where(HistoryRow.run_id == run_id)
+                    .order_by(HistoryRow.seq)
+                    .execution_options(populate_existing=True)
+                ).scalars()
+            )
         except json.JSONDecodeError as error:
             raise self._corrupt(run_id, "history outcome", error) from error
-        for row in found:
+        for row in rows:
             self._session.expunge(row)
-        return [
-            HistoryRecord(
-                run_id=row.run_id,
-                seq=row.seq,
-                source=row.source,
-                trigger=row.trigger,
-                target=row.target,
-                outcome=row.outcome,
-                at=row.at,
-            )
-            for row in found
-        ]
+        return [_entry(row) for row in rows]
 
     def _corrupt(self, run_id: str, where: str, error: Exception) -> DecodeError:
         machine = self._session.execute(
@@ -167,6 +202,28 @@ class SqlRunStore:
             run_id=run_id,
             where=where,
         )
+
+
+def insert(session: Session, row: object) -> None:
+    """Insert one row now, in a savepoint: a unique violation leaves the transaction usable.
+
+    The object leaves the session afterwards, so later reads see the database, not it.
+    """
+    with session.begin_nested():
+        session.add(row)
+    session.expunge(row)
+
+
+def _entry(row: HistoryRow) -> HistoryRecord:
+    return HistoryRecord(
+        run_id=row.run_id,
+        seq=row.seq,
+        source=row.source,
+        trigger=row.trigger,
+        target=row.target,
+        outcome=row.outcome,
+        at=row.at,
+    )
 
 
 def _check_run(record: RunRecord) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Dialect,
     ForeignKey,
@@ -146,6 +147,7 @@ class OutboxRow(Base):
     dead_at: Mapped[datetime | None]
 
     __table_args__ = (
+        CheckConstraint("status in ('pending', 'published', 'dead')", name="status"),
         # The claim looks for the head (lowest id) of each key among pending messages.
         Index(None, "status", "key", "id"),
         Index(None, "status", "next_attempt_at"),

@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from adapters.sqlalchemy import checks
+from adapters.sqlalchemy.store import insert
 from adapters.sqlalchemy.tables import STATUS_LENGTH, UserRow
 from fsm.ports import ConcurrencyError, InvalidRecord, UserRecord
 
@@ -24,7 +25,7 @@ class SqlUserRepository:
     def get(self, user_id: int) -> UserRecord | None:
         checks.positive_int("user id", user_id)
         row = self._session.execute(
-            select(UserRow).where(UserRow.id == user_id)
+            select(UserRow).where(UserRow.id == user_id).execution_options(populate_existing=True)
         ).scalar_one_or_none()
         return None if row is None else _record(row)
 
@@ -34,8 +35,7 @@ class SqlUserRepository:
         now = self._clock()
         row = UserRow(id=user_id, status=status, version=1, created_at=now, updated_at=now)
         try:
-            with self._session.begin_nested():
-                self._session.add(row)
+            insert(self._session, row)
         except IntegrityError as error:
             raise InvalidRecord(f"user {user_id} exists already") from error
         return _record(row)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -15,6 +15,7 @@ from fsm import (
     Machine,
     RestoreError,
     Run,
+    RunError,
     RunFinished,
     State,
     Transition,
@@ -71,7 +72,7 @@ class TestEvents:
     def test_finished_run_refuses_events(self) -> None:
         """A run in a final state raises RunFinished."""
         run = ping.start().send("start").send("finish")
-        with pytest.raises(RunFinished, match="allowed: none"):
+        with pytest.raises(RunFinished, match="event 'start' is refused: the run is finished"):
             run.send("start")
 
     def test_unhashable_event_is_refused_cleanly(self) -> None:
@@ -123,7 +124,9 @@ class TestGuards:
         with pytest.raises(GuardRejected) as caught:
             run.send("go")
         assert caught.value.guards == ("big", "small")
-        assert "every guard refused (big, small)" in str(caught.value)
+        assert "no row fired for 'go': every guard refused (big -> 'big', small -> 'small')" in str(
+            caught.value
+        )
         assert run.state == "a" and run.history == []
 
     def test_guard_that_raises(self) -> None:
@@ -250,9 +253,60 @@ class TestActions:
             transitions=[("a", Done, "b")],
         )
         run = m.create()
-        with pytest.raises(UnhandledOutcome, match="'surprise' is not allowed here; allowed: Done"):
+        with pytest.raises(UnhandledOutcome) as caught:
             run.advance()
+        assert str(caught.value).startswith(
+            "action <lambda> returned 'surprise', which no row from here handles; handled: Done"
+        )
+        assert (caught.value.outcome, caught.value.handled) == ("surprise", (Done,))
         assert run.state == "a"
+
+    def test_events_cannot_skip_an_action(self) -> None:
+        """A state with an action takes no events, not even its outcomes sent from outside."""
+
+        def act(context: dict[str, Any]) -> Done:
+            return Done()
+
+        m = Machine(
+            "m",
+            states=[State("a", initial=True, action=act), State("b", final=True)],
+            transitions=[("a", Done, "b")],
+        )
+        run = m.create()
+        with pytest.raises(InvalidEvent, match="runs action act and takes no events; call advance"):
+            run.send(Done())
+        assert run.state == "a" and run.advance().state == "b"
+
+    def test_failing_action_after_an_event_keeps_the_event(self) -> None:
+        """send() whose next action raises keeps the event's transition; the error says where."""
+
+        def boom(context: dict[str, Any]) -> Done:
+            raise RuntimeError("boom")
+
+        m = Machine(
+            "m",
+            states=[State("a", initial=True), State("b", action=boom), State("c", final=True)],
+            transitions=[("a", "go", "b"), ("b", Done, "c")],
+        )
+        run = m.start()
+        with pytest.raises(CallbackError) as caught:
+            run.send("go")
+        assert caught.value.state == "b" and run.state == "b"
+        assert [t.trigger for t in run.history] == ["go"]
+
+    def test_action_loop_is_bounded(self) -> None:
+        """An action that keeps choosing its own loop stops advance() with a RunError."""
+
+        def again(context: dict[str, Any]) -> Literal["again", "done"]:
+            return "again"
+
+        m = Machine(
+            "loop",
+            states=[State("a", initial=True, action=again), State("b", final=True)],
+            transitions=[("a", "again", "a"), ("a", "done", "b")],
+        )
+        with pytest.raises(RunError, match="advance\\(\\) followed 50 actions"):
+            m.create().advance(max_steps=50)
 
 
 class TestEnumStates:
@@ -300,6 +354,44 @@ class TestListeners:
         run.send("start")
         assert seen == [Transition("idle", "start", "busy", "start")]
 
+    def test_later_listener_failure_undoes_for_all(self) -> None:
+        """When the second listener raises, the transition the first one saw is undone."""
+        seen: list[str] = []
+
+        def second(run: Run[str], transition: Transition[str]) -> None:
+            raise OSError("no")
+
+        run = ping.start(listeners=[lambda r, t: seen.append(t.target), second])
+        with pytest.raises(CallbackError, match="listener second"):
+            run.send("start")
+        assert seen == ["busy"] and run.state == "idle" and run.history == []
+
+    def test_listener_cannot_move_the_run(self) -> None:
+        """A listener that calls send() is refused and the run stays consistent."""
+
+        def reenter(run: Run[str], transition: Transition[str]) -> None:
+            if transition.trigger == "start":
+                run.send("pause")
+
+        run = ping.start(listeners=[reenter])
+        with pytest.raises(CallbackError) as caught:
+            run.send("start")
+        assert isinstance(caught.value.error, RunError)
+        assert "listeners may only observe" in str(caught.value.error)
+        assert run.state == "idle" and run.history == []
+
+    def test_listener_adding_a_listener(self) -> None:
+        """A listener added during a notification hears from the next transition on."""
+        late: list[str] = []
+
+        def adder(run: Run[str], transition: Transition[str]) -> None:
+            run.add_listener(lambda r, t: late.append(t.target))
+
+        run = ping.start(listeners=[adder]).send("start")
+        assert late == []
+        run.send("pause")
+        assert late == ["idle"]
+
     def test_listener_failure_undoes_the_transition(self) -> None:
         """A listener that raises undoes the transition: state, history and outcome."""
 
@@ -322,6 +414,44 @@ class TestRestore:
         assert run.id == "r9" and run.outcome == "start"
         assert run.send("finish").history[-1].target == "done"
 
+    def test_restore_round_trips_a_history(self) -> None:
+        """A run's own history restores it: Transitions are tuples."""
+        run = ping.start().send("start").send("pause").send("start")
+        again = ping.restore(run.id, run.state, run.context, run.history)
+        assert again.history == run.history and again.state == "busy"
+
+    @pytest.mark.parametrize(
+        ("state", "history", "message"),
+        [
+            (
+                "busy",
+                [("idle", "start", "busy", None), ("idle", "start", "busy", None)],
+                "record 1 leaves 'idle', but the run was in 'busy'",
+            ),
+            (
+                "done",
+                [("idle", "start", "busy", None)],
+                "ends in 'busy', but the stored state is 'done'",
+            ),
+            ("busy", [("idle", "start")], "record 0 is ('idle', 'start'), not (source, trigger"),
+            ("busy", [("idle", ["x"], "busy", None)], "record 0 is"),
+            (["x"], [], "unknown state ['x']"),
+        ],
+    )
+    def test_restore_refuses_a_broken_history(
+        self, state: Any, history: list[Any], message: str
+    ) -> None:
+        """A history that is not one path of the table ending in `state` is refused."""
+        with pytest.raises(RestoreError) as caught:
+            ping.restore("r9", state, history=history)
+        assert message in str(caught.value)
+
+    def test_restore_mid_flow(self) -> None:
+        """With no history a run can be restored at any state; a trimmed history may start late."""
+        assert ping.restore("r1", "busy").send("finish").finished
+        trimmed = ping.restore("r2", "idle", history=[("busy", "pause", "idle", "pause")])
+        assert trimmed.history[0].source == "busy"
+
     def test_restore_unknown_state(self) -> None:
         """An unknown stored state is a RestoreError naming the run and the states."""
         with pytest.raises(
@@ -331,7 +461,7 @@ class TestRestore:
 
     def test_restore_unknown_row(self) -> None:
         """A stored transition the table lacks is a RestoreError."""
-        with pytest.raises(RestoreError, match="'idle' --'finish'--> 'done'"):
+        with pytest.raises(RestoreError, match="no row 'idle' --'finish'--> 'done'"):
             ping.restore("r9", "done", history=[("idle", "finish", "done", None)])
 
     def test_state_lookup(self) -> None:
@@ -339,6 +469,11 @@ class TestRestore:
         assert ping.state("busy").name == "busy"
         with pytest.raises(KeyError, match="no state 'nope'; states: 'idle', 'busy', 'done'"):
             ping.state("nope")
+
+    def test_machine_is_immutable(self) -> None:
+        """A built machine refuses changes: every reader sees the validated table."""
+        with pytest.raises(AttributeError, match="machine 'ping' is immutable"):
+            ping.transitions = ()  # type: ignore[misc]
 
     def test_context_is_copied(self) -> None:
         """The run works on its own copy of the given context."""

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import Engine, create_engine, inspect
 
 from fsm.cli import main
 
@@ -88,6 +88,19 @@ class TestLayers:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
 
+    def test_cli_without_sqlalchemy(self) -> None:
+        """Without SQLAlchemy, `fsm check` still works and `fsm db init` says what to install."""
+        code = (
+            "import sys; sys.modules['sqlalchemy'] = None\n"
+            "from fsm.cli import main\n"
+            "assert main(['check', 'fsm.examples:ping']) == 0\n"
+            "sys.exit(main(['db', 'init']))\n"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert done.returncode == 2, done.stderr
+        assert "pip install 'fsm-orchestrator[sqlalchemy]'" in done.stderr
+        assert "Traceback" not in done.stderr
+
 
 class TestPostgresFixture:
     """Without PostgreSQL the PostgreSQL tests skip, unless FSM_REQUIRE_POSTGRES=1 fails them."""
@@ -127,3 +140,34 @@ class TestPostgresFixture:
         done = self.run_one(require=True)
         assert done.returncode != 0
         assert "FSM_REQUIRE_POSTGRES=1" in done.stdout
+
+
+class TestAlembic:
+    """The exposed MetaData is what a user's Alembic migrations compare against."""
+
+    def test_no_drift_after_db_init(self, engine: Engine) -> None:
+        """Tables made by `fsm db init` match the MetaData: autogenerate finds nothing to do."""
+        from alembic.autogenerate import compare_metadata
+        from alembic.runtime.migration import MigrationContext
+
+        from adapters.sqlalchemy import metadata
+
+        with engine.connect() as connection:
+            diff = compare_metadata(MigrationContext.configure(connection), metadata)
+        assert diff == []
+
+    def test_empty_database_gets_the_four_tables(self, db_url: str) -> None:
+        """On an empty database autogenerate would add exactly the adapter's tables."""
+        from alembic.autogenerate import compare_metadata
+        from alembic.runtime.migration import MigrationContext
+
+        from adapters.sqlalchemy import create_engine, metadata
+
+        engine = create_engine(db_url)
+        try:
+            with engine.connect() as connection:
+                diff = compare_metadata(MigrationContext.configure(connection), metadata)
+        finally:
+            engine.dispose()
+        added = sorted(change[1].name for change in diff if change[0] == "add_table")
+        assert added == ["outbox", "run_history", "runs", "users"]

@@ -366,3 +366,73 @@ class TestEffects:
         assert rows(engine, UserRow) == 0
         persistent(engine).send("r1", "go", effect=effect)
         assert rows(engine, UserRow) == 1
+
+
+class TestStoredNames:
+    """States and triggers must keep distinct names in storage."""
+
+    def test_triggers_with_the_same_stored_name(self) -> None:
+        """An Enum trigger and a string trigger spelled like it, on one row, are refused."""
+        from enum import Enum
+
+        from adapters.sqlalchemy import create_engine
+
+        Signal = Enum("Signal", ["GO"])
+        machine = Machine(
+            "twins",
+            states=[State("a", initial=True), State("z", final=True)],
+            transitions=[("a", Signal["GO"], "z"), ("a", "Signal.GO", "z")],
+        )
+        engine = create_engine("sqlite://")
+        with pytest.raises(FSMError, match=r"would be stored under the same name 'Signal\.GO'"):
+            PersistentMachine(machine, SqlUnitOfWork(engine))
+        engine.dispose()
+
+    def test_states_with_the_same_stored_name(self) -> None:
+        """A string state and an Enum member of the same name are refused."""
+        from enum import Enum
+
+        from adapters.sqlalchemy import create_engine
+
+        Kind = Enum("Kind", ["a"])
+        machine = Machine(
+            "mixed",
+            states=[State("a", initial=True), State(Kind["a"], final=True)],
+            transitions=[("a", "go", Kind["a"])],
+        )
+        engine = create_engine("sqlite://")
+        with pytest.raises(FSMError, match="stored under the same name 'a'"):
+            PersistentMachine(machine, SqlUnitOfWork(engine))
+        engine.dispose()
+
+
+class TestSweeping:
+    """Runs left between two steps can be found and resumed."""
+
+    def test_find_runs_with_a_step_left(self, engine: Engine) -> None:
+        """A run stopped in an action state is found once it is old enough; others are not."""
+        clock = Clock()
+        with_user(engine)
+        machine = persistent(engine, clock=clock, faults=Faults({"audit"}))
+        stuck = machine.start({"user_id": 7, "status": "closed"}, run_id="stuck")
+        with pytest.raises(CallbackError):
+            stuck.send("go")
+        machine.start({}, run_id="waiting")
+        assert machine.resumable_states == ("UPDATING", "AUDITING")
+
+        def find(**options: Any) -> list[str]:
+            with SqlUnitOfWork(engine) as uow:
+                return uow.runs.find(
+                    "user-update", states=machine.resumable_states, finished=False, **options
+                )
+
+        assert find() == ["stuck"]
+        assert find(updated_before=T0) == []
+        clock.advance(120)
+        assert find(updated_before=clock.now) == ["stuck"]
+        for run_id in find(updated_before=clock.now):
+            assert persistent(engine).resume(run_id).state is Step.DONE
+        assert find() == []
+        with SqlUnitOfWork(engine) as uow:
+            assert uow.runs.find("user-update", finished=True) == ["stuck"]
+            assert sorted(uow.runs.find("user-update")) == ["stuck", "waiting"]

@@ -270,3 +270,18 @@ class TestConcurrentClaimers:
         assert len(published) == self.KEYS * self.PER_KEY  # each exactly once
         for number in range(self.KEYS):
             assert by_key[f"k{number}"] == [f"{number}-{n}" for n in range(self.PER_KEY)]
+
+
+class TestErrorsKept:
+    """Errors recorded on failed messages are stored safely."""
+
+    def test_long_error_with_nul(self, engine: Engine) -> None:
+        """A huge error with a NUL byte is cut and stored, not refused by the database."""
+        add(engine, message("a1", "a"))
+        claim(engine, "r1")
+        with SqlUnitOfWork(engine) as uow:
+            uow.outbox.mark_failed("a1", owner="r1", error="x\x00" + "y" * 5000, retry_at=T0)
+        with SqlUnitOfWork(engine) as uow:
+            entry = uow.outbox.get("a1")
+        assert entry is not None and entry.last_error is not None
+        assert entry.last_error.startswith("x\\x00yyy") and len(entry.last_error) == 2000

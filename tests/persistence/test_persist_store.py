@@ -109,6 +109,23 @@ class TestRunStore:
             uow.runs.append(HistoryRecord("r1", 2, "a", "t2", "b", None, T0))
         assert count(engine, HistoryRow) == 2
 
+    # Two open transactions in one thread: on SQLite the writer would wait for the reader.
+    @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+    def test_history_matches_the_loaded_run(self, engine: Engine) -> None:
+        """A step committed between load and history does not show in that history."""
+        reader, writer = SqlUnitOfWork(engine), SqlUnitOfWork(engine)
+        with reader:
+            reader.runs.create(record())
+        with reader:
+            loaded = reader.runs.load("r1")
+            with writer:
+                writer.runs.save(writer.runs.load("r1"))
+                writer.runs.append(HistoryRecord("r1", 1, "a", "t", "b", None, T0))
+            assert reader.runs.history("r1") == []  # as of the load: version 1, no steps
+            assert loaded.version == 1
+        with reader:
+            assert len(reader.runs.history("r1")) == 1
+
     # PostgreSQL's JSONB cannot hold text that is not JSON: only SQLite can be corrupt so.
     @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
     def test_corrupt_context_json_names_the_run(self, engine: Engine) -> None:
@@ -118,7 +135,12 @@ class TestRunStore:
             uow.runs.create(record())
         with engine.begin() as connection:
             connection.execute(text("update runs set context = '{not json' where id = 'r1'"))
-        with pytest.raises(FSMError, match=r"run r1 of machine 'm': context: the stored JSON"), uow:
+        with (
+            pytest.raises(
+                FSMError, match=r"run r1 of machine 'm': context or history: the stored JSON"
+            ),
+            uow,
+        ):
             uow.runs.load("r1")
 
     def test_context_that_is_not_an_object(self, engine: Engine) -> None:
@@ -145,6 +167,7 @@ class TestRunStoreRefusesBadInput:
             (record(context=[1]), "context must be a dict"),
             (record(context={"x": object()}), "context is not plain JSON"),
             (record(context={"x": float("nan")}), "context is not plain JSON"),
+            (record(context={"x": ["a\x00b"]}), "context contains a NUL"),
             (record(version=2), "starts at version 1"),
             (record(created_at=datetime(2026, 1, 1)), "has no time zone"),
         ],

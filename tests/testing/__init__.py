@@ -1,0 +1,1 @@
+"""Tests of the testing toolkit: stepper, paths, coverage plugin, strategies, interop."""

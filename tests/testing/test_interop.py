@@ -1,0 +1,232 @@
+"""Export to python-statemachine, and the differential test: both engines, same traces."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from statemachine.exceptions import TransitionNotAllowed
+
+from fsm import CallbackError, GuardRejected, InvalidEvent, Machine, State, UnhandledOutcome
+from fsm.examples import ping, update
+from fsm.interop import ExportError, RunView, to_statemachine
+from fsm.strategies import Walk, walks
+
+from .generated import Base, Exhausted, Sub, examples, flags, machines, rotating
+from .machines import PublishFailed, Saved, Sent, flow
+
+EXAMPLES = int(os.environ.get("FSM_DIFFERENTIAL_EXAMPLES", "150"))
+"""Examples per differential test; raise it for a deeper one-off search."""
+
+
+class TestExport:
+    """The exported class has the machine's states, events and guards."""
+
+    def test_states_and_events(self) -> None:
+        """States keep our names as values; triggers become event names."""
+        exported = to_statemachine(flow)
+        instance = exported.create({"attempts": 0})
+        assert exported.state_of(instance) == "received"
+        assert exported.event_ids[Saved] == "Saved"
+        assert {s.value for s in exported.cls.states} == {s.name for s in flow.states}
+        assert {s.value for s in exported.cls.final_states} == {"published", "rejected", "dead"}
+
+    def test_outcomes_are_sent_as_events(self) -> None:
+        """Outcome instances are dispatched to their class's event."""
+        exported = to_statemachine(flow)
+        instance = exported.create({"attempts": 0})
+        for value in (Saved(), PublishFailed(), "retry", Sent()):
+            exported.send(instance, value)
+        assert exported.state_of(instance) == "published"
+        assert instance.is_terminated
+
+    def test_guards_see_the_context(self) -> None:
+        """A guard reads the context given to create()."""
+        exported = to_statemachine(ping)
+        refused = exported.create({"ok": False})
+        exported.send(refused, "start")
+        with pytest.raises(TransitionNotAllowed):
+            exported.send(refused, "finish")
+        accepted = exported.create({"ok": True})
+        exported.send(accepted, "start")
+        assert exported.send(accepted, "finish") == "done"
+
+    def test_reserved_and_odd_names_are_renamed(self) -> None:
+        """Names that clash with StateMachine attributes or are not identifiers get new ids."""
+        machine = Machine(
+            "odd names",
+            states=[State("send", initial=True), State("my state"), State(3, final=True)],
+            transitions=[("send", "send", "my state"), ("my state", "model", 3)],
+        )
+        exported = to_statemachine(machine)
+        assert exported.state_ids == {"send": "send_", "my state": "my_state", 3: "x3"}
+        assert exported.event_ids == {"send": "send__", "model": "model_"}
+        instance = exported.create()
+        exported.send(instance, "send")
+        assert exported.send(instance, "model") == 3
+
+    def test_value_matching_no_trigger(self) -> None:
+        """A value no row can take is an ExportError naming the triggers."""
+        with pytest.raises(ExportError, match="matches no trigger of machine 'update'"):
+            to_statemachine(update).event_for("received", "nope")
+
+
+def run_both(machine: Machine[str], context: dict[str, Any], values: list[object]) -> None:
+    """Send `values` to our run and to the exported instance; traces and refusals must match."""
+    ours = machine.create(context)
+    exported = to_statemachine(machine)
+    theirs = exported.create(context)
+    trace_ours = [ours.state]
+    trace_theirs = [exported.state_of(theirs)]
+    for value in values:
+        in_action = machine.state(ours.state).action is not None
+        try:
+            ours.fire(value, outcome=in_action)  # the plain table: outcomes are sent as events
+            ours_moved = True
+        except (InvalidEvent, UnhandledOutcome, GuardRejected):
+            ours_moved = False
+        try:
+            exported.send(theirs, value)
+            theirs_moved = True
+        except TransitionNotAllowed:
+            theirs_moved = False
+        assert ours_moved == theirs_moved, f"{value!r}: ours moved {ours_moved}"
+        trace_ours.append(ours.state)
+        trace_theirs.append(exported.state_of(theirs))
+    assert trace_ours == trace_theirs
+    assert ours.finished == theirs.is_terminated
+
+
+class TestDifferential:
+    """Random valid machines and event sequences give identical state traces in both engines."""
+
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+    @given(st.data(), machines(with_actions=True), flags)
+    def test_random_sequences(
+        self, data: st.DataObject, machine: Machine[str], context: dict[str, bool]
+    ) -> None:
+        """Any sequence of known triggers, allowed or not, is accepted or refused alike."""
+        values = [v for row in machine.transitions for v in examples(row.trigger)]
+        sequence = data.draw(st.lists(st.sampled_from(values), max_size=12))
+        run_both(machine, {"flags": context}, sequence)
+
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+    @given(st.data(), machines(with_actions=True), flags)
+    def test_valid_walks(
+        self, data: st.DataObject, machine: Machine[str], context: dict[str, bool]
+    ) -> None:
+        """Walks generated on our engine are all accepted by python-statemachine, same states."""
+        walk: Walk[str] = data.draw(walks(machine, context={"flags": context}, max_steps=12))
+        exported = to_statemachine(machine)
+        theirs = exported.create({"flags": context})
+        trace = [exported.state_of(theirs)]
+        trace += [exported.send(theirs, value) for value in walk.values]
+        assert trace == list(walk.states)
+
+    def test_specific_class_wins_in_both(self) -> None:
+        """A Sub outcome takes the Sub row over the Base row, in both engines."""
+        machine = Machine(
+            "mro",
+            states=[State("a", initial=True), State("b", final=True), State("c", final=True)],
+            transitions=[("a", Base, "b"), ("a", Sub, "c")],
+        )
+        run_both(machine, {}, [Sub()])
+        run_both(machine, {}, [Base()])
+
+
+def attempt(action: Any) -> bool:
+    """Call `action`; True if it raised (any engine error or an action's own)."""
+    try:
+        action()
+    except Exception:
+        return True
+    return False
+
+
+class TestDifferentialWithActions:
+    """Exported with actions=True, instances run by themselves exactly as our runs do."""
+
+    def test_failing_action_stays_in_the_entered_state(self) -> None:
+        """Like a Run, the instance stays where the failing action was entered."""
+
+        def boom(context: dict[str, Any]) -> str:
+            raise RuntimeError("port down")
+
+        machine = Machine(
+            "fails",
+            states=[State("a", initial=True), State("b", action=boom), State("c", final=True)],
+            transitions=[("a", "go", "b"), ("b", "ok", "c")],
+        )
+        exported = to_statemachine(machine, actions=True)
+        instance = exported.create()
+        with pytest.raises(RuntimeError, match="port down"):
+            exported.send(instance, "go")
+        run = machine.create()
+        with pytest.raises(CallbackError):
+            run.send("go")
+        assert exported.state_of(instance) == run.state == "b"
+        assert instance.model.history == run.history
+
+    def test_examples_run_by_themselves(self) -> None:
+        """update's real action picks the same final state in both engines."""
+        exported = to_statemachine(update, actions=True)
+        for user_id, final in ((1, "updated"), (9, "failed")):
+            instance = exported.create({"user_id": user_id})
+            assert exported.state_of(instance) == final == update.start({"user_id": user_id}).state
+
+    def test_self_transition_reruns_the_action(self) -> None:
+        """A self-transition re-enters the state in both; the failing call is recorded alike."""
+        machine = Machine(
+            "again",
+            states=[State("s0", initial=True, action=rotating(["b"])), State("s1", final=True)],
+            transitions=[("s0", "b", "s0"), ("s0", "c", "s1")],
+        )
+        ours = machine.create({"budget": 3})
+        with pytest.raises(CallbackError):
+            ours.advance()
+        view = RunView(machine, {"budget": 3})
+        with pytest.raises(Exhausted):
+            to_statemachine(machine, actions=True).create(model=view)
+        assert view.history == ours.history
+        assert len(ours.history) == 3
+
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+    @given(st.data(), machines(with_actions=True, runnable=True), flags, st.integers(0, 12))
+    def test_random_runs(
+        self, data: st.DataObject, machine: Machine[str], context: dict[str, bool], budget: int
+    ) -> None:
+        """Start, then random events: same transitions, same failures, in both engines."""
+        values = [v for row in machine.transitions for v in examples(row.trigger)]
+        sequence = data.draw(st.lists(st.sampled_from(values), max_size=10))
+        start = {"flags": context, "budget": budget}
+        ours = machine.create(start)
+        exported = to_statemachine(machine, actions=True)
+        view = RunView(machine, dict(start))
+        ours_failed = attempt(ours.advance)
+        theirs: list[Any] = []
+        theirs_failed = attempt(lambda: theirs.append(exported.create(model=view)))
+        assert ours_failed == theirs_failed
+        assert view.history == ours.history
+        if not theirs:
+            return  # create() raised the initial action's error, as start() would
+        for value in sequence:
+            assert attempt(lambda v=value: ours.send(v)) == attempt(
+                lambda v=value: exported.send(theirs[0], v)
+            ), f"{value!r} after {ours.history}"
+            assert view.history == ours.history
+            assert exported.state_of(theirs[0]) == ours.state

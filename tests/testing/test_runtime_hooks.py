@@ -1,0 +1,93 @@
+"""The runtime hooks the toolkit adds: Run.fire, observe() and last_row()."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from fsm import CallbackError, InvalidEvent, Run, Transition, UnhandledOutcome
+from fsm.examples import ping, update
+from fsm.runtime import _observers, last_row, observe
+
+from .machines import Saved, calls, flow
+
+
+class TestFire:
+    """Run.fire follows one row and runs no action."""
+
+    def test_no_action_runs(self) -> None:
+        """Firing into a state with an action leaves that action for later."""
+        before = len(calls)
+        run = flow.create()
+        transition = run.fire(Saved(), outcome=True)
+        assert transition == Transition("received", Saved, "saved", Saved())
+        assert run.state == "saved"
+        assert len(calls) == before
+
+    def test_unknown_outcome_and_event(self) -> None:
+        """An unknown outcome is UnhandledOutcome, an unknown event InvalidEvent."""
+        with pytest.raises(UnhandledOutcome):
+            update.create().fire("nope", outcome=True)
+        with pytest.raises(InvalidEvent) as caught:
+            update.create().fire("nope")
+        assert not isinstance(caught.value, UnhandledOutcome)
+
+    def test_history_and_outcome(self) -> None:
+        """A fired row is in the history and becomes the run's outcome."""
+        run = ping.create()
+        run.fire("start")
+        assert run.history == [Transition("idle", "start", "busy", "start")]
+        assert run.outcome == "start"
+
+
+class TestObserve:
+    """observe() gives a listener to runs created while it is registered."""
+
+    def test_observed_runs(self) -> None:
+        """Runs created after observe() call it; after stop() new runs do not."""
+        seen: list[tuple[str, str]] = []
+
+        def listener(run: Run[Any], transition: Transition[Any]) -> None:
+            seen.append((run.machine.name, transition.target))
+
+        stop = observe(listener)
+        try:
+            observed = ping.start()
+            observed.send("start")
+        finally:
+            stop()
+        ping.start().send("start")
+        observed.send("pause")  # a run keeps the observers it was created with
+        assert seen == [("ping", "busy"), ("ping", "idle")]
+        assert listener not in _observers
+        stop()  # stopping twice is harmless
+
+    def test_observer_that_raises_undoes_the_transition(self) -> None:
+        """An observer is a listener like any other: if it raises, the transition is undone."""
+
+        def refuse(run: Run[Any], transition: Transition[Any]) -> None:
+            raise RuntimeError("no")
+
+        stop = observe(refuse)
+        try:
+            run = ping.start()
+        finally:
+            stop()
+        with pytest.raises(CallbackError):
+            run.send("start")
+        assert run.state == "idle"
+
+
+class TestLastRow:
+    """last_row() names the table row behind the latest transition."""
+
+    def test_row_identity(self) -> None:
+        """It is the Row object of the machine's table."""
+        run = ping.start({"ok": True}).send("start").send("finish")
+        assert last_row(run) is ping.transitions[2]
+
+    def test_no_transition_yet(self) -> None:
+        """Before any transition it says so."""
+        with pytest.raises(ValueError, match="has no transition yet"):
+            last_row(ping.create())
