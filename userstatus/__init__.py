@@ -2,7 +2,7 @@
 
 from userstatus.domain import InvalidPayload, UpdateUserStatusPayload, UserStatus, lifecycle
 from userstatus.events import TOPIC, UserStatusChanged
-from userstatus.flow import FlowState, build_flow, machine
+from userstatus.flow import FlowState, bound, machine
 from userstatus.manager import UserStatusManager
 from userstatus.orchestrator import UserStatusUpdateOrchestrator
 from userstatus.outcomes import (
@@ -37,7 +37,7 @@ __all__ = [
     "UserStatusUpdateOrchestrator",
     "UserStatusUpdated",
     "UserUpdatePublisher",
-    "build_flow",
+    "bound",
     "lifecycle",
     "machine",
 ]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -32,7 +35,7 @@ class FlowState(StrEnum):
 
 
 class FlowSteps(Protocol):
-    """The two actions of the flow; UserStatusUpdateOrchestrator implements them."""
+    """What the two actions do; UserStatusUpdateOrchestrator implements them."""
 
     def update_status(self, context: dict[str, Any]) -> UpdateOutcome:
         """Validate, change the user and add the event to the outbox in one transaction."""
@@ -43,77 +46,91 @@ class FlowSteps(Protocol):
         ...
 
 
-def build_flow(steps: FlowSteps) -> Machine[FlowState]:
-    """The flow's machine with its actions bound to `steps`.
-
-    Every action's return annotation is a closed family, so building the machine proves each
-    outcome has a row. The rows out of `publish_failed` are fired by the outbox relay with
-    the outcome of its own attempt (a `RelayOutcome`).
-    """
-    F = FlowState
-    return Machine(
-        "user_status_update",
-        states=[
-            State(
-                F.RECEIVED,
-                initial=True,
-                action=steps.update_status,
-                description="payload validated; update the user and add the event",
-            ),
-            State(
-                F.STATUS_UPDATED,
-                action=steps.publish_event,
-                description="committed; publish the event now",
-            ),
-            State(
-                F.UPDATE_FAILED, final=True, failure=True, description="nothing changed, no event"
-            ),
-            State(F.PUBLISHED, final=True, description="the broker acknowledged the event"),
-            State(
-                F.PUBLISH_FAILED,
-                failure=True,
-                description="committed but not published; the outbox relay retries",
-            ),
-            State(
-                F.DEAD_LETTERED,
-                final=True,
-                failure=True,
-                description="the relay gave up; the event needs people",
-            ),
-        ],
-        transitions=[
-            (F.RECEIVED, UserStatusUpdated, F.STATUS_UPDATED),
-            (F.RECEIVED, UserNotFound, F.UPDATE_FAILED),
-            (F.RECEIVED, IllegalStatusChange, F.UPDATE_FAILED),
-            (F.RECEIVED, StorageError, F.UPDATE_FAILED),
-            (F.STATUS_UPDATED, Published, F.PUBLISHED),
-            (F.STATUS_UPDATED, PublishFailed, F.PUBLISH_FAILED),
-            (F.PUBLISH_FAILED, Published, F.PUBLISHED),
-            (F.PUBLISH_FAILED, PublishFailed, F.PUBLISH_FAILED),
-            (F.PUBLISH_FAILED, DeadLettered, F.DEAD_LETTERED),
-        ],
-    )
-
-
 class UnboundFlow(FSMError):
-    """The module-level definition was run; runs need an orchestrator's bound machine."""
+    """An action of the flow ran outside `bound(steps)`: nothing says what it should call."""
 
 
-class _DefinitionOnly:
-    """Steps with the real signatures, for checking, drawing and inspecting the definition."""
+_steps: ContextVar[FlowSteps] = ContextVar("userstatus_flow_steps")
 
-    def update_status(self, context: dict[str, Any]) -> UpdateOutcome:
+
+@contextmanager
+def bound(steps: FlowSteps) -> Iterator[None]:
+    """Within the block (in this thread or task), the flow's actions call `steps`.
+
+    The machine is one immutable definition shared by every orchestrator (so coverage,
+    diagrams and checks all read the same object); the collaborators of a run are chosen
+    here, by the orchestrator or relay driving it.
+    """
+    token = _steps.set(steps)
+    try:
+        yield
+    finally:
+        _steps.reset(token)
+
+
+def _current() -> FlowSteps:
+    try:
+        return _steps.get()
+    except LookupError:
         raise UnboundFlow(
-            "userstatus.flow.machine only describes the flow; run it through "
-            "UserStatusUpdateOrchestrator(...).perform(payload)"
-        )
-
-    def publish_event(self, context: dict[str, Any]) -> PublishOutcome:
-        raise UnboundFlow(
-            "userstatus.flow.machine only describes the flow; run it through "
-            "UserStatusUpdateOrchestrator(...).perform(payload)"
-        )
+            "the user status flow runs through UserStatusUpdateOrchestrator(...).perform(...) "
+            "(or inside userstatus.flow.bound(steps))"
+        ) from None
 
 
-machine: Machine[FlowState] = build_flow(_DefinitionOnly())
-"""The flow's definition, for `fsm check userstatus.flow:machine`, diagrams and docs."""
+def update_status(context: dict[str, Any]) -> UpdateOutcome:
+    """Validate, change the user and add the event to the outbox, in the step's transaction."""
+    return _current().update_status(context)
+
+
+def publish_event(context: dict[str, Any]) -> PublishOutcome:
+    """After the commit: publish the event now (or say why not)."""
+    return _current().publish_event(context)
+
+
+F = FlowState
+
+machine: Machine[FlowState] = Machine(
+    "user_status_update",
+    states=[
+        State(
+            F.RECEIVED,
+            initial=True,
+            action=update_status,
+            description="payload validated; update the user and add the event",
+        ),
+        State(
+            F.STATUS_UPDATED,
+            action=publish_event,
+            description="committed; publish the event now",
+        ),
+        State(F.UPDATE_FAILED, final=True, failure=True, description="nothing changed, no event"),
+        State(F.PUBLISHED, final=True, description="the broker acknowledged the event"),
+        State(
+            F.PUBLISH_FAILED,
+            failure=True,
+            description="committed but not published; the outbox relay retries",
+        ),
+        State(
+            F.DEAD_LETTERED,
+            final=True,
+            failure=True,
+            description="the relay gave up; the event needs people",
+        ),
+    ],
+    # Each action's return annotation is a closed family: building the machine proves each
+    # outcome has a row. The rows out of publish_failed are fired by the outbox relay with
+    # the outcome of its own attempt (a RelayOutcome).
+    transitions=[
+        (F.RECEIVED, UserStatusUpdated, F.STATUS_UPDATED),
+        (F.RECEIVED, UserNotFound, F.UPDATE_FAILED),
+        (F.RECEIVED, IllegalStatusChange, F.UPDATE_FAILED),
+        (F.RECEIVED, StorageError, F.UPDATE_FAILED),
+        (F.STATUS_UPDATED, Published, F.PUBLISHED),
+        (F.STATUS_UPDATED, PublishFailed, F.PUBLISH_FAILED),
+        (F.PUBLISH_FAILED, Published, F.PUBLISHED),
+        (F.PUBLISH_FAILED, PublishFailed, F.PUBLISH_FAILED),
+        (F.PUBLISH_FAILED, DeadLettered, F.DEAD_LETTERED),
+    ],
+)
+"""The flow: `fsm check userstatus.flow:machine`, `fsm diagram userstatus.flow:machine`."""

@@ -14,7 +14,7 @@ from fsm.ports import RunNotFound
 from fsm.runtime import Run, Transition
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.events import TOPIC, UserStatusChanged
-from userstatus.flow import FlowState, build_flow
+from userstatus.flow import FlowState, bound, machine
 from userstatus.outcomes import (
     Published,
     PublishFailed,
@@ -81,9 +81,9 @@ class UserStatusUpdateOrchestrator:
         self.clock = clock
         self.ids = ids
         self.publish_grace = publish_grace
-        self.machine = build_flow(self)
+        self.machine = machine
         self.runs: PersistentMachine[FlowState] = PersistentMachine(
-            self.machine, uow, types=[UserStatus], clock=clock, listeners=[self._settle_outbox]
+            machine, uow, types=[UserStatus], clock=clock, listeners=[self._settle_outbox]
         )
 
     def perform(self, payload: UpdateUserStatusPayload) -> PersistentRun[FlowState]:
@@ -101,7 +101,8 @@ class UserStatusUpdateOrchestrator:
             "new_status": payload.new_status.value,
         }
         try:
-            handle = self.runs.start(context, run_id=run_id)
+            with bound(self):
+                handle = self.runs.start(context, run_id=run_id)
         except Exception as error:
             if self._stored(run_id):
                 # Step 1 committed, step 2 broke (not a publish failure: that is an outcome).
@@ -117,7 +118,8 @@ class UserStatusUpdateOrchestrator:
             else:
                 cause = _describe(error)
             log.error("run %s: the update of user %s failed: %s", run_id, payload.user_id, cause)
-            handle = self.runs.start(context | {STORAGE_ERROR: cause}, run_id=run_id)
+            with bound(self):
+                handle = self.runs.start(context | {STORAGE_ERROR: cause}, run_id=run_id)
         self._log(handle)
         return handle
 

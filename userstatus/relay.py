@@ -12,14 +12,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from fsm.definition import Machine
 from fsm.persistence import PersistentMachine
 from fsm.ports import OutboxMessage, Publisher, RunNotFound
 from userstatus.domain import UserStatus
-from userstatus.flow import FlowState
-from userstatus.flow import machine as flow_machine
+from userstatus.flow import FlowState, UnboundFlow, bound, machine
 from userstatus.orchestrator import utcnow
-from userstatus.outcomes import DeadLettered, Published, PublishFailed, RelayOutcome
+from userstatus.outcomes import (
+    DeadLettered,
+    Published,
+    PublishFailed,
+    PublishOutcome,
+    RelayOutcome,
+    UpdateOutcome,
+)
 from userstatus.ports import FlowUnitOfWork
 
 log = logging.getLogger(__name__)
@@ -111,7 +116,6 @@ class OutboxRelay:
         uow: FlowUnitOfWork,
         publisher: Publisher,
         *,
-        machine: Machine[Any] = flow_machine,
         settings: RelaySettings | None = None,
         owner: str | None = None,
         clock: Callable[[], datetime] = utcnow,
@@ -126,7 +130,6 @@ class OutboxRelay:
         self.rand = rand
         self._stop = threading.Event()
         self.sleep = sleep if sleep is not None else self._interruptible_sleep
-        # The definition alone is enough: the relay only sends outcomes, it runs no action.
         self.runs: PersistentMachine[Any] = PersistentMachine(
             machine, uow, types=[UserStatus], clock=clock
         )
@@ -287,9 +290,11 @@ class OutboxRelay:
             return False
         if run.finished:
             return False  # settled already (a duplicate send after an expired lease)
-        if isinstance(outcome, DeadLettered) and run.state == FlowState.STATUS_UPDATED:
-            # The process that committed died before publishing: a failed publish too.
-            run.send(PublishFailed(outcome.event_id, outcome.error, outcome.attempts))
+        if run.state == FlowState.STATUS_UPDATED:
+            # The process that committed stopped before publishing: that publish failed.
+            # Its step is recorded first; the relay's own outcome follows from publish_failed.
+            with bound(_RelaySteps()):
+                run.advance()
         # The outbox row changes in the same transaction as the run's step.
         run.send(outcome, effect=lambda uow: self._mark(self.uow, message, outcome))
         return True
@@ -309,3 +314,21 @@ class OutboxRelay:
                 error=outcome.error,
                 retry_at=now + timedelta(seconds=delay),
             )
+
+
+class _RelaySteps:
+    """The flow's actions as the relay finishes a run whose process stopped after its commit.
+
+    The relay never updates users; and a run it finds in `status_updated` did not get its
+    immediate publish, which is what `publish_event` reports.
+    """
+
+    def update_status(self, context: dict[str, Any]) -> UpdateOutcome:
+        raise UnboundFlow("the relay never runs the update step")
+
+    def publish_event(self, context: dict[str, Any]) -> PublishOutcome:
+        return PublishFailed(
+            str(context["event"]["event_id"]),
+            "the process that committed it stopped before publishing; the relay took over",
+            attempts=0,
+        )

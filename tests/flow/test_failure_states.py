@@ -7,17 +7,15 @@ import typing
 import pytest
 
 from fsm.definition import Machine
-from fsm.errors import DefinitionError
+from fsm.errors import CallbackError, DefinitionError
 from fsm.validation import outcome_family
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
-from userstatus.flow import FlowState, build_flow, machine
+from userstatus.flow import FlowState, UnboundFlow, machine
 from userstatus.outcomes import (
     IllegalStatusChange,
     PublishFailed,
-    PublishOutcome,
     RelayOutcome,
     StorageError,
-    UpdateOutcome,
     UserNotFound,
 )
 from userstatus.relay import OutboxRelay, RelaySettings
@@ -63,20 +61,17 @@ class TestDefinition:
         with pytest.raises(DefinitionError, match="StorageError"):
             Machine("broken", states=machine.states, transitions=rows)
 
-    def test_orchestrator_machine_has_the_same_table(self) -> None:
-        """The bound machine and the described one have the same rows."""
-        bound = build_flow(_Steps())
-        assert [(r.source, r.trigger, r.target) for r in bound.transitions] == [
-            (r.source, r.trigger, r.target) for r in machine.transitions
-        ]
+    def test_actions_outside_an_orchestrator_say_so(self) -> None:
+        """Running the definition on its own names what runs it instead."""
+        with pytest.raises(CallbackError) as caught:
+            machine.start({"user_id": 1, "new_status": "active"})
+        assert isinstance(caught.value.error, UnboundFlow)
+        assert "UserStatusUpdateOrchestrator" in str(caught.value.error)
 
-
-class _Steps:
-    def update_status(self, context: dict[str, typing.Any]) -> UpdateOutcome:
-        raise AssertionError
-
-    def publish_event(self, context: dict[str, typing.Any]) -> PublishOutcome:
-        raise AssertionError
+    def test_every_orchestrator_runs_the_one_definition(self, flow: MemoryFlow) -> None:
+        """Orchestrators share the module's machine: one object for checks, diagrams, coverage."""
+        assert flow.orchestrator.machine is machine
+        assert perform(flow, 1, S.SUSPENDED).run.machine is machine
 
 
 class TestUpdateFailed:
@@ -208,8 +203,31 @@ class TestRelayRecovery:
         assert relay.run_once().claimed == 0  # held for the orchestrator that died
         flow.clock.advance(30)  # its publish grace
         assert relay.run_once().published == 1
-        assert stored_path(flow, run_id) == [F.STATUS_UPDATED, F.PUBLISHED]
+        assert stored_path(flow, run_id) == [F.STATUS_UPDATED, F.PUBLISH_FAILED, F.PUBLISHED]
         assert len(flow.publisher.sent) == 1
+
+    def test_crashed_run_can_be_dead_lettered(self, flow: MemoryFlow) -> None:
+        """A run left in status_updated whose event never goes out ends dead-lettered too."""
+
+        class Crash(BaseException):
+            """The process dies."""
+
+        def die(event: typing.Any) -> typing.Any:
+            raise Crash
+
+        flow.orchestrator.publisher.publish = die  # type: ignore[method-assign]
+        with pytest.raises(Crash):
+            perform(flow, 1, S.SUSPENDED)
+        (run_id,) = flow.uow.runs.runs
+        flow.publisher.failing = True
+        flow.clock.advance(30)
+        report = self.relay(flow, max_attempts=1).run(until_idle=True)
+        assert report.dead == 1
+        assert stored_path(flow, run_id) == [
+            F.STATUS_UPDATED,
+            F.PUBLISH_FAILED,
+            F.DEAD_LETTERED,
+        ]
 
     def test_relay_leaves_an_event_being_published_alone(self, flow: MemoryFlow) -> None:
         """While the orchestrator publishes a new event, a relay does not claim it too."""
