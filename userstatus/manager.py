@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from fsm.errors import InvalidEvent
 from fsm.ports import UserRepository
-from userstatus.domain import UpdateUserStatusPayload, UserStatus, allowed_changes, can_change
+from userstatus.domain import UpdateUserStatusPayload, UserStatus, allowed_changes, lifecycle
 from userstatus.outcomes import (
     IllegalStatusChange,
     StorageError,
@@ -34,7 +35,10 @@ class UserStatusManager:
             if user is None:
                 return UserNotFound(payload.user_id)
             old = UserStatus(user.status)
-            if not can_change(old, payload.new_status):
+            try:
+                # The lifecycle machine itself judges the change: a row, or no change.
+                lifecycle.restore(f"user-{payload.user_id}", old).send(payload.new_status)
+            except InvalidEvent:
                 return IllegalStatusChange(
                     payload.user_id, old, payload.new_status, allowed_changes(old)
                 )
