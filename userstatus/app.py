@@ -15,7 +15,10 @@ from adapters.kafka.publisher import KafkaPublisher
 from adapters.kafka.retry import RetryingPublisher, RetryPolicy
 from adapters.sqlalchemy import create_engine, init_db
 from adapters.sqlalchemy.flow import FlowSqlUnitOfWork
+from fsm.persistence import PersistentMachine
 from fsm.ports import Publisher
+from userstatus.domain import UserStatus
+from userstatus.flow import FlowState, machine
 from userstatus.manager import UserStatusManager
 from userstatus.orchestrator import UserStatusUpdateOrchestrator, utcnow
 from userstatus.ports import CurrentUsers
@@ -76,6 +79,10 @@ class FlowApp:
             clock=self.clock,
             publish_grace=grace,
         )
+
+    def runs(self) -> PersistentMachine[FlowState]:
+        """The stored runs of the flow, to load and inspect (with its own unit of work)."""
+        return PersistentMachine(machine, self.unit_of_work(), types=[UserStatus], clock=self.clock)
 
     def relay(self, publisher: Publisher | None = None, *, owner: str | None = None) -> OutboxRelay:
         """A relay with its own unit of work; it backs off between claims, not within one."""

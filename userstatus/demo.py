@@ -215,7 +215,7 @@ def _consume(
 
 def _published_events(app: FlowApp, record: DemoRecord) -> list[tuple[str, str]]:
     """(event id, run id) of the demo's runs the database says were published."""
-    machine = app.orchestrator().runs
+    machine = app.runs()
     found = []
     for run_id in record.run_ids:
         run = machine.load(run_id)
@@ -232,7 +232,7 @@ def _summary(
     kafka: KafkaConfig,
     broker: LocalBroker | None,
 ) -> dict[str, Any]:
-    runs = app.orchestrator().runs
+    runs = app.runs()
     by_state: dict[str, int] = {state.value: 0 for state in FlowState}
     committed: list[UserStatusChanged] = []  # in commit order (the demo runs one at a time)
     dead: list[str] = []

@@ -58,7 +58,8 @@ class UserStatusUpdateOrchestrator:
     outbox row marked published; `publish_failed` commits with the row still pending (the
     failed attempt counted), for the relay. Until step 2 ends, or `publish_grace` passes
     if this process dies first, relays leave the new event alone. The table, not this
-    class, decides where each outcome leads.
+    class, decides where each outcome leads. One orchestrator (and its unit of work)
+    serves one thread at a time.
     """
 
     def __init__(

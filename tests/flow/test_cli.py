@@ -60,7 +60,7 @@ class TestRelayCommand:
         broker.start()
         args = ["relay", "--db-url", db_url, "--bootstrap-servers", broker.bootstrap_servers]
         assert main([*args, "--until-idle", "--idle-interval", "0.05"]) == 0
-        assert app.orchestrator().runs.load(run.id).state == "published"
+        assert app.runs().load(run.id).state == "published"
         app.close()
 
     def test_sigterm_stops_cleanly(self, tmp_path: Path, broker: LocalBroker) -> None:
@@ -119,7 +119,7 @@ class TestRelayStopsWithoutLosing:
         time.sleep(1.1)  # the stopped relay's leases run out
         report = app.relay().run(until_idle=True, max_seconds=30)
         assert report.published == 3
-        assert {app.orchestrator().runs.load(r).state for r in runs} == {"published"}
+        assert {app.runs().load(r).state for r in runs} == {"published"}
         app.close()
 
 

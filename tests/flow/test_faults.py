@@ -46,7 +46,7 @@ def update(app: FlowApp, user_id: int, status: UserStatus) -> tuple[str, F]:
 
 
 def stored_run(app: FlowApp, run_id: str) -> tuple[F, dict[str, object]]:
-    run = app.orchestrator().runs.load(run_id)
+    run = app.runs().load(run_id)
     return run.state, run.context
 
 
