@@ -254,6 +254,21 @@ class TestRelayRecovery:
         assert "broker unavailable" in (record.last_error or "")
         assert record.next_attempt_at == flow.clock()
 
+    def test_any_publisher_error_is_a_failed_attempt(self, flow: MemoryFlow) -> None:
+        """A publisher raising something unexpected fails the attempt; the relay keeps going."""
+        flow.publisher.failing = True
+        run = perform(flow, 1, S.SUSPENDED)
+
+        def broken(message: typing.Any) -> None:
+            raise RuntimeError("serializer bug")
+
+        flow.publisher.publish = broken  # type: ignore[method-assign]
+        report = self.relay(flow).run_once()
+        assert (report.failed, report.errors) == (1, 0)
+        assert stored(flow, run.id) == F.PUBLISH_FAILED
+        (record,) = flow.uow.outbox.by_status("pending")
+        assert "serializer bug" in (record.last_error or "")
+
     def test_retries_exhausted_dead_letters(self, flow: MemoryFlow) -> None:
         """When every relay attempt fails the event is dead-lettered and reported, not dropped."""
         flow.publisher.failing = True
