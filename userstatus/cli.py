@@ -161,7 +161,9 @@ def _cmd_relay(args: argparse.Namespace) -> int:
         idle_interval=args.idle_interval,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("kafka").setLevel(logging.ERROR)
+    # kafka-python logs every refused connection; the relay's own line per failed attempt
+    # already names the cause.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     db_url = _check_db_url(args.db_url or default_db_url())
     try:
         app = FlowApp.connect(db_url, config, relay_settings=settings)
