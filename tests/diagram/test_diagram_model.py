@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from diagram_machines import IllegalStatusChange, Published, StatusUpdated, Step, flow
 
 from fsm import Machine, State, Transition
 from fsm.diagram import DiagramError, NodeKind, build_graph
 from fsm.examples import ping, update
+from tests.diagram.diagram_machines import IllegalStatusChange, Published, StatusUpdated, Step, flow
 
 
 class TestNodes:

@@ -9,7 +9,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from diagram_machines import flow
 
 from fsm.diagram import (
     DiagramError,
@@ -21,6 +20,7 @@ from fsm.diagram import (
 )
 from fsm.diagram.model import TIMES
 from fsm.examples import ping
+from tests.diagram.diagram_machines import flow
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 
-from diagram_machines import flow
-
 from fsm import Machine, State
 from fsm.diagram import build_graph, to_dot, to_mermaid
 from fsm.diagram.model import TIMES
 from fsm.examples import ping, update
+from tests.diagram.diagram_machines import flow
 
 
 def dot_statements(source: str) -> dict[str, str]:

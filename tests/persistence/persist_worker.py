@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from persist_support import persistent
-
 from adapters.sqlalchemy import create_engine
 from fsm import ConcurrencyError
+from tests.persistence.persist_support import persistent
 
 
 def main(url: str, run_id: str, how: str) -> None:

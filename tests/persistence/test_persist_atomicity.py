@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from persist_support import Faults, InjectedFault, Step, persistent
 from sqlalchemy import Engine, func, select
 
 from adapters.sqlalchemy import HistoryRow, OutboxRow, RunRow, SqlUnitOfWork, UserRow
 from fsm import CallbackError
+from tests.persistence.persist_support import Faults, InjectedFault, Step, persistent
 
 POINTS = ["status updated", "outbox row added", "run saved", "history appended"]
 """The writes of the update step, in the order they happen."""

@@ -12,10 +12,10 @@ from enum import Enum
 from typing import Any
 
 import pytest
-from persist_support import Audited, Change, NoUser, Step, Updated
 
 from fsm import Machine, State
 from fsm.codec import Codec, DecodeError, EncodeError, type_tag
+from tests.persistence.persist_support import Audited, Change, NoUser, Step, Updated
 
 
 class Color(Enum):
@@ -112,9 +112,8 @@ class TestKnownTypes:
 
     def test_machine_types_are_known(self) -> None:
         """Outcome classes from annotations and triggers, Enum states and nested fields."""
-        from persist_support import build_machine
-
         from adapters.sqlalchemy import SqlUnitOfWork, create_engine
+        from tests.persistence.persist_support import build_machine
 
         engine = create_engine("sqlite://")
         codec = Codec.for_machine(build_machine(SqlUnitOfWork(engine)))

@@ -5,18 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from persist_support import (
-    T0,
-    Audited,
-    Change,
-    Clock,
-    Faults,
-    InjectedFault,
-    NoUser,
-    Step,
-    Updated,
-    persistent,
-)
 from sqlalchemy import Engine, func, select, text
 
 from adapters.sqlalchemy import HistoryRow, OutboxRow, RunRow, SqlUnitOfWork, UserRow
@@ -35,6 +23,18 @@ from fsm import (
     State,
 )
 from fsm.codec import type_tag
+from tests.persistence.persist_support import (
+    T0,
+    Audited,
+    Change,
+    Clock,
+    Faults,
+    InjectedFault,
+    NoUser,
+    Step,
+    Updated,
+    persistent,
+)
 
 
 def rows(engine: Engine, table: type) -> int:

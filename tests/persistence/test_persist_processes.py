@@ -7,20 +7,21 @@ import sys
 from pathlib import Path
 
 import pytest
-from persist_support import Faults, Step, persistent
 from sqlalchemy import Engine, func, select
 
 from adapters.sqlalchemy import HistoryRow, OutboxRow, SqlUnitOfWork
 from fsm import CallbackError
+from tests.persistence.persist_support import Faults, Step, persistent
 
-WORKER = Path(__file__).with_name("persist_worker.py")
+ROOT = Path(__file__).parents[2]
 
 
 def race(db_url: str, run_id: str, how: str) -> list[str]:
     """Start two workers, let both load the run, release them together; their last lines."""
     workers = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), db_url, run_id, how],
+            [sys.executable, "-m", "tests.persistence.persist_worker", db_url, run_id, how],
+            cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

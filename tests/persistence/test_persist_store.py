@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from persist_support import T0, Clock
 from sqlalchemy import Engine, func, select, text
 
 from adapters.sqlalchemy import HistoryRow, RunRow, SqlUnitOfWork, UserRow
@@ -18,6 +17,7 @@ from fsm.ports import (
     RunNotFound,
     RunRecord,
 )
+from tests.persistence.persist_support import T0, Clock
 
 
 def count(engine: Engine, table: type) -> int:
