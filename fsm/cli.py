@@ -129,7 +129,13 @@ def _cmd_diagram(args: argparse.Namespace) -> int:
 
 
 def _diagram_highlight(args: argparse.Namespace, machine: Machine[Any]) -> Run[Any] | None:
-    """The run whose path to draw: a new one driven by --send (a stored run can plug in here)."""
+    """The run whose path to draw: a stored one (--run), or a new one driven by --send."""
+    if args.run is not None:
+        if args.send is not None or args.context is not None:
+            raise UsageError("--run draws a stored run: drop --send and --context")
+        return _load_stored_run(args.db_url, machine, args.run)
+    if args.db_url is not None:
+        raise UsageError("--db-url goes with --run ID")
     if args.send is None:
         if args.context is not None:
             raise UsageError("--context goes with --send")
@@ -146,12 +152,25 @@ def _diagram_highlight(args: argparse.Namespace, machine: Machine[Any]) -> Run[A
     return run
 
 
+def _load_stored_run(db_url: str | None, machine: Machine[Any], run_id: str) -> Run[Any]:
+    """A stored run, through the loader a storage integration registers (fsm.run_loaders)."""
+    for entry in entry_points(group="fsm.run_loaders"):
+        try:
+            loader: Callable[[str | None, Machine[Any], str], Run[Any]] = entry.load()
+        except ImportError:
+            continue
+        return loader(db_url, machine, run_id)
+    raise UsageError(
+        "--run needs a storage integration: pip install 'fsm-orchestrator[sqlalchemy]'"
+    )
+
+
 def _diagram_all(args: argparse.Namespace) -> int:
     from fsm.diagram.shipped import load_config, render_shipped, stale_shipped, write_shipped
 
-    if args.machine is not None or args.format or args.output or args.send is not None:
+    if args.machine is not None or args.format or args.output or args.send is not None or args.run:
         raise UsageError(
-            "--all draws every shipped machine: drop MODULE:ATTR, --format, --output, --send"
+            "--all draws every shipped machine: drop MODULE:ATTR, --format, --output, --send, --run"
         )
     if args.context is not None:
         raise UsageError("--context goes with --send")
@@ -223,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="highlight the path of a new run that is sent these events (none: just started)",
     )
     diagram.add_argument("--context", help="with --send: the run's context as a JSON object")
+    diagram.add_argument("--run", metavar="ID", help="draw the path of this stored run")
+    diagram.add_argument(
+        "--db-url",
+        help="with --run: the database (default: $FSM_DB_URL, else sqlite:///fsm.sqlite3)",
+    )
     diagram.add_argument(
         "--all", action="store_true", help="draw every machine of [tool.fsm] diagrams in pyproject"
     )

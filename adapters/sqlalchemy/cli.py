@@ -1,12 +1,17 @@
-"""`fsm db init`: create the tables on a database named by URL (registered via fsm.commands)."""
+"""`fsm db init` and the stored-run loader of `fsm diagram --run` (registered via entry points)."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fsm.cli import UsageError
 from fsm.errors import FSMError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from fsm import Machine, Run
 
 CONNECT_TIMEOUT = 10
 """Seconds before an unreachable PostgreSQL server is reported."""
@@ -31,18 +36,55 @@ def register(commands: Any) -> None:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from adapters.sqlalchemy.schema import init_db
+
+    engine, shown = _open(args.db_url)
+    try:
+        created = init_db(engine)
+    except SQLAlchemyError as error:
+        raise DatabaseError(f"cannot initialise {shown}: {_first_line(error)}") from error
+    finally:
+        engine.dispose()
+    if created:
+        print(f"{shown}: created tables {', '.join(created)}")
+    else:
+        print(f"{shown}: all tables exist already, nothing to do")
+    return 0
+
+
+def load_run(db_url: str | None, machine: Machine[Any], run_id: str) -> Run[Any]:
+    """A stored run of `machine`, for `fsm diagram --run ID --db-url URL` (fsm.run_loaders)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from adapters.sqlalchemy.uow import SqlUnitOfWork
+    from fsm.persistence import PersistentMachine
+
+    engine, shown = _open(db_url)
+    try:
+        return PersistentMachine(machine, SqlUnitOfWork(engine)).load(run_id).run
+    except SQLAlchemyError as error:
+        raise DatabaseError(
+            f"cannot read run {run_id} from {shown}: {_first_line(error)}"
+        ) from error
+    finally:
+        engine.dispose()
+
+
+def _open(db_url: str | None) -> tuple[Engine, str]:
+    """An engine for `db_url` (default: $FSM_DB_URL, else SQLite) and the URL to show."""
     # Imported here: registering `fsm db` must work without SQLAlchemy installed.
     try:
         from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
     except ImportError as error:
         raise UsageError(
-            "fsm db needs SQLAlchemy: pip install 'fsm-orchestrator[sqlalchemy]'"
+            "this command needs SQLAlchemy: pip install 'fsm-orchestrator[sqlalchemy]'"
         ) from error
     from adapters.sqlalchemy.engine import create_engine, default_db_url
-    from adapters.sqlalchemy.schema import init_db
 
-    url = args.db_url or default_db_url()
+    url = db_url or default_db_url()
     try:
         parsed = make_url(url)
         shown = parsed.render_as_string(hide_password=True)
@@ -60,17 +102,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
             f"--db-url {url!r} is not a usable SQLAlchemy URL ({_first_line(error)}); "
             "for example sqlite:///fsm.sqlite3 or postgresql+psycopg://user@host:5432/db"
         ) from error
-    try:
-        created = init_db(engine)
-    except SQLAlchemyError as error:
-        raise DatabaseError(f"cannot initialise {shown}: {_first_line(error)}") from error
-    finally:
-        engine.dispose()
-    if created:
-        print(f"{shown}: created tables {', '.join(created)}")
-    else:
-        print(f"{shown}: all tables exist already, nothing to do")
-    return 0
+    return engine, shown
 
 
 def _first_line(error: BaseException) -> str:
