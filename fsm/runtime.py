@@ -17,6 +17,7 @@ from fsm.errors import (
     callable_name,
     show,
 )
+from fsm.validation import unhashable
 
 if TYPE_CHECKING:
     from fsm.definition import Action, Guard, Machine, Row
@@ -123,7 +124,7 @@ def rebuild(
         return RestoreError(message, machine=machine.name, run_id=run_id)
 
     names = ", ".join(show(name) for name in nodes)
-    if _unhashable(state) or state not in nodes:
+    if unhashable(state) or state not in nodes:
         raise fail(f"unknown state {show(state)}; states: {names}")
     log: list[tuple[_Edge, object]] = []
     at: Hashable = None
@@ -151,14 +152,6 @@ def rebuild(
     if log and at != state:
         raise fail(f"the history ends in {show(at)}, but the stored state is {show(state)}")
     return nodes[state], log
-
-
-def _unhashable(value: object) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return True
-    return False
 
 
 MAX_STEPS = 10_000

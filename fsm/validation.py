@@ -46,7 +46,7 @@ def validate(machine: Machine[Any]) -> list[str]:
     ]
     names: dict[Hashable, State[Any]] = {}
     for state in states:
-        if state.name is None or _unhashable(state.name):
+        if state.name is None or unhashable(state.name):
             problems.append(
                 f"state name {state.name!r} is not usable; name states with strings or Enum members"
             )
@@ -82,13 +82,13 @@ def _check_rows(
     for number, row in enumerate(rows, 1):
         bad = False
         for role, state in (("source", row.source), ("target", row.target)):
-            if _unhashable(state) or state not in names:
+            if unhashable(state) or state not in names:
                 problems.append(
                     f"row {number} {row.describe()}: unknown {role} state {show(state)}; "
                     f"states: {allowed}"
                 )
                 bad = True
-        if _unhashable(row.trigger) or row.trigger is None:
+        if unhashable(row.trigger) or row.trigger is None:
             problems.append(
                 f"row {number} {row.describe()}: trigger {row.trigger!r} is not usable; "
                 "a trigger is an event name, an Enum member or an outcome class"
@@ -260,7 +260,7 @@ def _handled(member: object, triggers: set[Hashable]) -> bool:
             return True
         subclasses: list[type] = member.__subclasses__()
         return bool(subclasses) and all(_handled(sub, triggers) for sub in subclasses)
-    if not _unhashable(member) and member in triggers:
+    if not unhashable(member) and member in triggers:
         return True
     return any(cls in triggers for cls in type(member).__mro__)
 
@@ -271,10 +271,11 @@ def _matches(member: object, trigger: Hashable) -> bool:
         return trigger in member.__mro__ or (
             isinstance(trigger, type) and issubclass(trigger, member)
         )
-    return (not _unhashable(member) and member == trigger) or trigger in type(member).__mro__
+    return (not unhashable(member) and member == trigger) or trigger in type(member).__mro__
 
 
-def _unhashable(value: object) -> bool:
+def unhashable(value: object) -> bool:
+    """True for values that cannot be dict keys (and so cannot name a state or trigger)."""
     try:
         hash(value)
     except TypeError:
