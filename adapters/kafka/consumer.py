@@ -58,9 +58,14 @@ class AuditLog:
         return sum(self.copies.get(e, 1) - 1 for e in event_ids if e in self.copies)
 
     def by_key(self) -> dict[str, list[ConsumedEvent]]:
-        """Each key's first-seen events, in topic (offset) order."""
+        """Each key's first-seen events, in the order they arrived.
+
+        Arrival order, not offset order: a key's records arrive in offset order within one
+        topic, and a topic that was lost and re-created (a broker keeping no storage)
+        starts its offsets again at 0, so sorting by offset would put later events first.
+        """
         keyed: dict[str, list[ConsumedEvent]] = {}
-        for event in sorted(self.events.values(), key=lambda e: (e.partition, e.offset)):
+        for event in self.events.values():
             keyed.setdefault(event.key, []).append(event)
         return keyed
 

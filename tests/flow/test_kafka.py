@@ -127,6 +127,14 @@ class TestAuditConsumer:
         assert not log.add(ConsumedEvent("x", "1", b"a", 0, 1))
         assert log.events["x"].offset == 0
 
+    def test_key_order_survives_a_recreated_topic(self) -> None:
+        """After a topic is re-created its offsets restart; a key's events keep arrival order."""
+        log = AuditLog()
+        log.add(ConsumedEvent("first", "7", b"a", 0, 5))  # before the broker lost its topic
+        log.add(ConsumedEvent("second", "7", b"b", 0, 0))  # the re-created topic
+        log.add(ConsumedEvent("third", "7", b"c", 0, 1))
+        assert [e.event_id for e in log.by_key()["7"]] == ["first", "second", "third"]
+
 
 class Clock:
     """A monotonic clock moved by sleeps."""
