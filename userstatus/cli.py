@@ -183,7 +183,8 @@ def register_relay(commands: Any) -> None:
     relay.add_argument(
         "--db-url",
         default=None,
-        help="SQLAlchemy URL (default: $FSM_DB_URL, else sqlite:///fsm.sqlite3)",
+        help="SQLAlchemy URL of a database fsm db init made (default: $FSM_DB_URL; one of "
+        "them is required)",
     )
     add_kafka_arguments(relay)
     tuning = relay.add_argument_group("relay")
@@ -204,7 +205,6 @@ def register_relay(commands: Any) -> None:
 def _cmd_relay(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from adapters.sqlalchemy import default_db_url
     from userstatus.app import FlowApp
 
     if not args.bootstrap_servers:
@@ -215,7 +215,11 @@ def _cmd_relay(args: argparse.Namespace) -> int:
     # kafka-python logs every refused connection; the relay's own line per failed attempt
     # already names the cause.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    db_url = _check_db_url(args.db_url or default_db_url())
+    # No default: a long-running worker on a database nobody meant would quietly do nothing.
+    db_url = args.db_url or os.environ.get("FSM_DB_URL")
+    if not db_url:
+        raise UsageError("give --db-url (or set $FSM_DB_URL): the database fsm db init made")
+    db_url = _check_db_url(db_url)
     try:
         app = FlowApp.connect(db_url, config, relay_settings=settings)
     except SQLAlchemyError as error:
