@@ -11,7 +11,7 @@ from collections.abc import Callable, Hashable, Sequence
 from enum import Enum
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from fsm.definition import Machine
 from fsm.errors import DefinitionError, FSMError, show
@@ -209,10 +209,18 @@ def _print_history(run: Run[Any], printed: int) -> int:
     return len(history)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad command line reported like any other mistake: one line, exit 2.
+
+    Subcommand parsers (those of entry points included) are of this class too.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fsm", description="Check, run and inspect explicit state machines."
-    )
+    parser = _Parser(prog="fsm", description="Check, run and inspect explicit state machines.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     check = commands.add_parser("check", help="validate a machine; list every problem")
@@ -278,9 +286,9 @@ def _unavailable(commands: Any, name: str, error: ImportError) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fsm` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    handler: Callable[[argparse.Namespace], int] = args.handler
     try:
+        args = build_parser().parse_args(argv)
+        handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
     except DefinitionError as error:
         print(f"fsm: {error}", file=sys.stderr)

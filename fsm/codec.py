@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import math
+import re
 import typing
 import uuid
 from collections.abc import Hashable, Iterable
@@ -41,8 +42,12 @@ _BUILTIN_TAGS = (
 )
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+"""Surrogate code points: Python strings may hold them, UTF-8 (and PostgreSQL) may not."""
+
+
 class EncodeError(FSMError, ValueError):
-    """A value cannot be stored: its type is not one the codec knows. Nothing was written."""
+    """A value cannot be stored: an unknown type, or text that is not Unicode. Nothing written."""
 
     def __init__(self, message: str, *, where: str) -> None:
         self.where = where
@@ -134,7 +139,9 @@ class Codec:
     def encode(self, value: object, *, where: str = "value") -> JSON:
         """The JSON-compatible form of `value`; EncodeError naming `where` if it cannot be."""
         kind = type(value)
-        if value is None or kind is bool or kind is str or kind is int:
+        if kind is str:
+            return _text_value(value, where)  # type: ignore[arg-type]
+        if value is None or kind is bool or kind is int:
             return value
         if kind is float:
             number: float = value  # type: ignore[assignment]
@@ -173,7 +180,9 @@ class Codec:
     def _encode_dict(self, value: dict[object, object], where: str) -> JSON:
         if TAG not in value and all(type(key) is str for key in value):
             return {
-                key: self.encode(item, where=f"{where}[{key!r}]")
+                _text_value(key, f"{where} key {key!r}"): self.encode(
+                    item, where=f"{where}[{key!r}]"
+                )
                 for key, item in value.items()
                 if isinstance(key, str)
             }
@@ -298,6 +307,21 @@ class Codec:
             return cls(**values)
         except Exception as error:  # a missing field, or the dataclass's own checks refusing
             raise _Bad(f"cannot rebuild {type_tag(cls)}: {error}", where) from error
+
+
+def _text_value(text: str, where: str) -> str:
+    # Checked here, not by each store: SQLite would keep such text, PostgreSQL refuses it
+    # with a driver error, and JSON would turn a pair of them into a different character.
+    if not text.isascii():
+        bad = _SURROGATE.search(text)
+        if bad is not None:
+            raise EncodeError(
+                f"the text holds the surrogate code point {bad.group()!r} at index "
+                f"{bad.start()}, which is not valid Unicode (databases refuse it); "
+                "decode its bytes properly, or with errors='replace'",
+                where=where,
+            )
+    return text
 
 
 def _encode_simple(value: object) -> JSON | None:

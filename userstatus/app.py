@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from adapters.kafka.config import KafkaConfig
 from adapters.kafka.publisher import KafkaPublisher
 from adapters.kafka.retry import RetryingPublisher, RetryPolicy
-from adapters.sqlalchemy import create_engine, init_db
+from adapters.sqlalchemy import create_engine, require_tables
 from adapters.sqlalchemy.flow import FlowSqlUnitOfWork
 from fsm.persistence import PersistentMachine
 from fsm.ports import Publisher
@@ -47,9 +47,14 @@ class FlowApp:
 
     @classmethod
     def connect(cls, db_url: str, kafka: KafkaConfig, **options: Any) -> FlowApp:
-        """Open the database (creating missing tables) and keep the Kafka settings."""
+        """Open a database `fsm db init` made (SchemaMissing if it lacks a table; nothing is
+        created) and keep the Kafka settings."""
         engine = create_engine(db_url)
-        init_db(engine)
+        try:
+            require_tables(engine)
+        except BaseException:
+            engine.dispose()
+            raise
         return cls(engine, kafka, **options)
 
     def unit_of_work(self) -> FlowSqlUnitOfWork:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from datetime import timedelta
@@ -50,17 +51,17 @@ def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
     kafka.add_argument("--ssl-certfile", default=os.environ.get("FSM_KAFKA_SSL_CERTFILE"))
     kafka.add_argument("--ssl-keyfile", default=os.environ.get("FSM_KAFKA_SSL_KEYFILE"))
     kafka.add_argument(
-        "--request-timeout-ms", type=_positive(int), default=5_000, help="default: 5000"
+        "--request-timeout-ms", type=_bounded(int, MAX_MS), default=5_000, help="default: 5000"
     )
     kafka.add_argument(
         "--delivery-timeout-ms",
-        type=_positive(int),
+        type=_bounded(int, MAX_MS),
         default=10_000,
         help="how long one publish attempt may take (default: 10000)",
     )
     kafka.add_argument(
         "--max-block-ms",
-        type=_positive(int),
+        type=_bounded(int, MAX_MS),
         default=5_000,
         help="how long to wait for metadata or a first connection (default: 5000)",
     )
@@ -84,8 +85,30 @@ def kafka_config(args: argparse.Namespace) -> Any:
             delivery_timeout_ms=args.delivery_timeout_ms,
             max_block_ms=args.max_block_ms,
         )
-    except KafkaConfigError as error:
+    except (KafkaConfigError, ValueError, OverflowError) as error:
         raise UsageError(f"Kafka settings: {error}") from error
+
+
+def relay_settings(args: argparse.Namespace) -> Any:
+    """The RelaySettings the options describe; UsageError naming a bad option."""
+    from userstatus.relay import RelaySettings
+
+    try:
+        max_age = timedelta(hours=args.max_age_hours)
+    except (ValueError, OverflowError) as error:
+        raise UsageError(
+            f"relay settings: --max-age-hours {args.max_age_hours!r} is out of range ({error})"
+        ) from error
+    try:
+        return RelaySettings(
+            batch_size=args.batch_size,
+            lease_seconds=args.lease_seconds,
+            max_attempts=args.max_attempts,
+            max_age=max_age,
+            idle_interval=args.idle_interval,
+        )
+    except (ValueError, OverflowError) as error:
+        raise UsageError(f"relay settings: {error}") from error
 
 
 def _check_db_url(url: str) -> str:
@@ -102,17 +125,50 @@ def _check_db_url(url: str) -> str:
     return url
 
 
-def _positive(kind: type[int] | type[float]) -> Any:
+MAX_MS = 2**31 - 1
+"""Kafka's timeouts are 32-bit milliseconds (about 24.8 days)."""
+MAX_BATCH = 10_000
+"""The most messages SqlOutbox.claim hands out at once."""
+MAX_ATTEMPTS = 2**31 - 1
+"""The outbox counts attempts in a 32-bit column."""
+MAX_LEASE_SECONDS = 86_400.0
+"""A day: a longer lease only hides a dead relay's claims for longer."""
+MAX_AGE_HOURS = 87_600.0
+"""Ten years."""
+MAX_IDLE_SECONDS = 3_600.0
+"""An hour between polls of an idle outbox."""
+MAX_OWNER_LENGTH = 200
+"""The outbox's lease_owner column."""
+
+
+def _bounded(kind: type[int] | type[float], most: float) -> Any:
+    """An argparse type: a finite `kind` above 0 and at most `most`, else the allowed range."""
+    if kind is int:
+        allowed = f"give an integer from 1 to {most}"
+    else:
+        allowed = f"give a number above 0 and at most {most:g}"
+
     def parse(text: str) -> int | float:
+        shown = repr(text) if len(text) <= 30 else repr(text[:30] + "...")
         try:
             value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"{shown} is not valid; {allowed}") from None
+        if not (math.isfinite(value) and 0 < value <= most):
+            raise argparse.ArgumentTypeError(f"{shown} is out of range; {allowed}")
         return value
 
     return parse
+
+
+def _owner(text: str) -> str:
+    """An argparse type: a lease owner name the outbox can store."""
+    if not 0 < len(text) <= MAX_OWNER_LENGTH or "\x00" in text or not text.isprintable():
+        raise argparse.ArgumentTypeError(
+            f"{text[:30]!r} is not a usable name; give 1 to {MAX_OWNER_LENGTH} characters, "
+            "printable ones"
+        )
+    return text
 
 
 def register_relay(commands: Any) -> None:
@@ -127,44 +183,43 @@ def register_relay(commands: Any) -> None:
     relay.add_argument(
         "--db-url",
         default=None,
-        help="SQLAlchemy URL (default: $FSM_DB_URL, else sqlite:///fsm.sqlite3)",
+        help="SQLAlchemy URL of a database fsm db init made (default: $FSM_DB_URL; one of "
+        "them is required)",
     )
     add_kafka_arguments(relay)
     tuning = relay.add_argument_group("relay")
-    tuning.add_argument("--batch-size", type=_positive(int), default=50)
-    tuning.add_argument("--lease-seconds", type=_positive(float), default=60.0)
-    tuning.add_argument("--max-attempts", type=_positive(int), default=10)
-    tuning.add_argument("--max-age-hours", type=_positive(float), default=24.0)
-    tuning.add_argument("--idle-interval", type=_positive(float), default=1.0)
+    tuning.add_argument("--batch-size", type=_bounded(int, MAX_BATCH), default=50)
+    tuning.add_argument("--lease-seconds", type=_bounded(float, MAX_LEASE_SECONDS), default=60.0)
+    tuning.add_argument("--max-attempts", type=_bounded(int, MAX_ATTEMPTS), default=10)
+    tuning.add_argument("--max-age-hours", type=_bounded(float, MAX_AGE_HOURS), default=24.0)
+    tuning.add_argument("--idle-interval", type=_bounded(float, MAX_IDLE_SECONDS), default=1.0)
     tuning.add_argument(
         "--until-idle", action="store_true", help="exit once nothing is pending (for jobs)"
     )
-    tuning.add_argument("--owner", default=None, help="the name this relay leases events under")
+    tuning.add_argument(
+        "--owner", type=_owner, default=None, help="the name this relay leases events under"
+    )
     relay.set_defaults(handler=_cmd_relay)
 
 
 def _cmd_relay(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from adapters.sqlalchemy import default_db_url
     from userstatus.app import FlowApp
-    from userstatus.relay import RelaySettings
 
     if not args.bootstrap_servers:
         raise UsageError("give --bootstrap-servers (or set $FSM_KAFKA_BOOTSTRAP_SERVERS)")
     config = kafka_config(args)
-    settings = RelaySettings(
-        batch_size=args.batch_size,
-        lease_seconds=args.lease_seconds,
-        max_attempts=args.max_attempts,
-        max_age=timedelta(hours=args.max_age_hours),
-        idle_interval=args.idle_interval,
-    )
+    settings = relay_settings(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # kafka-python logs every refused connection; the relay's own line per failed attempt
     # already names the cause.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    db_url = _check_db_url(args.db_url or default_db_url())
+    # No default: a long-running worker on a database nobody meant would quietly do nothing.
+    db_url = args.db_url or os.environ.get("FSM_DB_URL")
+    if not db_url:
+        raise UsageError("give --db-url (or set $FSM_DB_URL): the database fsm db init made")
+    db_url = _check_db_url(db_url)
     try:
         app = FlowApp.connect(db_url, config, relay_settings=settings)
     except SQLAlchemyError as error:

@@ -18,6 +18,7 @@ from adapters.kafka.broker import LocalBroker, free_port
 from adapters.kafka.config import KafkaConfig
 from adapters.kafka.consumer import AuditConsumer, AuditLog
 from adapters.kafka.retry import RetryPolicy
+from adapters.sqlalchemy import create_engine, init_db
 from adapters.sqlalchemy.tables import UserRow
 from userstatus.app import FlowApp
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
@@ -75,7 +76,9 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     say = options.progress
     with _broker(options, say) as (kafka, broker):
         db_url = options.db_url or _temporary_sqlite()
-        say(f"[1/7] database: {_shown(db_url)}")
+        created = init_schema(db_url)
+        made = f" (created tables {', '.join(created)})" if created else ""
+        say(f"[1/7] database: {_shown(db_url)}{made}")
         app = FlowApp.connect(
             db_url,
             kafka,
@@ -377,6 +380,15 @@ def _timed(record: DemoRecord, phase: str) -> Iterator[None]:
         yield
     finally:
         record.timings[phase] = time.monotonic() - started
+
+
+def init_schema(db_url: str) -> list[str]:
+    """Create the tables the demo's database lacks (the demo owns it); return their names."""
+    engine = create_engine(db_url)
+    try:
+        return init_db(engine)
+    finally:
+        engine.dispose()
 
 
 def _temporary_sqlite() -> str:

@@ -52,6 +52,10 @@ def can_change(current: UserStatus, new: UserStatus) -> bool:
     return any(row.trigger == new for row in lifecycle.rows_from(current))
 
 
+MAX_USER_ID = 2**63 - 1
+"""User ids are positive 64-bit signed integers: the users table keeps them as BIGINT."""
+
+
 class InvalidPayload(FSMError, ValueError):
     """An update request that is refused before anything is written."""
 
@@ -65,21 +69,35 @@ class UpdateUserStatusPayload:
 
     def __post_init__(self) -> None:
         user_id: object = self.user_id
-        if isinstance(user_id, bool) or not isinstance(user_id, int) or user_id <= 0:
-            raise InvalidPayload(f"user_id must be a positive integer, got {user_id!r}")
+        if isinstance(user_id, bool) or not isinstance(user_id, int):
+            raise InvalidPayload(_bad_user_id(repr(user_id)))
+        if not 0 < user_id <= MAX_USER_ID:
+            # repr() of a huge int is huge (and refused beyond 4300 digits): give its size.
+            big = user_id.bit_length() > 64
+            raise InvalidPayload(
+                _bad_user_id(f"a {user_id.bit_length()}-bit integer" if big else repr(user_id))
+            )
         if not isinstance(self.new_status, UserStatus):
             raise InvalidPayload(_bad_status(self.new_status))
 
     @classmethod
     def parse(cls, user_id: object, new_status: object) -> UpdateUserStatusPayload:
         """Build a payload from loose input (JSON, CLI): ints as text, statuses by value or name."""
-        if isinstance(user_id, str) and user_id.strip().isdigit():
-            user_id = int(user_id.strip())
+        text_id = user_id.strip() if isinstance(user_id, str) else ""
+        # ASCII only: str.isdigit() also accepts digits like '²' that int() cannot read.
+        if text_id.isascii() and text_id.isdigit():
+            if len(text_id) > 20:  # more digits than any 64-bit id; int() might refuse them
+                raise InvalidPayload(_bad_user_id(f"a {len(text_id)}-digit number"))
+            user_id = int(text_id)
         status: object = new_status
         if isinstance(new_status, str) and not isinstance(new_status, UserStatus):
             text = new_status.strip().lower()
             status = next((s for s in UserStatus if text in (s.value, s.name.lower())), new_status)
         return cls(user_id, status)  # type: ignore[arg-type]  # checked in __post_init__
+
+
+def _bad_user_id(shown: str) -> str:
+    return f"user_id must be a positive 64-bit integer (1 to {MAX_USER_ID}), got {shown}"
 
 
 def _bad_status(value: object) -> str:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from adapters.sqlalchemy.engine import DEFAULT_DB_URL, create_engine, default_db_url, prepare
     from adapters.sqlalchemy.outbox import OutboxEntry, SqlOutbox
-    from adapters.sqlalchemy.schema import init_db
+    from adapters.sqlalchemy.schema import SchemaMissing, init_db, missing_tables, require_tables
     from adapters.sqlalchemy.store import SqlRunStore
     from adapters.sqlalchemy.tables import (
         Base,
@@ -33,6 +33,9 @@ _HOMES = {
     "OutboxEntry": "outbox",
     "SqlOutbox": "outbox",
     "init_db": "schema",
+    "missing_tables": "schema",
+    "require_tables": "schema",
+    "SchemaMissing": "schema",
     "SqlRunStore": "store",
     "Base": "tables",
     "HistoryRow": "tables",
@@ -60,6 +63,7 @@ __all__ = [
     "OutboxEntry",
     "OutboxRow",
     "RunRow",
+    "SchemaMissing",
     "SqlOutbox",
     "SqlRunStore",
     "SqlUnitOfWork",
@@ -69,6 +73,8 @@ __all__ = [
     "default_db_url",
     "init_db",
     "metadata",
+    "missing_tables",
     "prepare",
+    "require_tables",
     "utc_now",
 ]

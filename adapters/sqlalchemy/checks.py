@@ -11,6 +11,7 @@ from fsm.ports import InvalidRecord
 _TOPIC = re.compile(r"[A-Za-z0-9._-]+")
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 """JSON's escape for NUL (not an escaped backslash followed by 'u0000')."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def text(field: str, value: object, limit: int, *, allow_empty: bool = False) -> str:
@@ -23,6 +24,12 @@ def text(field: str, value: object, limit: int, *, allow_empty: bool = False) ->
         raise InvalidRecord(f"{field} is {len(value)} characters long; at most {limit} allowed")
     if "\x00" in value:
         raise InvalidRecord(f"{field} contains a NUL character, which databases refuse")
+    bad = None if value.isascii() else _SURROGATE.search(value)
+    if bad is not None:  # the driver would fail to encode it (UnicodeEncodeError)
+        raise InvalidRecord(
+            f"{field} holds the surrogate code point {bad.group()!r}, which is not valid "
+            "Unicode and databases refuse"
+        )
     return value
 
 

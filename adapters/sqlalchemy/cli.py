@@ -36,11 +36,11 @@ def register(commands: Any) -> None:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
+    engine, shown = _open(args.db_url)  # first: it says what to install if SQLAlchemy is not
     from sqlalchemy.exc import SQLAlchemyError
 
     from adapters.sqlalchemy.schema import init_db
 
-    engine, shown = _open(args.db_url)
     try:
         created = init_db(engine)
     except SQLAlchemyError as error:
@@ -56,12 +56,12 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 def load_run(db_url: str | None, machine: Machine[Any], run_id: str) -> Run[Any]:
     """A stored run of `machine`, for `fsm diagram --run ID --db-url URL` (fsm.run_loaders)."""
+    engine, shown = _open(db_url)  # first: it says what to install if SQLAlchemy is not
     from sqlalchemy.exc import SQLAlchemyError
 
     from adapters.sqlalchemy.uow import SqlUnitOfWork
     from fsm.persistence import PersistentMachine
 
-    engine, shown = _open(db_url)
     try:
         return PersistentMachine(machine, SqlUnitOfWork(engine)).load(run_id).run
     except SQLAlchemyError as error:

@@ -14,6 +14,7 @@ from adapters.kafka.config import KafkaConfig
 from adapters.kafka.retry import RetryPolicy
 from adapters.memory import FakePublisher, FakeUserRepository, InMemoryUnitOfWork
 from userstatus.app import FlowApp
+from userstatus.demo import init_schema
 from userstatus.manager import UserStatusManager
 from userstatus.orchestrator import UserStatusUpdateOrchestrator
 from userstatus.ports import CurrentUsers
@@ -90,7 +91,8 @@ def fast_config(broker: LocalBroker) -> KafkaConfig:
 
 
 def sql_app(db_url: str, broker: LocalBroker, **relay: Any) -> FlowApp:
-    """The flow on `db_url` and the broker, with short bounds and a quick relay."""
+    """The flow on `db_url` (its tables created first) and the broker, with short bounds."""
+    init_schema(db_url)  # as `fsm db init` would: FlowApp.connect creates no tables
     settings = {
         "batch_size": 20,
         "lease_seconds": 30.0,

@@ -66,6 +66,7 @@ class TestRelayCommand:
     def test_sigterm_stops_cleanly(self, tmp_path: Path, broker: LocalBroker) -> None:
         """A running relay stops on SIGTERM within a second or so, exit status 0."""
         db_url = f"sqlite:///{tmp_path / 'relay.sqlite3'}"
+        assert main(["db", "init", "--db-url", db_url]) == 0
         process = subprocess.Popen(
             [sys.executable, "-m", "fsm", "relay", "--db-url", db_url,
              "--bootstrap-servers", broker.bootstrap_servers, "--idle-interval", "5"],

@@ -44,11 +44,22 @@ class TestPayload:
         payload = UpdateUserStatusPayload(7, S.ACTIVE)
         assert (payload.user_id, payload.new_status) == (7, S.ACTIVE)
 
-    @pytest.mark.parametrize("user_id", [0, -1, "7", 1.5, True, None])
+    @pytest.mark.parametrize("user_id", [0, -1, "7", 1.5, True, None, 2**63, 2**64 + 1])
     def test_bad_user_id(self, user_id: object) -> None:
-        """A user id that is not a positive int is refused, naming the value."""
-        with pytest.raises(InvalidPayload, match=r"user_id must be a positive integer, got"):
+        """A user id that is not a positive 64-bit int is refused, naming the value."""
+        with pytest.raises(InvalidPayload, match=r"user_id must be a positive 64-bit integer "):
             UpdateUserStatusPayload(user_id, S.ACTIVE)  # type: ignore[arg-type]
+
+    def test_largest_user_id(self) -> None:
+        """2**63 - 1, the largest BIGINT, is a valid id."""
+        assert UpdateUserStatusPayload(2**63 - 1, S.ACTIVE).user_id == 2**63 - 1
+
+    def test_huge_user_id_is_one_short_line(self) -> None:
+        """An id too long to print in full is described by its size, not dumped."""
+        with pytest.raises(InvalidPayload) as caught:
+            UpdateUserStatusPayload(10**5000, S.ACTIVE)
+        assert "16610-bit integer" in str(caught.value)
+        assert len(str(caught.value)) < 200
 
     def test_bad_status(self) -> None:
         """A status outside UserStatus is refused, listing the allowed ones on one line."""
@@ -66,6 +77,12 @@ class TestPayload:
         )
         with pytest.raises(InvalidPayload):
             UpdateUserStatusPayload.parse("x", "active")
+
+    @pytest.mark.parametrize("text", ["\u00b2", "9" * 5000, "9223372036854775808"])
+    def test_parse_refuses_odd_digits(self, text: str) -> None:
+        """Digits int() cannot read, or too many of them, are InvalidPayload, not ValueError."""
+        with pytest.raises(InvalidPayload, match="user_id must be a positive 64-bit integer"):
+            UpdateUserStatusPayload.parse(text, "active")
 
 
 class TestEventSchema:

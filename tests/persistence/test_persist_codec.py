@@ -158,6 +158,21 @@ class TestKnownTypes:
         with pytest.raises(EncodeError, match="Name is not known"):
             Codec().encode(Name("x"))
 
+    @pytest.mark.parametrize(
+        ("value", "place"),
+        [
+            ({"s": "a\ud800b"}, r"context\['s'\]"),
+            ({"\udfff": 1}, r"context key '\\udfff'"),
+            ({"xs": ["ok", ("\ud83d\ude00",)]}, r"context\['xs'\]\[1\]\[0\]"),
+            ({"p": Point(1, "\udc80")}, r"context\['p'\]\.y"),  # type: ignore[arg-type]
+        ],
+    )
+    def test_lone_surrogate_is_refused(self, value: object, place: str) -> None:
+        """A surrogate code point is not valid Unicode: refused, naming where it is."""
+        with pytest.raises(EncodeError, match=place + r".*surrogate") as caught:
+            Codec([Point]).encode(value, where="context")
+        assert "\n" not in str(caught.value)
+
     def test_unknown_tag_names_the_run(self) -> None:
         """A tag no type answers to is an error naming the run, never a guess or an import."""
         data = {"$t": "os.system", "v": {}}

@@ -222,6 +222,13 @@ class TestBadInputWritesNothing:
             persistent(engine).start({"payload": object()}, run_id="r1")
         assert rows(engine, RunRow) == 0
 
+    @pytest.mark.parametrize("context", [{"s": "\ud800"}, {"\ud800": 1}])
+    def test_lone_surrogate_in_the_context(self, engine: Engine, context: Any) -> None:
+        """A lone surrogate is refused with EncodeError on every backend; no run row."""
+        with pytest.raises(EncodeError, match=r"run r1: context.*surrogate"):
+            persistent(engine).start(context, run_id="r1")
+        assert rows(engine, RunRow) == 0
+
     def test_unregistered_event(self, engine: Engine) -> None:
         """An event object the codec does not know is refused; the run stays where it was."""
 

@@ -164,6 +164,7 @@ class TestRunStoreRefusesBadInput:
             (record(run_id="x" * 129), "at most 128"),
             (record(run_id=7), "run id must be a string"),  # type: ignore[arg-type]
             (record(state="\x00"), "NUL"),
+            (record(run_id="r\ud800"), "run id holds the surrogate code point"),
             (record(context=[1]), "context must be a dict"),
             (record(context={"x": object()}), "context is not plain JSON"),
             (record(context={"x": float("nan")}), "context is not plain JSON"),
