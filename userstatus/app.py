@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -85,11 +85,20 @@ class FlowApp:
         return PersistentMachine(machine, self.unit_of_work(), types=[UserStatus], clock=self.clock)
 
     def relay(self, publisher: Publisher | None = None, *, owner: str | None = None) -> OutboxRelay:
-        """A relay with its own unit of work; it backs off between claims, not within one."""
+        """A relay with its own unit of work; it backs off between claims, not within one.
+
+        Publishing to Kafka, its lease must outlast one attempt under `kafka`'s bounds:
+        RelaySettingsError otherwise.
+        """
+        settings = self.relay_settings
+        if publisher is None:
+            publisher = self.publisher()
+            bound = max(settings.publish_timeout, self.kafka.attempt_seconds)
+            settings = replace(settings, publish_timeout=bound)
         return OutboxRelay(
             self.unit_of_work(),
-            publisher or self.publisher(),
-            settings=self.relay_settings,
+            publisher,
+            settings=settings,
             owner=owner,
             clock=self.clock,
         )
