@@ -77,3 +77,17 @@ class TestExitStatus:
         one_event_left_to_the_relay(db_url)
         assert main([*relay_args(db_url), "--until-idle"]) == 1
         assert "DEAD-LETTERED" in caplog.text
+
+
+class TestShortLease:
+    def test_a_lease_shorter_than_an_attempt_is_one_line(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`--lease-seconds 10` is refused before anything starts: one line, status 2."""
+        db_url = f"sqlite:///{tmp_path / 'relay.sqlite3'}"
+        assert main([*relay_args(db_url), "--lease-seconds", "10"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert "lease_seconds 10 is shorter than one publish attempt" in err
+        assert "give at least 20" in err
+        assert not (tmp_path / "relay.sqlite3").exists()
