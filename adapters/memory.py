@@ -151,10 +151,28 @@ class InMemoryOutbox:
                 claimed.append(replace(record.message, attempts=record.attempts))
         return claimed
 
-    def mark_published(self, event_id: str, *, owner: str, now: datetime) -> None:
-        # Published is a fact whoever holds the lease: the broker has the message.
+    def renew(self, event_id: str, *, owner: str, lease_seconds: float, now: datetime) -> bool:
         record = self._get(event_id)
-        if record.status != PUBLISHED:
+        held = record.lease_until is not None and record.lease_until > now
+        if record.status != PENDING or record.lease_owner != owner or not held:
+            return False
+        record.lease_until = now + timedelta(seconds=lease_seconds)
+        return True
+
+    def release(self, event_ids: list[str], *, owner: str) -> int:
+        released = 0
+        for event_id in event_ids:
+            record = self._get(event_id)
+            if record.status == PENDING and record.lease_owner == owner:
+                record.lease_owner = record.lease_until = None
+                released += 1
+        return released
+
+    def mark_published(self, event_id: str, *, owner: str, now: datetime) -> None:
+        # Published is a fact whoever holds the lease: the broker has the message. A dead
+        # message stays dead (operators act on that state).
+        record = self._get(event_id)
+        if record.status == PENDING:
             record.status = PUBLISHED
             record.published_at = now
             record.lease_owner = record.lease_until = None

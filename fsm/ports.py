@@ -52,7 +52,7 @@ class Outbox(Protocol):
         ...
 
     def mark_published(self, event_id: str, *, owner: str, now: datetime) -> None:
-        """The broker acknowledged the message: it leaves the pending set."""
+        """The broker acknowledged the message: it leaves the pending set (a dead one stays)."""
         ...
 
     def mark_failed(self, event_id: str, *, owner: str, error: str, retry_at: datetime) -> None:
@@ -61,6 +61,18 @@ class Outbox(Protocol):
 
     def mark_dead(self, event_id: str, *, owner: str, error: str, now: datetime) -> None:
         """Give up on the message (attempts or age exhausted); it stays, loudly, for people."""
+        ...
+
+    def renew(self, event_id: str, *, owner: str, lease_seconds: float, now: datetime) -> bool:
+        """Extend `owner`'s unexpired lease on a pending message to `now` + `lease_seconds`.
+
+        False (and nothing changed) when the lease expired, went to someone else, or the
+        message left the pending set: the caller must then not publish it.
+        """
+        ...
+
+    def release(self, event_ids: list[str], *, owner: str) -> int:
+        """Drop `owner`'s leases on these pending messages (a relay stopping); how many."""
         ...
 
 

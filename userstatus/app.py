@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +27,23 @@ from userstatus.relay import OutboxRelay, RelaySettings
 
 log = logging.getLogger(__name__)
 
+GRACE_MARGIN = 5.0
+"""Seconds added to the immediate publish's worst case: the commit after it, clock skew."""
+
+
+def publish_grace(retry: RetryPolicy, kafka: KafkaConfig) -> timedelta:
+    """How long relays leave a new event to the orchestrator that committed it.
+
+    The immediate publish makes up to `retry.attempts` attempts of at most
+    `kafka.attempt_seconds` each (max_block_ms + delivery_timeout_ms), with the longest
+    backoff waits between them; no attempt starts past `retry.deadline`, so it also ends
+    within the deadline plus one attempt. The smaller bound, plus GRACE_MARGIN.
+    """
+    attempt = kafka.attempt_seconds
+    waits = sum(retry.wait(failed, lambda: 1.0) for failed in range(1, retry.attempts))
+    worst = min(retry.attempts * attempt + waits, retry.deadline + attempt)
+    return timedelta(seconds=worst + GRACE_MARGIN)
+
 
 @dataclass
 class FlowApp:
@@ -41,8 +58,7 @@ class FlowApp:
     relay_settings: RelaySettings = field(default_factory=RelaySettings)
     clock: Callable[[], datetime] = utcnow
     publish_grace: timedelta | None = None
-    """How long relays leave a new event to its orchestrator; None: the retry deadline plus
-    one attempt's bound plus 5 s."""
+    """How long relays leave a new event to its orchestrator; None: `publish_grace()`."""
     _publishers: list[KafkaPublisher] = field(default_factory=list, init=False, repr=False)
 
     @classmethod
@@ -75,8 +91,7 @@ class FlowApp:
         retrying = RetryingPublisher(publisher or self.publisher(), self.retry)
         grace = self.publish_grace
         if grace is None:
-            bound = self.retry.deadline + self.kafka.delivery_timeout_ms / 1000 + 5
-            grace = timedelta(seconds=bound)
+            grace = publish_grace(self.retry, self.kafka)
         return UserStatusUpdateOrchestrator(
             UserStatusManager(CurrentUsers(uow)),
             UserUpdatePublisher(retrying),
@@ -90,11 +105,20 @@ class FlowApp:
         return PersistentMachine(machine, self.unit_of_work(), types=[UserStatus], clock=self.clock)
 
     def relay(self, publisher: Publisher | None = None, *, owner: str | None = None) -> OutboxRelay:
-        """A relay with its own unit of work; it backs off between claims, not within one."""
+        """A relay with its own unit of work; it backs off between claims, not within one.
+
+        Publishing to Kafka, its lease must outlast one attempt under `kafka`'s bounds:
+        RelaySettingsError otherwise.
+        """
+        settings = self.relay_settings
+        if publisher is None:
+            publisher = self.publisher()
+            bound = max(settings.publish_timeout, self.kafka.attempt_seconds)
+            settings = replace(settings, publish_timeout=bound)
         return OutboxRelay(
             self.unit_of_work(),
-            publisher or self.publisher(),
-            settings=self.relay_settings,
+            publisher,
+            settings=settings,
             owner=owner,
             clock=self.clock,
         )

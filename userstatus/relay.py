@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from fsm.errors import FSMError
 from fsm.persistence import PersistentMachine
-from fsm.ports import OutboxMessage, Publisher, RunNotFound
+from fsm.ports import LeaseLost, OutboxMessage, Publisher, RunNotFound
 from userstatus.domain import UserStatus
 from userstatus.flow import FlowState, UnboundFlow, bound, machine
 from userstatus.orchestrator import utcnow
@@ -29,6 +30,13 @@ from userstatus.ports import FlowUnitOfWork
 
 log = logging.getLogger(__name__)
 
+LEASE_MARGIN = 5.0
+"""Seconds a lease must outlast one publish attempt: the renew before it, the settle after."""
+
+
+class RelaySettingsError(FSMError, ValueError):
+    """Relay settings that cannot work, named with what is allowed."""
+
 
 @dataclass(frozen=True, slots=True)
 class RelaySettings:
@@ -36,7 +44,12 @@ class RelaySettings:
 
     batch_size: int = 50
     lease_seconds: float = 60.0
-    """A relay that dies holding a claim releases it when this runs out."""
+    """A relay that dies holding a claim releases it when this runs out. The relay renews
+    it just before each publish, so it must outlast one attempt: at least
+    `publish_timeout` + LEASE_MARGIN."""
+    publish_timeout: float = 15.0
+    """The longest one publish attempt takes; for Kafka max_block_ms + delivery_timeout_ms
+    (15 s at KafkaConfig's defaults; FlowApp raises it to its KafkaConfig's bound)."""
     max_attempts: int = 10
     """Attempts (the immediate one after commit included) before an event is dead-lettered."""
     max_age: timedelta = timedelta(hours=24)
@@ -55,6 +68,7 @@ class RelaySettings:
             for name, value in (
                 ("batch_size", self.batch_size),
                 ("lease_seconds", self.lease_seconds),
+                ("publish_timeout", self.publish_timeout),
                 ("max_attempts", self.max_attempts),
                 ("backoff_initial", self.backoff_initial),
                 ("idle_interval", self.idle_interval),
@@ -63,8 +77,15 @@ class RelaySettings:
         ]
         if not 0 <= self.jitter <= 1:
             problems.append(f"jitter must be between 0 and 1, got {self.jitter!r}")
+        shortest = self.publish_timeout + LEASE_MARGIN
+        if not problems and self.lease_seconds < shortest:
+            problems.append(
+                f"lease_seconds {self.lease_seconds:g} is shorter than one publish attempt "
+                f"({self.publish_timeout:g} s) plus a {LEASE_MARGIN:g} s margin; "
+                f"give at least {shortest:g}"
+            )
         if problems:
-            raise ValueError("; ".join(problems))
+            raise RelaySettingsError("; ".join(problems))
 
     def delay(self, attempts: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait after the `attempts`-th failed attempt (exponential, with jitter)."""
@@ -83,7 +104,13 @@ class RelayReport:
     failed: int = 0
     dead: int = 0
     errors: int = 0
+    lost: int = 0
+    """Claims skipped because their lease had run out before the publish."""
+    released: int = 0
+    """Claims handed back unprocessed when the relay stopped."""
     dead_events: list[str] = field(default_factory=list)
+    unsettled_runs: list[str] = field(default_factory=list)
+    """Runs whose event was recorded but which could not be moved: for operators."""
 
     def add(self, other: RelayReport) -> None:
         """Add another report's counts to this one."""
@@ -92,7 +119,10 @@ class RelayReport:
         self.failed += other.failed
         self.dead += other.dead
         self.errors += other.errors
+        self.lost += other.lost
+        self.released += other.released
         self.dead_events += other.dead_events
+        self.unsettled_runs += other.unsettled_runs
 
 
 def default_owner() -> str:
@@ -106,9 +136,11 @@ class OutboxRelay:
     Claims follow the Outbox contract (only the oldest pending event of each key, leased),
     so several relays keep per-user order. Each attempt's outcome is recorded in one
     transaction: the outbox row (published, failed with its next attempt time, or dead)
-    and the run's transition. `stop()` (or SIGTERM/SIGINT through
-    `install_signal_handlers`) lets the event in hand finish; the rest of the batch stays
-    leased until the lease runs out and is then claimed again: nothing is lost.
+    and the run's transition. Just before each publish the relay renews that event's
+    lease; if the lease ran out meanwhile (another relay may have it) the event is
+    skipped, so a slow relay never re-sends an old event after a newer one of its key.
+    `stop()` (or SIGTERM/SIGINT through `install_signal_handlers`) lets the event in hand
+    finish and releases the rest of the batch, so other relays take it at once.
     """
 
     def __init__(
@@ -185,9 +217,12 @@ class OutboxRelay:
             report.errors += 1
             return report
         report.claimed = len(claimed)
-        for message in claimed:
+        for index, message in enumerate(claimed):
             if self.stopping:
+                self._release(claimed[index:], report)
                 break
+            if not self._renew(message, report):
+                continue
             self._settle(message, self.attempt(message), report)
         if claimed:
             log.info(
@@ -219,6 +254,45 @@ class OutboxRelay:
                 self.sleep(self.settings.idle_interval)
         return total
 
+    def _renew(self, message: OutboxMessage, report: RelayReport) -> bool:
+        """Extend the lease on `message` for one attempt; False: skip it, it is not ours."""
+        try:
+            with self.uow:
+                held = self.uow.outbox.renew(
+                    message.event_id,
+                    owner=self.owner,
+                    lease_seconds=self.settings.lease_seconds,
+                    now=self.clock(),
+                )
+        except Exception as error:
+            report.errors += 1
+            log.error(
+                "relay %s: renewing the lease on event %s failed: %r; skipped",
+                self.owner,
+                message.event_id,
+                error,
+            )
+            return False
+        if not held:
+            report.lost += 1
+            log.warning(
+                "relay %s: the lease on event %s ran out before its publish; skipped "
+                "(another relay publishes it in order)",
+                self.owner,
+                message.event_id,
+            )
+        return held
+
+    def _release(self, messages: list[OutboxMessage], report: RelayReport) -> None:
+        """Hand back claims not worked on, so other relays need not wait out the lease."""
+        try:
+            with self.uow:
+                report.released += self.uow.outbox.release(
+                    [m.event_id for m in messages], owner=self.owner
+                )
+        except Exception as error:  # they come back when the lease runs out
+            log.error("relay %s: releasing %d claims failed: %r", self.owner, len(messages), error)
+
     def attempt(self, message: OutboxMessage) -> RelayOutcome:
         """Publish one claimed event once; say what came of it."""
         try:
@@ -236,21 +310,23 @@ class OutboxRelay:
         return Published(message.event_id)
 
     def _settle(self, message: OutboxMessage, outcome: RelayOutcome, report: RelayReport) -> None:
-        """Record the attempt in the outbox and move the run, in one transaction."""
+        """Record the attempt in the outbox and move the run, in one transaction.
+
+        If the run cannot be moved (corrupt, not this flow's, a write that keeps failing),
+        the outbox row is recorded alone, so the event neither goes out again forever nor
+        escapes max_attempts, and the run is reported for operators.
+        """
         try:
             if not self._advance_run(message, outcome):
                 with self.uow:  # no run waits for it: the outbox alone
                     self._mark(self.uow, message, outcome)
-        except Exception as error:
-            report.errors += 1
-            log.error(
-                "relay %s: recording event %s failed: %r; it stays pending and is tried "
-                "again when its lease runs out",
-                self.owner,
-                message.event_id,
-                error,
-            )
+        except LeaseLost as error:
+            report.lost += 1
+            log.warning("relay %s: %s", self.owner, error)
             return
+        except Exception as error:
+            if not self._mark_alone(message, outcome, error, report):
+                return
         if isinstance(outcome, Published):
             report.published += 1
         elif isinstance(outcome, DeadLettered):
@@ -273,6 +349,40 @@ class OutboxRelay:
                 outcome.attempts,
                 outcome.error,
             )
+
+    def _mark_alone(
+        self,
+        message: OutboxMessage,
+        outcome: RelayOutcome,
+        error: Exception,
+        report: RelayReport,
+    ) -> bool:
+        """Record the outcome in the outbox without the run; False if even that failed."""
+        try:
+            with self.uow:
+                self._mark(self.uow, message, outcome)
+        except Exception as second:
+            report.errors += 1
+            log.error(
+                "relay %s: recording event %s failed: %r (then %r); it stays pending and "
+                "is tried again when its lease runs out",
+                self.owner,
+                message.event_id,
+                error,
+                second,
+            )
+            return False
+        report.unsettled_runs.append(str(message.run_id))
+        log.error(
+            "relay %s: RUN %s NEEDS AN OPERATOR: event %s was recorded as %s, but the run "
+            "could not be moved: %r",
+            self.owner,
+            message.run_id,
+            message.event_id,
+            type(outcome).__name__,
+            error,
+        )
+        return True
 
     def _advance_run(self, message: OutboxMessage, outcome: RelayOutcome) -> bool:
         """Send the outcome to the event's run; False when no unfinished run waits for it."""

@@ -65,6 +65,11 @@ class KafkaConfig:
             raise KafkaConfigError("; ".join(problems))
 
     @property
+    def attempt_seconds(self) -> float:
+        """The longest one publish attempt takes: blocked on metadata, then on delivery."""
+        return (self.max_block_ms + self.delivery_timeout_ms) / 1000
+
+    @property
     def servers(self) -> list[str]:
         """The bootstrap servers as a list."""
         return [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from adapters.sqlalchemy import checks
 from adapters.sqlalchemy.store import insert
 from adapters.sqlalchemy.tables import ID_LENGTH, KEY_LENGTH, NAME_LENGTH, OutboxRow
 from fsm.ports import InvalidRecord, LeaseLost, OutboxMessage
+
+log = logging.getLogger(__name__)
 
 PENDING, PUBLISHED, DEAD = "pending", "published", "dead"
 ERROR_LENGTH = 2000
@@ -79,13 +82,7 @@ class SqlOutbox:
     ) -> list[OutboxMessage]:
         checks.text("owner", owner, NAME_LENGTH)
         checks.positive_int("limit", limit, 10_000)
-        if (
-            isinstance(lease_seconds, bool)
-            or not isinstance(lease_seconds, int | float)
-            or not math.isfinite(lease_seconds)
-            or lease_seconds <= 0
-        ):
-            raise InvalidRecord(f"lease_seconds must be a positive number, got {lease_seconds!r}")
+        _check_lease(lease_seconds)
         checks.aware("now", now)
         older = aliased(OutboxRow)
         # The head of a key is its oldest pending message, leased or not: a key whose head
@@ -127,19 +124,63 @@ class SqlOutbox:
             self._session.expunge(row)
         return messages
 
+    def renew(self, event_id: str, *, owner: str, lease_seconds: float, now: datetime) -> bool:
+        # One conditional UPDATE: the check and the extension cannot be split by another
+        # relay's claim, which needs the lease expired first.
+        checks.text("event id", event_id, ID_LENGTH)
+        checks.text("owner", owner, NAME_LENGTH)
+        _check_lease(lease_seconds)
+        checks.aware("now", now)
+        result = self._session.execute(
+            update(OutboxRow)
+            .where(
+                OutboxRow.event_id == event_id,
+                OutboxRow.lease_owner == owner,
+                OutboxRow.status == PENDING,
+                OutboxRow.lease_expires_at > now,
+            )
+            .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    def release(self, event_ids: list[str], *, owner: str) -> int:
+        checks.text("owner", owner, NAME_LENGTH)
+        for event_id in event_ids:
+            checks.text("event id", event_id, ID_LENGTH)
+        if not event_ids:
+            return 0
+        result = self._session.execute(
+            update(OutboxRow)
+            .where(
+                OutboxRow.event_id.in_(list(event_ids)),
+                OutboxRow.lease_owner == owner,
+                OutboxRow.status == PENDING,
+            )
+            .values(lease_owner=None, lease_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
     def mark_published(self, event_id: str, *, owner: str, now: datetime) -> None:
         # No lease check: the broker has the message, whoever sent it (the immediate publish
         # after commit holds no lease; a relay whose lease expired still delivered it).
+        # A dead message stays dead: operators act on that state, and its run says so.
         checks.text("event id", event_id, ID_LENGTH)
         checks.aware("now", now)
         result = self._session.execute(
             update(OutboxRow)
-            .where(OutboxRow.event_id == event_id, OutboxRow.status != PUBLISHED)
+            .where(OutboxRow.event_id == event_id, OutboxRow.status == PENDING)
             .values(status=PUBLISHED, published_at=now, lease_owner=None, lease_expires_at=None)
             .execution_options(synchronize_session=False)
         )
-        if result.rowcount == 0:  # type: ignore[attr-defined]
-            self._status(event_id)  # unknown ids are an error; published already is fine
+        # Unknown ids are an error (_status raises); published already is fine.
+        if result.rowcount == 0 and self._status(event_id) == DEAD:  # type: ignore[attr-defined]
+            log.warning(
+                "outbox message %s was published (by %s) after it was dead-lettered; it stays dead",
+                event_id,
+                owner,
+            )
 
     def mark_failed(self, event_id: str, *, owner: str, error: str, retry_at: datetime) -> None:
         checks.text("event id", event_id, ID_LENGTH)
@@ -233,6 +274,16 @@ def _message(row: OutboxRow) -> OutboxMessage:
         attempts=row.attempts,
         created_at=row.created_at,
     )
+
+
+def _check_lease(lease_seconds: float) -> None:
+    if (
+        isinstance(lease_seconds, bool)
+        or not isinstance(lease_seconds, int | float)
+        or not math.isfinite(lease_seconds)
+        or lease_seconds <= 0
+    ):
+        raise InvalidRecord(f"lease_seconds must be a positive number, got {lease_seconds!r}")
 
 
 def _cut(error: str) -> str:

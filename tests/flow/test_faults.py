@@ -203,6 +203,8 @@ class TestPerUserOrder:
             thread.start()
         for thread in threads:
             thread.join(timeout=90)
+        assert [t.name for t in threads if t.is_alive()] == []  # every relay went idle
+        assert len(reports) == len(relays)
         ids = {event_id(app, run_id) for run_id in run_ids}
         log = audit(app, ids)
         assert ids <= log.events.keys()

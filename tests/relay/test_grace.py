@@ -1,0 +1,77 @@
+"""How long relays leave a new event to its orchestrator: the immediate publish's worst case."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import create_engine
+
+from adapters.kafka.config import KafkaConfig
+from adapters.kafka.retry import RetriesExhausted, RetryingPublisher, RetryPolicy
+from adapters.memory import FakePublisher
+from fsm.ports import OutboxMessage, PublishError
+from userstatus.app import GRACE_MARGIN, FlowApp, publish_grace
+
+
+def kafka(max_block_ms: int, delivery_timeout_ms: int) -> KafkaConfig:
+    """Kafka settings with these two bounds."""
+    return KafkaConfig(max_block_ms=max_block_ms, delivery_timeout_ms=delivery_timeout_ms)
+
+
+class TestPublishGrace:
+    def test_attempts_and_waits_when_the_deadline_is_far(self) -> None:
+        """3 attempts of 2 s plus the longest waits (0.2+0.2 and 0.4+0.2 s), plus the margin."""
+        policy = RetryPolicy(attempts=3, initial_backoff=0.2, jitter=0.2, deadline=60)
+        grace = publish_grace(policy, kafka(500, 1_500))
+        assert grace == timedelta(seconds=3 * 2.0 + 0.4 + 0.6 + GRACE_MARGIN)
+
+    def test_the_deadline_bounds_many_attempts(self) -> None:
+        """No attempt starts past the deadline: deadline plus one attempt, plus the margin."""
+        policy = RetryPolicy(attempts=10, deadline=15)
+        assert publish_grace(policy, kafka(5_000, 10_000)) == timedelta(
+            seconds=15 + 15 + GRACE_MARGIN
+        )
+
+    def test_max_block_counts(self) -> None:
+        """A longer max_block_ms lengthens the grace (the reviewer's case: it was ignored)."""
+        policy = RetryPolicy(attempts=1)
+        short = publish_grace(policy, kafka(1_000, 10_000))
+        long = publish_grace(policy, kafka(30_000, 10_000))
+        assert long - short == timedelta(seconds=29)
+
+    @pytest.mark.parametrize(
+        ("attempts", "deadline", "max_block_ms", "delivery_ms"),
+        [(1, 15, 5_000, 10_000), (3, 15, 5_000, 10_000), (3, 60, 500, 1_000), (8, 4, 1_000, 500)],
+    )
+    def test_covers_the_slowest_immediate_publish(
+        self, attempts: int, deadline: float, max_block_ms: int, delivery_ms: int
+    ) -> None:
+        """Every attempt at its bound, every wait at its longest: still within the grace."""
+        policy = RetryPolicy(attempts=attempts, deadline=deadline)
+        config = kafka(max_block_ms, delivery_ms)
+        now = [0.0]
+
+        class Slowest:
+            def publish(self, message: OutboxMessage) -> None:
+                now[0] += config.attempt_seconds
+                raise PublishError("timed out")
+
+        def sleep(seconds: float) -> None:
+            now[0] += seconds
+
+        retrying = RetryingPublisher(
+            Slowest(), policy, sleep=sleep, clock=lambda: now[0], rand=lambda: 1.0
+        )
+        with pytest.raises(RetriesExhausted):
+            retrying.publish(OutboxMessage("e1", "UserUpdateTopic", "1", b"{}"))
+        grace = publish_grace(policy, config).total_seconds()
+        assert now[0] <= grace - GRACE_MARGIN
+
+    def test_the_app_uses_it(self) -> None:
+        """FlowApp's orchestrators hold new events for publish_grace() unless told otherwise."""
+        policy = RetryPolicy(attempts=2, deadline=5)
+        config = kafka(4_000, 6_000)
+        app = FlowApp(create_engine("sqlite://"), config, retry=policy)
+        assert app.orchestrator(FakePublisher()).publish_grace == publish_grace(policy, config)
+        app.close()

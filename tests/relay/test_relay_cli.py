@@ -1,0 +1,93 @@
+"""`fsm relay` exit status: a clean SIGTERM is 0 even after dead letters; --until-idle says 1."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from adapters.kafka.config import KafkaConfig
+from adapters.kafka.retry import RetryPolicy
+from adapters.memory import FakePublisher
+from fsm.cli import main
+from userstatus.app import FlowApp
+from userstatus.domain import UpdateUserStatusPayload, UserStatus
+
+ROOT = Path(__file__).resolve().parents[2]
+UNREACHABLE = "127.0.0.1:1"
+"""No broker listens here: every publish fails within the short bounds below."""
+FAST = ["--request-timeout-ms", "300", "--delivery-timeout-ms", "500", "--max-block-ms", "300"]
+
+
+def one_event_left_to_the_relay(db_url: str) -> None:
+    """A committed update whose immediate publish failed (attempt 1 of the event)."""
+    from adapters.sqlalchemy import create_engine, init_db
+
+    engine = create_engine(db_url)
+    init_db(engine)
+    app = FlowApp(engine, KafkaConfig(bootstrap_servers=UNREACHABLE), retry=RetryPolicy(attempts=1))
+    with app.unit_of_work() as uow:
+        uow.users.create(1, "active")
+    down = FakePublisher()
+    down.failing = True
+    app.orchestrator(down).perform(UpdateUserStatusPayload(1, UserStatus.SUSPENDED))
+    app.close()
+
+
+def relay_args(db_url: str) -> list[str]:
+    """`fsm relay` on `db_url` against no broker, giving up at the second attempt."""
+    return ["relay", "--db-url", db_url, "--bootstrap-servers", UNREACHABLE, "--max-attempts", "2",
+            "--idle-interval", "5", *FAST]  # fmt: skip
+
+
+class TestExitStatus:
+    def test_sigterm_after_a_dead_letter_exits_0(self, tmp_path: Path) -> None:
+        """A long-running relay that dead-lettered an event still stops cleanly: status 0."""
+        db_url = f"sqlite:///{tmp_path / 'relay.sqlite3'}"
+        one_event_left_to_the_relay(db_url)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fsm", *relay_args(db_url)],
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stderr is not None
+        watchdog = threading.Timer(30, process.kill)  # a relay that never gets there fails
+        watchdog.start()
+        try:
+            for line in process.stderr:
+                if "DEAD-LETTERED" in line:
+                    break
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=20)
+        finally:
+            watchdog.cancel()
+        assert process.returncode == 0, err
+        assert "dead-lettered 1" in err
+
+    def test_until_idle_with_a_dead_letter_exits_1(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A one-off `--until-idle` run that dead-lettered something says so with status 1."""
+        db_url = f"sqlite:///{tmp_path / 'relay.sqlite3'}"
+        one_event_left_to_the_relay(db_url)
+        assert main([*relay_args(db_url), "--until-idle"]) == 1
+        assert "DEAD-LETTERED" in caplog.text
+
+
+class TestShortLease:
+    def test_a_lease_shorter_than_an_attempt_is_one_line(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`--lease-seconds 10` is refused before anything starts: one line, status 2."""
+        db_url = f"sqlite:///{tmp_path / 'relay.sqlite3'}"
+        assert main([*relay_args(db_url), "--lease-seconds", "10"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert "lease_seconds 10 is shorter than one publish attempt" in err
+        assert "give at least 20" in err
+        assert not (tmp_path / "relay.sqlite3").exists()

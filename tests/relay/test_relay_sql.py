@@ -1,0 +1,240 @@
+"""The outbox relay on SQLite and PostgreSQL: leases that run out, runs that cannot settle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, select, update
+
+from adapters.kafka.config import KafkaConfig
+from adapters.kafka.retry import RetryPolicy
+from adapters.sqlalchemy.tables import OutboxRow, RunRow
+from fsm.ports import OutboxMessage, PublishError
+from userstatus.app import FlowApp
+from userstatus.domain import UpdateUserStatusPayload, UserStatus
+from userstatus.flow import FlowState
+from userstatus.relay import OutboxRelay, RelaySettings
+
+S = UserStatus
+LEASE = 10.0
+
+
+class Clock:
+    """A clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        self.now += timedelta(seconds=seconds)
+
+
+class Topic:
+    """What reached the broker, in order: (publisher name, key, event id)."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, str, str]] = []
+
+    def by_key(self, key: str) -> list[str]:
+        """The event ids sent for `key`, in order, duplicates included."""
+        return [event for _, k, event in self.log if k == key]
+
+
+class Publisher:
+    """Appends to a shared Topic; `down` makes it fail; `before` runs once before a send."""
+
+    def __init__(self, name: str, topic: Topic) -> None:
+        self.name = name
+        self.topic = topic
+        self.down = False
+        self.before: Callable[[OutboxMessage], None] | None = None
+
+    def publish(self, message: OutboxMessage) -> None:
+        if self.down:
+            raise PublishError(f"broker down ({self.name})")
+        if self.before is not None:
+            hook, self.before = self.before, None
+            hook(message)
+        self.topic.log.append((self.name, message.key, message.event_id))
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A hand-driven clock."""
+    return Clock()
+
+
+@pytest.fixture
+def app(engine: Engine, clock: Clock) -> Iterator[FlowApp]:
+    """The flow on the database with users 1 and 2 active; nothing reaches Kafka."""
+    flow = FlowApp(
+        engine,
+        KafkaConfig(bootstrap_servers="127.0.0.1:1"),
+        retry=RetryPolicy(attempts=1),
+        relay_settings=RelaySettings(
+            lease_seconds=LEASE, publish_timeout=1.0, batch_size=10, max_attempts=3
+        ),
+        clock=clock,
+    )
+    with flow.unit_of_work() as uow:
+        uow.users.create(1, "active")
+        uow.users.create(2, "active")
+    yield flow
+
+
+def offline(app: FlowApp, *updates: tuple[int, UserStatus]) -> list[str]:
+    """Commit updates while the broker is down; their run ids (all left to the relay)."""
+    down = Publisher("orchestrator", Topic())
+    down.down = True
+    orchestrator = app.orchestrator(down)
+    runs = [orchestrator.perform(UpdateUserStatusPayload(u, s)) for u, s in updates]
+    assert {run.state for run in runs} == {FlowState.PUBLISH_FAILED}
+    return [run.id for run in runs]
+
+
+def outbox_rows(app: FlowApp) -> list[tuple[str, str, int]]:
+    """(key, status, attempts) of every outbox row, oldest first."""
+    with app.engine.connect() as connection:
+        rows = connection.execute(
+            select(OutboxRow.key, OutboxRow.status, OutboxRow.attempts).order_by(OutboxRow.id)
+        )
+        return [(key, status, attempts) for key, status, attempts in rows]
+
+
+def event_ids(app: FlowApp, key: str) -> list[str]:
+    """The event ids of `key`'s outbox rows, oldest first."""
+    with app.engine.connect() as connection:
+        found = connection.execute(
+            select(OutboxRow.event_id).where(OutboxRow.key == key).order_by(OutboxRow.id)
+        )
+        return list(found.scalars())
+
+
+def corrupt(app: FlowApp, run_id: str) -> None:
+    """Break a stored run (a state the flow does not have) so it can no longer be loaded."""
+    with app.engine.begin() as connection:
+        connection.execute(update(RunRow).where(RunRow.id == run_id).values(state="no_such_state"))
+
+
+class TestLeaseRunsOutMidBatch:
+    def test_stale_relay_skips_and_order_holds(self, app: FlowApp, clock: Clock) -> None:
+        """Relay A stalls past its lease; B publishes key 1's two events; A must not resend."""
+        offline(app, (2, S.SUSPENDED), (1, S.SUSPENDED), (1, S.ACTIVE))
+        clock.advance(100)
+        topic = Topic()
+        b = app.relay(Publisher("B", topic), owner="B")
+        b_reports = []
+
+        def stall(message: OutboxMessage) -> None:
+            clock.advance(LEASE + 1)  # A's publish of key 2 stalls past its lease on key 1
+            b_reports.extend([b.run_once(), b.run_once()])
+
+        slow = Publisher("A", topic)
+        slow.before = stall
+        report = app.relay(slow, owner="A").run_once()
+        assert topic.by_key("1") == event_ids(app, "1")  # in order, never resent
+        assert (report.claimed, report.published, report.lost) == (2, 1, 1)
+        assert [r.published for r in b_reports] == [2, 1]  # key 2 again (A overran), then e2
+        assert [name for name, key, _ in topic.log if key == "1"] == ["B", "B"]
+        assert [status for _, status, _ in outbox_rows(app)] == ["published"] * 3
+
+
+class TestRelayDiesHoldingAClaim:
+    def test_expired_claim_is_taken_again(self, app: FlowApp, clock: Clock) -> None:
+        """A claim whose relay died blocks its key only until the lease runs out."""
+        (run_id,) = offline(app, (1, S.SUSPENDED))
+        with app.unit_of_work() as uow:
+            held = uow.outbox.claim(owner="dead", limit=10, lease_seconds=LEASE, now=clock())
+        assert len(held) == 1
+        topic = Topic()
+        relay = app.relay(Publisher("live", topic), owner="live")
+        assert relay.run_once().claimed == 0
+        clock.advance(LEASE + 1)
+        assert relay.run_once().published == 1
+        assert app.runs().load(run_id).state == FlowState.PUBLISHED
+        assert topic.by_key("1") == event_ids(app, "1")
+
+
+class TestStopReleasesClaims:
+    def test_claims_not_worked_on_are_claimable_at_once(self, app: FlowApp) -> None:
+        """A relay stopped mid-batch hands its other claims back without waiting a lease."""
+        offline(app, (1, S.SUSPENDED), (2, S.CLOSED))
+        topic = Topic()
+        first = app.relay(Publisher("first", topic), owner="first")
+        stopper = Publisher("first", topic)
+        first.publisher = stopper
+        stopper.before = lambda message: first.stop()
+        report = first.run()
+        assert (report.claimed, report.published, report.released) == (2, 1, 1)
+        assert app.relay(Publisher("next", topic), owner="next").run_once().published == 1
+        assert [status for _, status, _ in outbox_rows(app)] == ["published"] * 2
+
+
+class TestRunThatCannotSettle:
+    def test_published_event_is_recorded_and_the_run_reported(
+        self, app: FlowApp, clock: Clock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A corrupt run does not make its event go out forever: published once, run flagged."""
+        (run_id,) = offline(app, (1, S.SUSPENDED))
+        corrupt(app, run_id)
+        topic = Topic()
+        relay = app.relay(Publisher("relay", topic), owner="relay")
+        report = relay.run_once()
+        assert (report.published, report.unsettled_runs) == (1, [run_id])
+        assert f"RUN {run_id} NEEDS AN OPERATOR" in caplog.text
+        clock.advance(3600)
+        assert relay.run_once().claimed == 0
+        assert len(topic.log) == 1
+        assert outbox_rows(app) == [("1", "published", 1)]
+
+    def test_failed_attempts_count_and_dead_letter(self, app: FlowApp, clock: Clock) -> None:
+        """With the broker down too, attempts still count: max_attempts dead-letters it."""
+        (run_id,) = offline(app, (1, S.SUSPENDED))
+        corrupt(app, run_id)
+        publisher = Publisher("relay", Topic())
+        publisher.down = True
+        relay = app.relay(publisher, owner="relay")
+        dead: list[str] = []
+        for _ in range(5):
+            clock.advance(3600)
+            dead += relay.run_once().dead_events
+        assert outbox_rows(app) == [("1", "dead", 2)]  # attempt 3 of 3 dead-lettered it
+        assert len(dead) == 1
+
+    def test_a_later_event_of_the_key_is_not_blocked(self, app: FlowApp, clock: Clock) -> None:
+        """The key's next event goes out once the unsettled one is recorded."""
+        first, _ = offline(app, (1, S.SUSPENDED), (1, S.ACTIVE))
+        corrupt(app, first)
+        topic = Topic()
+        relay = app.relay(Publisher("relay", topic), owner="relay")
+        for _ in range(2):
+            clock.advance(1)
+            relay.run_once()
+        assert topic.by_key("1") == event_ids(app, "1")
+
+
+class TestLeaseSettings:
+    def test_a_lease_shorter_than_an_attempt_is_refused(self) -> None:
+        """The message names the setting, the attempt's bound and the least lease allowed."""
+        with pytest.raises(ValueError, match=r"lease_seconds 10 .* give at least 20$"):
+            RelaySettings(lease_seconds=10)
+        RelaySettings(lease_seconds=20)
+
+    def test_flow_app_holds_kafka_relays_to_kafkas_bound(self, engine: Engine) -> None:
+        """A Kafka relay's lease must outlast max_block_ms + delivery_timeout_ms + margin."""
+        kafka = KafkaConfig(
+            bootstrap_servers="127.0.0.1:1", max_block_ms=20_000, delivery_timeout_ms=30_000
+        )
+        app = FlowApp(engine, kafka, relay_settings=RelaySettings(lease_seconds=30))
+        with pytest.raises(ValueError, match="shorter than one publish attempt"):
+            app.relay()
+        relay: OutboxRelay = FlowApp(
+            engine, kafka, relay_settings=RelaySettings(lease_seconds=55)
+        ).relay()
+        assert relay.settings.publish_timeout == 50.0
