@@ -6,22 +6,12 @@ import argparse
 
 import pytest
 
-from fsm.cli import UsageError, main
+from fsm.cli import UsageError
+from tests.flow.cli_support import one_line_error
 from userstatus.cli import kafka_config, relay_settings
 
 # An address nobody listens on and an in-memory database: nothing here gets that far.
 RELAY = ["relay", "--db-url", "sqlite://", "--bootstrap-servers", "127.0.0.1:1", "--until-idle"]
-
-
-def one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    """Run `fsm argv`; expect exit status 2 and one line on stderr, no traceback."""
-    status = main(argv)
-    out, err = capsys.readouterr()
-    assert status == 2, err
-    assert "Traceback" not in out + err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 class TestRelayFlags:

@@ -40,6 +40,23 @@ def stored_path(flow: MemoryFlow, run_id: str) -> list[FlowState]:
     return [FlowState[h.target] for h in flow.uow.runs.history(run_id)]
 
 
+class Crash(BaseException):
+    """The process dies."""
+
+
+def crash_after_commit(flow: MemoryFlow) -> str:
+    """Update user 1 and die after the commit, before the publish; the run's id."""
+
+    def die(event: typing.Any) -> typing.Any:
+        raise Crash
+
+    flow.orchestrator.publisher.publish = die  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        perform(flow, 1, S.SUSPENDED)
+    (run_id,) = flow.uow.runs.runs
+    return str(run_id)
+
+
 class TestDefinition:
     def test_the_table_handles_every_outcome(self) -> None:
         """Building the flow proves each action's closed family has rows."""
@@ -187,16 +204,7 @@ class TestRelayRecovery:
     def test_crash_after_commit_before_publish(self, flow: MemoryFlow) -> None:
         """A run left in status_updated (process died) is finished by the relay."""
 
-        class Crash(BaseException):
-            """The process dies."""
-
-        def die(event: typing.Any) -> typing.Any:
-            raise Crash
-
-        flow.orchestrator.publisher.publish = die  # type: ignore[method-assign]
-        with pytest.raises(Crash):
-            perform(flow, 1, S.SUSPENDED)
-        (run_id,) = flow.uow.runs.runs
+        run_id = crash_after_commit(flow)
         assert stored(flow, run_id) == F.STATUS_UPDATED
         assert flow.users.status_of(1) == "suspended"
         relay = self.relay(flow)
@@ -209,16 +217,7 @@ class TestRelayRecovery:
     def test_crashed_run_can_be_dead_lettered(self, flow: MemoryFlow) -> None:
         """A run left in status_updated whose event never goes out ends dead-lettered too."""
 
-        class Crash(BaseException):
-            """The process dies."""
-
-        def die(event: typing.Any) -> typing.Any:
-            raise Crash
-
-        flow.orchestrator.publisher.publish = die  # type: ignore[method-assign]
-        with pytest.raises(Crash):
-            perform(flow, 1, S.SUSPENDED)
-        (run_id,) = flow.uow.runs.runs
+        run_id = crash_after_commit(flow)
         flow.publisher.failing = True
         flow.clock.advance(30)
         report = self.relay(flow, max_attempts=1).run(until_idle=True)

@@ -12,6 +12,7 @@ from adapters.kafka.config import KafkaConfig
 from adapters.sqlalchemy import SchemaMissing, create_engine, init_db, metadata
 from adapters.sqlalchemy.tables import TABLES
 from fsm.cli import main
+from tests.flow.cli_support import one_line_error
 from userstatus.app import FlowApp
 from userstatus.demo import init_schema
 
@@ -30,17 +31,6 @@ def tables(db_url: str) -> set[str]:
             return set(inspect(connection).get_table_names())
     finally:
         engine.dispose()
-
-
-def error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    """Run `fsm argv`; expect exit status 2 and one line on stderr; return it."""
-    status = main(argv)
-    out, err = capsys.readouterr()
-    assert status == 2, err
-    assert "Traceback" not in out + err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 class TestConnectNeedsTheTables:
@@ -83,7 +73,7 @@ class TestRelayCommand:
         """A typo'd SQLite path fails in one line and leaves no new file behind."""
         target = tmp_path / "empty.db"
         url = f"sqlite:///{target}"
-        line = error_line(capsys, [*RELAY, "--db-url", url])
+        line = one_line_error(capsys, [*RELAY, "--db-url", url])
         assert line == (
             f"fsm: error: {url} has no runs, run_history, users or outbox table: "
             f"run fsm db init --db-url {url}"
@@ -92,7 +82,7 @@ class TestRelayCommand:
 
     def test_empty_database(self, capsys: pytest.CaptureFixture[str], db_url: str) -> None:
         """On SQLite and PostgreSQL alike: exit 2, and the database stays empty."""
-        line = error_line(capsys, [*RELAY, "--db-url", db_url])
+        line = one_line_error(capsys, [*RELAY, "--db-url", db_url])
         assert "outbox table: run fsm db init --db-url " in line
         assert tables(db_url) == set()
 
@@ -105,7 +95,7 @@ class TestRelayCommand:
         """Without --db-url or $FSM_DB_URL the relay asks for one instead of using SQLite."""
         monkeypatch.delenv("FSM_DB_URL", raising=False)
         monkeypatch.chdir(tmp_path)
-        line = error_line(capsys, RELAY)
+        line = one_line_error(capsys, RELAY)
         assert (
             line == "fsm: error: give --db-url (or set $FSM_DB_URL): the database fsm db init made"
         )
