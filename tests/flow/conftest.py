@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ from adapters.kafka.broker import LocalBroker
 from adapters.kafka.config import KafkaConfig
 from adapters.kafka.retry import RetryPolicy
 from adapters.memory import FakePublisher, FakeUserRepository, InMemoryUnitOfWork
+from tests.clock import Clock
 from userstatus.app import FlowApp
 from userstatus.demo import init_schema
 from userstatus.manager import UserStatusManager
@@ -20,24 +20,6 @@ from userstatus.orchestrator import UserStatusUpdateOrchestrator
 from userstatus.ports import CurrentUsers
 from userstatus.publisher import UserUpdatePublisher
 from userstatus.relay import RelaySettings
-
-
-class Clock:
-    """A clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward."""
-        self.now += timedelta(seconds=seconds)
-
-    def sleep(self, seconds: float) -> None:
-        """A sleep that only moves the clock."""
-        self.advance(seconds)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any
@@ -11,9 +11,9 @@ from typing import Any
 from adapters.sqlalchemy import SqlRunStore, SqlUnitOfWork
 from fsm import Machine, PersistentMachine, State
 from fsm.ports import HistoryRecord, OutboxMessage
+from tests.clock import Clock
 
 TOPIC = "UserUpdateTopic"
-T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 class Step(Enum):
@@ -72,19 +72,6 @@ class Faults:
     def hit(self, point: str) -> None:
         if point in self.armed:
             raise InjectedFault(f"fault injected after {point}")
-
-
-class Clock:
-    """A clock the tests move by hand."""
-
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 class FaultyRunStore(SqlRunStore):

@@ -23,11 +23,10 @@ from fsm import (
     State,
 )
 from fsm.codec import type_tag
+from tests.clock import T0, Clock
 from tests.persistence.persist_support import (
-    T0,
     Audited,
     Change,
-    Clock,
     Faults,
     InjectedFault,
     NoUser,

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, func, select
 
 from adapters.sqlalchemy import OutboxRow, SqlUnitOfWork
 from fsm.ports import InvalidRecord, LeaseLost, OutboxMessage
-from tests.persistence.persist_support import T0
+from tests.clock import T0
 
 LEASE = 30.0
 

@@ -17,7 +17,7 @@ from fsm.ports import (
     RunNotFound,
     RunRecord,
 )
-from tests.persistence.persist_support import T0, Clock
+from tests.clock import T0, Clock
 
 
 def count(engine: Engine, table: type) -> int:

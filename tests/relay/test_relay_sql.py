@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, select, update
@@ -12,6 +11,7 @@ from adapters.kafka.config import KafkaConfig
 from adapters.kafka.retry import RetryPolicy
 from adapters.sqlalchemy.tables import OutboxRow, RunRow
 from fsm.ports import OutboxMessage, PublishError
+from tests.clock import Clock
 from userstatus.app import FlowApp
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.flow import FlowState
@@ -19,20 +19,6 @@ from userstatus.relay import OutboxRelay, RelaySettings
 
 S = UserStatus
 LEASE = 10.0
-
-
-class Clock:
-    """A clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward."""
-        self.now += timedelta(seconds=seconds)
 
 
 class Topic:
