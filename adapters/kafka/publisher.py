@@ -13,12 +13,19 @@ from fsm.ports import OutboxMessage, PublishError
 log = logging.getLogger(__name__)
 
 
-class KafkaPublisher:
-    """Sends one message and waits for the broker's acknowledgement (acks=all, idempotent).
+class NotStored(PublishError):
+    """The broker answered without saying where it stored the record: not a publish."""
 
-    After any failed send the producer is closed and the next publish creates a new one:
-    an idempotent producer whose broker forgot it (restart, expired producer state) fails
-    every later send with UnknownProducerIdError for as long as it lives.
+
+class KafkaPublisher:
+    """Sends one message and waits until the broker reports where it stored it.
+
+    A publish counts only with record metadata naming a stored offset (>= 0). kafka-python
+    reports a send the broker answered with DUPLICATE_SEQUENCE_NUMBER as a success with
+    offset -1: after a broker restart hands producer ids out again, an old producer can share
+    its id with a new one and such a "success" stored nothing. Any failed or unstored send
+    closes the producer and the next publish creates a new one: an idempotent producer
+    whose broker forgot it (restart, expired producer state) cannot be trusted again.
     """
 
     def __init__(
@@ -53,7 +60,13 @@ class KafkaPublisher:
                     headers=list(message.headers),
                 )
                 # delivery_timeout_ms bounds the wait in the producer; this is a safety net.
-                future.get(timeout=self.config.delivery_timeout_ms / 1000 + 5)
+                metadata = future.get(timeout=self.config.delivery_timeout_ms / 1000 + 5)
+                offset = getattr(metadata, "offset", None)
+                if not isinstance(offset, int) or offset < 0:
+                    raise NotStored(
+                        f"the broker acknowledged without a stored offset (offset {offset!r}); "
+                        "its producer state is gone (a restarted broker?)"
+                    )
             except Exception as error:
                 self._reset()
                 raise PublishError(

@@ -82,6 +82,27 @@ class TestKafkaPublisher:
         assert "before" not in audit.events  # the restarted broker keeps nothing
         assert publisher.producers_created >= 2
 
+    def test_an_acknowledgement_without_a_stored_offset_is_not_a_publish(
+        self, broker: LocalBroker
+    ) -> None:
+        """A send the broker answers without storing (offset -1) fails; the retry stores it.
+
+        A restarted broker hands producer ids out again from 1: A's old producer then shares
+        B's id, and A's next send repeats a sequence number the broker has seen.
+        """
+        config = fast_config(broker)
+        a, b = KafkaPublisher(config), KafkaPublisher(config)
+        a.publish(message("a1"))
+        broker.restart()
+        b.publish(message("b1"))
+        b.publish(message("b2"))
+        with pytest.raises(PublishError, match="without a stored offset"):
+            a.publish(message("a2"))
+        a.publish(message("a2"))  # a new producer, a fresh id: stored
+        audit = AuditConsumer(config, TOPIC).read_all(expect={"b1", "b2", "a2"}, timeout=10)
+        assert {"b1", "b2", "a2"} <= audit.events.keys()
+        assert a.producers_created == 2
+
     def test_unreachable_bootstrap_fails_fast(self) -> None:
         """No broker at all: the first publish fails within the configured bounds."""
         config = KafkaConfig(
