@@ -19,6 +19,7 @@ from userstatus.app import FlowApp
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.events import TOPIC, UserStatusChanged
 from userstatus.flow import FlowState
+from userstatus.orchestrator import UserStatusUpdateOrchestrator
 from userstatus.outcomes import StorageError
 from userstatus.relay import OutboxRelay, RelayReport
 
@@ -109,6 +110,33 @@ class TestBrokerOutage:
             entry = uow.outbox.get(dead_id)
             assert entry is not None and "gave up after 2 attempts" in (entry.last_error or "")
         app.close()
+
+
+class TestRestartedBroker:
+    def test_no_run_is_published_unless_the_broker_stored_its_event(
+        self, db_url: str, broker: LocalBroker
+    ) -> None:
+        """Two apps and a restart that re-issues producer ids: every published run's event is
+        on the topic (before the fix, A's last run was `published` and its event nowhere)."""
+        a, b = sql_app(db_url, broker), sql_app(db_url, broker)
+        with a.unit_of_work() as uow:
+            uow.users.create(1, "active")
+        oa, ob = a.orchestrator(), b.orchestrator()  # one producer each, kept
+
+        def perform(orchestrator: UserStatusUpdateOrchestrator, status: UserStatus) -> str:
+            return orchestrator.perform(UpdateUserStatusPayload(1, status)).id
+
+        perform(oa, S.SUSPENDED)  # A's producer gets id 1 from this broker
+        broker.restart()  # the new broker hands id 1 out again, to B
+        after = [perform(ob, S.ACTIVE), perform(ob, S.SUSPENDED), perform(oa, S.ACTIVE)]
+        a.relay().run(until_idle=True, max_seconds=30)  # A's refused send is retried here
+        ids = {event_id(a, run_id) for run_id in after}
+        log = audit(a, ids)
+        assert {stored_run(a, run_id)[0] for run_id in after} == {F.PUBLISHED}
+        assert ids <= log.events.keys()
+        assert statuses_by_user(log)["1"][-1] == "active"  # the topic agrees with the database
+        for app in (a, b):
+            app.close()
 
 
 class TestCrashBetweenCommitAndPublish:
