@@ -12,11 +12,12 @@ from sqlalchemy import Engine
 
 from adapters.kafka.config import KafkaConfig
 from adapters.kafka.publisher import KafkaPublisher
-from adapters.kafka.retry import RetryingPublisher, RetryPolicy
+from adapters.kafka.retry import RetryingPublisher
 from adapters.sqlalchemy import create_engine, require_tables
 from adapters.sqlalchemy.flow import FlowSqlUnitOfWork
 from fsm.persistence import PersistentMachine
 from fsm.ports import Publisher
+from fsm.retry import RetryPolicy
 from userstatus.domain import UserStatus
 from userstatus.flow import FlowState, machine
 from userstatus.manager import UserStatusManager

@@ -17,9 +17,9 @@ from sqlalchemy.engine import make_url
 from adapters.kafka.broker import LocalBroker, free_port
 from adapters.kafka.config import KafkaConfig
 from adapters.kafka.consumer import AuditConsumer, AuditLog
-from adapters.kafka.retry import RetryPolicy
 from adapters.sqlalchemy import create_engine, init_db
 from adapters.sqlalchemy.tables import UserRow
+from fsm.retry import RetryPolicy
 from userstatus.app import FlowApp
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.events import TOPIC, EventDecodeError, UserStatusChanged

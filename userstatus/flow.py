@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from fsm.definition import Machine, State
 from fsm.errors import FSMError
 from userstatus.outcomes import (
+    ConcurrentUpdate,
     DeadLettered,
     IllegalStatusChange,
     Published,
@@ -125,6 +126,7 @@ machine: Machine[FlowState] = Machine(
         (F.RECEIVED, UserStatusUpdated, F.STATUS_UPDATED),
         (F.RECEIVED, UserNotFound, F.UPDATE_FAILED),
         (F.RECEIVED, IllegalStatusChange, F.UPDATE_FAILED),
+        (F.RECEIVED, ConcurrentUpdate, F.UPDATE_FAILED),
         (F.RECEIVED, StorageError, F.UPDATE_FAILED),
         (F.STATUS_UPDATED, Published, F.PUBLISHED),
         (F.STATUS_UPDATED, PublishFailed, F.PUBLISH_FAILED),

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 
 from fsm.errors import InvalidEvent
-from fsm.ports import UserRepository
+from fsm.faults import describe_error, is_transient
+from fsm.ports import ConcurrencyError, UserRepository
 from userstatus.domain import UpdateUserStatusPayload, UserStatus, allowed_changes, lifecycle
 from userstatus.outcomes import (
+    ConcurrentUpdate,
     IllegalStatusChange,
     StorageError,
     UpdateOutcome,
@@ -17,35 +19,62 @@ from userstatus.outcomes import (
 
 log = logging.getLogger(__name__)
 
+CONFLICT_ATTEMPTS = 3
+"""How often a change is tried against a user someone else keeps changing."""
+
 
 class UserStatusManager:
     """Knows the user lifecycle and the repository; knows nothing of events or brokers.
 
-    Statuses are stored by their value (`"active"`); the repository's version check makes a
-    concurrent change of the same user a StorageError rather than a lost update.
+    Statuses are stored by their value (`"active"`). The repository's version check turns
+    a concurrent change of the same user into a conflict rather than a lost update: the
+    manager then reads the user again, lets the lifecycle judge the change against the new
+    status and writes again, up to `conflict_attempts` times in all, before it answers
+    ConcurrentUpdate. Any other storage failure is a StorageError (the seed's contract).
     """
 
-    def __init__(self, users: UserRepository) -> None:
+    def __init__(
+        self, users: UserRepository, *, conflict_attempts: int = CONFLICT_ATTEMPTS
+    ) -> None:
+        if conflict_attempts < 1:
+            raise ValueError(f"conflict_attempts must be at least 1, got {conflict_attempts!r}")
         self.users = users
+        self.conflict_attempts = conflict_attempts
 
     def update_user_status(self, payload: UpdateUserStatusPayload) -> UpdateOutcome:
         """Move the user to the requested status if it exists and the lifecycle allows it."""
         try:
-            user = self.users.get(payload.user_id)
-            if user is None:
-                return UserNotFound(payload.user_id)
-            old = UserStatus(user.status)
-            try:
-                # The lifecycle machine itself judges the change: a row, or no change.
-                lifecycle.restore(f"user-{payload.user_id}", old).send(payload.new_status)
-            except InvalidEvent:
-                return IllegalStatusChange(
-                    payload.user_id, old, payload.new_status, allowed_changes(old)
-                )
-            self.users.update_status(
-                payload.user_id, payload.new_status.value, expected_version=user.version
-            )
-        except Exception as error:  # the seed's contract: a storage failure is an outcome
+            for _ in range(self.conflict_attempts):
+                try:
+                    return self._try(payload)
+                except ConcurrencyError:
+                    continue  # read it again: the change may no longer be allowed
+        except Exception as error:
+            # The whole error (SQL and parameters included) stays in the log; the outcome,
+            # which is stored, keeps its type and first line.
             log.error("updating the status of user %s failed: %r", payload.user_id, error)
-            return StorageError(payload.user_id, f"{type(error).__name__}: {error}")
+            return StorageError(payload.user_id, describe_error(error), is_transient(error))
+        log.warning(
+            "user %s changed under %d attempts to set %s; giving up",
+            payload.user_id,
+            self.conflict_attempts,
+            payload.new_status.value,
+        )
+        return ConcurrentUpdate(payload.user_id, self.conflict_attempts)
+
+    def _try(self, payload: UpdateUserStatusPayload) -> UpdateOutcome:
+        user = self.users.get(payload.user_id)
+        if user is None:
+            return UserNotFound(payload.user_id)
+        old = UserStatus(user.status)
+        try:
+            # The lifecycle machine itself judges the change: a row, or no change.
+            lifecycle.restore(f"user-{payload.user_id}", old).send(payload.new_status)
+        except InvalidEvent:
+            return IllegalStatusChange(
+                payload.user_id, old, payload.new_status, allowed_changes(old)
+            )
+        self.users.update_status(
+            payload.user_id, payload.new_status.value, expected_version=user.version
+        )
         return UserStatusUpdated(payload.user_id, old, payload.new_status)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fsm.errors import FSMError
+from fsm.faults import causes, describe_error, is_transient
 from fsm.persistence import PersistentMachine, PersistentRun
 from fsm.ports import RunNotFound
+from fsm.retry import STEP_RETRY, RetryPolicy, retry
 from fsm.runtime import Run, Transition
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.events import TOPIC, UserStatusChanged
@@ -28,7 +31,10 @@ from userstatus.ports import EventPublisher, FlowUnitOfWork, StatusManager
 log = logging.getLogger(__name__)
 
 STORAGE_ERROR = "storage_error"
-"""Context key: a first attempt whose transaction failed; the run records it as update_failed."""
+"""Context key: a first step whose transaction failed; the run records it as update_failed."""
+
+KEY_LENGTH = 200
+_KEYS = uuid.UUID("5f0b7f8e-6c1d-4a59-9a57-3d2f6f1b0c11")
 
 
 def new_id() -> str:
@@ -41,12 +47,48 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def key_run_id(idempotency_key: str) -> str:
+    """The run id a request's idempotency key stands for: the same in every process, so the
+    runs table's primary key makes a key apply once."""
+    if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= KEY_LENGTH:
+        raise ValueError(
+            f"idempotency key must be a string of 1 to {KEY_LENGTH} characters, "
+            f"got {idempotency_key!r:.60}"
+        )
+    return "key-" + uuid.uuid5(_KEYS, idempotency_key).hex
+
+
 class UpdateAborted(FSMError):
     """The update step failed in the database: its transaction is rolled back as a whole."""
 
     def __init__(self, outcome: StorageError) -> None:
         self.outcome = outcome
         super().__init__(outcome.error)
+
+
+class IdempotencyConflict(FSMError, ValueError):
+    """An idempotency key already used for another change: nothing was done."""
+
+    def __init__(self, key: str, stored: dict[str, Any], asked: dict[str, Any]) -> None:
+        self.key = key
+        super().__init__(
+            f"idempotency key {key!r} was used for user {stored.get('user_id')} -> "
+            f"{stored.get('new_status')}; this request asks user {asked['user_id']} -> "
+            f"{asked['new_status']}: a different change needs a new key"
+        )
+
+
+class RunNotSettled(FSMError):
+    """The update committed and its event is in the outbox, but the run's next step could not
+    be recorded (the database kept failing): the outbox relay publishes the event and
+    finishes the run. `run_id` names it."""
+
+    def __init__(self, run_id: str, error: BaseException) -> None:
+        self.run_id = run_id
+        super().__init__(
+            f"run {run_id}: the update committed but its publish step could not be recorded "
+            f"({describe_error(error)}); the outbox relay publishes the event and finishes it"
+        )
 
 
 class UserStatusUpdateOrchestrator:
@@ -57,9 +99,11 @@ class UserStatusUpdateOrchestrator:
     Step 2 (after that commit): the event is published. `published` commits with the
     outbox row marked published; `publish_failed` commits with the row still pending (the
     failed attempt counted), for the relay. Until step 2 ends, or `publish_grace` passes
-    if this process dies first, relays leave the new event alone. The table, not this
-    class, decides where each outcome leads. One orchestrator (and its unit of work)
-    serves one thread at a time.
+    if this process dies first, relays leave the new event alone. A step whose database
+    work fails transiently (a lost connection, a lost commit acknowledgement) is tried
+    again under `step_retry`, after reading what the store holds; the publish is never
+    repeated for that. The table, not this class, decides where each outcome leads. One
+    orchestrator (and its unit of work) serves one thread at a time.
     """
 
     def __init__(
@@ -73,6 +117,8 @@ class UserStatusUpdateOrchestrator:
         clock: Callable[[], datetime] = utcnow,
         ids: Callable[[], str] = new_id,
         publish_grace: timedelta = timedelta(seconds=30),
+        step_retry: RetryPolicy = STEP_RETRY,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.manager = manager
         self.publisher = publisher
@@ -82,62 +128,145 @@ class UserStatusUpdateOrchestrator:
         self.clock = clock
         self.ids = ids
         self.publish_grace = publish_grace
+        self.step_retry = step_retry
+        self.sleep = sleep
         self.machine = machine
         self.runs: PersistentMachine[FlowState] = PersistentMachine(
             machine, uow, types=[UserStatus], clock=clock, listeners=[self._settle_outbox]
         )
+        self._publishes: dict[str, PublishOutcome] = {}
 
-    def perform(self, payload: UpdateUserStatusPayload) -> PersistentRun[FlowState]:
+    def perform(
+        self, payload: UpdateUserStatusPayload, *, idempotency_key: str | None = None
+    ) -> PersistentRun[FlowState]:
         """Run one status update to `published`, `publish_failed` or `update_failed`.
 
-        Returns the stored run. If the process dies between the two steps, the run waits
-        in `status_updated` with its event pending, and the relay finishes it.
+        Returns the stored run. With `idempotency_key`, a request already performed under
+        that key returns its run (as it is now) and changes nothing; the same key with a
+        different change raises IdempotencyConflict. RunNotSettled if the update committed
+        but the database kept failing afterwards: the relay finishes that run.
         """
         if not isinstance(payload, UpdateUserStatusPayload):
             raise TypeError(f"payload must be an UpdateUserStatusPayload, got {payload!r}")
-        run_id = self.ids()
         context: dict[str, Any] = {
-            "run_id": run_id,
             "user_id": payload.user_id,
             "new_status": payload.new_status.value,
+            "request": uuid.uuid4().hex,  # tells this call's run from an earlier one's
         }
+        if idempotency_key is None:
+            run_id = self.ids()
+        else:
+            run_id = key_run_id(idempotency_key)
+            context["idempotency_key"] = idempotency_key
+            earlier = self._stored(run_id, context)
+            if earlier is not None:
+                log.info("run %s: idempotency key seen before; nothing done", run_id)
+                return earlier
+        context["run_id"] = run_id
         try:
             with bound(self):
-                handle = self.runs.start(context, run_id=run_id)
-        except Exception as error:
-            if self._stored(run_id):
-                # Step 1 committed, step 2 broke (not a publish failure: that is an outcome).
-                # The event is pending in the outbox; the relay publishes it and ends the run.
-                log.error(
-                    "run %s stopped after its commit: %r; the relay will finish it", run_id, error
-                )
-                return self.runs.load(run_id)
-            # Step 1 rolled back: nothing of it is stored. Record the failure as the run.
-            original = getattr(error, "error", error)  # a CallbackError carries the original
-            if isinstance(original, UpdateAborted):
-                cause = original.outcome.error
-            else:
-                cause = _describe(error)
-            log.error("run %s: the update of user %s failed: %s", run_id, payload.user_id, cause)
-            with bound(self):
-                handle = self.runs.start(context | {STORAGE_ERROR: cause}, run_id=run_id)
+                handle = self._first_step(run_id, context)
+                if handle.context.get("request") == context["request"]:
+                    handle = self._second_step(handle)
+        finally:
+            self._publishes.clear()
         self._log(handle)
         return handle
 
-    def _stored(self, run_id: str) -> bool:
+    def _first_step(self, run_id: str, context: dict[str, Any]) -> PersistentRun[FlowState]:
+        """Store the run with its update; a failure that stays is recorded as update_failed."""
         try:
-            with self.uow:
-                self.uow.runs.load(run_id)
+            return self._start(run_id, context)
+        except IdempotencyConflict:
+            raise
+        except Exception as error:
+            aborted = _aborted(error)
+            if aborted is not None:
+                outcome = aborted.outcome
+            else:
+                log.error("run %s: the update step failed: %r", run_id, error)
+                outcome = StorageError(
+                    int(context["user_id"]), describe_error(error), is_transient(error)
+                )
+            log.error(
+                "run %s: the update of user %s failed: %s",
+                run_id,
+                context["user_id"],
+                outcome.error,
+            )
+            return self._start(run_id, context | {STORAGE_ERROR: outcome})
+
+    def _start(self, run_id: str, context: dict[str, Any]) -> PersistentRun[FlowState]:
+        def attempt(number: int) -> PersistentRun[FlowState]:
+            try:
+                return self.runs.start(context, run_id=run_id)
+            except Exception:
+                # A lost commit acknowledgement, or step 2 failing after step 1 committed:
+                # what the store holds decides. (RunExists lands here too.)
+                stored = self._stored(run_id, context)
+                if stored is None:
+                    raise
+                return stored
+
+        return retry(
+            attempt,
+            self.step_retry,
+            retry_on=_retryable,
+            sleep=self.sleep,
+            on_retry=lambda n, error, wait: log.warning(
+                "run %s: step failed (%s); trying again in %.2f s",
+                run_id,
+                describe_error(error),
+                wait,
+            ),
+        )
+
+    def _second_step(self, handle: PersistentRun[FlowState]) -> PersistentRun[FlowState]:
+        """Take the publish step if the run still waits for it (its outcome is kept, so a
+        step tried again never publishes twice)."""
+
+        def attempt(number: int) -> PersistentRun[FlowState]:
+            run = handle if number == 1 else self.runs.load(handle.id)
+            if run.state == FlowState.STATUS_UPDATED:
+                run.advance()
+            return run
+
+        try:
+            return retry(
+                attempt,
+                self.step_retry,
+                retry_on=is_transient,
+                sleep=self.sleep,
+                on_retry=lambda n, error, wait: log.warning(
+                    "run %s: recording the publish failed (%s); trying again in %.2f s",
+                    handle.id,
+                    describe_error(error),
+                    wait,
+                ),
+            )
+        except Exception as error:
+            log.error("run %s: the publish step could not be recorded: %r", handle.id, error)
+            raise RunNotSettled(handle.id, error) from error
+
+    def _stored(self, run_id: str, context: dict[str, Any]) -> PersistentRun[FlowState] | None:
+        """The stored run of this id, None if there is none; IdempotencyConflict if it is
+        another change's."""
+        try:
+            run = self.runs.load(run_id)
         except RunNotFound:
-            return False
-        return True
+            return None
+        fields = ("user_id", "new_status")
+        if any(run.context.get(name) != context[name] for name in fields):
+            raise IdempotencyConflict(str(context.get("idempotency_key")), run.context, context)
+        return run
 
     # -- the actions (their return annotations are the closed families the table handles)
 
     def update_status(self, context: dict[str, Any]) -> UpdateOutcome:
         """Change the user and add the event to the outbox, in the step's transaction."""
-        if STORAGE_ERROR in context:
-            return StorageError(int(context["user_id"]), str(context[STORAGE_ERROR]))
+        failure = context.pop(STORAGE_ERROR, None)
+        if isinstance(failure, StorageError):
+            return failure
         payload = UpdateUserStatusPayload.parse(context["user_id"], context["new_status"])
         outcome = self.manager.update_user_status(payload)
         if isinstance(outcome, StorageError):
@@ -177,7 +306,10 @@ class UserStatusUpdateOrchestrator:
                 "left to the relay to keep per-user order",
                 attempts=0,
             )
-        return self.publisher.publish(event)
+        outcome = self._publishes.get(event.event_id)
+        if outcome is None:
+            outcome = self._publishes[event.event_id] = self.publisher.publish(event)
+        return outcome
 
     # -- recording
 
@@ -210,8 +342,11 @@ class UserStatusUpdateOrchestrator:
             log.info("run %s: %s (%r)", run.id, run.state, outcome)
 
 
-def _describe(error: BaseException) -> str:
-    cause = getattr(error, "error", None)  # a CallbackError carries the original
-    if isinstance(cause, BaseException):
-        error = cause
-    return f"{type(error).__name__}: {error}"
+def _aborted(error: BaseException) -> UpdateAborted | None:
+    return next((e for e in causes(error) if isinstance(e, UpdateAborted)), None)
+
+
+def _retryable(error: Exception) -> bool:
+    """A step worth trying again: the database failed, not the request."""
+    aborted = _aborted(error)
+    return aborted.outcome.transient if aborted is not None else is_transient(error)

@@ -34,17 +34,32 @@ class IllegalStatusChange:
 
 
 @dataclass(frozen=True, slots=True)
+class ConcurrentUpdate:
+    """Someone else kept changing the user while this change was re-tried: nothing changed."""
+
+    user_id: int
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
 class StorageError:
-    """The database refused or lost the change: it was rolled back, nothing was changed."""
+    """The database refused or lost the change: it was rolled back, nothing was changed.
+
+    `error` is the error's type and first line only (fsm.faults.describe_error): no SQL,
+    no parameters. `transient` says trying again may pass (a lost connection, say).
+    """
 
     user_id: int
     error: str
+    transient: bool = False
 
 
-UpdateOutcome = UserStatusUpdated | UserNotFound | IllegalStatusChange | StorageError
+UpdateOutcome = (
+    UserStatusUpdated | UserNotFound | IllegalStatusChange | ConcurrentUpdate | StorageError
+)
 """What updating a user's status can come to."""
 
-UpdateFailure = UserNotFound | IllegalStatusChange | StorageError
+UpdateFailure = UserNotFound | IllegalStatusChange | ConcurrentUpdate | StorageError
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Bounded retries around a Publisher (tenacity): attempts, backoff with jitter, a deadline."""
+"""Bounded retries around a Publisher (tenacity) under an fsm.retry.RetryPolicy."""
 
 from __future__ import annotations
 
@@ -6,42 +6,13 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import tenacity
 
 from fsm.ports import OutboxMessage, Publisher, PublishError
+from fsm.retry import RetryPolicy as RetryPolicy  # re-exported: it lived here first
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How the immediate publish after commit retries before giving up to the relay."""
-
-    attempts: int = 3
-    initial_backoff: float = 0.2
-    """Seconds before the second attempt; doubles each time."""
-    max_backoff: float = 2.0
-    jitter: float = 0.2
-    """Up to this many seconds added at random to each wait."""
-    deadline: float = 15.0
-    """No new attempt starts once this many seconds have passed (plus its wait)."""
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.attempts < 1:
-            problems.append(f"attempts must be at least 1, got {self.attempts!r}")
-        for name in ("initial_backoff", "max_backoff", "jitter", "deadline"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must not be negative, got {getattr(self, name)!r}")
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    def wait(self, failed_attempts: int, rand: Callable[[], float] = random.random) -> float:
-        """Seconds to wait after `failed_attempts` failures: exponential, capped, jittered."""
-        growth = 2.0 ** max(0, failed_attempts - 1)
-        return min(self.max_backoff, self.initial_backoff * growth) + self.jitter * rand()
 
 
 class RetriesExhausted(PublishError):

@@ -1,0 +1,84 @@
+"""One retry policy (attempts, capped exponential backoff, jitter, a deadline) and its loop."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how long to try again: used for publishing and for database steps."""
+
+    attempts: int = 3
+    initial_backoff: float = 0.2
+    """Seconds before the second attempt; doubles each time."""
+    max_backoff: float = 2.0
+    jitter: float = 0.2
+    """Up to this many seconds added at random to each wait."""
+    deadline: float = 1.0
+    """No new attempt starts once this many seconds have passed (plus its wait)."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.attempts < 1:
+            problems.append(f"attempts must be at least 1, got {self.attempts!r}")
+        for name in ("initial_backoff", "max_backoff", "jitter", "deadline"):
+            if not getattr(self, name) >= 0:
+                problems.append(f"{name} must not be negative, got {getattr(self, name)!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def copy(self, **overrides: Any) -> RetryPolicy:
+        """This policy with some settings changed."""
+        return replace(self, **overrides)
+
+    def wait(self, failed_attempts: int, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait after `failed_attempts` failures: exponential, capped, jittered."""
+        growth = 2.0 ** max(0, failed_attempts - 1)
+        return min(self.max_backoff, self.initial_backoff * growth) + self.jitter * rand()
+
+    def gives_up(self, failed_attempts: int, elapsed: float, upcoming_wait: float) -> bool:
+        """True when no attempt may follow `failed_attempts` failures after `elapsed` s."""
+        return failed_attempts >= self.attempts or elapsed + upcoming_wait > self.deadline
+
+
+STEP_RETRY = RetryPolicy(
+    attempts=4, initial_backoff=0.05, max_backoff=1.0, jitter=0.05, deadline=10
+)
+"""Database steps: a lost connection or acknowledgement is usually over within a second."""
+
+
+def retry(
+    call: Callable[[int], T],
+    policy: RetryPolicy,
+    *,
+    retry_on: Callable[[Exception], bool],
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    rand: Callable[[], float] = random.random,
+    on_retry: Callable[[int, Exception, float], None] | None = None,
+) -> T:
+    """`call(attempt)` until it returns, an error `retry_on` refuses, or the policy gives up.
+
+    The last error is raised as it is. `on_retry(attempt, error, wait)` is told before
+    each wait.
+    """
+    started = clock()
+    attempt = 1
+    while True:
+        try:
+            return call(attempt)
+        except Exception as error:
+            wait = policy.wait(attempt, rand)
+            if not retry_on(error) or policy.gives_up(attempt, clock() - started, wait):
+                raise
+            if on_retry is not None:
+                on_retry(attempt, error, wait)
+        sleep(wait)
+        attempt += 1
