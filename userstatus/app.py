@@ -46,6 +46,19 @@ def publish_grace(retry: RetryPolicy, kafka: KafkaConfig) -> timedelta:
     return timedelta(seconds=worst + GRACE_MARGIN)
 
 
+def immediate_kafka(kafka: KafkaConfig, retry: RetryPolicy) -> KafkaConfig:
+    """`kafka` with each time bound cut to `retry.deadline`: the immediate publish after a
+    commit serves the common case, and the relay owns the rest, so a caller waits about
+    the deadline (two bounds at most: blocked on metadata, then on delivery) in an outage."""
+    bound = max(100, int(retry.deadline * 1000))
+    return replace(
+        kafka,
+        request_timeout_ms=min(kafka.request_timeout_ms, bound),
+        delivery_timeout_ms=min(kafka.delivery_timeout_ms, bound),
+        max_block_ms=min(kafka.max_block_ms, bound),
+    )
+
+
 @dataclass
 class FlowApp:
     """One database and one Kafka: builds orchestrators and relays on them.
@@ -87,12 +100,14 @@ class FlowApp:
     def orchestrator(
         self, publisher: Publisher | None = None, *, uow: FlowSqlUnitOfWork | None = None
     ) -> UserStatusUpdateOrchestrator:
-        """An orchestrator whose immediate publish retries under `retry`."""
+        """An orchestrator whose immediate publish retries under `retry` (its Kafka time
+        bounds cut to the retry deadline, see `immediate_kafka`)."""
         uow = uow or self.unit_of_work()
-        retrying = RetryingPublisher(publisher or self.publisher(), self.retry)
+        kafka = immediate_kafka(self.kafka, self.retry)
+        retrying = RetryingPublisher(publisher or self.publisher(kafka), self.retry)
         grace = self.publish_grace
         if grace is None:
-            grace = publish_grace(self.retry, self.kafka)
+            grace = publish_grace(self.retry, kafka)
         return UserStatusUpdateOrchestrator(
             UserStatusManager(CurrentUsers(uow)),
             UserUpdatePublisher(retrying),

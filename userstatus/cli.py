@@ -237,8 +237,15 @@ def _cmd_relay(args: argparse.Namespace) -> int:
             report.dead,
             relay.pending(),
         )
+        if report.unsettled_runs:
+            logging.error(
+                "relay %s: %d run(s) need an operator: %s",
+                relay.owner,
+                len(report.unsettled_runs),
+                ", ".join(report.unsettled_runs),
+            )
         # A long-running relay stopped by a signal did its job; dead letters are in its log.
-        return 1 if args.until_idle and report.dead else 0
+        return 1 if args.until_idle and (report.dead or report.unsettled_runs) else 0
     finally:
         app.close()
 

@@ -19,7 +19,6 @@ from adapters.kafka.config import KafkaConfig
 from adapters.kafka.consumer import AuditConsumer, AuditLog
 from adapters.sqlalchemy import create_engine, init_db
 from adapters.sqlalchemy.tables import UserRow
-from fsm.retry import RetryPolicy
 from userstatus.app import FlowApp
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.events import TOPIC, EventDecodeError, UserStatusChanged
@@ -82,10 +81,6 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         app = FlowApp.connect(
             db_url,
             kafka,
-            # Short bounds so the outage phase is quick: an attempt fails in about a second.
-            retry=RetryPolicy(
-                attempts=2, initial_backoff=0.1, max_backoff=0.5, jitter=0.1, deadline=2.0
-            ),
             relay_settings=RelaySettings(
                 batch_size=20,
                 lease_seconds=30,

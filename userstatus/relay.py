@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from fsm.errors import FSMError
+from fsm.errors import FSMError, InvalidEvent, RestoreError, UnhandledOutcome
+from fsm.faults import describe_error
 from fsm.persistence import PersistentMachine
 from fsm.ports import LeaseLost, OutboxMessage, Publisher, RunNotFound
+from fsm.retry import STEP_RETRY, RetryPolicy, retry
 from userstatus.domain import UserStatus
 from userstatus.flow import FlowState, UnboundFlow, bound, machine
 from userstatus.orchestrator import utcnow
@@ -29,6 +31,9 @@ from userstatus.outcomes import (
 from userstatus.ports import FlowUnitOfWork
 
 log = logging.getLogger(__name__)
+
+RUN_CANNOT_MOVE = (RestoreError, InvalidEvent, UnhandledOutcome)
+"""A run that fails to load or to take its outcome this way will fail so every time."""
 
 LEASE_MARGIN = 5.0
 """Seconds a lease must outlast one publish attempt: the renew before it, the settle after."""
@@ -61,6 +66,8 @@ class RelaySettings:
     """Each delay is spread by up to this fraction, so relays do not retry in lockstep."""
     idle_interval: float = 1.0
     """How long to wait when nothing is due."""
+    step_retry: RetryPolicy = STEP_RETRY
+    """How a failed database step (recording an attempt, moving its run) is tried again."""
 
     def __post_init__(self) -> None:
         problems = [
@@ -312,21 +319,53 @@ class OutboxRelay:
     def _settle(self, message: OutboxMessage, outcome: RelayOutcome, report: RelayReport) -> None:
         """Record the attempt in the outbox and move the run, in one transaction.
 
-        If the run cannot be moved (corrupt, not this flow's, a write that keeps failing),
-        the outbox row is recorded alone, so the event neither goes out again forever nor
-        escapes max_attempts, and the run is reported for operators.
+        A failure is tried again under `step_retry`; before each new try the lease says
+        whether the last one committed after all (its acknowledgement lost): a recorded
+        attempt leaves the pending set or gives up the lease. If it keeps failing, nothing
+        is recorded: the event stays pending and is published again (a duplicate consumers
+        drop) once the lease runs out. Only a run that can never move (corrupt, another
+        machine's, in a state that takes no such outcome) gets the outbox row recorded
+        alone, and is reported for operators.
         """
-        try:
+
+        def attempt(number: int) -> None:
+            if number > 1 and not self._still_held(message):
+                return  # the last try committed after all, or another relay has it now
             if not self._advance_run(message, outcome):
                 with self.uow:  # no run waits for it: the outbox alone
                     self._mark(self.uow, message, outcome)
+
+        try:
+            retry(
+                attempt,
+                self.settings.step_retry,
+                retry_on=lambda error: not isinstance(error, (LeaseLost, *RUN_CANNOT_MOVE)),
+                sleep=self.sleep,
+                on_retry=lambda n, error, wait: log.warning(
+                    "relay %s: recording event %s failed (%s); trying again in %.2f s",
+                    self.owner,
+                    message.event_id,
+                    describe_error(error),
+                    wait,
+                ),
+            )
         except LeaseLost as error:
             report.lost += 1
             log.warning("relay %s: %s", self.owner, error)
             return
-        except Exception as error:
+        except RUN_CANNOT_MOVE as error:
             if not self._mark_alone(message, outcome, error, report):
                 return
+        except Exception as error:
+            report.errors += 1
+            log.error(
+                "relay %s: recording event %s failed: %r; it stays pending and is published "
+                "again when its lease runs out",
+                self.owner,
+                message.event_id,
+                error,
+            )
+            return
         if isinstance(outcome, Published):
             report.published += 1
         elif isinstance(outcome, DeadLettered):
@@ -348,6 +387,16 @@ class OutboxRelay:
                 message.event_id,
                 outcome.attempts,
                 outcome.error,
+            )
+
+    def _still_held(self, message: OutboxMessage) -> bool:
+        """True while the event is pending and leased to this relay (renewing the lease)."""
+        with self.uow:
+            return self.uow.outbox.renew(
+                message.event_id,
+                owner=self.owner,
+                lease_seconds=self.settings.lease_seconds,
+                now=self.clock(),
             )
 
     def _mark_alone(
@@ -375,7 +424,7 @@ class OutboxRelay:
         report.unsettled_runs.append(str(message.run_id))
         log.error(
             "relay %s: RUN %s NEEDS AN OPERATOR: event %s was recorded as %s, but the run "
-            "could not be moved: %r",
+            "can never move: %r",
             self.owner,
             message.run_id,
             message.event_id,

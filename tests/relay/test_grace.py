@@ -11,7 +11,7 @@ from adapters.kafka.config import KafkaConfig
 from adapters.kafka.retry import RetriesExhausted, RetryingPublisher, RetryPolicy
 from adapters.memory import FakePublisher
 from fsm.ports import OutboxMessage, PublishError
-from userstatus.app import GRACE_MARGIN, FlowApp, publish_grace
+from userstatus.app import GRACE_MARGIN, FlowApp, immediate_kafka, publish_grace
 
 
 def kafka(max_block_ms: int, delivery_timeout_ms: int) -> KafkaConfig:
@@ -69,9 +69,29 @@ class TestPublishGrace:
         assert now[0] <= grace - GRACE_MARGIN
 
     def test_the_app_uses_it(self) -> None:
-        """FlowApp's orchestrators hold new events for publish_grace() unless told otherwise."""
+        """FlowApp's orchestrators hold new events for publish_grace() of their Kafka bounds."""
         policy = RetryPolicy(attempts=2, deadline=5)
         config = kafka(4_000, 6_000)
         app = FlowApp(create_engine("sqlite://"), config, retry=policy)
-        assert app.orchestrator(FakePublisher()).publish_grace == publish_grace(policy, config)
+        bounded = immediate_kafka(config, policy)
+        assert app.orchestrator(FakePublisher()).publish_grace == publish_grace(policy, bounded)
         app.close()
+
+
+class TestImmediatePublishBounds:
+    def test_each_kafka_bound_is_cut_to_the_deadline(self) -> None:
+        """At the default one-second deadline an outage costs a caller about a second."""
+        bounded = immediate_kafka(kafka(5_000, 10_000), RetryPolicy())
+        assert (bounded.max_block_ms, bounded.delivery_timeout_ms) == (1_000, 1_000)
+        assert bounded.request_timeout_ms == 1_000
+        assert bounded.attempt_seconds == 2.0
+
+    def test_shorter_bounds_are_kept(self) -> None:
+        """A bound already below the deadline stays as it was."""
+        bounded = immediate_kafka(kafka(300, 700), RetryPolicy(deadline=5))
+        assert (bounded.max_block_ms, bounded.delivery_timeout_ms) == (300, 700)
+
+    def test_the_default_grace_is_seconds_not_minutes(self) -> None:
+        """The default policy holds new events from relays for under ten seconds."""
+        policy = RetryPolicy()
+        assert publish_grace(policy, immediate_kafka(KafkaConfig(), policy)) < timedelta(seconds=10)
