@@ -112,16 +112,13 @@ def relay_settings(args: argparse.Namespace) -> Any:
 
 
 def _check_db_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from adapters.sqlalchemy.cli import EXAMPLE_URLS
+    from adapters.sqlalchemy.engine import DatabaseUrlError, parse_url
 
     try:
-        make_url(url)
-    except ArgumentError as error:
-        raise UsageError(
-            f"--db-url {url!r} is not a SQLAlchemy URL; for example sqlite:///fsm.sqlite3 or "
-            "postgresql+psycopg://user@host:5432/db"
-        ) from error
+        parse_url(url)
+    except DatabaseUrlError as error:  # its message shows the URL without the password
+        raise UsageError(f"--db-url {error}; {EXAMPLE_URLS}") from error
     return url
 
 

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
 from adapters.kafka.broker import LocalBroker, free_port
 from adapters.kafka.config import KafkaConfig
 from adapters.kafka.consumer import AuditConsumer, AuditLog
 from adapters.sqlalchemy import create_engine, init_db
+from adapters.sqlalchemy.engine import shown_url
 from adapters.sqlalchemy.tables import UserRow
 from userstatus.app import FlowApp
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
@@ -53,7 +53,7 @@ DIAGRAM = Path("diagrams") / "user_status_update.svg"
 class DemoOptions:
     """What the demo runs against; the defaults are all embedded."""
 
-    db_url: str | None = None
+    db_url: str | None = field(default=None, repr=False)  # it may hold a password
     """None: a new SQLite file in a temporary folder."""
     kafka: KafkaConfig | None = None
     """None: a local Tansu broker started (and stopped) by the demo."""
@@ -77,7 +77,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         db_url = options.db_url or _temporary_sqlite()
         created = init_schema(db_url)
         made = f" (created tables {', '.join(created)})" if created else ""
-        say(f"[1/7] database: {_shown(db_url)}{made}")
+        say(f"[1/7] database: {shown_url(db_url)}{made}")
         app = FlowApp.connect(
             db_url,
             kafka,
@@ -285,7 +285,7 @@ def _summary(
         "per_user_order_violations": len(order_violations),
         "final_status_mismatches": mismatched,
         "outbox_pending": outbox.get("pending", 0),
-        "database": _shown(db_url),
+        "database": shown_url(db_url),
         "broker": "embedded Tansu (started and stopped by the demo)"
         if broker is not None
         else kafka.bootstrap_servers,
@@ -389,10 +389,6 @@ def init_schema(db_url: str) -> list[str]:
 def _temporary_sqlite() -> str:
     folder = Path(tempfile.mkdtemp(prefix="fsm-demo-"))
     return f"sqlite:///{folder / 'demo.sqlite3'}"
-
-
-def _shown(db_url: str) -> str:
-    return make_url(db_url).render_as_string(hide_password=True)
 
 
 def _id_range(record: DemoRecord) -> str:

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI")
+SECRET_WORDS = ("password", "secret", "token")
+"""A setting whose name holds one of these is shown as MASK in reprs."""
+MASK = "***"
 
 
 class KafkaConfigError(ValueError):
     """A Kafka setting that cannot work, named with the allowed values."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class KafkaConfig:
     """How to reach the brokers; passed through to kafka-python as is.
 
     The three time bounds make one publish attempt finish (or fail) within about
-    `delivery_timeout_ms`, even while the brokers are unreachable.
+    `delivery_timeout_ms`, even while the brokers are unreachable. The repr (and str) masks
+    the passwords, and the extra settings named like secrets (see `SECRET_WORDS`).
     """
 
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -63,6 +67,12 @@ class KafkaConfig:
                 problems.append(f"{name} must be positive, got {getattr(self, name)!r}")
         if problems:
             raise KafkaConfigError("; ".join(problems))
+
+    def __repr__(self) -> str:
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        shown["producer_extra"] = _masked(self.producer_extra)
+        shown["consumer_extra"] = _masked(self.consumer_extra)
+        return f"KafkaConfig({', '.join(f'{k}={v!r}' for k, v in _masked(shown).items())})"
 
     @property
     def attempt_seconds(self) -> float:
@@ -118,3 +128,15 @@ class KafkaConfig:
         settings["request_timeout_ms"] = max(self.request_timeout_ms, 30_000)
         settings.update(self.consumer_extra)
         return settings
+
+
+def _masked(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """`settings` with the values of those named like secrets (and set) replaced by MASK."""
+    return {
+        name: MASK if value is not None and _is_secret(name) else value
+        for name, value in settings.items()
+    }
+
+
+def _is_secret(name: str) -> bool:
+    return any(word in name.lower() for word in SECRET_WORDS)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 CONNECT_TIMEOUT = 10
 """Seconds before an unreachable PostgreSQL server is reported."""
+EXAMPLE_URLS = "for example sqlite:///fsm.sqlite3 or postgresql+psycopg://user@host:5432/db"
 
 
 class DatabaseError(FSMError):
@@ -76,31 +77,33 @@ def _open(db_url: str | None) -> tuple[Engine, str]:
     """An engine for `db_url` (default: $FSM_DB_URL, else SQLite) and the URL to show."""
     # Imported here: registering `fsm db` must work without SQLAlchemy installed.
     try:
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+        from sqlalchemy.exc import ArgumentError
     except ImportError as error:
         raise UsageError(
             "this command needs SQLAlchemy: pip install 'fsm-orchestrator[sqlalchemy]'"
         ) from error
-    from adapters.sqlalchemy.engine import create_engine, default_db_url
+    from adapters.sqlalchemy.engine import (
+        DatabaseUrlError,
+        create_engine,
+        default_db_url,
+        parse_url,
+        shown_url,
+    )
 
     url = db_url or default_db_url()
+    shown = shown_url(url)  # the URL itself never goes into a message: it may hold a password
     try:
-        parsed = make_url(url)
-        shown = parsed.render_as_string(hide_password=True)
+        parsed = parse_url(url)
         options: dict[str, Any] = {}
         if parsed.get_backend_name() == "postgresql":
             options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
         engine = create_engine(url, **options)
-    except ImportError as error:
+    except DatabaseUrlError as error:
+        raise UsageError(f"--db-url {error}; {EXAMPLE_URLS}") from error
+    except (ArgumentError, ValueError) as error:
         raise UsageError(
-            f"--db-url {url!r} needs a database driver that is not installed ({error}); "
-            "install it, or use sqlite:/// or postgresql+psycopg://"
-        ) from error
-    except (ArgumentError, NoSuchModuleError, ValueError) as error:
-        raise UsageError(
-            f"--db-url {url!r} is not a usable SQLAlchemy URL ({_first_line(error)}); "
-            "for example sqlite:///fsm.sqlite3 or postgresql+psycopg://user@host:5432/db"
+            f"--db-url {shown!r} is not a usable SQLAlchemy URL ({_first_line(error)}); "
+            f"{EXAMPLE_URLS}"
         ) from error
     return engine, shown
 

@@ -1,4 +1,7 @@
-"""Engines for the adapter: SQLite serialises writers with BEGIN IMMEDIATE; PostgreSQL as is."""
+"""Engines for the adapter: SQLite serialises writers with BEGIN IMMEDIATE; PostgreSQL as is.
+
+Also how a database URL is parsed and shown: its password never in a message or a log line.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +10,18 @@ from typing import Any
 
 import sqlalchemy
 from sqlalchemy import Engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 DEFAULT_DB_URL = "sqlite:///fsm.sqlite3"
 """Used when neither --db-url nor the FSM_DB_URL environment variable names a database."""
 
 SQLITE_BUSY_SECONDS = 30.0
 """How long a SQLite writer waits for another one before "database is locked"."""
+
+
+class DatabaseUrlError(ValueError):
+    """A database URL that cannot be used; the message shows it with the password hidden."""
 
 
 def default_db_url() -> str:
@@ -23,7 +31,7 @@ def default_db_url() -> str:
 
 def create_engine(url: str, **options: Any) -> Engine:
     """`sqlalchemy.create_engine`, with SQLite prepared for several writers (see `prepare`)."""
-    parsed = make_url(url)
+    parsed = parse_url(url)
     if parsed.get_backend_name() == "sqlite":
         options.setdefault("connect_args", {}).setdefault("timeout", SQLITE_BUSY_SECONDS)
     else:
@@ -31,6 +39,50 @@ def create_engine(url: str, **options: Any) -> Engine:
     engine = sqlalchemy.create_engine(parsed, **options)
     prepare(engine)
     return engine
+
+
+def parse_url(url: str) -> URL:
+    """`make_url`, also loading the dialect and its driver; DatabaseUrlError (password hidden)
+    where that fails.
+
+    An unencoded "@" in the password makes SQLAlchemy take the password's tail for the host,
+    which the driver then prints ("failed to resolve host"): refused, with the way out.
+    """
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as error:
+        raise DatabaseUrlError(f"{shown_url(url)!r} is not a SQLAlchemy URL") from error
+    if parsed.host is not None and "@" in parsed.host:
+        raise DatabaseUrlError(f"{shown_url(url)!r} has an '@' in its password: write it as %40")
+    try:
+        parsed.get_dialect().import_dbapi()
+    except NoSuchModuleError as error:
+        raise DatabaseUrlError(
+            f"{shown_url(url)!r} is not a usable SQLAlchemy URL ({error})"
+        ) from error
+    except ImportError as error:
+        raise DatabaseUrlError(
+            f"{shown_url(url)!r} needs a database driver that is not installed ({error})"
+        ) from error
+    return parsed
+
+
+def shown_url(url: str) -> str:
+    """`url` fit for a message or a log line: all between the user name and the last "@" hidden.
+
+    Unlike SQLAlchemy's hide_password this also holds for a password with an unencoded "@"
+    and for a URL that does not parse.
+    """
+    head, at, rest = url.rpartition("@")
+    if not at:
+        return url
+    scheme, separator, credentials = head.partition("://")
+    if not separator:
+        scheme, credentials = "", head
+    user, colon, _password = credentials.partition(":")
+    if "/" in user:  # not credentials: an "@" in a path or in the query
+        return url
+    return f"{scheme}{separator}{user}{':***' if colon else ''}@{rest}"
 
 
 def prepare(engine: Engine) -> Engine:

@@ -42,7 +42,7 @@ class TestDbInit:
     @pytest.mark.parametrize(
         ("url", "message"),
         [
-            ("not a url", "is not a usable SQLAlchemy URL"),
+            ("not a url", "is not a SQLAlchemy URL"),
             ("nosuchdb://x/y", "is not a usable SQLAlchemy URL"),
             ("postgresql+psycopg://postgres@127.0.0.1:1/test", "cannot initialise"),
             ("sqlite:////nonexistent-dir/sub/fsm.sqlite3", "cannot initialise"),
