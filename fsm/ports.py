@@ -142,7 +142,8 @@ class RunRecord:
     id: str
     machine: str
     state: str
-    """The state's stored label: its name for strings, the member's name for Enum states."""
+    """The state's stored label (fsm.persistence.state_label): a string as is, an Enum member by
+    its str or int value, else by its name."""
     context: dict[str, object]
     version: int
     """Starts at 1; every save adds one. A save checks the stored version is still this one."""
