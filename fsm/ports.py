@@ -52,7 +52,11 @@ class Outbox(Protocol):
         ...
 
     def mark_published(self, event_id: str, *, owner: str, now: datetime) -> None:
-        """The broker acknowledged the message: it leaves the pending set (a dead one stays)."""
+        """The broker acknowledged the message: it leaves the pending set (a dead one stays).
+
+        The first call keeps `owner` and `now` as who published it and when; later ones
+        change nothing.
+        """
         ...
 
     def mark_failed(self, event_id: str, *, owner: str, error: str, retry_at: datetime) -> None:
