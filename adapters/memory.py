@@ -110,6 +110,7 @@ class OutboxRecord:
     lease_until: datetime | None = None
     last_error: str | None = None
     published_at: datetime | None = None
+    published_by: str | None = None
 
 
 class InMemoryOutbox:
@@ -170,11 +171,12 @@ class InMemoryOutbox:
 
     def mark_published(self, event_id: str, *, owner: str, now: datetime) -> None:
         # Published is a fact whoever holds the lease: the broker has the message. A dead
-        # message stays dead (operators act on that state).
+        # message stays dead (operators act on that state). The first publisher is kept.
         record = self._get(event_id)
         if record.status == PENDING:
             record.status = PUBLISHED
             record.published_at = now
+            record.published_by = owner
             record.lease_owner = record.lease_until = None
 
     def mark_failed(self, event_id: str, *, owner: str, error: str, retry_at: datetime) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import Enum
@@ -28,8 +29,14 @@ def utc_now() -> datetime:
 
 
 def state_label(state: Hashable) -> str:
-    """How a state is stored: a string as is, an Enum member by its name."""
+    """How a state is stored: a string as is; an Enum member by its value when that is a
+    non-empty str or an int (`"published"` for `FlowState.PUBLISHED`), else by its name."""
     if isinstance(state, Enum):
+        value = state.value
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
         return state.name
     if isinstance(state, str):
         return state
@@ -86,6 +93,16 @@ class PersistentMachine(Generic[S]):
                     f"{show(state.name)} would be stored under the same name {label!r}"
                 )
             self._states[label] = state.name
+        # Runs stored before Enum states were stored by value hold the member's name: accept
+        # it on load, unless it is another state's label or the name of two states.
+        names = Counter(s.name.name for s in machine.states if isinstance(s.name, Enum))
+        self._aliases: dict[str, S] = {
+            state.name.name: state.name
+            for state in machine.states
+            if isinstance(state.name, Enum)
+            and names[state.name.name] == 1
+            and state.name.name not in self._states
+        }
         self._triggers: dict[tuple[str, str, str], Hashable] = {}
         for row in machine.transitions:
             key = (state_label(row.source), trigger_label(row.trigger), state_label(row.target))
@@ -102,13 +119,15 @@ class PersistentMachine(Generic[S]):
 
     @property
     def resumable_states(self) -> tuple[str, ...]:
-        """Stored names of the non-final states with an action: a run stored in one of them
-        has a step left to take by itself (its process stopped between two steps)."""
-        return tuple(
-            state_label(state.name)
-            for state in self.machine.states
-            if state.action is not None and not state.final
-        )
+        """Stored labels of the non-final states with an action: a run stored in one of them
+        has a step left to take by itself (its process stopped between two steps). Each
+        label is followed by its older spelling (an Enum state's name), if it has one."""
+        labels: list[str] = []
+        for state in self.machine.states:
+            if state.action is not None and not state.final:
+                labels.append(state_label(state.name))
+                labels.extend(old for old, named in self._aliases.items() if named == state.name)
+        return tuple(labels)
 
     def start(
         self, context: Mapping[str, Any] | None = None, *, run_id: str | None = None
@@ -152,6 +171,8 @@ class PersistentMachine(Generic[S]):
     def _state(self, label: str, run_id: str, where: str) -> S:
         state = self._states.get(label)
         if state is None:
+            state = self._aliases.get(label)  # the older spelling of an Enum state
+        if state is None:
             known = ", ".join(sorted(self._states))
             raise DecodeError(
                 f"unknown state {label!r}; the machine's states: {known}",
@@ -187,7 +208,8 @@ class PersistentMachine(Generic[S]):
                 )
             source = self._state(entry.source, run_id, f"{where} source")
             target = self._state(entry.target, run_id, f"{where} target")
-            trigger = self._triggers.get((entry.source, entry.trigger, entry.target))
+            key = (state_label(source), entry.trigger, state_label(target))
+            trigger = self._triggers.get(key)
             if trigger is None:
                 raise DecodeError(
                     f"no row {entry.source} --{entry.trigger}--> {entry.target} in the table",

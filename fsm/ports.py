@@ -52,7 +52,11 @@ class Outbox(Protocol):
         ...
 
     def mark_published(self, event_id: str, *, owner: str, now: datetime) -> None:
-        """The broker acknowledged the message: it leaves the pending set (a dead one stays)."""
+        """The broker acknowledged the message: it leaves the pending set (a dead one stays).
+
+        The first call keeps `owner` and `now` as who published it and when; later ones
+        change nothing.
+        """
         ...
 
     def mark_failed(self, event_id: str, *, owner: str, error: str, retry_at: datetime) -> None:
@@ -142,7 +146,8 @@ class RunRecord:
     id: str
     machine: str
     state: str
-    """The state's stored label: its name for strings, the member's name for Enum states."""
+    """The state's stored label (fsm.persistence.state_label): a string as is, an Enum member by
+    its str or int value, else by its name."""
     context: dict[str, object]
     version: int
     """Starts at 1; every save adds one. A save checks the stored version is still this one."""

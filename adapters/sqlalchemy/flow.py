@@ -59,7 +59,10 @@ class FlowSqlUnitOfWork(SqlUnitOfWork):
 
 
 def runs_by_state(session: Session, machine: str) -> dict[str, int]:
-    """How many runs of `machine` are in each stored state."""
+    """How many runs of `machine` are in each stored state label (fsm.persistence.state_label).
+
+    Runs stored by older versions under an Enum state's name are counted under that name.
+    """
     rows = session.execute(
         select(RunRow.state, func.count()).where(RunRow.machine == machine).group_by(RunRow.state)
     )

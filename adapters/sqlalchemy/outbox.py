@@ -36,6 +36,8 @@ class OutboxEntry:
     lease_owner: str | None
     lease_expires_at: datetime | None
     published_at: datetime | None
+    published_by: str | None
+    """The owner that first marked the message published."""
     dead_at: datetime | None
 
 
@@ -166,12 +168,20 @@ class SqlOutbox:
         # No lease check: the broker has the message, whoever sent it (the immediate publish
         # after commit holds no lease; a relay whose lease expired still delivered it).
         # A dead message stays dead: operators act on that state, and its run says so.
+        # Only a pending message changes, so the first publisher and its time are kept.
         checks.text("event id", event_id, ID_LENGTH)
+        checks.text("owner", owner, NAME_LENGTH)
         checks.aware("now", now)
         result = self._session.execute(
             update(OutboxRow)
             .where(OutboxRow.event_id == event_id, OutboxRow.status == PENDING)
-            .values(status=PUBLISHED, published_at=now, lease_owner=None, lease_expires_at=None)
+            .values(
+                status=PUBLISHED,
+                published_at=now,
+                published_by=owner,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
             .execution_options(synchronize_session=False)
         )
         # Unknown ids are an error (_status raises); published already is fine.
@@ -225,6 +235,7 @@ class SqlOutbox:
             lease_owner=row.lease_owner,
             lease_expires_at=row.lease_expires_at,
             published_at=row.published_at,
+            published_by=row.published_by,
             dead_at=row.dead_at,
         )
 

@@ -144,6 +144,8 @@ class OutboxRow(Base):
     run_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
     created_at: Mapped[datetime]
     published_at: Mapped[datetime | None]
+    published_by: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    """The owner that first marked the message published (a relay, or the immediate publish)."""
     dead_at: Mapped[datetime | None]
 
     __table_args__ = (

@@ -32,12 +32,12 @@ def perform(flow: MemoryFlow, user_id: int, status: UserStatus) -> typing.Any:
 
 def stored(flow: MemoryFlow, run_id: str) -> FlowState:
     """The state the run is stored in."""
-    return FlowState[flow.uow.runs.state_of(run_id)]
+    return FlowState(flow.uow.runs.state_of(run_id))
 
 
 def stored_path(flow: MemoryFlow, run_id: str) -> list[FlowState]:
     """The targets of the run's stored history, in order."""
-    return [FlowState[h.target] for h in flow.uow.runs.history(run_id)]
+    return [FlowState(h.target) for h in flow.uow.runs.history(run_id)]
 
 
 class Crash(BaseException):

@@ -57,7 +57,7 @@ class TestFailureAfterEachWrite:
         """The step's writes all roll back; the run, user and outbox look untouched."""
         run_id = stopped_before_update(engine)
         before = snapshot(engine, run_id)
-        assert before == Snapshot(("UPDATING", 2), 1, ("active", 1), 0)
+        assert before == Snapshot(("updating", 2), 1, ("active", 1), 0)
         run = persistent(engine, faults=Faults({point})).load(run_id)
         with pytest.raises(InjectedFault, match=f"after {point}"):
             try:
@@ -75,4 +75,4 @@ class TestFailureAfterEachWrite:
             persistent(engine, faults=Faults({point})).resume(run_id)
         done = persistent(engine).resume(run_id)
         assert done.state is Step.DONE
-        assert snapshot(engine, run_id) == Snapshot(("DONE", 4), 3, ("suspended", 2), 1)
+        assert snapshot(engine, run_id) == Snapshot(("done", 4), 3, ("suspended", 2), 1)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, inspect
+from sqlalchemy import Engine, create_engine, inspect, text
 
 from fsm.cli import main
 
@@ -155,6 +155,25 @@ class TestAlembic:
         with engine.connect() as connection:
             diff = compare_metadata(MigrationContext.configure(connection), metadata)
         assert diff == []
+
+    def test_one_alter_table_brings_an_older_outbox_up_to_date(self, engine: Engine) -> None:
+        """An outbox made before `published_by` needs only the ALTER TABLE of the docs."""
+        from alembic.autogenerate import compare_metadata
+        from alembic.runtime.migration import MigrationContext
+
+        from adapters.sqlalchemy import metadata
+
+        with engine.begin() as connection:
+            connection.execute(text("alter table outbox drop column published_by"))
+        with engine.connect() as connection:
+            diff = compare_metadata(MigrationContext.configure(connection), metadata)
+        assert [(change[0], change[2], change[3].name) for change in diff] == [
+            ("add_column", "outbox", "published_by")
+        ]
+        with engine.begin() as connection:
+            connection.execute(text("alter table outbox add column published_by varchar(200)"))
+        with engine.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection), metadata) == []
 
     def test_empty_database_gets_the_four_tables(self, db_url: str) -> None:
         """On an empty database autogenerate would add exactly the adapter's tables."""

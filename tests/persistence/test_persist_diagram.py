@@ -10,6 +10,8 @@ from fsm.cli import main
 from fsm.diagram.model import TIMES
 from fsm.examples import ping
 from fsm.persistence import PersistentMachine
+from fsm.ports import HistoryRecord, RunRecord
+from tests.clock import T0
 
 
 class TestStoredRunDiagram:
@@ -29,6 +31,23 @@ class TestStoredRunDiagram:
         assert code == 0
         assert f"run {run.id}" in out
         assert f"start {TIMES}2" in out and f"pause {TIMES}1" in out and "(current)" in out
+
+    def test_run_stored_under_enum_names(
+        self, engine: Engine, db_url: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A run an older version stored under the Enum names is drawn like any other."""
+        with SqlUnitOfWork(engine) as uow:
+            uow.runs.create(RunRecord("old", "user_status_update", "PUBLISHED", {}, 1, True))
+            path = [
+                ("RECEIVED", "UserStatusUpdated", "STATUS_UPDATED"),
+                ("STATUS_UPDATED", "Published", "PUBLISHED"),
+            ]
+            for seq, (source, trigger, target) in enumerate(path, 1):
+                uow.runs.append(HistoryRecord("old", seq, source, trigger, target, None, T0))
+        argv = ["diagram", "userstatus.flow:machine", "--run", "old", "--db-url", db_url]
+        assert main([*argv, "--format", "dot"]) == 0
+        out = capsys.readouterr().out
+        assert "run old" in out and f"Published {TIMES}1" in out and "(current)" in out
 
     def test_unknown_run(
         self, engine: Engine, db_url: str, capsys: pytest.CaptureFixture[str]

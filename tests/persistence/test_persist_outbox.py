@@ -147,6 +147,20 @@ class TestFailuresAndDeadLetters:
             entry = uow.outbox.get("a1")
         assert entry is not None and (entry.status, entry.published_at) == ("published", T0)
 
+    def test_publisher_is_a_column(self, engine: Engine) -> None:
+        """Plain SQL reads who published a message first, and when."""
+        add(engine, message("a1", "a"), message("a2", "a"))
+        claim(engine, "relay-1")
+        with SqlUnitOfWork(engine) as uow:
+            uow.outbox.mark_published("a1", owner="relay-1", now=T0)
+        with SqlUnitOfWork(engine) as uow:
+            uow.outbox.mark_published("a1", owner="relay-2", now=T0 + timedelta(seconds=5))
+        with engine.connect() as connection:
+            rows = connection.execute(
+                select(OutboxRow.event_id, OutboxRow.published_by).order_by(OutboxRow.id)
+            ).all()
+        assert [tuple(row) for row in rows] == [("a1", "relay-1"), ("a2", None)]
+
     def test_unknown_event_id(self, engine: Engine) -> None:
         """Marking an id that is not stored is an error, not a silent no-op."""
         with pytest.raises(InvalidRecord, match="no outbox message"), SqlUnitOfWork(engine) as uow:
@@ -191,6 +205,15 @@ class TestBadMessages:
         """A claim with a bad owner, limit or lease is refused."""
         with pytest.raises(InvalidRecord, match=text), SqlUnitOfWork(engine) as uow:
             uow.outbox.claim(owner=owner, limit=limit, lease_seconds=lease, now=T0)
+
+    @pytest.mark.parametrize(("owner", "text"), [("", "must not be empty"), ("r" * 201, "at most")])
+    def test_publisher(self, engine: Engine, owner: str, text: str) -> None:
+        """A publisher that the column cannot hold is refused; the message stays pending."""
+        add(engine, message("e1"))
+        with pytest.raises(InvalidRecord, match=text), SqlUnitOfWork(engine) as uow:
+            uow.outbox.mark_published("e1", owner=owner, now=T0)
+        with SqlUnitOfWork(engine) as uow:
+            assert uow.outbox.counts()["pending"] == 1
 
 
 class TestConcurrentClaimers:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from adapters.memory import InMemoryUnitOfWork
+from adapters.memory import InMemoryOutbox, InMemoryUnitOfWork
 from adapters.sqlalchemy import SqlUnitOfWork
 from fsm.ports import OutboxMessage
 
@@ -107,6 +107,38 @@ class TestRelease:
     def test_releasing_nothing_is_fine(self, transact: Transact) -> None:
         """An empty list releases nothing."""
         assert transact(lambda o: o.release([], owner="a")) == 0
+
+
+def publication(transact: Transact, event_id: str) -> tuple[datetime | None, str | None]:
+    """When and by whom a message was marked published, from either outbox."""
+
+    def read(outbox: Any) -> tuple[datetime | None, str | None]:
+        stored = (
+            outbox.records[event_id] if isinstance(outbox, InMemoryOutbox) else outbox.get(event_id)
+        )
+        return stored.published_at, stored.published_by
+
+    found: tuple[datetime | None, str | None] = transact(read)
+    return found
+
+
+class TestPublisher:
+    def test_the_first_publish_is_kept(self, transact: Transact) -> None:
+        """A second mark_published (another relay, later) keeps the first owner and time."""
+        transact(lambda o: o.add(message("e1")))
+        assert publication(transact, "e1") == (None, None)
+        claim(transact, "a")
+        transact(lambda o: o.mark_published("e1", owner="a", now=at(1)))
+        transact(lambda o: o.mark_published("e1", owner="b", now=at(2)))
+        assert publication(transact, "e1") == (at(1), "a")
+
+    def test_a_dead_message_has_no_publisher(self, transact: Transact) -> None:
+        """A late publish of a dead-lettered message records no publisher."""
+        transact(lambda o: o.add(message("e1")))
+        claim(transact, "a")
+        transact(lambda o: o.mark_dead("e1", owner="a", error="gave up", now=at(1)))
+        transact(lambda o: o.mark_published("e1", owner="late", now=at(2)))
+        assert publication(transact, "e1") == (None, None)
 
 
 class TestDeadStaysDead:

@@ -1,0 +1,181 @@
+"""Stored state labels: Enum states by value, and runs stored under the older names still load."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from enum import Enum, IntEnum
+
+import pytest
+from sqlalchemy import Engine, text
+
+from adapters.memory import InMemoryUnitOfWork
+from adapters.sqlalchemy import SqlUnitOfWork
+from fsm import CallbackError, DecodeError, Machine, PersistentMachine, State
+from fsm.persistence import state_label
+from fsm.ports import RunRecord
+from tests.persistence.persist_support import Faults, Step, Updated, persistent
+
+
+class Level(IntEnum):
+    """An Enum of int values."""
+
+    HIGH = 2
+
+
+class Odd(Enum):
+    """An Enum whose values are neither str nor int."""
+
+    PAIR = (1, 2)
+    EMPTY = ""
+    YES = True
+
+
+class Swap(Enum):
+    """Each member's value is the other member's name, lower-cased."""
+
+    GO = "stop"
+    STOP = "go"
+
+
+class First(Enum):
+    """One of two Enums with a member of the same name."""
+
+    X = "first"
+
+
+class Second(Enum):
+    """The other one."""
+
+    X = "second"
+
+
+def raw(engine: Engine, sql: str) -> list[tuple[object, ...]]:
+    """Rows as plain SQL reads them, on a fresh connection."""
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(text(sql))]
+
+
+def name_spelled(engine: Engine) -> str:
+    """A run stopped in AUDITING whose rows hold the Enum names, as older versions stored them."""
+    with SqlUnitOfWork(engine) as uow:
+        uow.users.create(7, "active")
+    run = persistent(engine, faults=Faults({"audit"})).start({"user_id": 7, "status": "closed"})
+    with pytest.raises(CallbackError):
+        run.send("go")
+    with engine.begin() as connection:
+        connection.execute(text("update runs set state = upper(state)"))
+        connection.execute(
+            text("update run_history set source = upper(source), target = upper(target)")
+        )
+    return run.id
+
+
+def loaded_state(machine: Machine[Hashable], label: str) -> Hashable:
+    """The state a run stored under `label` (with no history) loads in."""
+    uow = InMemoryUnitOfWork()
+    uow.runs.create(RunRecord("r1", machine.name, label, {}, 1))
+    return PersistentMachine(machine, uow).load("r1").state
+
+
+class TestStateLabel:
+    """How each kind of state is spelled in the store."""
+
+    @pytest.mark.parametrize(
+        ("state", "label"),
+        [
+            ("idle", "idle"),
+            (Step.WAITING, "waiting"),
+            (Level.HIGH, "2"),
+            (Odd.PAIR, "PAIR"),
+            (Odd.EMPTY, "EMPTY"),
+            (Odd.YES, "YES"),
+        ],
+    )
+    def test_label(self, state: Hashable, label: str) -> None:
+        """Strings as is; Enum members by a non-empty str or an int value, else by name."""
+        assert state_label(state) == label
+
+
+class TestStoredByValue:
+    """Plain SQL reads the same spelling as the API and the docs."""
+
+    def test_run_and_history_hold_the_values(self, engine: Engine) -> None:
+        """A finished run's state and its history's sources and targets are Enum values."""
+        with SqlUnitOfWork(engine) as uow:
+            uow.users.create(7, "active")
+        run = persistent(engine).start({"user_id": 7, "status": "closed"}, run_id="r1")
+        run.send("go")
+        assert raw(engine, "select state from runs") == [("done",)]
+        assert raw(engine, "select source, target from run_history order by seq") == [
+            ("waiting", "updating"),
+            ("updating", "auditing"),
+            ("auditing", "done"),
+        ]
+
+
+class TestStoredByName:
+    """Runs stored under the Enum names before the change load and advance."""
+
+    def test_loads(self, engine: Engine) -> None:
+        """The run and its history read back as the same states."""
+        run_id = name_spelled(engine)
+        assert raw(engine, "select state from runs") == [("AUDITING",)]
+        run = persistent(engine).load(run_id)
+        assert run.state is Step.AUDITING
+        assert [(h.source, h.trigger, h.target) for h in run.history] == [
+            (Step.WAITING, "go", Step.UPDATING),
+            (Step.UPDATING, Updated, Step.AUDITING),
+        ]
+
+    def test_advances_and_is_stored_by_value(self, engine: Engine) -> None:
+        """Resuming finishes the run; its new rows use the values, the old ones stay."""
+        run_id = name_spelled(engine)
+        assert persistent(engine).resume(run_id).state is Step.DONE
+        assert raw(engine, "select state from runs") == [("done",)]
+        targets = raw(engine, "select target from run_history order by seq")
+        assert targets == [("UPDATING",), ("AUDITING",), ("done",)]
+
+    def test_sweeper_finds_it(self, engine: Engine) -> None:
+        """`resumable_states` holds the older spelling too, so `find` still sees the run."""
+        run_id = name_spelled(engine)
+        machine = persistent(engine)
+        with SqlUnitOfWork(engine) as uow:
+            found = uow.runs.find(machine.machine.name, states=machine.resumable_states)
+        assert found == [run_id]
+
+
+class TestAliases:
+    """An older name is read only where it cannot mean another state."""
+
+    def test_label_wins_over_an_older_name(self) -> None:
+        """'go' is the label of Swap.STOP, not the older name of Swap.GO."""
+        machine: Machine[Hashable] = Machine(
+            "swap",
+            states=[State(Swap.GO, initial=True), State(Swap.STOP, final=True)],
+            transitions=[(Swap.GO, "halt", Swap.STOP)],
+        )
+        assert loaded_state(machine, "go") is Swap.STOP
+        assert loaded_state(machine, "stop") is Swap.GO
+        assert loaded_state(machine, "GO") is Swap.GO
+
+    def test_name_of_two_states_is_unknown(self) -> None:
+        """A name two Enum states share loads as neither: DecodeError."""
+        machine: Machine[Hashable] = Machine(
+            "twins",
+            states=[State(First.X, initial=True), State(Second.X, final=True)],
+            transitions=[(First.X, "go", Second.X)],
+        )
+        assert loaded_state(machine, "first") is First.X
+        with pytest.raises(DecodeError, match="unknown state 'X'"):
+            loaded_state(machine, "X")
+
+    def test_name_of_a_string_state_is_that_state(self) -> None:
+        """A string state 'A' beside an Enum member named A: 'A' is the string state."""
+        Kind = Enum("Kind", {"A": "a"})
+        machine: Machine[Hashable] = Machine(
+            "mixed",
+            states=[State("A", initial=True), State(Kind["A"], final=True)],
+            transitions=[("A", "go", Kind["A"])],
+        )
+        assert loaded_state(machine, "A") == "A"
+        assert loaded_state(machine, "a") is Kind["A"]
