@@ -30,14 +30,11 @@ def utc_now() -> datetime:
 
 def state_label(state: Hashable) -> str:
     """How a state is stored: a string as is; an Enum member by its value when that is a
-    non-empty str or an int (`"published"` for `FlowState.PUBLISHED`), else by its name."""
+    non-empty str (`"published"` for `FlowState.PUBLISHED`), else by its name (an IntEnum's
+    `HIGH` reads better in SQL than `2`)."""
     if isinstance(state, Enum):
         value = state.value
-        if isinstance(value, str) and value:
-            return value
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        return state.name
+        return value if isinstance(value, str) and value else state.name
     if isinstance(state, str):
         return state
     return repr(state)

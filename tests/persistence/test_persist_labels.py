@@ -85,14 +85,14 @@ class TestStateLabel:
         [
             ("idle", "idle"),
             (Step.WAITING, "waiting"),
-            (Level.HIGH, "2"),
+            (Level.HIGH, "HIGH"),
             (Odd.PAIR, "PAIR"),
             (Odd.EMPTY, "EMPTY"),
             (Odd.YES, "YES"),
         ],
     )
     def test_label(self, state: Hashable, label: str) -> None:
-        """Strings as is; Enum members by a non-empty str or an int value, else by name."""
+        """Strings as is; Enum members by a non-empty str value, else by name."""
         assert state_label(state) == label
 
 
