@@ -1,0 +1,1 @@
+"""The randomized fault campaign: real processes, a restarting broker, an independent consumer."""
