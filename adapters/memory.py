@@ -14,6 +14,7 @@ from fsm.ports import (
     HistoryRecord,
     InvalidRecord,
     LeaseLost,
+    LeftBehind,
     OutboxMessage,
     PublishError,
     RunExists,
@@ -288,7 +289,8 @@ class InMemoryUnitOfWork:
     """Transactions over the fakes, as fsm.ports.UnitOfWork: `with uow:` commits or rolls back.
 
     Rollback restores what the last commit left. `fail_commit` makes the next commit raise
-    (after rolling back), as a database refusing it would.
+    (after rolling back), as a database refusing it would; `lose_commit_ack` makes it raise
+    after committing, as a commit whose acknowledgement was lost would.
     """
 
     def __init__(
@@ -303,6 +305,7 @@ class InMemoryUnitOfWork:
         self.commits = 0
         self.rollbacks = 0
         self.fail_commit: Exception | None = None
+        self.lose_commit_ack: Exception | None = None
         self._open = False
         self._snapshot = self._take()
 
@@ -325,6 +328,17 @@ class InMemoryUnitOfWork:
         finally:
             self._open = False
 
+    def left_behind(self, machine: str, *, limit: int) -> list[LeftBehind]:
+        """Unfinished runs of `machine` whose outbox event is published or dead."""
+        found = [
+            LeftBehind(run.id, r.message.event_id, r.status, r.attempts, r.last_error)
+            for r in self.outbox.by_status(PUBLISHED) + self.outbox.by_status(DEAD)
+            if (run := self.runs.runs.get(r.message.run_id or "")) is not None
+            and run.machine == machine
+            and not run.finished
+        ]
+        return found[:limit]
+
     def commit(self) -> None:
         if self.fail_commit is not None:
             error, self.fail_commit = self.fail_commit, None
@@ -332,6 +346,9 @@ class InMemoryUnitOfWork:
             raise error
         self.commits += 1
         self._snapshot = self._take()
+        if self.lose_commit_ack is not None:
+            error, self.lose_commit_ack = self.lose_commit_ack, None
+            raise error
 
     def rollback(self) -> None:
         self.rollbacks += 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from fsm.errors import CallbackError
+from fsm.errors import CallbackError, FSMError
 
 TRANSIENT_NAMES = frozenset({"OperationalError", "InterfaceError"})
 """PEP 249 classes for failures outside the program's control (a lost connection, a
@@ -12,6 +12,10 @@ terminated backend, a lock or serialization timeout): trying the same work again
 SQLAlchemy's wrappers carry the same names, so no driver needs importing to tell."""
 
 SUMMARY_LENGTH = 300
+
+
+class TransientError(FSMError):
+    """A failure worth trying again, raised by ports that are not DB-API (fakes, say)."""
 
 
 def causes(error: BaseException) -> Iterator[BaseException]:
@@ -37,7 +41,7 @@ def is_transient(error: BaseException) -> bool:
     caller checks by reading again) and trying it again is safe and may pass.
     """
     for cause in causes(error):
-        if getattr(cause, "connection_invalidated", False):
+        if isinstance(cause, TransientError) or getattr(cause, "connection_invalidated", False):
             return True
         if any(klass.__name__ in TRANSIENT_NAMES for klass in type(cause).__mro__):
             return True

@@ -30,6 +30,18 @@ class OutboxMessage:
     created_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class LeftBehind:
+    """An unfinished run whose outbox event is settled (published or dead) already."""
+
+    run_id: str
+    event_id: str
+    status: str
+    """published or dead"""
+    attempts: int
+    error: str | None
+
+
 class Publisher(Protocol):
     """Sends one message to the broker."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from fsm.ports import Outbox, UnitOfWork, UserRecord, UserRepository
+from fsm.ports import LeftBehind, Outbox, UnitOfWork, UserRecord, UserRepository
 from userstatus.domain import UpdateUserStatusPayload
 from userstatus.events import UserStatusChanged
 from userstatus.outcomes import PublishOutcome, UpdateOutcome
@@ -29,6 +29,14 @@ class FlowOutbox(Outbox, Protocol):
 
 class FlowUnitOfWork(UnitOfWork, Protocol):
     """A unit of work whose transaction also reaches the users and the keyed outbox."""
+
+    def left_behind(self, machine: str, *, limit: int) -> list[LeftBehind]:
+        """Unfinished runs of `machine` whose outbox event is published or dead, oldest first.
+
+        The run and its event are settled in one transaction, so this finds only runs an
+        operator or an older version left so; the relay finishes them.
+        """
+        ...
 
     @property
     def users(self) -> UserRepository:

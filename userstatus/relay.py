@@ -66,6 +66,8 @@ class RelaySettings:
     """Each delay is spread by up to this fraction, so relays do not retry in lockstep."""
     idle_interval: float = 1.0
     """How long to wait when nothing is due."""
+    sweep_interval: float = 60.0
+    """How often (seconds) to look for runs whose event is settled but which are not."""
     step_retry: RetryPolicy = STEP_RETRY
     """How a failed database step (recording an attempt, moving its run) is tried again."""
 
@@ -79,6 +81,7 @@ class RelaySettings:
                 ("max_attempts", self.max_attempts),
                 ("backoff_initial", self.backoff_initial),
                 ("idle_interval", self.idle_interval),
+                ("sweep_interval", self.sweep_interval),
             )
             if not value > 0
         ]
@@ -115,6 +118,8 @@ class RelayReport:
     """Claims skipped because their lease had run out before the publish."""
     released: int = 0
     """Claims handed back unprocessed when the relay stopped."""
+    finished_runs: int = 0
+    """Runs left behind with a settled event, finished (see settle_left_behind)."""
     dead_events: list[str] = field(default_factory=list)
     unsettled_runs: list[str] = field(default_factory=list)
     """Runs whose event was recorded but which could not be moved: for operators."""
@@ -128,6 +133,7 @@ class RelayReport:
         self.errors += other.errors
         self.lost += other.lost
         self.released += other.released
+        self.finished_runs += other.finished_runs
         self.dead_events += other.dead_events
         self.unsettled_runs += other.unsettled_runs
 
@@ -248,10 +254,14 @@ class OutboxRelay:
         `max_seconds` bounds the time on the relay's clock (for demos and tests).
         """
         total = RelayReport()
-        started = self.clock()
+        started = swept = self.clock()
+        self.settle_left_behind(total)
         while not self.stopping:
             report = self.run_once()
             total.add(report)
+            if (self.clock() - swept).total_seconds() >= self.settings.sweep_interval:
+                swept = self.clock()
+                self.settle_left_behind(total)
             if until_idle and report.claimed == 0 and self._idle():
                 break
             if max_seconds is not None and (self.clock() - started).total_seconds() > max_seconds:
@@ -434,18 +444,28 @@ class OutboxRelay:
         return True
 
     def _advance_run(self, message: OutboxMessage, outcome: RelayOutcome) -> bool:
-        """Send the outcome to the event's run; False when no unfinished run waits for it."""
+        """Send the outcome to the event's run, the outbox row changing in the same
+        transaction; False when no unfinished run waits for it."""
         if message.run_id is None:
             return False
+        return self._finish_run(
+            message.run_id,
+            message.event_id,
+            outcome,
+            effect=lambda uow: self._mark(self.uow, message, outcome),
+        )
+
+    def _finish_run(
+        self,
+        run_id: str,
+        event_id: str,
+        outcome: RelayOutcome,
+        effect: Callable[[Any], object] | None = None,
+    ) -> bool:
         try:
-            run = self.runs.load(message.run_id)
+            run = self.runs.load(run_id)
         except RunNotFound:
-            log.warning(
-                "relay %s: run %s of event %s is not stored",
-                self.owner,
-                message.run_id,
-                message.event_id,
-            )
+            log.warning("relay %s: run %s of event %s is not stored", self.owner, run_id, event_id)
             return False
         if run.finished:
             return False  # settled already (a duplicate send after an expired lease)
@@ -454,9 +474,48 @@ class OutboxRelay:
             # Its step is recorded first; the relay's own outcome follows from publish_failed.
             with bound(_RelaySteps()):
                 run.advance()
-        # The outbox row changes in the same transaction as the run's step.
-        run.send(outcome, effect=lambda uow: self._mark(self.uow, message, outcome))
+        run.send(outcome, effect=effect)
         return True
+
+    def settle_left_behind(self, report: RelayReport) -> None:
+        """Finish unfinished runs whose event the outbox settled without them (an operator,
+        or an older version after a database error, left them so)."""
+        try:
+            with self.uow:
+                found = self.uow.left_behind(machine.name, limit=self.settings.batch_size)
+        except Exception as error:
+            report.errors += 1
+            log.error("relay %s: looking for runs left behind failed: %r", self.owner, error)
+            return
+        for entry in found:
+            outcome: RelayOutcome = (
+                Published(entry.event_id)
+                if entry.status == "published"
+                else DeadLettered(entry.event_id, entry.error or "dead-lettered", entry.attempts)
+            )
+            try:
+                self._finish_run(entry.run_id, entry.event_id, outcome)
+            except Exception as error:
+                report.errors += 1
+                if isinstance(error, RUN_CANNOT_MOVE) and entry.run_id not in report.unsettled_runs:
+                    report.unsettled_runs.append(entry.run_id)
+                log.error(
+                    "relay %s: run %s (event %s %s) could not be finished: %r",
+                    self.owner,
+                    entry.run_id,
+                    entry.event_id,
+                    entry.status,
+                    error,
+                )
+                continue
+            report.finished_runs += 1
+            log.warning(
+                "relay %s: finished run %s left behind (its event %s is %s)",
+                self.owner,
+                entry.run_id,
+                entry.event_id,
+                entry.status,
+            )
 
     def _mark(self, uow: FlowUnitOfWork, message: OutboxMessage, outcome: RelayOutcome) -> None:
         now = self.clock()

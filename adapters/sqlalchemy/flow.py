@@ -8,10 +8,10 @@ from datetime import datetime
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
-from adapters.sqlalchemy.outbox import PENDING, SqlOutbox
+from adapters.sqlalchemy.outbox import DEAD, PENDING, PUBLISHED, SqlOutbox
 from adapters.sqlalchemy.tables import OutboxRow, RunRow
 from adapters.sqlalchemy.uow import SqlUnitOfWork, utc_now
-from fsm.ports import InvalidRecord
+from fsm.ports import InvalidRecord, LeftBehind
 
 
 class KeyedSqlOutbox(SqlOutbox):
@@ -56,6 +56,27 @@ class FlowSqlUnitOfWork(SqlUnitOfWork):
     @property
     def outbox(self) -> KeyedSqlOutbox:
         return KeyedSqlOutbox(self.session, clock=self._flow_clock)
+
+    def left_behind(self, machine: str, *, limit: int) -> list[LeftBehind]:
+        """Unfinished runs of `machine` whose outbox event is published or dead."""
+        rows = self.session.execute(
+            select(
+                RunRow.id,
+                OutboxRow.event_id,
+                OutboxRow.status,
+                OutboxRow.attempts,
+                OutboxRow.last_error,
+            )
+            .join(OutboxRow, OutboxRow.run_id == RunRow.id)
+            .where(
+                RunRow.machine == machine,
+                RunRow.finished.is_(False),
+                OutboxRow.status.in_((PUBLISHED, DEAD)),
+            )
+            .order_by(RunRow.updated_at, RunRow.id)
+            .limit(limit)
+        )
+        return [LeftBehind(*row) for row in rows]
 
 
 def runs_by_state(session: Session, machine: str) -> dict[str, int]:
