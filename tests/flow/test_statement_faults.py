@@ -296,7 +296,7 @@ def stored(world: World) -> Stored:
     with world.app.unit_of_work() as uow:
         session = uow.session
         rows = session.execute(select(RunRow.id, RunRow.state))
-        runs = {run_id: FlowState.__members__[label] for run_id, label in rows}
+        runs = {run_id: FlowState(label) for run_id, label in rows}
         events = {
             event_id: (run_id, status)
             for event_id, run_id, status in session.execute(
