@@ -12,7 +12,7 @@ from typing import Any
 from fsm.errors import FSMError
 from fsm.faults import causes, describe_error, is_transient
 from fsm.persistence import PersistentMachine, PersistentRun
-from fsm.ports import RunNotFound
+from fsm.ports import RunExists, RunNotFound
 from fsm.retry import STEP_RETRY, RetryPolicy, retry
 from fsm.runtime import Run, Transition
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
@@ -177,7 +177,7 @@ class UserStatusUpdateOrchestrator:
         """Store the run with its update; a failure that stays is recorded as update_failed."""
         try:
             return self._start(run_id, context)
-        except IdempotencyConflict:
+        except (IdempotencyConflict, RunNotSettled):
             raise
         except Exception as error:
             aborted = _aborted(error)
@@ -197,29 +197,38 @@ class UserStatusUpdateOrchestrator:
             return self._start(run_id, context | {STORAGE_ERROR: outcome})
 
     def _start(self, run_id: str, context: dict[str, Any]) -> PersistentRun[FlowState]:
+        exists = False  # once the store said so, a failure is no longer the update's
+
         def attempt(number: int) -> PersistentRun[FlowState]:
+            nonlocal exists
             try:
                 return self.runs.start(context, run_id=run_id)
-            except Exception:
+            except Exception as error:
                 # A lost commit acknowledgement, or step 2 failing after step 1 committed:
-                # what the store holds decides. (RunExists lands here too.)
+                # what the store holds decides.
+                exists = exists or isinstance(error, RunExists)
                 stored = self._stored(run_id, context)
                 if stored is None:
                     raise
                 return stored
 
-        return retry(
-            attempt,
-            self.step_retry,
-            retry_on=_retryable,
-            sleep=self.sleep,
-            on_retry=lambda n, error, wait: log.warning(
-                "run %s: step failed (%s); trying again in %.2f s",
-                run_id,
-                describe_error(error),
-                wait,
-            ),
-        )
+        try:
+            return retry(
+                attempt,
+                self.step_retry,
+                retry_on=_retryable,
+                sleep=self.sleep,
+                on_retry=lambda n, error, wait: log.warning(
+                    "run %s: step failed (%s); trying again in %.2f s",
+                    run_id,
+                    describe_error(error),
+                    wait,
+                ),
+            )
+        except Exception as error:
+            if exists:
+                raise RunNotSettled(run_id, error) from error
+            raise
 
     def _second_step(self, handle: PersistentRun[FlowState]) -> PersistentRun[FlowState]:
         """Take the publish step if the run still waits for it (its outcome is kept, so a

@@ -50,7 +50,11 @@ def flow(clock: Clock) -> Iterator[MemoryFlow]:
     uow.outbox.clock = clock
     publisher = FakePublisher()
     orchestrator = UserStatusUpdateOrchestrator(
-        UserStatusManager(CurrentUsers(uow)), UserUpdatePublisher(publisher), uow, clock=clock
+        UserStatusManager(CurrentUsers(uow)),
+        UserUpdatePublisher(publisher),
+        uow,
+        clock=clock,
+        sleep=clock.sleep,
     )
     yield MemoryFlow(clock, users, uow, publisher, orchestrator)
 
