@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -180,6 +181,49 @@ class TestCrashBetweenCommitAndPublish:
         assert report.published == 1
         assert stored_run(app, run_id)[0] == F.PUBLISHED
         assert event in audit(app, {event}).events
+
+
+class TestIdempotencyAcrossProcesses:
+    def test_two_processes_racing_with_one_key_make_one_run_and_one_event(
+        self, app: FlowApp, db_url: str, broker: LocalBroker
+    ) -> None:
+        """The same request sent by two processes at the same instant applies once."""
+        start_at = time.time() + 4  # both are imported and connected by then
+        script = textwrap.dedent(
+            f"""
+            import time
+            from adapters.kafka.config import KafkaConfig
+            from userstatus.app import FlowApp
+            from userstatus.domain import UpdateUserStatusPayload, UserStatus
+
+            app = FlowApp.connect({db_url!r}, KafkaConfig({broker.bootstrap_servers!r}))
+            orchestrator = app.orchestrator()
+            time.sleep(max(0.0, {start_at!r} - time.time()))
+            run = orchestrator.perform(
+                UpdateUserStatusPayload(2, UserStatus.SUSPENDED), idempotency_key="pay-123"
+            )
+            print(run.id)
+            app.close()
+            """
+        )
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", script],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for _ in range(2)
+        ]
+        outputs = [p.communicate(timeout=60) for p in processes]
+        assert [p.returncode for p in processes] == [0, 0], [err.decode() for _, err in outputs]
+        run_ids = {out.decode().strip() for out, _ in outputs}
+        assert len(run_ids) == 1
+        with app.unit_of_work() as uow:
+            rows = uow.session.execute(select(OutboxRow.event_id, OutboxRow.run_id)).all()
+            assert uow.users.get(2).version == 2  # type: ignore[union-attr]
+        assert [run_id for _, run_id in rows] == list(run_ids)
+        assert audit(app, {rows[0][0]}).events.keys() == {rows[0][0]}
 
 
 class TestFailedUpdate:

@@ -1,0 +1,110 @@
+"""fsm.faults and fsm.retry: telling transient errors, summaries without data, the retry loop."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from fsm.errors import CallbackError
+from fsm.faults import TransientError, describe_error, is_transient
+from fsm.retry import RetryPolicy, retry
+
+
+def integrity_error() -> IntegrityError:
+    """A real SQLAlchemy error carrying its SQL and parameters."""
+    engine = create_engine("sqlite://")
+    with engine.begin() as connection:
+        connection.execute(text("create table t (id integer primary key, secret text)"))
+        connection.execute(text("insert into t values (1, 'card 4111111111111111')"))
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text("insert into t values (:id, :secret)"),
+                {"id": 1, "secret": "card 4111111111111111"},
+            )
+    except IntegrityError as error:
+        return error
+    raise AssertionError("the insert should have failed")
+
+
+class TestIsTransient:
+    def test_pep_249_operational_errors_are(self) -> None:
+        """A lost connection (OperationalError) is transient, wrapped or not."""
+        error = OperationalError("SELECT 1", {}, sqlite3.OperationalError("database is locked"))
+        assert is_transient(error)
+        assert is_transient(sqlite3.OperationalError("disk I/O error"))
+
+    def test_a_wrapped_one_is_found(self) -> None:
+        """The engine's CallbackError around a transient error is transient too."""
+        wrapped = CallbackError(
+            "action", "f", TransientError("gone"), machine="m", run_id="r", state="s"
+        )
+        assert is_transient(wrapped)
+
+    def test_refusals_are_not(self) -> None:
+        """A constraint violation or a programming error will fail the same way again."""
+        assert not is_transient(integrity_error())
+        assert not is_transient(ValueError("bad"))
+
+
+class TestDescribeError:
+    def test_no_sql_and_no_parameters(self) -> None:
+        """The summary keeps the type and the first line; the statement and values stay out."""
+        summary = describe_error(integrity_error())
+        assert summary == "IntegrityError (sqlite3.IntegrityError): UNIQUE constraint failed: t.id"
+        assert "4111" not in summary and "insert" not in summary.lower()
+
+    def test_the_engine_wrapper_is_named_through(self) -> None:
+        """A CallbackError is summarised by what it wraps."""
+        wrapped = CallbackError(
+            "action", "f", OSError("disk full"), machine="m", run_id="r", state="s"
+        )
+        assert describe_error(wrapped) == "OSError: disk full"
+
+    def test_long_messages_are_cut(self) -> None:
+        """A summary never exceeds 300 characters."""
+        assert len(describe_error(ValueError("x" * 1000))) == 300
+
+
+class TestRetry:
+    def test_retries_what_it_is_told_to_then_returns(self) -> None:
+        """Two transient failures, then a result; the waits go to the injected sleep."""
+        waits: list[float] = []
+        calls: list[int] = []
+
+        def flaky(attempt: int) -> str:
+            calls.append(attempt)
+            if attempt < 3:
+                raise TransientError("again")
+            return "done"
+
+        policy = RetryPolicy(attempts=5, initial_backoff=0.1, jitter=0, deadline=10)
+        assert retry(flaky, policy, retry_on=is_transient, sleep=waits.append) == "done"
+        assert (calls, waits) == ([1, 2, 3], [0.1, 0.2])
+
+    def test_an_error_it_refuses_is_raised_at_once(self) -> None:
+        """A permanent error is not tried again."""
+        calls: list[int] = []
+
+        def broken(attempt: int) -> None:
+            calls.append(attempt)
+            raise ValueError("bad")
+
+        with pytest.raises(ValueError):
+            retry(broken, RetryPolicy(), retry_on=is_transient, sleep=lambda s: None)
+        assert calls == [1]
+
+    def test_gives_up_after_the_attempts(self) -> None:
+        """The last error is raised once the policy's attempts are spent."""
+        calls: list[int] = []
+
+        def down(attempt: int) -> None:
+            calls.append(attempt)
+            raise TransientError(f"attempt {attempt}")
+
+        with pytest.raises(TransientError, match="attempt 3"):
+            retry(down, RetryPolicy(attempts=3), retry_on=is_transient, sleep=lambda s: None)
+        assert calls == [1, 2, 3]
