@@ -9,10 +9,13 @@ import threading
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, update
 
+from adapters.kafka.broker import LocalBroker
 from adapters.kafka.config import KafkaConfig
 from adapters.kafka.retry import RetryPolicy
 from adapters.memory import FakePublisher
+from adapters.sqlalchemy.tables import RunRow
 from fsm.cli import main
 from userstatus.app import FlowApp
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
@@ -77,6 +80,22 @@ class TestExitStatus:
         one_event_left_to_the_relay(db_url)
         assert main([*relay_args(db_url), "--until-idle"]) == 1
         assert "DEAD-LETTERED" in caplog.text
+
+    def test_until_idle_with_a_run_needing_an_operator_exits_1(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """An event published whose run can never move: `--until-idle` says so with status 1."""
+        db_url = f"sqlite:///{tmp_path / 'relay.sqlite3'}"
+        one_event_left_to_the_relay(db_url)
+        engine = create_engine(db_url)
+        with engine.begin() as connection:  # a state the flow does not have
+            connection.execute(update(RunRow).values(state="no_such_state"))
+        engine.dispose()
+        with LocalBroker() as broker:
+            args = ["relay", "--db-url", db_url, "--bootstrap-servers", broker.bootstrap_servers]
+            assert main([*args, "--until-idle", *FAST]) == 1
+        assert "1 run(s) need an operator" in caplog.text
+        assert "was recorded as Published" in caplog.text
 
 
 class TestShortLease:
