@@ -213,18 +213,7 @@ class UserStatusUpdateOrchestrator:
                 return stored
 
         try:
-            return retry(
-                attempt,
-                self.step_retry,
-                retry_on=_retryable,
-                sleep=self.sleep,
-                on_retry=lambda n, error, wait: log.warning(
-                    "run %s: step failed (%s); trying again in %.2f s",
-                    run_id,
-                    describe_error(error),
-                    wait,
-                ),
-            )
+            return self._retry(attempt, run_id, "the update step", _retryable)
         except Exception as error:
             if exists:
                 raise RunNotSettled(run_id, error) from error
@@ -241,21 +230,31 @@ class UserStatusUpdateOrchestrator:
             return run
 
         try:
-            return retry(
-                attempt,
-                self.step_retry,
-                retry_on=is_transient,
-                sleep=self.sleep,
-                on_retry=lambda n, error, wait: log.warning(
-                    "run %s: recording the publish failed (%s); trying again in %.2f s",
-                    handle.id,
-                    describe_error(error),
-                    wait,
-                ),
-            )
+            return self._retry(attempt, handle.id, "recording the publish", is_transient)
         except Exception as error:
             log.error("run %s: the publish step could not be recorded: %r", handle.id, error)
             raise RunNotSettled(handle.id, error) from error
+
+    def _retry(
+        self,
+        attempt: Callable[[int], PersistentRun[FlowState]],
+        run_id: str,
+        what: str,
+        retry_on: Callable[[Exception], bool],
+    ) -> PersistentRun[FlowState]:
+        return retry(
+            attempt,
+            self.step_retry,
+            retry_on=retry_on,
+            sleep=self.sleep,
+            on_retry=lambda n, error, wait: log.warning(
+                "run %s: %s failed (%s); trying again in %.2f s",
+                run_id,
+                what,
+                describe_error(error),
+                wait,
+            ),
+        )
 
     def _stored(self, run_id: str, context: dict[str, Any]) -> PersistentRun[FlowState] | None:
         """The stored run of this id, None if there is none; IdempotencyConflict if it is
