@@ -74,6 +74,16 @@ class KafkaConfig:
         shown["consumer_extra"] = _masked(self.consumer_extra)
         return f"KafkaConfig({', '.join(f'{k}={v!r}' for k, v in _masked(shown).items())})"
 
+    def scrub(self, text: str) -> str:
+        """`text` with the passwords and every extra setting's text value masked: kafka-python
+        repeats settings it does not know, a misspelled secret's value among them."""
+        values = [self.ssl_password, self.sasl_plain_password]
+        values += [*self.producer_extra.values(), *self.consumer_extra.values()]
+        for value in values:
+            if isinstance(value, str) and len(value) >= 4:
+                text = text.replace(value, MASK)
+        return text
+
     @property
     def attempt_seconds(self) -> float:
         """The longest one publish attempt takes: blocked on metadata, then on delivery."""

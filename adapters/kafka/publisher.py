@@ -71,8 +71,8 @@ class KafkaPublisher:
                 self._reset()
                 raise PublishError(
                     f"publishing event {message.event_id} to {message.topic} failed: "
-                    f"{_describe(error)}"
-                ) from error
+                    + self.config.scrub(_describe(error))
+                ) from None
 
     def _reset(self) -> None:
         producer, self._producer = self._producer, None

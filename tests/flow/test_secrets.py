@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 
 from adapters.kafka.config import KafkaConfig
+from adapters.kafka.publisher import KafkaPublisher
 from adapters.kafka.retry import RetryPolicy
 from adapters.memory import FakePublisher
 from adapters.sqlalchemy import create_engine
 from adapters.sqlalchemy.engine import DatabaseUrlError, parse_url, shown_url
 from fsm.cli import main
+from fsm.ports import OutboxMessage, PublishError
 from userstatus.app import FlowApp
 from userstatus.demo import DemoOptions, init_schema
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
@@ -239,3 +241,18 @@ class TestCliKafkaSecrets:
         assert status == 1, output  # the event was dead-lettered after its one attempt
         assert "dead-lettered 1" in output
         assert leaked(output) == []
+
+
+class TestPublisherErrors:
+    def test_a_misspelled_secret_setting_is_not_repeated(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """kafka-python repeats settings it does not know; the publish error masks them."""
+        config = KafkaConfig(
+            bootstrap_servers="127.0.0.1:1", producer_extra={"sasl_plain_pasword": SASL}
+        )
+        caplog.set_level("DEBUG")
+        with pytest.raises(PublishError) as caught:
+            KafkaPublisher(config).publish(OutboxMessage("e1", "T", "1", b"{}"))
+        assert "pasword" in str(caught.value)  # the setting is named, its value is not
+        assert leaked(str(caught.value)) == [] and leaked(caplog.text) == []
