@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from fsm.errors import CallbackError, FSMError
+from fsm.ports import ConcurrencyError
 
 TRANSIENT_NAMES = frozenset({"OperationalError", "InterfaceError"})
 """PEP 249 classes for failures outside the program's control (a lost connection, a
@@ -40,12 +41,21 @@ def is_transient(error: BaseException) -> bool:
     a commit whose acknowledgement was lost: the step rolled back (or committed, which the
     caller checks by reading again) and trying it again is safe and may pass.
     """
-    for cause in causes(error):
+    chain = list(causes(error))
+    if any(str(cause).startswith("no such ") for cause in chain):
+        return False  # SQLite's OperationalError for a missing table or column: for good
+    for cause in chain:
         if isinstance(cause, TransientError) or getattr(cause, "connection_invalidated", False):
             return True
         if any(klass.__name__ in TRANSIENT_NAMES for klass in type(cause).__mro__):
             return True
     return False
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Transient, or a version conflict (someone else wrote first): reading what is stored
+    and trying again may pass."""
+    return is_transient(error) or any(isinstance(c, ConcurrencyError) for c in causes(error))
 
 
 def describe_error(error: BaseException) -> str:

@@ -17,7 +17,7 @@ from adapters.sqlalchemy import create_engine, require_tables
 from adapters.sqlalchemy.flow import FlowSqlUnitOfWork
 from fsm.persistence import PersistentMachine
 from fsm.ports import Publisher
-from fsm.retry import RetryPolicy
+from fsm.retry import STEP_RETRY, RetryPolicy
 from userstatus.domain import UserStatus
 from userstatus.flow import FlowState, machine
 from userstatus.manager import UserStatusManager
@@ -32,18 +32,21 @@ GRACE_MARGIN = 5.0
 """Seconds added to the immediate publish's worst case: the commit after it, clock skew."""
 
 
-def publish_grace(retry: RetryPolicy, kafka: KafkaConfig) -> timedelta:
+def publish_grace(
+    retry: RetryPolicy, kafka: KafkaConfig, steps: RetryPolicy = STEP_RETRY
+) -> timedelta:
     """How long relays leave a new event to the orchestrator that committed it.
 
     The immediate publish makes up to `retry.attempts` attempts of at most
     `kafka.attempt_seconds` each (max_block_ms + delivery_timeout_ms), with the longest
     backoff waits between them; no attempt starts past `retry.deadline`, so it also ends
-    within the deadline plus one attempt. The smaller bound, plus GRACE_MARGIN.
+    within the deadline plus one attempt. The smaller bound, plus the time recording the
+    step may be tried again (`steps.deadline`), plus GRACE_MARGIN.
     """
     attempt = kafka.attempt_seconds
     waits = sum(retry.wait(failed, lambda: 1.0) for failed in range(1, retry.attempts))
     worst = min(retry.attempts * attempt + waits, retry.deadline + attempt)
-    return timedelta(seconds=worst + GRACE_MARGIN)
+    return timedelta(seconds=worst + steps.deadline + GRACE_MARGIN)
 
 
 def immediate_kafka(kafka: KafkaConfig, retry: RetryPolicy) -> KafkaConfig:

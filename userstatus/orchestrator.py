@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fsm.errors import FSMError
-from fsm.faults import causes, describe_error, is_transient
+from fsm.faults import causes, describe_error, is_retryable, is_transient
 from fsm.persistence import PersistentMachine, PersistentRun
 from fsm.ports import RunExists, RunNotFound
 from fsm.retry import STEP_RETRY, RetryPolicy, retry
@@ -79,15 +79,16 @@ class IdempotencyConflict(FSMError, ValueError):
 
 
 class RunNotSettled(FSMError):
-    """The update committed and its event is in the outbox, but the run's next step could not
-    be recorded (the database kept failing): the outbox relay publishes the event and
-    finishes the run. `run_id` names it."""
+    """The update committed and its event is in the outbox, but the run's publish step is
+    not recorded (the database kept failing, or another call with the same idempotency key
+    is taking it): the outbox relay publishes the event and finishes the run if nobody
+    else does. `run_id` names it."""
 
-    def __init__(self, run_id: str, error: BaseException) -> None:
+    def __init__(self, run_id: str, reason: str) -> None:
         self.run_id = run_id
         super().__init__(
-            f"run {run_id}: the update committed but its publish step could not be recorded "
-            f"({describe_error(error)}); the outbox relay publishes the event and finishes it"
+            f"run {run_id}: the update committed but its publish step is not recorded "
+            f"({reason}); the outbox relay publishes the event and finishes the run"
         )
 
 
@@ -161,13 +162,14 @@ class UserStatusUpdateOrchestrator:
             earlier = self._stored(run_id, context)
             if earlier is not None:
                 log.info("run %s: idempotency key seen before; nothing done", run_id)
-                return earlier
+                return _settled(earlier)
         context["run_id"] = run_id
         try:
             with bound(self):
                 handle = self._first_step(run_id, context)
-                if handle.context.get("request") == context["request"]:
-                    handle = self._second_step(handle)
+                if handle.context.get("request") != context["request"]:
+                    return _settled(handle)  # another call with this key got there first
+                handle = self._second_step(handle)
         finally:
             self._publishes.clear()
         self._log(handle)
@@ -180,6 +182,10 @@ class UserStatusUpdateOrchestrator:
         except (IdempotencyConflict, RunNotSettled):
             raise
         except Exception as error:
+            if "idempotency_key" in context and _retryable(error):
+                # The client will send this request again, with its key: keep the key
+                # unused rather than answer every retry with this passing failure.
+                raise
             aborted = _aborted(error)
             if aborted is not None:
                 outcome = aborted.outcome
@@ -214,9 +220,11 @@ class UserStatusUpdateOrchestrator:
 
         try:
             return self._retry(attempt, run_id, "the update step", _retryable)
+        except IdempotencyConflict:
+            raise
         except Exception as error:
             if exists:
-                raise RunNotSettled(run_id, error) from error
+                raise RunNotSettled(run_id, describe_error(error)) from error
             raise
 
     def _second_step(self, handle: PersistentRun[FlowState]) -> PersistentRun[FlowState]:
@@ -230,10 +238,11 @@ class UserStatusUpdateOrchestrator:
             return run
 
         try:
-            return self._retry(attempt, handle.id, "recording the publish", is_transient)
+            # A conflict: a relay settled the run after the hold ran out; read it again.
+            return self._retry(attempt, handle.id, "recording the publish", is_retryable)
         except Exception as error:
             log.error("run %s: the publish step could not be recorded: %r", handle.id, error)
-            raise RunNotSettled(handle.id, error) from error
+            raise RunNotSettled(handle.id, describe_error(error)) from error
 
     def _retry(
         self,
@@ -352,6 +361,13 @@ class UserStatusUpdateOrchestrator:
 
 def _aborted(error: BaseException) -> UpdateAborted | None:
     return next((e for e in causes(error) if isinstance(e, UpdateAborted)), None)
+
+
+def _settled(run: PersistentRun[FlowState]) -> PersistentRun[FlowState]:
+    """A run another call started, unless its publish step is still to be recorded."""
+    if run.state == FlowState.STATUS_UPDATED:
+        raise RunNotSettled(run.id, "another call with this idempotency key is taking it")
+    return run
 
 
 def _retryable(error: Exception) -> bool:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from fsm.errors import FSMError, InvalidEvent, RestoreError, UnhandledOutcome
-from fsm.faults import describe_error
+from fsm.errors import FSMError
+from fsm.faults import describe_error, is_retryable
 from fsm.persistence import PersistentMachine
 from fsm.ports import LeaseLost, OutboxMessage, Publisher, RunNotFound
 from fsm.retry import STEP_RETRY, RetryPolicy, retry
@@ -31,9 +31,6 @@ from userstatus.outcomes import (
 from userstatus.ports import FlowUnitOfWork
 
 log = logging.getLogger(__name__)
-
-RUN_CANNOT_MOVE = (RestoreError, InvalidEvent, UnhandledOutcome)
-"""A run that fails to load or to take its outcome this way will fail so every time."""
 
 LEASE_MARGIN = 5.0
 """Seconds a lease must outlast one publish attempt: the renew before it, the settle after."""
@@ -349,7 +346,7 @@ class OutboxRelay:
             retry(
                 attempt,
                 self.settings.step_retry,
-                retry_on=lambda error: not isinstance(error, (LeaseLost, *RUN_CANNOT_MOVE)),
+                retry_on=is_retryable,
                 sleep=self.sleep,
                 on_retry=lambda n, error, wait: log.warning(
                     "relay %s: recording event %s failed (%s); trying again in %.2f s",
@@ -363,19 +360,21 @@ class OutboxRelay:
             report.lost += 1
             log.warning("relay %s: %s", self.owner, error)
             return
-        except RUN_CANNOT_MOVE as error:
+        except Exception as error:
+            if is_retryable(error):  # the database stayed away: record nothing
+                report.errors += 1
+                log.error(
+                    "relay %s: recording event %s failed: %r; it stays pending and is "
+                    "published again when its lease runs out",
+                    self.owner,
+                    message.event_id,
+                    error,
+                )
+                return
+            # The run can never move this way (corrupt, another machine's, a state that
+            # takes no such outcome, a write refused for good): the outbox row alone.
             if not self._mark_alone(message, outcome, error, report):
                 return
-        except Exception as error:
-            report.errors += 1
-            log.error(
-                "relay %s: recording event %s failed: %r; it stays pending and is published "
-                "again when its lease runs out",
-                self.owner,
-                message.event_id,
-                error,
-            )
-            return
         if isinstance(outcome, Published):
             report.published += 1
         elif isinstance(outcome, DeadLettered):
@@ -497,7 +496,7 @@ class OutboxRelay:
                 self._finish_run(entry.run_id, entry.event_id, outcome)
             except Exception as error:
                 report.errors += 1
-                if isinstance(error, RUN_CANNOT_MOVE) and entry.run_id not in report.unsettled_runs:
+                if not is_retryable(error) and entry.run_id not in report.unsettled_runs:
                     report.unsettled_runs.append(entry.run_id)
                 log.error(
                     "relay %s: run %s (event %s %s) could not be finished: %r",

@@ -45,10 +45,11 @@ def kafka_config(bootstrap_servers: str) -> KafkaConfig:
 
 def pick(rng: random.Random, users: int, close_weight: float) -> UpdateUserStatusPayload:
     """A random update: mostly active/suspended flips, some illegal, some closing, a missing
-    user now and then."""
+    user now and then. Only the last quarter of the users is ever closed (a closed user
+    takes no change), so most keep changing for the whole campaign."""
     user_id = MISSING_USER if rng.random() < 0.03 else rng.randint(1, users)
     if rng.random() < close_weight:
-        return UpdateUserStatusPayload(user_id, UserStatus.CLOSED)
+        return UpdateUserStatusPayload(rng.randint(users - users // 4, users), UserStatus.CLOSED)
     status = rng.choices(TARGETS, weights=(45, 45, 10))[0]
     return UpdateUserStatusPayload(user_id, status)
 
