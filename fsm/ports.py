@@ -159,7 +159,7 @@ class RunRecord:
     machine: str
     state: str
     """The state's stored label (fsm.persistence.state_label): a string as is, an Enum member by
-    its str or int value, else by its name."""
+    its value when that is a string, else by its name."""
     context: dict[str, object]
     version: int
     """Starts at 1; every save adds one. A save checks the stored version is still this one."""

@@ -59,7 +59,10 @@ def key_run_id(idempotency_key: str) -> str:
 
 
 class UpdateAborted(FSMError):
-    """The update step failed in the database: its transaction is rolled back as a whole."""
+    """The update step failed in the database: its transaction is rolled back as a whole.
+
+    perform() raises it for a request with an idempotency key whose failure was transient
+    (`outcome.transient`): nothing is stored, so sending the request again may apply it."""
 
     def __init__(self, outcome: StorageError) -> None:
         self.outcome = outcome
@@ -182,11 +185,13 @@ class UserStatusUpdateOrchestrator:
         except (IdempotencyConflict, RunNotSettled):
             raise
         except Exception as error:
+            aborted = _aborted(error)
             if "idempotency_key" in context and _retryable(error):
                 # The client will send this request again, with its key: keep the key
                 # unused rather than answer every retry with this passing failure.
+                if aborted is not None:
+                    raise aborted from error
                 raise
-            aborted = _aborted(error)
             if aborted is not None:
                 outcome = aborted.outcome
             else:

@@ -69,7 +69,9 @@ class KafkaPublisher:
                     )
             except Exception as error:
                 self._reset()
-                raise PublishError(
+                kind = type(error) if isinstance(error, NotStored) else PublishError
+                # Not chained: kafka-python's own message may repeat a secret setting.
+                raise kind(
                     f"publishing event {message.event_id} to {message.topic} failed: "
                     + self.config.scrub(_describe(error))
                 ) from None

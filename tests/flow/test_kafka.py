@@ -16,6 +16,7 @@ from adapters.kafka import (
 )
 from adapters.kafka.broker import LocalBroker
 from adapters.kafka.consumer import AuditConsumer, AuditLog, ConsumedEvent
+from adapters.kafka.publisher import NotStored
 from adapters.memory import FakePublisher
 from fsm.ports import OutboxMessage, PublishError
 
@@ -96,7 +97,7 @@ class TestKafkaPublisher:
         broker.restart()
         b.publish(message("b1"))
         b.publish(message("b2"))
-        with pytest.raises(PublishError, match="without a stored offset"):
+        with pytest.raises(NotStored, match="without a stored offset"):
             a.publish(message("a2"))
         a.publish(message("a2"))  # a new producer, a fresh id: stored
         audit = AuditConsumer(config, TOPIC).read_all(expect={"b1", "b2", "a2"}, timeout=10)

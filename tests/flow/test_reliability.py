@@ -13,7 +13,12 @@ from fsm.ports import OutboxMessage, UserRecord
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.flow import FlowState
 from userstatus.manager import UserStatusManager
-from userstatus.orchestrator import IdempotencyConflict, RunNotSettled, key_run_id
+from userstatus.orchestrator import (
+    IdempotencyConflict,
+    RunNotSettled,
+    UpdateAborted,
+    key_run_id,
+)
 from userstatus.outcomes import ConcurrentUpdate, IllegalStatusChange, StorageError
 from userstatus.relay import OutboxRelay, RelaySettings
 
@@ -206,6 +211,46 @@ class TestIdempotency:
         assert perform(flow, 3, S.ACTIVE, idempotency_key="k").id == first.id
         assert len(flow.uow.runs.runs) == 1
 
+    def test_a_racing_request_for_another_change_is_refused(self, flow: MemoryFlow) -> None:
+        """A run stored under the key between the check and the write: still a conflict."""
+        other = UpdateUserStatusPayload(2, S.ACTIVE)
+        stored_first = flow.orchestrator._stored
+
+        def racing(run_id: str, context: dict[str, typing.Any]) -> typing.Any:
+            flow.orchestrator._stored = stored_first  # type: ignore[method-assign]
+            flow.orchestrator.perform(other, idempotency_key="req-1")  # the other request
+            return None  # this request's own check saw nothing yet
+
+        flow.orchestrator._stored = racing  # type: ignore[method-assign]
+        with pytest.raises(IdempotencyConflict):
+            perform(flow, 1, S.SUSPENDED, idempotency_key="req-1")
+        assert flow.users.updates == [(2, "active")]
+
+    def test_a_replay_of_a_run_still_publishing_says_so(self, flow: MemoryFlow) -> None:
+        """A run left in status_updated under the key: the retry raises RunNotSettled."""
+
+        def crash(event: typing.Any) -> typing.Any:
+            raise KeyboardInterrupt  # the first process dies after its commit
+
+        publish = flow.orchestrator.publisher.publish
+        flow.orchestrator.publisher.publish = crash  # type: ignore[method-assign]
+        with pytest.raises(KeyboardInterrupt):
+            perform(flow, 1, S.SUSPENDED, idempotency_key="req-1")
+        flow.orchestrator.publisher.publish = publish  # type: ignore[method-assign]
+        with pytest.raises(RunNotSettled, match="another call with this idempotency key"):
+            perform(flow, 1, S.SUSPENDED, idempotency_key="req-1")
+        assert flow.users.updates == [(1, "suspended")]
+
+    def test_a_transient_failure_leaves_the_key_unused(self, flow: MemoryFlow) -> None:
+        """The database away for every try: nothing stored, so the client's retry applies."""
+        flow.users.fail_on_update = TransientError("connection refused")
+        with pytest.raises(UpdateAborted, match="connection refused") as caught:
+            perform(flow, 1, S.SUSPENDED, idempotency_key="req-1")
+        assert caught.value.outcome.transient
+        assert flow.uow.runs.runs == {}
+        flow.users.fail_on_update = None
+        assert perform(flow, 1, S.SUSPENDED, idempotency_key="req-1").state == F.PUBLISHED
+
     @pytest.mark.parametrize("key", ["", "x" * 201, 7])
     def test_a_bad_key_is_refused(self, flow: MemoryFlow, key: typing.Any) -> None:
         """An empty, too long or non-string key is one clear error."""
@@ -277,6 +322,20 @@ class TestRelaySettles:
         flow.publisher.publish = publish  # type: ignore[method-assign]
         assert worker.run(until_idle=True).published == 1  # after the lease: a duplicate send
         assert outbox_status(flow) == ["published"] and stored(flow, run_id) == F.PUBLISHED
+
+    def test_a_write_refused_for_good_is_recorded_for_operators(self, flow: MemoryFlow) -> None:
+        """A run whose step the store refuses every time: the outbox row alone, reported,
+        so the event is neither sent forever nor kept from max_attempts."""
+        run_id = self.offline(flow)
+
+        def refuse(entry: typing.Any) -> None:
+            raise ValueError("history row refused")
+
+        flow.uow.runs.append = refuse  # type: ignore[method-assign]
+        report = relay(flow).run_once()
+        assert (report.published, report.unsettled_runs) == (1, [run_id])
+        assert outbox_status(flow) == ["published"]
+        assert len(flow.publisher.sent) == 1
 
     def test_runs_left_behind_are_finished(self, flow: MemoryFlow) -> None:
         """A run whose event is published without it (an older version's doing) is finished."""

@@ -36,6 +36,7 @@ from userstatus.app import FlowApp, publish_grace
 from userstatus.demo import init_schema
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.flow import FlowState
+from userstatus.orchestrator import RunNotSettled
 from userstatus.relay import RelayReport, RelaySettings
 
 from .conftest import fast_config
@@ -319,6 +320,8 @@ def recover(world: World) -> RelayReport:
 def problems(result: Result, after: Stored) -> list[str]:
     """Every invariant the stored state or the faulted part broke, as one line each."""
     found: list[str] = []
+    if result.raised is not None and not isinstance(result.raised, RunNotSettled):
+        found.append(f"raised {result.raised!r}: perform() may raise only RunNotSettled")
     if result.returned is not None and result.returned not in FINAL | {F.PUBLISH_FAILED}:
         found.append(f"perform() returned a run in {result.returned}")
     if len(after.runs) > 1:
