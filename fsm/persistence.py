@@ -127,12 +127,18 @@ class PersistentMachine(Generic[S]):
         return tuple(labels)
 
     def start(
-        self, context: Mapping[str, Any] | None = None, *, run_id: str | None = None
+        self,
+        context: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        effect: Effect | None = None,
     ) -> PersistentRun[S]:
         """Store a new run and follow its actions, committing each step.
 
         The run's creation commits with its first step; if that step fails nothing is
-        stored at all. A context that cannot be encoded is refused before any write.
+        stored at all, `effect(uow)` included: the caller's own writes (the payment row the
+        run is about, say) commit with the run's creation or not at all. A context that
+        cannot be encoded is refused before any write.
         """
         handle = PersistentRun(self, 1, 0)
         run = self.machine.create(
@@ -145,6 +151,8 @@ class PersistentMachine(Generic[S]):
 
         def first_steps() -> None:
             self.uow.runs.create(record)
+            if effect is not None:
+                effect(self.uow)
             run.advance()
 
         return handle._step(first_steps)

@@ -373,6 +373,28 @@ class TestEffects:
         persistent(engine).send("r1", "go", effect=effect)
         assert rows(engine, UserRow) == 1
 
+    def test_an_effect_given_to_start_commits_with_the_new_run(self, engine: Engine) -> None:
+        """The caller's write is stored together with the run's creation."""
+
+        def effect(uow: Any) -> None:
+            uow.users.create(9, "active")
+
+        persistent(engine).start({"user_id": 9, "status": "closed"}, run_id="r1", effect=effect)
+        assert (rows(engine, UserRow), rows(engine, RunRow)) == (1, 1)
+
+    def test_an_effect_given_to_start_rolls_back_with_it(self, engine: Engine) -> None:
+        """A start that fails (its id is taken) leaves no write of its effect behind."""
+        persistent(engine).start({"user_id": 9, "status": "closed"}, run_id="r1")
+
+        def effect(uow: Any) -> None:
+            uow.users.create(10, "active")
+
+        with pytest.raises(RunExists):
+            persistent(engine).start(
+                {"user_id": 10, "status": "closed"}, run_id="r1", effect=effect
+            )
+        assert rows(engine, UserRow) == 0
+
 
 class TestStoredNames:
     """States and triggers must keep distinct names in storage."""
