@@ -62,9 +62,12 @@ class RetryingPublisher:
                 state.upcoming_sleep,
             )
 
+        def gives_up(state: tenacity.RetryCallState) -> bool:
+            elapsed = self.clock() - started
+            return policy.gives_up(state.attempt_number, elapsed, state.upcoming_sleep)
+
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(policy.attempts)
-            | _PastDeadline(self.clock, started, policy.deadline),
+            stop=gives_up,
             wait=lambda state: policy.wait(state.attempt_number, self.rand),
             retry=tenacity.retry_if_exception_type(PublishError),
             sleep=self.sleep,
@@ -81,15 +84,3 @@ class RetryingPublisher:
             raise RetriesExhausted(
                 f"{error} (gave up after {attempts} attempt(s))", attempts
             ) from error
-
-
-class _PastDeadline(tenacity.stop.stop_base):
-    """Stop when the next wait would end past the deadline (measured on an injected clock)."""
-
-    def __init__(self, clock: Callable[[], float], started: float, deadline: float) -> None:
-        self.clock = clock
-        self.started = started
-        self.deadline = deadline
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
-        return self.clock() - self.started + retry_state.upcoming_sleep > self.deadline
