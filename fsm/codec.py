@@ -93,7 +93,7 @@ class Codec:
     @classmethod
     def for_machine(cls, machine: Machine[Any], types: Iterable[type] = ()) -> Codec:
         """A codec knowing the machine's outcome/trigger classes, Enum types, and `types`."""
-        from fsm.validation import outcome_family
+        from fsm.validation import state_outcomes
 
         found: list[type] = []
         values: list[object] = [state.name for state in machine.states]
@@ -101,7 +101,7 @@ class Codec:
         for state in machine.states:
             if state.action is not None:
                 own = [row.trigger for row in machine.rows_from(state.name)]
-                values += outcome_family(state.action, known=own) or ()
+                values += state_outcomes(state, known=own) or ()
         for value in values:
             if isinstance(value, type):
                 found += _with_subclasses(value)

@@ -31,6 +31,9 @@ class State(Generic[S]):
     failure: bool = False
     """Marks a state that stands for a failure (drawn distinctly, counted in reports)."""
     description: str = ""
+    outcomes: tuple[Hashable, ...] | None = None
+    """The action's closed family of outcomes (classes, Enum members or values), for an action
+    whose return annotation cannot say it (a lambda, say); used instead of the annotation."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,10 +7,10 @@ from collections import deque
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
-from fsm.definition import Machine
+from fsm.definition import Machine, State
 from fsm.errors import CallbackError, FSMError, RunError, callable_name, show
 from fsm.runtime import Listener, Run, Transition
-from fsm.validation import outcome_family
+from fsm.validation import state_outcomes
 
 S = TypeVar("S", bound=Hashable)
 
@@ -129,7 +129,7 @@ class Stepper(Generic[S]):
         definition = self._state_with_action(state)
         for outcome in outcomes:
             if not _is_exception(outcome):
-                _check_family(definition.action, state, outcome)
+                _check_family(definition, outcome)
         self._script.setdefault(state, deque()).extend(outcomes)
         return self
 
@@ -193,7 +193,7 @@ class Stepper(Generic[S]):
             )
             failure.__cause__ = error
             raise self._annotate(failure)
-        _check_family(action, self.state, outcome)
+        _check_family(self.machine.state(self.state), outcome)
         try:
             return self.run.fire(outcome, outcome=True)
         except RunError as error:
@@ -289,10 +289,10 @@ def _is_exception(value: object) -> bool:
     )
 
 
-def _check_family(action: Any, state: object, outcome: object) -> None:
-    """Refuse an outcome outside the closed family the real action declares."""
-    family = outcome_family(action)
-    if family is None:
+def _check_family(state: State[Any], outcome: object) -> None:
+    """Refuse an outcome outside the closed family the state declares (outcomes= or annotation)."""
+    family = state_outcomes(state)
+    if family is None or state.action is None:
         return
     for member in family:
         if isinstance(member, type):
@@ -302,6 +302,6 @@ def _check_family(action: Any, state: object, outcome: object) -> None:
             return
     listed = ", ".join(show(m) for m in family)
     raise ScriptError(
-        f"state {show(state)}: action {callable_name(action)} cannot return {outcome!r}; "
-        f"it returns one of {listed}"
+        f"state {show(state.name)}: action {callable_name(state.action)} cannot return "
+        f"{outcome!r}; it returns one of {listed}"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import types
 import typing
 from collections import deque
@@ -10,7 +11,7 @@ from collections.abc import Hashable, Iterable
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from fsm.definition import Row, State
+from fsm.definition import Guard, Row, State
 from fsm.errors import callable_name, show
 
 if TYPE_CHECKING:
@@ -34,7 +35,8 @@ def normalize_rows(specs: Iterable[RowSpec[Any]]) -> tuple[list[Row[Any]], list[
 
 
 def validate(machine: Machine[Any]) -> list[str]:
-    """Every problem of the machine's definition, in a stable order."""
+    """Every problem of the machine's definition: root causes first, then the graph problems
+    (unreachable states, dead ends, loops) they may cause."""
     problems: list[str] = []
     if not machine.name or not isinstance(machine.name, str):
         problems.append(f"the machine's name is {machine.name!r}; give a non-empty string")
@@ -55,12 +57,27 @@ def validate(machine: Machine[Any]) -> list[str]:
         else:
             names[state.name] = state
     states = list(names.values())
+    problems += _check_state_types(states)
     problems += _check_initial(states)
     rows = _check_rows(machine.transitions, names, problems)
-    problems += _check_graph(states, rows)
+    problems += _check_states(states, rows)
     problems += _check_shadowing(rows)
     problems += _check_outcomes(states, rows)
+    problems += _check_graph(states, rows)
     return problems
+
+
+def _check_state_types(states: list[State[Any]]) -> list[str]:
+    kinds: dict[type, list[str]] = {}
+    for state in states:
+        kinds.setdefault(type(state.name), []).append(show(state.name))
+    if len(kinds) < 2:
+        return []
+    listed = "; ".join(f"{kind.__qualname__}: {', '.join(names)}" for kind, names in kinds.items())
+    return [
+        f"states are of {len(kinds)} types ({listed}); name every state with a member of "
+        "one Enum, or every state with a string"
+    ]
 
 
 def _check_initial(states: list[State[Any]]) -> list[str]:
@@ -96,9 +113,61 @@ def _check_rows(
             bad = True
         if row.guard is not None and not callable(row.guard):
             problems.append(f"row {number} {row.describe()}: guard {row.guard!r} is not callable")
+        elif row.guard is not None:
+            problems += [f"row {number} {row.describe()}: {p}" for p in _check_guard(row.guard)]
         if not bad:
             usable.append(row)
     return usable
+
+
+def _check_guard(guard: Guard) -> list[str]:
+    problems = []
+    name = callable_name(guard)
+    if _is_async(guard):
+        problems.append(
+            f"guard {name} is async; the runtime cannot await guards yet (and a coroutine "
+            "is always true), so make it a plain def"
+        )
+    try:
+        signature = inspect.signature(guard)
+    except (TypeError, ValueError):  # some builtins have no readable signature: accept them
+        return problems
+    try:
+        signature.bind(None)  # any one value stands for the run
+    except TypeError:
+        taken = ", ".join(signature.parameters)
+        problems.append(
+            f"guard {name} takes ({taken}); a guard is called with one argument, the run"
+        )
+    return problems
+
+
+def _check_states(states: list[State[Any]], rows: list[Row[Any]]) -> list[str]:
+    problems: list[str] = []
+    sources = {row.source for row in rows}
+    for state in states:
+        action = state.action
+        if state.final and state.name in sources:
+            problems.append(f"final state {show(state.name)} has outgoing rows; final means final")
+        if action is None:
+            if state.outcomes is not None:
+                problems.append(
+                    f"state {show(state.name)} lists outcomes= but has no action to return them"
+                )
+        elif not callable(action):
+            problems.append(f"state {show(state.name)}: action {action!r} is not callable")
+        elif state.final:
+            problems.append(
+                f"final state {show(state.name)} has action {callable_name(action)}; "
+                "a final state cannot follow an outcome"
+            )
+        elif _is_async(action):
+            problems.append(
+                f"state {show(state.name)}: action {callable_name(action)} is async; the "
+                "runtime cannot await actions yet (its outcome would be a coroutine), so make "
+                "it a plain def"
+            )
+    return problems
 
 
 def _check_graph(states: list[State[Any]], rows: list[Row[Any]]) -> list[str]:
@@ -108,21 +177,12 @@ def _check_graph(states: list[State[Any]], rows: list[Row[Any]]) -> list[str]:
     for row in rows:
         forward[row.source].add(row.target)
         backward[row.target].add(row.source)
-    for state in states:
-        if state.final and forward[state.name]:
-            problems.append(f"final state {show(state.name)} has outgoing rows; final means final")
-        if state.final and state.action is not None:
-            problems.append(
-                f"final state {show(state.name)} has action {callable_name(state.action)}; "
-                "a final state cannot follow an outcome"
-            )
-        if not state.final and not forward[state.name]:
-            problems.append(
-                f"state {show(state.name)} is not final and has no outgoing row; "
-                "add a row from it or mark it final=True"
-            )
-        if state.action is not None and not callable(state.action):
-            problems.append(f"state {show(state.name)}: action {state.action!r} is not callable")
+    problems += [
+        f"state {show(s.name)} is not final and has no outgoing row; "
+        "add a row from it or mark it final=True"
+        for s in states
+        if not s.final and not forward[s.name]
+    ]
     initial = [s.name for s in states if s.initial]
     if len(initial) == 1:
         reached = _reach(initial, forward)
@@ -173,43 +233,109 @@ def _check_shadowing(rows: list[Row[Any]]) -> list[str]:
 
 def _check_outcomes(states: list[State[Any]], rows: list[Row[Any]]) -> list[str]:
     """The sealed-class check: each member of an action's closed return family has a row."""
-    problems = []
+    problems: list[str] = []
     for state in states:
         if state.action is None or state.final or not callable(state.action):
             continue
         own = [row for row in rows if row.source == state.name]
         triggers = {row.trigger for row in own}
         where = f"state {show(state.name)}: action {callable_name(state.action)}"
-        try:
-            family = outcome_family(state.action, known=triggers)
-        except NameError as error:  # a locally defined outcome class that no row names
-            problems.append(
-                f"{where} names {error.name} in its return annotation, but no row from "
-                f"{show(state.name)} handles it (and it cannot be resolved from the action)"
-            )
-            continue
-        except Exception as error:  # an unreadable annotation would silently skip the proof
-            problems.append(
-                f"{where}: its return annotation cannot be read ({type(error).__name__}: "
-                f"{error}); define the outcome types where the action's module can see them"
-            )
-            continue
+        family = _family(state, where, triggers, problems)
         if family is None:
             continue
         missing = [m for m in family if not _handled(m, triggers)]
         if missing:
-            listed = ", ".join(show(m) for m in missing)
             problems.append(
-                f"{where} can return {listed} but no row from {show(state.name)} handles it"
+                f"{where} can return {_listed(missing)} but no row from {show(state.name)} "
+                "handles it"
             )
-        listed = ", ".join(show(m) for m in family)
         problems += [
             f"row {row.describe()} can never fire: {callable_name(state.action)} "
-            f"returns only {listed}"
+            f"returns only {_listed(family)}"
             for row in own
             if not any(_matches(member, row.trigger) for member in family)
         ]
     return problems
+
+
+def _family(
+    state: State[Any], where: str, triggers: set[Hashable], problems: list[str]
+) -> tuple[object, ...] | None:
+    """The family to check the state's rows against (outcomes=, else the annotation), or
+    None when there is nothing to prove; what is wrong with either goes to `problems`."""
+    try:
+        declared = _declared(state.outcomes)
+    except ValueError as error:
+        problems.append(f"{where}: {error}")
+        return None
+    try:
+        annotation = _return_annotation(state.action, known=triggers)
+    except Exception as error:  # an unreadable annotation would silently skip the proof
+        if declared is not None:
+            return declared  # outcomes= stands in for an annotation that cannot be read
+        if isinstance(error, NameError):  # a locally defined outcome class that no row names
+            problems.append(
+                f"{where} names {error.name} in its return annotation, but no row from "
+                f"{show(state.name)} handles it (and it cannot be resolved from the action)"
+            )
+        else:
+            problems.append(
+                f"{where}: its return annotation cannot be read ({type(error).__name__}: "
+                f"{error}); define the outcome types where the action's module can see them"
+            )
+        return None
+    if annotation is inspect.Signature.empty:
+        if declared is None:
+            problems.append(
+                f"{where} has no return annotation, so its outcomes cannot be checked; "
+                "annotate its return with a closed family (A | B, an Enum, a Literal) or "
+                f"list them with State({show(state.name)}, ..., outcomes=(A, B))"
+            )
+        return declared
+    annotated = _members(annotation)  # None: open (Any, object, str), nothing to prove
+    if declared is None:
+        return annotated
+    if annotated is not None and set(annotated) != set(declared):
+        problems.append(
+            f"{where}: its return annotation names {_listed(annotated)} but outcomes= "
+            f"lists {_listed(declared)}; make them agree or drop one"
+        )
+    return declared
+
+
+def _declared(outcomes: object) -> tuple[object, ...] | None:
+    """A state's outcomes= as a family (an Enum class stands for its members, None for
+    NoneType), None if not given; ValueError saying what is wrong with it."""
+    if outcomes is None:
+        return None
+    if not isinstance(outcomes, tuple | list) or not outcomes:
+        raise ValueError(
+            f"outcomes={outcomes!r} is not a non-empty tuple; list them as outcomes=(A, B)"
+        )
+    members: list[object] = []
+    for value in outcomes:
+        if isinstance(value, type) and issubclass(value, Enum):
+            members += value
+        elif value is None:
+            members.append(type(None))  # as in an annotation: a row on NoneType handles it
+        elif unhashable(value):
+            raise ValueError(f"outcomes= lists {value!r}, which cannot be a trigger")
+        else:
+            members.append(value)
+    return tuple(members)
+
+
+def _listed(members: Iterable[object]) -> str:
+    return ", ".join(show(m) for m in members)
+
+
+def state_outcomes(state: State[Any], known: Iterable[Hashable] = ()) -> tuple[object, ...] | None:
+    """The closed family a state's action returns: its outcomes= if given, else what the
+    action's return annotation names (see `outcome_family`); None if neither names one."""
+    declared = _declared(state.outcomes)
+    if declared is not None or state.action is None:
+        return declared
+    return outcome_family(state.action, known)
 
 
 def outcome_family(action: object, known: Iterable[Hashable] = ()) -> tuple[object, ...] | None:
@@ -218,19 +344,32 @@ def outcome_family(action: object, known: Iterable[Hashable] = ()) -> tuple[obje
     String annotations resolve in the action's module and, for outcome types defined
     locally, among the `known` triggers (classes and Enum members of the table).
     """
+    annotation = _return_annotation(action, known)
+    return None if annotation is inspect.Signature.empty else _members(annotation)
+
+
+def _return_annotation(action: object, known: Iterable[Hashable]) -> Any:
+    """The action's resolved return annotation, or inspect.Signature.empty if it has none."""
     local: dict[str, Any] = {}
     for trigger in known:
         kind = trigger if isinstance(trigger, type) else type(trigger)
         if kind.__module__ != "builtins":
             local[kind.__name__] = kind
+    hints = typing.get_type_hints(_function_of(action), localns=local)
+    return hints.get("return", inspect.Signature.empty)
+
+
+def _function_of(action: object) -> Any:
+    """What declares how `action` is called: through partials, a callable object's __call__."""
     while isinstance(action, functools.partial):
         action = action.func
     if not isinstance(action, types.FunctionType | types.MethodType | type):
-        action = type(action).__call__  # a callable object: its __call__ declares the outcomes
-    hints = typing.get_type_hints(action, localns=local)
-    if "return" not in hints:
-        return None
-    return _members(hints["return"])
+        action = type(action).__call__
+    return action
+
+
+def _is_async(function: object) -> bool:
+    return inspect.iscoroutinefunction(_function_of(function))
 
 
 def _members(annotation: Any) -> tuple[object, ...] | None:

@@ -243,11 +243,11 @@ class TestActions:
         assert run.advance().state == "b"
 
     def test_unhandled_outcome(self) -> None:
-        """An unannotated action returning an unknown outcome raises UnhandledOutcome."""
+        """An action returning an outcome outside its declared family raises UnhandledOutcome."""
         m = Machine(
             "m",
             states=[
-                State("a", initial=True, action=lambda ctx: "surprise"),
+                State("a", initial=True, action=lambda ctx: "surprise", outcomes=(Done,)),
                 State("b", final=True),
             ],
             transitions=[("a", Done, "b")],

@@ -65,6 +65,10 @@ class Colour(enum.Enum):
     GREEN = "green"
 
 
+class Light(enum.Enum):
+    RED = "red"
+
+
 class TestStates:
     """Rules about the declared states."""
 
@@ -99,6 +103,19 @@ class TestStates:
         """A machine with no final state is refused."""
         problem = only(problems_of([A, State("b")], [("a", "go", "b"), ("b", "back", "a")]))
         assert "no final state" in problem
+
+    def test_states_of_several_types(self) -> None:
+        """States of two Enums, or Enum members beside strings, are refused with the types."""
+        states: list[State[Any]] = [
+            State(Colour.RED, initial=True),
+            State(Light.RED),
+            State("done", final=True),
+        ]
+        rows = [(Colour.RED, "go", Light.RED), (Light.RED, "go", "done")]
+        assert only(problems_of(states, rows)) == (
+            "states are of 3 types (Colour: Colour.RED; Light: Light.RED; str: 'done'); "
+            "name every state with a member of one Enum, or every state with a string"
+        )
 
     def test_empty_name(self) -> None:
         """The machine needs a name."""
@@ -147,6 +164,33 @@ class TestRows:
             ],
         )
         assert m.start().send("go").state == "c"
+
+    def test_guard_taking_other_than_the_run(self) -> None:
+        """A guard that cannot be called with the run alone is refused, naming row and guard."""
+
+        def two(run: object, other: object) -> bool:
+            return True
+
+        def none() -> bool:
+            return True
+
+        def extra(run: object, retries: int = 1) -> bool:
+            return True
+
+        rows = [("a", "go", "c", two), ("a", "go", "c", none), ("a", "go", "c")]
+        problems = problems_of([A, C], rows)
+        assert problems == (
+            "row 1 ('a', 'go', 'c', two): guard two takes (run, other); a guard is called "
+            "with one argument, the run",
+            "row 2 ('a', 'go', 'c', none): guard none takes (); a guard is called with one "
+            "argument, the run",
+        )
+        optional = Machine(
+            "m",
+            states=[A, C],
+            transitions=[("a", "go", "c", bool), ("a", "go", "c", extra)],
+        )
+        assert optional.start().send("go").state == "c"  # bool's signature cannot be read
 
     def test_row_objects_are_accepted(self) -> None:
         """Row instances and tuples may be mixed."""
@@ -338,6 +382,97 @@ class TestOutcomes:
         assert m.start().finished
 
 
+class TestDeclaredOutcomes:
+    """`State(..., outcomes=...)` names the family an action's annotation cannot."""
+
+    def test_action_without_annotation_is_refused(self) -> None:
+        """An action whose outcomes cannot be known is refused, saying how to declare them."""
+        states = [State("a", initial=True, action=lambda ctx: Ok()), C]
+        assert only(problems_of(states, [("a", Ok, "c")])) == (
+            "state 'a': action <lambda> has no return annotation, so its outcomes cannot be "
+            "checked; annotate its return with a closed family (A | B, an Enum, a Literal) or "
+            "list them with State('a', ..., outcomes=(A, B))"
+        )
+
+    def test_outcomes_are_checked_like_an_annotation(self) -> None:
+        """Each outcome listed needs a row, and a row none of them matches can never fire."""
+        states = [State("a", initial=True, action=lambda ctx: Ok(), outcomes=(Ok, NotFound)), C]
+        problems = problems_of(states, [("a", Ok, "c"), ("a", "manual", "c")])
+        assert problems == (
+            "state 'a': action <lambda> can return NotFound but no row from 'a' handles it",
+            "row ('a', 'manual', 'c') can never fire: <lambda> returns only Ok, NotFound",
+        )
+
+    def test_enum_classes_members_and_values(self) -> None:
+        """An Enum class stands for its members; Enum members and plain values are themselves."""
+        action = State("a", initial=True, action=lambda ctx: "retry", outcomes=(Colour, "retry"))
+        rows = [("a", Colour.RED, "c"), ("a", Colour.GREEN, "c"), ("a", "retry", "c")]
+        assert Machine("m", states=[action, C], transitions=rows).start().finished
+
+    def test_outcomes_disagreeing_with_the_annotation(self) -> None:
+        """When both are given and name different families, the problem shows both."""
+
+        def act(context: dict[str, Any]) -> Ok | NotFound:
+            return Ok()
+
+        states = [State("a", initial=True, action=act, outcomes=(Ok,)), C]
+        assert only(problems_of(states, [("a", Ok, "c")])) == (
+            "state 'a': action act: its return annotation names Ok, NotFound but outcomes= "
+            "lists Ok; make them agree or drop one"
+        )
+
+    def test_outcomes_that_are_not_a_tuple(self) -> None:
+        """outcomes= must be a non-empty tuple of triggers."""
+        single: Any = Ok
+        states = [State("a", initial=True, action=lambda ctx: Ok(), outcomes=single), C]
+        assert "is not a non-empty tuple; list them as outcomes=(A, B)" in only(
+            problems_of(states, [("a", Ok, "c")])
+        )
+
+    def test_outcomes_without_an_action(self) -> None:
+        """A state without an action has nothing that could return its outcomes=."""
+        states = [State("a", initial=True, outcomes=(Ok,)), C]
+        assert only(problems_of(states, [("a", "go", "c")])) == (
+            "state 'a' lists outcomes= but has no action to return them"
+        )
+
+
+class TestAsync:
+    """The runtime is synchronous: it cannot await an action or a guard yet."""
+
+    def test_async_action(self) -> None:
+        """An async def action is refused, naming the state and the action."""
+
+        async def act(context: dict[str, Any]) -> Ok:
+            return Ok()
+
+        states = [State("a", initial=True, action=act), C]
+        assert only(problems_of(states, [("a", Ok, "c")])) == (
+            "state 'a': action act is async; the runtime cannot await actions yet (its "
+            "outcome would be a coroutine), so make it a plain def"
+        )
+
+    def test_async_guards_also_through_partial_and_callable_objects(self) -> None:
+        """An async guard is refused, also behind functools.partial or as a __call__."""
+
+        async def check(flag: bool, run: object) -> bool:
+            return flag
+
+        class Check:
+            async def __call__(self, run: object) -> bool:
+                return False
+
+        rows = [("a", "go", "c", functools.partial(check, False)), ("a", "go", "c", Check())]
+        problems = problems_of([A, C], rows)
+        assert problems == (
+            "row 1 ('a', 'go', 'c', partial(check)): guard partial(check) is async; the "
+            "runtime cannot await guards yet (and a coroutine is always true), so make it "
+            "a plain def",
+            "row 2 ('a', 'go', 'c', Check): guard Check is async; the runtime cannot await "
+            "guards yet (and a coroutine is always true), so make it a plain def",
+        )
+
+
 class TestAllAtOnce:
     """Every problem of a bad table is listed in one error."""
 
@@ -376,3 +511,23 @@ class TestAllAtOnce:
         text = str(caught.value)
         assert text.startswith(f"machine 'bad' has {len(problems)} problems:")
         assert all(f"  - {p}" in text for p in problems)
+
+    def test_root_cause_before_what_it_causes(self) -> None:
+        """A missing outcome row is listed before the unreachable states it leaves behind."""
+
+        def capture(context: dict[str, Any]) -> Ok | Failure:
+            return Ok()
+
+        states = [
+            State("capture", initial=True, action=capture),
+            State("captured", final=True),
+            State("capture_failed"),
+            State("voided", final=True),
+        ]
+        rows = [("capture", Ok, "captured"), ("capture_failed", "void", "voided")]
+        assert problems_of(states, rows) == (
+            "state 'capture': action capture can return Failure but no row from 'capture' "
+            "handles it",
+            "state 'capture_failed' is unreachable from the initial state 'capture'",
+            "state 'voided' is unreachable from the initial state 'capture'",
+        )

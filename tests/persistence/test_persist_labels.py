@@ -10,7 +10,7 @@ from sqlalchemy import Engine, text
 
 from adapters.memory import InMemoryUnitOfWork
 from adapters.sqlalchemy import SqlUnitOfWork
-from fsm import CallbackError, DecodeError, Machine, PersistentMachine, State
+from fsm import CallbackError, Machine, PersistentMachine, State
 from fsm.persistence import state_label
 from fsm.ports import RunRecord
 from tests.persistence.persist_support import Faults, Step, Updated, persistent
@@ -35,18 +35,6 @@ class Swap(Enum):
 
     GO = "stop"
     STOP = "go"
-
-
-class First(Enum):
-    """One of two Enums with a member of the same name."""
-
-    X = "first"
-
-
-class Second(Enum):
-    """The other one."""
-
-    X = "second"
 
 
 def raw(engine: Engine, sql: str) -> list[tuple[object, ...]]:
@@ -157,25 +145,3 @@ class TestAliases:
         assert loaded_state(machine, "go") is Swap.STOP
         assert loaded_state(machine, "stop") is Swap.GO
         assert loaded_state(machine, "GO") is Swap.GO
-
-    def test_name_of_two_states_is_unknown(self) -> None:
-        """A name two Enum states share loads as neither: DecodeError."""
-        machine: Machine[Hashable] = Machine(
-            "twins",
-            states=[State(First.X, initial=True), State(Second.X, final=True)],
-            transitions=[(First.X, "go", Second.X)],
-        )
-        assert loaded_state(machine, "first") is First.X
-        with pytest.raises(DecodeError, match="unknown state 'X'"):
-            loaded_state(machine, "X")
-
-    def test_name_of_a_string_state_is_that_state(self) -> None:
-        """A string state 'A' beside an Enum member named A: 'A' is the string state."""
-        Kind = Enum("Kind", {"A": "a"})
-        machine: Machine[Hashable] = Machine(
-            "mixed",
-            states=[State("A", initial=True), State(Kind["A"], final=True)],
-            transitions=[("A", "go", Kind["A"])],
-        )
-        assert loaded_state(machine, "A") == "A"
-        assert loaded_state(machine, "a") is Kind["A"]

@@ -417,19 +417,19 @@ class TestStoredNames:
         engine.dispose()
 
     def test_states_with_the_same_stored_name(self) -> None:
-        """A string state and an Enum member whose value is that string are refused."""
+        """A member stored by its value and one stored by its name, spelled alike, are refused."""
         from enum import Enum
 
         from adapters.sqlalchemy import create_engine
 
-        Kind = Enum("Kind", {"A": "a"})
+        Kind = Enum("Kind", {"A": "B", "B": 2})
         machine = Machine(
             "mixed",
-            states=[State("a", initial=True), State(Kind["A"], final=True)],
-            transitions=[("a", "go", Kind["A"])],
+            states=[State(Kind["A"], initial=True), State(Kind["B"], final=True)],
+            transitions=[(Kind["A"], "go", Kind["B"])],
         )
         engine = create_engine("sqlite://")
-        with pytest.raises(FSMError, match="stored under the same name 'a'"):
+        with pytest.raises(FSMError, match="stored under the same name 'B'"):
             PersistentMachine(machine, SqlUnitOfWork(engine))
         engine.dispose()
 

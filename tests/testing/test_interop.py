@@ -58,15 +58,15 @@ class TestExport:
         """Names that clash with StateMachine attributes or are not identifiers get new ids."""
         machine = Machine(
             "odd names",
-            states=[State("send", initial=True), State("my state"), State(3, final=True)],
-            transitions=[("send", "send", "my state"), ("my state", "model", 3)],
+            states=[State("send", initial=True), State("my state"), State("3", final=True)],
+            transitions=[("send", "send", "my state"), ("my state", "model", "3")],
         )
         exported = to_statemachine(machine)
-        assert exported.state_ids == {"send": "send_", "my state": "my_state", 3: "x3"}
+        assert exported.state_ids == {"send": "send_", "my state": "my_state", "3": "x3"}
         assert exported.event_ids == {"send": "send__", "model": "model_"}
         instance = exported.create()
         exported.send(instance, "send")
-        assert exported.send(instance, "model") == 3
+        assert exported.send(instance, "model") == "3"
 
     def test_value_matching_no_trigger(self) -> None:
         """A value no row can take is an ExportError naming the triggers."""

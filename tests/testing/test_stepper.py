@@ -125,10 +125,14 @@ class TestHonesty:
             Stepper(flow).script("received", Sent())
 
     def test_unhandled_outcome_of_an_open_action(self) -> None:
-        """An action with no declared family: an outcome with no row is UnhandledOutcome."""
+        """An action with an open family (`-> str`): an outcome with no row is UnhandledOutcome."""
+
+        def act(context: dict[str, Any]) -> str:
+            return "ok"
+
         machine = Machine(
             "open",
-            states=[State("a", initial=True, action=lambda ctx: "ok"), State("b", final=True)],
+            states=[State("a", initial=True, action=act), State("b", final=True)],
             transitions=[("a", "ok", "b")],
         )
         with pytest.raises(UnhandledOutcome):
