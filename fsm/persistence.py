@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import Enum
@@ -91,14 +90,12 @@ class PersistentMachine(Generic[S]):
                 )
             self._states[label] = state.name
         # Runs stored before Enum states were stored by value hold the member's name: accept
-        # it on load, unless it is another state's label or the name of two states.
-        names = Counter(s.name.name for s in machine.states if isinstance(s.name, Enum))
+        # it on load, unless it is another state's label. (A machine's states are of one
+        # Enum, validation sees to it, so no name stands for two states.)
         self._aliases: dict[str, S] = {
             state.name.name: state.name
             for state in machine.states
-            if isinstance(state.name, Enum)
-            and names[state.name.name] == 1
-            and state.name.name not in self._states
+            if isinstance(state.name, Enum) and state.name.name not in self._states
         }
         self._triggers: dict[tuple[str, str, str], Hashable] = {}
         for row in machine.transitions:
