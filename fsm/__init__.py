@@ -1,8 +1,9 @@
 """Explicit finite-state machines for orchestrators: validated, run, drawn and tested."""
 
 from fsm.codec import Codec, DecodeError, EncodeError
-from fsm.definition import Action, Guard, Machine, Row, State
+from fsm.definition import Action, Binding, Guard, Machine, Row, State
 from fsm.errors import (
+    BindError,
     CallbackError,
     DefinitionError,
     FSMError,
@@ -19,6 +20,8 @@ from fsm.runtime import Listener, Run, Transition
 
 __all__ = [
     "Action",
+    "BindError",
+    "Binding",
     "CallbackError",
     "Codec",
     "ConcurrencyError",

@@ -6,7 +6,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from fsm.errors import DefinitionError, callable_name, show
+from fsm.errors import BindError, DefinitionError, callable_name, show
 
 if TYPE_CHECKING:
     from fsm.runtime import Listener, Run
@@ -15,6 +15,10 @@ S = TypeVar("S", bound=Hashable)
 
 Action = Callable[[dict[str, Any]], object]
 """A state's action: called with the run's context on entry, returns an outcome."""
+
+StepAction = Callable[[Any, dict[str, Any]], object]
+"""An action named as a method of the machine's steps protocol (`Steps.method`): each run
+calls that method of the object it is given (`steps=`)."""
 
 Guard = Callable[["Run[Any]"], bool]
 """A row's guard: called with the run, the row fires only when it returns true."""
@@ -27,7 +31,7 @@ class State(Generic[S]):
     name: S
     initial: bool = False
     final: bool = False
-    action: Action | None = None
+    action: Action | StepAction | None = None
     failure: bool = False
     """Marks a state that stands for a failure (drawn distinctly, counted in reports)."""
     description: str = ""
@@ -53,6 +57,14 @@ class Row(Generic[S]):
 RowSpec = Row[S] | tuple[S, Hashable, S] | tuple[S, Hashable, S, Guard | None]
 
 
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A machine's step actions resolved on one collaborator object (see `Machine.bind`)."""
+
+    machine: Machine[Any]
+    actions: Mapping[str, Action]
+
+
 class Machine(Generic[S]):
     """An immutable, validated state machine; build it once, start as many runs as you like."""
 
@@ -62,11 +74,15 @@ class Machine(Generic[S]):
         *,
         states: Iterable[State[S]],
         transitions: Iterable[RowSpec[S]],
+        steps: type | None = None,
     ) -> None:
         from fsm.runtime import compile_machine
         from fsm.validation import normalize_rows, validate
 
         self.name = name
+        self.steps = steps
+        """The collaborator protocol whose methods are the actions (`action=Steps.method`):
+        each run is given an object that has them (`steps=`), checked when it is bound."""
         self.states: tuple[State[S], ...] = tuple(states)
         rows, problems = normalize_rows(transitions)
         self.transitions: tuple[Row[S], ...] = tuple(rows)
@@ -75,6 +91,14 @@ class Machine(Generic[S]):
             raise DefinitionError(name, problems)
         self._by_name: dict[S, State[S]] = {state.name: state for state in self.states}
         self.initial: State[S] = next(state for state in self.states if state.initial)
+        self.step_names: tuple[str, ...] = tuple(
+            dict.fromkeys(
+                getattr(state.action, "__name__", "")
+                for state in self.states
+                if self._is_step(state.action)
+            )
+        )
+        """The actions that are methods of `steps`, by name: what a steps object must have."""
         self._nodes = compile_machine(self)
         self._frozen = True
 
@@ -97,6 +121,37 @@ class Machine(Generic[S]):
                 f"machine {self.name!r} has no state {show(name)}; states: {states}"
             ) from None
 
+    def _is_step(self, action: object) -> bool:
+        """True for an action that is a method of the `steps` protocol (bound per run)."""
+        steps = self.steps
+        name = getattr(action, "__name__", None)
+        return steps is not None and name is not None and steps.__dict__.get(name) is action
+
+    def bind(self, steps: object) -> Binding:
+        """Check `steps` has every action this machine names, callable; BindError listing
+        what is missing. The binding is given to `start`/`create`/`restore` as `steps=`."""
+        if isinstance(steps, Binding):
+            if steps.machine is not self:
+                raise BindError("that binding is another machine's", machine=self.name)
+            return steps
+        if steps is None:
+            raise BindError(
+                f"its states run {', '.join(self.step_names)}: give steps=an object that has them",
+                machine=self.name,
+                missing=self.step_names,
+            )
+        actions = {name: getattr(steps, name, None) for name in self.step_names}
+        missing = tuple(name for name, action in actions.items() if not callable(action))
+        if missing:
+            protocol = self.steps.__qualname__ if self.steps is not None else "steps"
+            raise BindError(
+                f"{type(steps).__name__} lacks {', '.join(missing)} (the {protocol} methods "
+                "its states run); give an object that has them",
+                machine=self.name,
+                missing=missing,
+            )
+        return Binding(self, actions)  # type: ignore[arg-type]
+
     def rows_from(self, source: S) -> tuple[Row[S], ...]:
         """The rows whose source is `source`, in table order."""
         return tuple(row for row in self.transitions if row.source == source)
@@ -107,9 +162,13 @@ class Machine(Generic[S]):
         *,
         run_id: str | None = None,
         listeners: Sequence[Listener[S]] = (),
+        steps: object | None = None,
     ) -> Run[S]:
-        """Start a run in the initial state and follow actions until it waits or finishes."""
-        run = self.create(context, run_id=run_id, listeners=listeners)
+        """Start a run in the initial state and follow actions until it waits or finishes.
+
+        `steps` is the object whose methods the `steps` protocol's actions call (or its
+        `bind()`ing), required when the machine names any."""
+        run = self.create(context, run_id=run_id, listeners=listeners, steps=steps)
         run.advance()
         return run
 
@@ -119,11 +178,13 @@ class Machine(Generic[S]):
         *,
         run_id: str | None = None,
         listeners: Sequence[Listener[S]] = (),
+        steps: object | None = None,
     ) -> Run[S]:
         """A run in the initial state whose actions have not run yet; call `advance()`."""
         from fsm.runtime import Run
 
-        return Run(self, self._nodes[self.initial.name], context, run_id, (), listeners)
+        node = self._nodes[self.initial.name]
+        return Run(self, node, context, run_id, (), listeners, self._bound(steps))
 
     def restore(
         self,
@@ -133,6 +194,7 @@ class Machine(Generic[S]):
         history: Iterable[Sequence[Any]] = (),
         *,
         listeners: Sequence[Listener[S]] = (),
+        steps: object | None = None,
     ) -> Run[S]:
         """Rebuild a run (from storage, say) at `state`; its actions are not run again.
 
@@ -142,4 +204,7 @@ class Machine(Generic[S]):
         from fsm.runtime import Run, rebuild
 
         node, log = rebuild(self, self._nodes, run_id, state, history)
-        return Run(self, node, context, run_id, log, listeners)
+        return Run(self, node, context, run_id, log, listeners, self._bound(steps))
+
+    def _bound(self, steps: object | None) -> Mapping[str, Action] | None:
+        return None if steps is None else self.bind(steps).actions

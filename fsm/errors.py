@@ -34,6 +34,18 @@ class RunError(FSMError):
         super().__init__(f"{message} (machine {machine!r}, run {run_id}, state {show(state)})")
 
 
+class BindError(FSMError):
+    """A run's collaborators (its steps object) lack actions its machine names, or it has none.
+
+    `missing` lists the action names not found callable on the object.
+    """
+
+    def __init__(self, message: str, *, machine: str, missing: tuple[str, ...] = ()) -> None:
+        self.machine = machine
+        self.missing = missing
+        super().__init__(f"machine {machine!r}: {message}")
+
+
 class RestoreError(FSMError):
     """A stored run does not fit the machine's definition (unknown state, unknown row)."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keyword
 import re
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,7 +91,11 @@ class RunView:
 
 
 def to_statemachine(
-    machine: Machine[Any], *, actions: bool = False, class_name: str | None = None
+    machine: Machine[Any],
+    *,
+    actions: bool = False,
+    class_name: str | None = None,
+    steps: object | None = None,
 ) -> Exported:
     """Build a python-statemachine `StateMachine` class with the same states, rows and guards.
 
@@ -101,6 +105,8 @@ def to_statemachine(
     the entered state, as a Run; `Exported.send`/`create` raise its exception (the
     instance's own `send` does not: drive exported instances through `Exported`).
     Without it (the default) actions are left out and the caller sends outcomes as events.
+    A machine whose actions are methods of its steps protocol needs `steps=` (the object
+    whose methods they call) to export them.
     Guards get a `RunView`, not a Run. States keep their names as python-statemachine
     state values: strings, Enum members and numbers work.
     """
@@ -119,6 +125,14 @@ def to_statemachine(
         taken.add(name)
         return name
 
+    binding = machine.bind(steps) if actions and machine.step_names else None
+
+    def bound(action: Callable[..., object]) -> Callable[[dict[str, Any]], object]:
+        name = getattr(action, "__name__", "")
+        if binding is not None and name in machine.step_names:
+            return binding.actions[name]
+        return action
+
     state_ids = {state.name: unique(_text(state.name)) for state in machine.states}
     event_ids: dict[Hashable, str] = {}
     rows: dict[Hashable, list[Hashable]] = {}
@@ -134,7 +148,7 @@ def to_statemachine(
             value=state.name,
             initial=state.initial,
             final=state.final,
-            enter=_on_entry(machine, rows, event_ids, state.name, state.action)
+            enter=_on_entry(machine, rows, event_ids, state.name, bound(state.action))
             if actions and state.action is not None
             else None,
         )

@@ -74,9 +74,13 @@ class PersistentMachine(Generic[S]):
         codec: Codec | None = None,
         clock: Callable[[], datetime] = utc_now,
         listeners: Sequence[Listener[S]] = (),
+        steps: object | None = None,
     ) -> None:
         self.machine = machine
         self.uow = uow
+        self.steps = machine.bind(steps) if steps is not None else None
+        """The run's collaborators, checked here once (see Machine.bind); without them,
+        stored runs can be loaded and read, and a step action refuses to run."""
         self.codec = codec if codec is not None else Codec.for_machine(machine, types)
         self.clock = clock
         self._listeners = tuple(listeners)
@@ -142,6 +146,7 @@ class PersistentMachine(Generic[S]):
             context,
             run_id=run_id if run_id is not None else uuid.uuid4().hex,
             listeners=[*self._listeners, handle._persist_step],
+            steps=self.steps,
         )
         handle._run = run
         record = handle._record(created=True)
@@ -198,7 +203,7 @@ class PersistentMachine(Generic[S]):
             raise DecodeError(
                 "the context is not an object", machine=name, run_id=run_id, where="context"
             )
-        steps: list[tuple[S, Hashable, S, object]] = []
+        path: list[tuple[S, Hashable, S, object]] = []
         for number, entry in enumerate(history, 1):
             where = f"history step {entry.seq}"
             if entry.seq != number:
@@ -222,17 +227,17 @@ class PersistentMachine(Generic[S]):
             outcome = self.codec.decode(
                 entry.outcome, machine=name, run_id=run_id, where=f"{where} outcome"
             )
-            steps.append((source, trigger, target, outcome))
-        if steps and steps[-1][2] != state:
+            path.append((source, trigger, target, outcome))
+        if path and path[-1][2] != state:
             raise DecodeError(
-                f"the history ends in {state_label(steps[-1][2])!r} but the run is in "
+                f"the history ends in {state_label(path[-1][2])!r} but the run is in "
                 f"{record.state!r}",
                 machine=name,
                 run_id=run_id,
                 where="state",
             )
         return self.machine.restore(
-            run_id, state, context, steps, listeners=[*self._listeners, listener]
+            run_id, state, context, path, listeners=[*self._listeners, listener], steps=self.steps
         )
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from fsm.errors import (
+    BindError,
     CallbackError,
     GuardRejected,
     InvalidEvent,
@@ -69,12 +70,20 @@ class _Node:
     and means an event can never skip an action.
     """
 
-    __slots__ = ("action", "edges", "final", "outcomes", "state")
+    __slots__ = ("action", "edges", "final", "outcomes", "state", "step")
 
-    def __init__(self, state: Hashable, final: bool, action: Action | None) -> None:
+    def __init__(
+        self,
+        state: Hashable,
+        final: bool,
+        action: Callable[..., object] | None,
+        step: str | None = None,
+    ) -> None:
         self.state = state
         self.final = final
         self.action = action
+        self.step = step
+        """The action's name when it is a method of the machine's steps protocol."""
         self.edges: dict[Hashable, tuple[_Edge, ...]] = {}
         self.outcomes: dict[Hashable, tuple[_Edge, ...]] = {}
 
@@ -98,12 +107,21 @@ class _Edge:
 
 def compile_machine(machine: Machine[S]) -> dict[S, _Node]:
     """Compile a validated machine's table into nodes keyed by state name."""
-    nodes = {s.name: _Node(s.name, s.final, s.action) for s in machine.states}
+    steps = set(machine.step_names)
+    nodes = {
+        s.name: _Node(s.name, s.final, s.action, _step_name(s.action, steps))
+        for s in machine.states
+    }
     for row in machine.transitions:
         source = nodes[row.source]
         edges = source.outcomes if source.action is not None else source.edges
         edges[row.trigger] = (*edges.get(row.trigger, ()), _Edge(row, source, nodes[row.target]))
     return nodes
+
+
+def _step_name(action: object, steps: set[str]) -> str | None:
+    name = getattr(action, "__name__", None)
+    return name if action is not None and name in steps else None
 
 
 def rebuild(
@@ -161,7 +179,17 @@ MAX_STEPS = 10_000
 class Run(Generic[S]):
     """One instance of a machine: its current state, context and history."""
 
-    __slots__ = ("_listeners", "_log", "_node", "_notifying", "context", "id", "machine", "outcome")
+    __slots__ = (
+        "_listeners",
+        "_log",
+        "_node",
+        "_notifying",
+        "_steps",
+        "context",
+        "id",
+        "machine",
+        "outcome",
+    )
 
     def __init__(
         self,
@@ -171,8 +199,10 @@ class Run(Generic[S]):
         run_id: str | None,
         log: Sequence[tuple[_Edge, object]],
         listeners: Sequence[Listener[S]],
+        steps: Mapping[str, Action] | None = None,
     ) -> None:
         self.machine = machine
+        self._steps = steps
         self.id: str = run_id if run_id is not None else uuid.uuid4().hex
         self.context: dict[str, Any] = dict(context) if context is not None else {}
         self.outcome: object = log[-1][1] if log else None
@@ -251,6 +281,8 @@ class Run(Generic[S]):
             action = node.action
             if action is None:
                 return self
+            if node.step is not None:
+                action = self._bound(node.step)
             try:
                 outcome = action(self.context)
             except Exception as error:
@@ -264,6 +296,18 @@ class Run(Generic[S]):
             "is an action looping?",
             **self._where(),
         )
+
+    def _bound(self, step: str) -> Action:
+        """The collaborator's method for a step action; BindError if the run has none."""
+        if self._steps is None:
+            protocol = getattr(self.machine.steps, "__qualname__", "its steps")
+            raise BindError(
+                f"state {show(self.state)} runs {step} of {protocol}, and run {self.id} was "
+                "given no steps: start or restore it with steps=an object that has them",
+                machine=self.machine.name,
+                missing=(step,),
+            )
+        return self._steps[step]
 
     def _follow(self, outcome: object) -> _Edge:
         """Fire the row the current state's action's `outcome` selects."""

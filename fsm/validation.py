@@ -40,6 +40,11 @@ def validate(machine: Machine[Any]) -> list[str]:
     problems: list[str] = []
     if not machine.name or not isinstance(machine.name, str):
         problems.append(f"the machine's name is {machine.name!r}; give a non-empty string")
+    if machine.steps is not None and not isinstance(machine.steps, type):
+        problems.append(
+            f"steps={machine.steps!r} is not a class; give the protocol whose methods the "
+            "actions are (action=Steps.method)"
+        )
     states = [s for s in machine.states if isinstance(s, State)]
     problems += [
         f"{s!r} is not a State; declare states as State(name, ...)"

@@ -2,7 +2,7 @@
 
 from userstatus.domain import InvalidPayload, UpdateUserStatusPayload, UserStatus, lifecycle
 from userstatus.events import TOPIC, UserStatusChanged
-from userstatus.flow import FlowState, bound, machine
+from userstatus.flow import FlowState, FlowSteps, machine
 from userstatus.manager import UserStatusManager
 from userstatus.orchestrator import UserStatusUpdateOrchestrator
 from userstatus.outcomes import (
@@ -21,6 +21,7 @@ __all__ = [
     "TOPIC",
     "DeadLettered",
     "FlowState",
+    "FlowSteps",
     "IllegalStatusChange",
     "InvalidPayload",
     "OutboxRelay",
@@ -37,7 +38,6 @@ __all__ = [
     "UserStatusUpdateOrchestrator",
     "UserStatusUpdated",
     "UserUpdatePublisher",
-    "bound",
     "lifecycle",
     "machine",
 ]

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from enum import StrEnum
 from typing import Any, Protocol
 
 from fsm.definition import Machine, State
-from fsm.errors import FSMError
 from userstatus.outcomes import (
     ConcurrentUpdate,
     DeadLettered,
@@ -36,7 +32,9 @@ class FlowState(StrEnum):
 
 
 class FlowSteps(Protocol):
-    """What the two actions do; UserStatusUpdateOrchestrator implements them."""
+    """The flow's collaborators: what its two actions call. A run gets an object that has
+    them when it is started or loaded (UserStatusUpdateOrchestrator is one; the relay
+    binds its own); `Machine.bind` checks it once."""
 
     def update_status(self, context: dict[str, Any]) -> UpdateOutcome:
         """Validate, change the user and add the event to the outbox in one transaction."""
@@ -47,62 +45,21 @@ class FlowSteps(Protocol):
         ...
 
 
-class UnboundFlow(FSMError):
-    """An action of the flow ran outside `bound(steps)`: nothing says what it should call."""
-
-
-_steps: ContextVar[FlowSteps] = ContextVar("userstatus_flow_steps")
-
-
-@contextmanager
-def bound(steps: FlowSteps) -> Iterator[None]:
-    """Within the block (in this thread or task), the flow's actions call `steps`.
-
-    The machine is one immutable definition shared by every orchestrator (so coverage,
-    diagrams and checks all read the same object); the collaborators of a run are chosen
-    here, by the orchestrator or relay driving it.
-    """
-    token = _steps.set(steps)
-    try:
-        yield
-    finally:
-        _steps.reset(token)
-
-
-def _current() -> FlowSteps:
-    try:
-        return _steps.get()
-    except LookupError:
-        raise UnboundFlow(
-            "the user status flow runs through UserStatusUpdateOrchestrator(...).perform(...) "
-            "(or inside userstatus.flow.bound(steps))"
-        ) from None
-
-
-def update_status(context: dict[str, Any]) -> UpdateOutcome:
-    """Validate, change the user and add the event to the outbox, in the step's transaction."""
-    return _current().update_status(context)
-
-
-def publish_event(context: dict[str, Any]) -> PublishOutcome:
-    """After the commit: publish the event now (or say why not)."""
-    return _current().publish_event(context)
-
-
 F = FlowState
 
 machine: Machine[FlowState] = Machine(
     "user_status_update",
+    steps=FlowSteps,
     states=[
         State(
             F.RECEIVED,
             initial=True,
-            action=update_status,
+            action=FlowSteps.update_status,
             description="payload validated; update the user and add the event",
         ),
         State(
             F.STATUS_UPDATED,
-            action=publish_event,
+            action=FlowSteps.publish_event,
             description="committed; publish the event now",
         ),
         State(F.UPDATE_FAILED, final=True, failure=True, description="nothing changed, no event"),

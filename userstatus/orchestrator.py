@@ -17,7 +17,7 @@ from fsm.retry import STEP_RETRY, RetryPolicy, retry
 from fsm.runtime import Run, Transition
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.events import TOPIC, UserStatusChanged
-from userstatus.flow import FlowState, bound, machine
+from userstatus.flow import FlowState, machine
 from userstatus.outcomes import (
     Published,
     PublishFailed,
@@ -136,7 +136,12 @@ class UserStatusUpdateOrchestrator:
         self.sleep = sleep
         self.machine = machine
         self.runs: PersistentMachine[FlowState] = PersistentMachine(
-            machine, uow, types=[UserStatus], clock=clock, listeners=[self._settle_outbox]
+            machine,
+            uow,
+            types=[UserStatus],
+            clock=clock,
+            listeners=[self._settle_outbox],
+            steps=self,  # the runs' actions call this object's update_status, publish_event
         )
         self._publishes: dict[str, PublishOutcome] = {}
 
@@ -168,11 +173,10 @@ class UserStatusUpdateOrchestrator:
                 return _settled(earlier)
         context["run_id"] = run_id
         try:
-            with bound(self):
-                handle = self._first_step(run_id, context)
-                if handle.context.get("request") != context["request"]:
-                    return _settled(handle)  # another call with this key got there first
-                handle = self._second_step(handle)
+            handle = self._first_step(run_id, context)
+            if handle.context.get("request") != context["request"]:
+                return _settled(handle)  # another call with this key got there first
+            handle = self._second_step(handle)
         finally:
             self._publishes.clear()
         self._log(handle)

@@ -18,7 +18,7 @@ from fsm.persistence import PersistentMachine
 from fsm.ports import LeaseLost, OutboxMessage, Publisher, RunNotFound
 from fsm.retry import STEP_RETRY, RetryPolicy, retry
 from userstatus.domain import UserStatus
-from userstatus.flow import FlowState, UnboundFlow, bound, machine
+from userstatus.flow import FlowState, machine
 from userstatus.orchestrator import utcnow
 from userstatus.outcomes import (
     DeadLettered,
@@ -173,7 +173,7 @@ class OutboxRelay:
         self._stop = threading.Event()
         self.sleep = sleep if sleep is not None else self._interruptible_sleep
         self.runs: PersistentMachine[Any] = PersistentMachine(
-            machine, uow, types=[UserStatus], clock=clock
+            machine, uow, types=[UserStatus], clock=clock, steps=_RelaySteps()
         )
 
     def _interruptible_sleep(self, seconds: float) -> None:
@@ -471,8 +471,7 @@ class OutboxRelay:
         if run.state == FlowState.STATUS_UPDATED:
             # The process that committed stopped before publishing: that publish failed.
             # Its step is recorded first; the relay's own outcome follows from publish_failed.
-            with bound(_RelaySteps()):
-                run.advance()
+            run.advance()
         run.send(outcome, effect=effect)
         return True
 
@@ -541,7 +540,7 @@ class _RelaySteps:
     """
 
     def update_status(self, context: dict[str, Any]) -> UpdateOutcome:
-        raise UnboundFlow("the relay never runs the update step")
+        raise FSMError("the relay never runs the update step")
 
     def publish_event(self, context: dict[str, Any]) -> PublishOutcome:
         return PublishFailed(

@@ -7,10 +7,10 @@ import typing
 import pytest
 
 from fsm.definition import Machine
-from fsm.errors import CallbackError, DefinitionError
+from fsm.errors import BindError, DefinitionError
 from fsm.validation import outcome_family
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
-from userstatus.flow import FlowState, UnboundFlow, machine
+from userstatus.flow import FlowState, machine
 from userstatus.outcomes import (
     IllegalStatusChange,
     PublishFailed,
@@ -78,12 +78,11 @@ class TestDefinition:
         with pytest.raises(DefinitionError, match="StorageError"):
             Machine("broken", states=machine.states, transitions=rows)
 
-    def test_actions_outside_an_orchestrator_say_so(self) -> None:
-        """Running the definition on its own names what runs it instead."""
-        with pytest.raises(CallbackError) as caught:
+    def test_actions_without_collaborators_say_so(self) -> None:
+        """Running the definition with no steps object names what its states run."""
+        with pytest.raises(BindError, match="update_status of FlowSteps") as caught:
             machine.start({"user_id": 1, "new_status": "active"})
-        assert isinstance(caught.value.error, UnboundFlow)
-        assert "UserStatusUpdateOrchestrator" in str(caught.value.error)
+        assert caught.value.missing == ("update_status",)
 
     def test_every_orchestrator_runs_the_one_definition(self, flow: MemoryFlow) -> None:
         """Orchestrators share the module's machine: one object for checks, diagrams, coverage."""
