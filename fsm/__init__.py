@@ -16,7 +16,7 @@ from fsm.errors import (
 )
 from fsm.persistence import PersistentMachine, PersistentRun
 from fsm.ports import ConcurrencyError, RunExists, RunNotFound
-from fsm.runtime import Listener, Run, Transition
+from fsm.runtime import Listener, Rollback, Run, Transition
 
 __all__ = [
     "Action",
@@ -37,6 +37,7 @@ __all__ = [
     "PersistentMachine",
     "PersistentRun",
     "RestoreError",
+    "Rollback",
     "Row",
     "Run",
     "RunError",

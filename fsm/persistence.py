@@ -149,12 +149,18 @@ class PersistentMachine(Generic[S]):
             steps=self.steps,
         )
         handle._run = run
+        run.rollback_hook = handle._rollback
         record = handle._record(created=True)
+        handle._committed = record.context
 
-        def first_steps() -> None:
+        def create() -> None:
             self.uow.runs.create(record)
             if effect is not None:
                 effect(self.uow)
+
+        def first_steps() -> None:
+            handle._redo = create
+            create()
             run.advance()
 
         return handle._step(first_steps)
@@ -248,7 +254,7 @@ class PersistentRun(Generic[S]):
     the in-memory context never keeps an effect whose transaction rolled back.
     """
 
-    __slots__ = ("_active", "_owner", "_run", "_seq", "_stale", "version")
+    __slots__ = ("_active", "_committed", "_owner", "_redo", "_run", "_seq", "_stale", "version")
 
     def __init__(self, owner: PersistentMachine[S], version: int, seq: int) -> None:
         self._owner = owner
@@ -256,6 +262,11 @@ class PersistentRun(Generic[S]):
         self.version = version
         """The stored version this handle last read or wrote."""
         self._seq = seq
+        self._committed: dict[str, object] = {}
+        """The context as last read or written (encoded): what a rollback returns to."""
+        self._redo: Callable[[], object] | None = None
+        """What the first step did before its action (create the run, the caller's effect),
+        done again after a rollback: the run's creation commits with its first step."""
         self._active = False
         self._stale = False
 
@@ -329,6 +340,8 @@ class PersistentRun(Generic[S]):
             record = uow.runs.load(run_id)
             history = uow.runs.history(run_id)
         self._run = owner._restore(record, history, self._persist_step)
+        self._run.rollback_hook = self._rollback
+        self._committed = record.context
         self.version = record.version
         self._seq = len(history)
         self._stale = False
@@ -410,6 +423,21 @@ class PersistentRun(Generic[S]):
         uow.commit()
         self.version = new_version
         self._seq += 1
+        self._committed = record.context
+        self._redo = None
+
+    def _rollback(self) -> None:
+        """An action raised Rollback: drop the step's writes and its context changes; the
+        block goes on in a fresh transaction, where its outcome's transition commits."""
+        owner, run = self._owner, self.run
+        owner.uow.rollback()
+        if self._redo is not None:
+            self._redo()
+        context = owner.codec.decode(
+            self._committed, machine=owner.machine.name, run_id=run.id, where="context"
+        )
+        run.context.clear()
+        run.context.update(context if isinstance(context, dict) else {})
 
     def _record(self, *, created: bool, now: datetime | None = None) -> RunRecord:
         owner, run = self._owner, self.run

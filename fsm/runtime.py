@@ -62,6 +62,19 @@ def observe(listener: Listener[Any]) -> Callable[[], None]:
     return stop
 
 
+class Rollback(Exception):
+    """Raised by an action: undo what this step wrote, then take the row of `outcome`.
+
+    A persistent run rolls the step's transaction back and commits the transition for the
+    outcome in a fresh one (see `Run.rollback_hook`); an in-memory run takes the row.
+    Nothing about the route is decided in an `except` block: the outcome's row is.
+    """
+
+    def __init__(self, outcome: object) -> None:
+        super().__init__(f"roll this step back, then take the row of {outcome!r}")
+        self.outcome = outcome
+
+
 class _Node:
     """A compiled state: its triggers mapped straight to the edges that leave it.
 
@@ -189,6 +202,7 @@ class Run(Generic[S]):
         "id",
         "machine",
         "outcome",
+        "rollback_hook",
     )
 
     def __init__(
@@ -203,6 +217,9 @@ class Run(Generic[S]):
     ) -> None:
         self.machine = machine
         self._steps = steps
+        self.rollback_hook: Callable[[], None] | None = None
+        """Called when an action raises Rollback, before its outcome's row fires: a
+        persistent runner rolls the step's writes back here."""
         self.id: str = run_id if run_id is not None else uuid.uuid4().hex
         self.context: dict[str, Any] = dict(context) if context is not None else {}
         self.outcome: object = log[-1][1] if log else None
@@ -285,6 +302,10 @@ class Run(Generic[S]):
                 action = self._bound(node.step)
             try:
                 outcome = action(self.context)
+            except Rollback as rollback:
+                outcome = rollback.outcome
+                if self.rollback_hook is not None:
+                    self.rollback_hook()
             except Exception as error:
                 raise self._callback_error("action", action, error) from error
             self._follow(outcome)

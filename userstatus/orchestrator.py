@@ -14,7 +14,7 @@ from fsm.faults import causes, describe_error, is_retryable, is_transient
 from fsm.persistence import PersistentMachine, PersistentRun
 from fsm.ports import RunExists, RunNotFound
 from fsm.retry import STEP_RETRY, RetryPolicy, retry
-from fsm.runtime import Run, Transition
+from fsm.runtime import Rollback, Run, Transition
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.events import TOPIC, UserStatusChanged
 from userstatus.flow import FlowState, machine
@@ -31,7 +31,9 @@ from userstatus.ports import EventPublisher, FlowUnitOfWork, StatusManager
 log = logging.getLogger(__name__)
 
 STORAGE_ERROR = "storage_error"
-"""Context key: a first step whose transaction failed; the run records it as update_failed."""
+"""Context key: a first step that failed outside its action (its commit) or kept failing
+transiently; a second start records it as update_failed. Failures inside the action are a
+Rollback and take their row in the one start."""
 
 KEY_LENGTH = 200
 _KEYS = uuid.UUID("5f0b7f8e-6c1d-4a59-9a57-3d2f6f1b0c11")
@@ -289,16 +291,29 @@ class UserStatusUpdateOrchestrator:
     # -- the actions (their return annotations are the closed families the table handles)
 
     def update_status(self, context: dict[str, Any]) -> UpdateOutcome:
-        """Change the user and add the event to the outbox, in the step's transaction."""
+        """Change the user and add the event to the outbox, in the step's transaction.
+
+        A storage failure undoes the step: a transient one is raised for perform() to try
+        again; any other is a Rollback, so the table's row records it (update_failed).
+        """
         failure = context.pop(STORAGE_ERROR, None)
         if isinstance(failure, StorageError):
             return failure
         payload = UpdateUserStatusPayload.parse(context["user_id"], context["new_status"])
-        outcome = self.manager.update_user_status(payload)
+        try:
+            outcome = self.manager.update_user_status(payload)
+            if isinstance(outcome, UserStatusUpdated):
+                self._add_event(context, outcome)
+        except Exception as error:  # the outbox's writes fail like the user's
+            log.error("run %s: writing the event failed: %r", context["run_id"], error)
+            outcome = StorageError(payload.user_id, describe_error(error), is_transient(error))
         if isinstance(outcome, StorageError):
-            raise UpdateAborted(outcome)  # roll the whole step back; perform() records it
-        if not isinstance(outcome, UserStatusUpdated):
-            return outcome  # nothing was written: the run records why
+            if outcome.transient:
+                raise UpdateAborted(outcome)
+            raise Rollback(outcome)
+        return outcome  # updated, or nothing was written and the run records why
+
+    def _add_event(self, context: dict[str, Any], outcome: UserStatusUpdated) -> None:
         event = UserStatusChanged(
             event_id=self.ids(),
             user_id=outcome.user_id,
@@ -317,7 +332,6 @@ class UserStatusUpdateOrchestrator:
             outbox.hold(message.event_id, until=event.occurred_at + self.publish_grace)
         context["event"] = event.to_json()
         context["queued_behind"] = earlier
-        return outcome
 
     def publish_event(self, context: dict[str, Any]) -> PublishOutcome:
         """Publish the committed event now, unless an earlier one of the user is pending."""

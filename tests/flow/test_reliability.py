@@ -122,6 +122,36 @@ class TestStoredErrors:
         assert "4242424242" not in str(flow.uow.runs.history(run.id))
 
 
+class TestFailedUpdateThroughTheTable:
+    def test_a_refused_write_is_update_failed_in_one_start(self, flow: MemoryFlow) -> None:
+        """The step rolls back and its outcome's row records it: one start, one commit."""
+        flow.users.fail_on_update = ValueError("value too long")
+        starts: list[str] = []
+        start = flow.orchestrator.runs.start
+
+        def counted(*args: typing.Any, **kwargs: typing.Any) -> typing.Any:
+            starts.append(kwargs["run_id"])
+            return start(*args, **kwargs)
+
+        flow.orchestrator.runs.start = counted  # type: ignore[method-assign]
+        run = perform(flow, 1, S.SUSPENDED)
+        assert run.state == F.UPDATE_FAILED
+        assert starts == [run.id]  # no second start to record the failure
+        assert [h.target for h in flow.uow.runs.history(run.id)] == ["update_failed"]
+        assert flow.uow.outbox.records == {}
+
+    def test_an_event_the_outbox_refuses_undoes_the_user_change(self, flow: MemoryFlow) -> None:
+        """The user was written before the outbox refused: the rollback undoes it too."""
+
+        def refuse(message: OutboxMessage) -> None:
+            raise ValueError("outbox full")
+
+        flow.uow.outbox.add = refuse  # type: ignore[method-assign]
+        run = perform(flow, 1, S.SUSPENDED)
+        assert (run.state, flow.users.status_of(1)) == (F.UPDATE_FAILED, "active")
+        assert run.outcome == StorageError(1, "ValueError: outbox full", False)
+
+
 class TestTransientSteps:
     def test_a_failed_first_commit_is_tried_again(self, flow: MemoryFlow) -> None:
         """A lost connection at step 1's commit: tried again, published, one event."""
