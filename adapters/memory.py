@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -328,7 +328,9 @@ class InMemoryUnitOfWork:
         finally:
             self._open = False
 
-    def left_behind(self, machine: str, *, limit: int) -> list[LeftBehind]:
+    def left_behind(
+        self, machine: str, *, limit: int, skip: Collection[str] = ()
+    ) -> list[LeftBehind]:
         """Unfinished runs of `machine` whose outbox event is published or dead."""
         found = [
             LeftBehind(run.id, r.message.event_id, r.status, r.attempts, r.last_error)
@@ -336,6 +338,7 @@ class InMemoryUnitOfWork:
             if (run := self.runs.runs.get(r.message.run_id or "")) is not None
             and run.machine == machine
             and not run.finished
+            and run.id not in skip
         ]
         return found[:limit]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Protocol
 
@@ -30,8 +31,11 @@ class FlowOutbox(Outbox, Protocol):
 class FlowUnitOfWork(UnitOfWork, Protocol):
     """A unit of work whose transaction also reaches the users and the keyed outbox."""
 
-    def left_behind(self, machine: str, *, limit: int) -> list[LeftBehind]:
-        """Unfinished runs of `machine` whose outbox event is published or dead, oldest first.
+    def left_behind(
+        self, machine: str, *, limit: int, skip: Collection[str] = ()
+    ) -> list[LeftBehind]:
+        """Unfinished runs of `machine` whose outbox event is published or dead, oldest first,
+        leaving out the runs in `skip` (those found unable to move before).
 
         The run and its event are settled in one transaction, so this finds only runs an
         operator or an older version left so; the relay finishes them.

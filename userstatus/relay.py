@@ -171,6 +171,8 @@ class OutboxRelay:
         self.clock = clock
         self.rand = rand
         self._stop = threading.Event()
+        self._stuck: set[str] = set()
+        """Runs left behind that can never move: reported once, then skipped."""
         self.sleep = sleep if sleep is not None else self._interruptible_sleep
         self.runs: PersistentMachine[Any] = PersistentMachine(
             machine, uow, types=[UserStatus], clock=clock, steps=_RelaySteps()
@@ -480,7 +482,9 @@ class OutboxRelay:
         or an older version after a database error, left them so)."""
         try:
             with self.uow:
-                found = self.uow.left_behind(machine.name, limit=self.settings.batch_size)
+                found = self.uow.left_behind(
+                    machine.name, limit=self.settings.batch_size, skip=self._stuck
+                )
         except Exception as error:
             report.errors += 1
             log.error("relay %s: looking for runs left behind failed: %r", self.owner, error)
@@ -495,7 +499,8 @@ class OutboxRelay:
                 self._finish_run(entry.run_id, entry.event_id, outcome)
             except Exception as error:
                 report.errors += 1
-                if not is_retryable(error) and entry.run_id not in report.unsettled_runs:
+                if not is_retryable(error):  # it will fail so every time: stop asking
+                    self._stuck.add(entry.run_id)
                     report.unsettled_runs.append(entry.run_id)
                 log.error(
                     "relay %s: run %s (event %s %s) could not be finished: %r",

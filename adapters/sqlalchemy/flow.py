@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 
 from sqlalchemy import Engine, func, select, update
@@ -57,7 +57,9 @@ class FlowSqlUnitOfWork(SqlUnitOfWork):
     def outbox(self) -> KeyedSqlOutbox:
         return KeyedSqlOutbox(self.session, clock=self._flow_clock)
 
-    def left_behind(self, machine: str, *, limit: int) -> list[LeftBehind]:
+    def left_behind(
+        self, machine: str, *, limit: int, skip: Collection[str] = ()
+    ) -> list[LeftBehind]:
         """Unfinished runs of `machine` whose outbox event is published or dead."""
         rows = self.session.execute(
             select(
@@ -72,6 +74,7 @@ class FlowSqlUnitOfWork(SqlUnitOfWork):
                 RunRow.machine == machine,
                 RunRow.finished.is_(False),
                 OutboxRow.status.in_((PUBLISHED, DEAD)),
+                RunRow.id.not_in(list(skip)),
             )
             .order_by(RunRow.updated_at, RunRow.id)
             .limit(limit)

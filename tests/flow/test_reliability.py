@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import typing
+from dataclasses import replace
 
 import pytest
 
@@ -20,7 +21,7 @@ from userstatus.orchestrator import (
     key_run_id,
 )
 from userstatus.outcomes import ConcurrentUpdate, IllegalStatusChange, StorageError
-from userstatus.relay import OutboxRelay, RelaySettings
+from userstatus.relay import OutboxRelay, RelayReport, RelaySettings
 
 from .conftest import MemoryFlow
 
@@ -291,8 +292,11 @@ class TestIdempotency:
 
 class TestRelaySettles:
     def offline(self, flow: MemoryFlow) -> str:
+        return self.offline_user(flow, 1, S.SUSPENDED)
+
+    def offline_user(self, flow: MemoryFlow, user_id: int, status: UserStatus) -> str:
         flow.publisher.failing = True
-        run_id = str(perform(flow, 1, S.SUSPENDED).id)
+        run_id = str(perform(flow, user_id, status).id)
         flow.publisher.failing = False
         return run_id
 
@@ -376,3 +380,19 @@ class TestRelaySettles:
         report = relay(flow).run(until_idle=True)
         assert (report.finished_runs, report.published) == (1, 0)
         assert stored(flow, run_id) == F.PUBLISHED
+
+    def test_a_run_that_cannot_move_does_not_block_the_sweep(self, flow: MemoryFlow) -> None:
+        """Reported once, then skipped: the next sweep reaches the runs behind it."""
+        stuck, later = self.offline(flow), self.offline_user(flow, 2, S.ACTIVE)
+        with flow.uow:
+            for event_id in list(flow.uow.outbox.records):
+                flow.uow.outbox.mark_published(event_id, owner="old-relay", now=flow.clock())
+        record = flow.uow.runs.runs[stuck]
+        flow.uow.runs.runs[stuck] = replace(record, state="no_such_state")
+        worker = OutboxRelay(flow.uow, flow.publisher, settings=RelaySettings(batch_size=1))
+        first, second = RelayReport(), RelayReport()
+        worker.settle_left_behind(first)
+        worker.settle_left_behind(second)
+        assert (first.unsettled_runs, first.finished_runs) == ([stuck], 0)
+        assert (second.unsettled_runs, second.finished_runs) == ([], 1)
+        assert stored(flow, later) == F.PUBLISHED
