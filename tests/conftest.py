@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+
+from tests.schemas import fresh_schema
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -48,21 +49,9 @@ def db_url(
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'fsm.sqlite3'}"
         return
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
     server: str = request.getfixturevalue("postgres_server")
-    schema = f"fsm_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server)
-    with admin.begin() as connection:
-        connection.execute(text(f'create schema "{schema}"'))
-    url = make_url(server).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'drop schema if exists "{schema}" cascade'))
-        admin.dispose()
+    with fresh_schema(server, "fsm_test") as url:
+        yield url
 
 
 @pytest.fixture

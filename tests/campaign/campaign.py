@@ -44,6 +44,7 @@ from adapters.sqlalchemy.tables import OutboxRow, RunRow, UserRow
 from tests.campaign.judge import FINAL_STATES, OutboxRecord, RunRecord, Verdict, judge
 from tests.campaign.observer import Observer
 from tests.campaign.updater import kafka_config
+from tests.schemas import fresh_schema
 from userstatus.app import FlowApp
 from userstatus.demo import init_schema
 from userstatus.events import TOPIC
@@ -637,17 +638,8 @@ def fresh_database(db_url: str | None, workdir: Path) -> Iterator[str]:
     if url.get_backend_name() != "postgresql":
         yield db_url
         return
-    schema = f"fsm_campaign_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(db_url)
-    with admin.begin() as connection:
-        connection.execute(text(f'create schema "{schema}"'))
-    try:
-        scoped = url.update_query_dict({"options": f"-csearch_path={schema}"})
-        yield scoped.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'drop schema if exists "{schema}" cascade'))
-        admin.dispose()
+    with fresh_schema(db_url, "fsm_campaign") as scoped:
+        yield scoped
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import functools
 import tempfile
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from adapters.kafka.broker import LocalBroker
@@ -32,6 +31,7 @@ from fsm.ports import Publisher
 from tests.clock import Clock
 from tests.conftest import POSTGRES_URL
 from tests.faults.injector import Fault, FaultInjector
+from tests.schemas import fresh_schema
 from userstatus.app import FlowApp, publish_grace
 from userstatus.demo import init_schema
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
@@ -192,22 +192,17 @@ def scratch_database(backend: str) -> Iterator[str | None]:
         with tempfile.TemporaryDirectory() as folder:
             yield f"sqlite:///{folder}/dry-run.sqlite3"
         return
-    admin = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-    schema = f"fsm_dry_{uuid.uuid4().hex[:12]}"
+    probe = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
     try:
-        with admin.begin() as connection:
-            connection.execute(text(f'create schema "{schema}"'))
+        with probe.connect():
+            pass
     except Exception:
-        admin.dispose()
         yield None
         return
-    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
     finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'drop schema if exists "{schema}" cascade'))
-        admin.dispose()
+        probe.dispose()
+    with fresh_schema(POSTGRES_URL, "fsm_dry") as url:
+        yield url
 
 
 def dry_run(db_url: str, kafka: KafkaConfig, up: Publisher, down: Publisher) -> dict[str, DryRun]:
