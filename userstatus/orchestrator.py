@@ -154,8 +154,9 @@ class UserStatusUpdateOrchestrator:
 
         Returns the stored run. With `idempotency_key`, a request already performed under
         that key returns its run (as it is now) and changes nothing; the same key with a
-        different change raises IdempotencyConflict. RunNotSettled if the update committed
-        but the database kept failing afterwards: the relay finishes that run.
+        different change raises IdempotencyConflict, and one whose update failed transiently
+        raises UpdateAborted and stores nothing (send it again). RunNotSettled if the update
+        committed but the database kept failing afterwards: the relay finishes that run.
         """
         if not isinstance(payload, UpdateUserStatusPayload):
             raise TypeError(f"payload must be an UpdateUserStatusPayload, got {payload!r}")
@@ -192,12 +193,6 @@ class UserStatusUpdateOrchestrator:
             raise
         except Exception as error:
             aborted = _aborted(error)
-            if "idempotency_key" in context and _retryable(error):
-                # The client will send this request again, with its key: keep the key
-                # unused rather than answer every retry with this passing failure.
-                if aborted is not None:
-                    raise aborted from error
-                raise
             if aborted is not None:
                 outcome = aborted.outcome
             else:
@@ -205,6 +200,10 @@ class UserStatusUpdateOrchestrator:
                 outcome = StorageError(
                     int(context["user_id"]), describe_error(error), is_transient(error)
                 )
+            if "idempotency_key" in context and _retryable(error):
+                # The client will send this request again, with its key: keep the key
+                # unused rather than answer every retry with this passing failure.
+                raise (aborted or UpdateAborted(outcome)) from error
             log.error(
                 "run %s: the update of user %s failed: %s",
                 run_id,
