@@ -125,7 +125,9 @@ class Machine(Generic[S]):
         """True for an action that is a method of the `steps` protocol (bound per run)."""
         steps = self.steps
         name = getattr(action, "__name__", None)
-        return steps is not None and name is not None and steps.__dict__.get(name) is action
+        if not isinstance(steps, type) or name is None:
+            return False
+        return any(vars(klass).get(name) is action for klass in steps.__mro__)
 
     def bind(self, steps: object) -> Binding:
         """Check `steps` has every action this machine names, callable; BindError listing

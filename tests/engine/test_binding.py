@@ -121,6 +121,17 @@ class TestBinding:
         with pytest.raises(DefinitionError, match="capture can return Declined"):
             Machine("broken", steps=PaymentSteps, states=payment.states, transitions=rows)
 
+    def test_methods_of_a_parent_protocol_are_steps_too(self) -> None:
+        """A protocol that extends another binds the inherited methods as well."""
+
+        class MorePaymentSteps(PaymentSteps, Protocol):
+            def audit(self, context: dict[str, Any]) -> Captured: ...
+
+        extended = Machine("extended", steps=MorePaymentSteps, states=payment.states,
+                           transitions=payment.transitions)  # fmt: skip
+        assert extended.step_names == ("capture", "notify")
+        assert extended.start({"amount": 1}, steps=Gateway("g")).state == "done"
+
     def test_steps_must_be_a_class(self) -> None:
         """steps= names the protocol, not an instance of it."""
         with pytest.raises(DefinitionError, match="is not a class; give the protocol"):
