@@ -91,13 +91,8 @@ class Machine(Generic[S]):
             raise DefinitionError(name, problems)
         self._by_name: dict[S, State[S]] = {state.name: state for state in self.states}
         self.initial: State[S] = next(state for state in self.states if state.initial)
-        self.step_names: tuple[str, ...] = tuple(
-            dict.fromkeys(
-                getattr(state.action, "__name__", "")
-                for state in self.states
-                if self._is_step(state.action)
-            )
-        )
+        names = [self.step_name(state.action) for state in self.states]
+        self.step_names: tuple[str, ...] = tuple(dict.fromkeys(n for n in names if n is not None))
         """The actions that are methods of `steps`, by name: what a steps object must have."""
         self._nodes = compile_machine(self)
         self._frozen = True
@@ -121,13 +116,15 @@ class Machine(Generic[S]):
                 f"machine {self.name!r} has no state {show(name)}; states: {states}"
             ) from None
 
-    def _is_step(self, action: object) -> bool:
-        """True for an action that is a method of the `steps` protocol (bound per run)."""
+    def step_name(self, action: object) -> str | None:
+        """The method's name when `action` is a method of the `steps` protocol (bound per
+        run; a plain function of the same name is not), else None."""
         steps = self.steps
         name = getattr(action, "__name__", None)
         if not isinstance(steps, type) or name is None:
-            return False
-        return any(vars(klass).get(name) is action for klass in steps.__mro__)
+            return None
+        found = any(vars(klass).get(name) is action for klass in steps.__mro__)
+        return name if found else None
 
     def bind(self, steps: object) -> Binding:
         """Check `steps` has every action this machine names, callable; BindError listing

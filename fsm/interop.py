@@ -128,8 +128,8 @@ def to_statemachine(
     binding = machine.bind(steps) if actions and machine.step_names else None
 
     def bound(action: Callable[..., object]) -> Callable[[dict[str, Any]], object]:
-        name = getattr(action, "__name__", "")
-        if binding is not None and name in machine.step_names:
+        name = machine.step_name(action)
+        if binding is not None and name is not None:
             return binding.actions[name]
         return action
 

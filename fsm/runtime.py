@@ -120,9 +120,8 @@ class _Edge:
 
 def compile_machine(machine: Machine[S]) -> dict[S, _Node]:
     """Compile a validated machine's table into nodes keyed by state name."""
-    steps = set(machine.step_names)
     nodes = {
-        s.name: _Node(s.name, s.final, s.action, _step_name(s.action, steps))
+        s.name: _Node(s.name, s.final, s.action, machine.step_name(s.action))
         for s in machine.states
     }
     for row in machine.transitions:
@@ -130,11 +129,6 @@ def compile_machine(machine: Machine[S]) -> dict[S, _Node]:
         edges = source.outcomes if source.action is not None else source.edges
         edges[row.trigger] = (*edges.get(row.trigger, ()), _Edge(row, source, nodes[row.target]))
     return nodes
-
-
-def _step_name(action: object, steps: set[str]) -> str | None:
-    name = getattr(action, "__name__", None)
-    return name if action is not None and name in steps else None
 
 
 def rebuild(

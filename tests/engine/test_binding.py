@@ -132,6 +132,27 @@ class TestBinding:
         assert extended.step_names == ("capture", "notify")
         assert extended.start({"amount": 1}, steps=Gateway("g")).state == "done"
 
+    def test_a_plain_function_named_like_a_step_is_not_one(self) -> None:
+        """Only the protocol's own method is bound: a same-named function runs as itself."""
+
+        def capture(context: dict[str, Any]) -> Captured:  # not PaymentSteps.capture
+            return Captured(-1)
+
+        mixed = Machine(
+            "mixed",
+            steps=PaymentSteps,
+            states=[
+                State("capturing", initial=True, action=PaymentSteps.capture),
+                State("notifying", action=capture),
+                State("done", final=True),
+                State("declined", final=True, failure=True),
+            ],
+            transitions=payment.transitions,
+        )
+        gateway = Gateway("g")
+        run = mixed.start({"amount": 5}, steps=gateway)
+        assert (gateway.calls, run.outcome) == (["g:capture"], Captured(-1))
+
     def test_steps_must_be_a_class(self) -> None:
         """steps= names the protocol, not an instance of it."""
         with pytest.raises(DefinitionError, match="is not a class; give the protocol"):
