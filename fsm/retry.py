@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -33,10 +33,6 @@ class RetryPolicy:
                 problems.append(f"{name} must not be negative, got {getattr(self, name)!r}")
         if problems:
             raise ValueError("; ".join(problems))
-
-    def copy(self, **overrides: Any) -> RetryPolicy:
-        """This policy with some settings changed."""
-        return replace(self, **overrides)
 
     def wait(self, failed_attempts: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait after `failed_attempts` failures: exponential, capped, jittered."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from fsm.errors import InvalidEvent
-from fsm.faults import describe_error, is_transient
 from fsm.ports import ConcurrencyError, UserRepository
 from userstatus.domain import UpdateUserStatusPayload, UserStatus, allowed_changes, lifecycle
 from userstatus.outcomes import (
@@ -53,7 +52,7 @@ class UserStatusManager:
             # The whole error (SQL and parameters included) stays in the log; the outcome,
             # which is stored, keeps its type and first line.
             log.error("updating the status of user %s failed: %r", payload.user_id, error)
-            return StorageError(payload.user_id, describe_error(error), is_transient(error))
+            return StorageError.of(payload.user_id, error)
         log.warning(
             "user %s changed under %d attempts to set %s; giving up",
             payload.user_id,

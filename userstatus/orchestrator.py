@@ -197,9 +197,7 @@ class UserStatusUpdateOrchestrator:
                 outcome = aborted.outcome
             else:
                 log.error("run %s: the update step failed: %r", run_id, error)
-                outcome = StorageError(
-                    int(context["user_id"]), describe_error(error), is_transient(error)
-                )
+                outcome = StorageError.of(int(context["user_id"]), error)
             if "idempotency_key" in context and _retryable(error):
                 # The client will send this request again, with its key: keep the key
                 # unused rather than answer every retry with this passing failure.
@@ -305,7 +303,7 @@ class UserStatusUpdateOrchestrator:
                 self._add_event(context, outcome)
         except Exception as error:  # the outbox's writes fail like the user's
             log.error("run %s: writing the event failed: %r", context["run_id"], error)
-            outcome = StorageError(payload.user_id, describe_error(error), is_transient(error))
+            outcome = StorageError.of(payload.user_id, error)
         if isinstance(outcome, StorageError):
             if outcome.transient:
                 raise UpdateAborted(outcome)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fsm.faults import describe_error, is_transient
 from userstatus.domain import UserStatus
 
 
@@ -52,6 +53,11 @@ class StorageError:
     user_id: int
     error: str
     transient: bool = False
+
+    @classmethod
+    def of(cls, user_id: int, error: BaseException) -> StorageError:
+        """The outcome for `error`: its safe summary, and whether it is transient."""
+        return cls(user_id, describe_error(error), is_transient(error))
 
 
 UpdateOutcome = (
