@@ -309,6 +309,11 @@ class InMemoryUnitOfWork:
         self._open = False
         self._snapshot = self._take()
 
+    @property
+    def in_transaction(self) -> bool:
+        """True inside a `with uow:` block (a test asks it while an external call runs)."""
+        return self._open
+
     def _take(self) -> tuple[object, object, object]:
         return (self.users._state(), self.outbox._state(), self.runs._state())
 

@@ -16,7 +16,11 @@ S = TypeVar("S", bound=Hashable)
 Action = Callable[[dict[str, Any]], object]
 """A state's action: called with the run's context on entry, returns an outcome."""
 
-StepAction = Callable[[Any, dict[str, Any]], object]
+ExternalAction = Callable[[dict[str, Any], str], object]
+"""An external action (`State(..., external=True)`): called with the context and the step's
+idempotency key, outside any database transaction."""
+
+StepAction = Callable[[Any, dict[str, Any]], object] | Callable[[Any, dict[str, Any], str], object]
 """An action named as a method of the machine's steps protocol (`Steps.method`): each run
 calls that method of the object it is given (`steps=`)."""
 
@@ -31,7 +35,13 @@ class State(Generic[S]):
     name: S
     initial: bool = False
     final: bool = False
-    action: Action | StepAction | None = None
+    action: Action | ExternalAction | StepAction | None = None
+    external: bool = False
+    """The action calls another system (a payment gateway, a broker). A persistent run
+    claims the run in one transaction, calls the action with no transaction open, passing
+    the step's idempotency key (`action(context, key)`), and records its outcome in a new
+    transaction that checks the claim. A local action (the default) writes through the
+    unit of work and commits with its transition."""
     failure: bool = False
     """Marks a state that stands for a failure (drawn distinctly, counted in reports)."""
     description: str = ""
@@ -62,7 +72,7 @@ class Binding:
     """A machine's step actions resolved on one collaborator object (see `Machine.bind`)."""
 
     machine: Machine[Any]
-    actions: Mapping[str, Action]
+    actions: Mapping[str, Callable[..., object]]
 
 
 class Machine(Generic[S]):
@@ -205,5 +215,5 @@ class Machine(Generic[S]):
         node, log = rebuild(self, self._nodes, run_id, state, history)
         return Run(self, node, context, run_id, log, listeners, self._bound(steps))
 
-    def _bound(self, steps: object | None) -> Mapping[str, Action] | None:
+    def _bound(self, steps: object | None) -> Mapping[str, Callable[..., object]] | None:
         return None if steps is None else self.bind(steps).actions

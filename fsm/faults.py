@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from fsm.errors import CallbackError, FSMError
-from fsm.ports import ConcurrencyError
+from fsm.ports import ConcurrencyError, RunClaimed
 
 TRANSIENT_NAMES = frozenset({"OperationalError", "InterfaceError"})
 """PEP 249 classes for failures outside the program's control (a lost connection, a
@@ -53,9 +53,11 @@ def is_transient(error: BaseException) -> bool:
 
 
 def is_retryable(error: BaseException) -> bool:
-    """Transient, or a version conflict (someone else wrote first): reading what is stored
-    and trying again may pass."""
-    return is_transient(error) or any(isinstance(c, ConcurrencyError) for c in causes(error))
+    """Transient, a version conflict (someone else wrote first) or a run another worker has
+    claimed: reading what is stored and trying again (later) may pass."""
+    return is_transient(error) or any(
+        isinstance(c, ConcurrencyError | RunClaimed) for c in causes(error)
+    )
 
 
 def describe_error(error: BaseException) -> str:

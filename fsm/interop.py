@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import keyword
 import re
+import uuid
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fsm.definition import Action, Guard, Machine, Row
+from fsm.definition import Guard, Machine, Row
 from fsm.errors import FSMError, show
 from fsm.runtime import Transition
 
@@ -74,11 +75,13 @@ class RunView:
 
     It has `context`, `machine`, `state` (python-statemachine keeps the current state's
     value there), `outcome` (the value that fired the latest row, as `Run.outcome`) and
-    `history` (our `Transition` records); not `id`, `send` or the other Run methods.
+    `history` (our `Transition` records), `id` and `step_key` (what an external action is
+    given, as `Run.step_key`); not `send` or the other Run methods.
     """
 
     def __init__(self, machine: Machine[Any], context: dict[str, Any]) -> None:
         self.machine = machine
+        self.id = uuid.uuid4().hex
         self.context = context
         self.state: Any = None
         self.outcome: object = None
@@ -88,6 +91,11 @@ class RunView:
         self.following = False
         """True while an exported action's outcome is on its way: only then may a row
         leaving a state with an action fire (in a Run, events cannot skip actions)."""
+
+    @property
+    def step_key(self) -> str:
+        """The idempotency key of the step about to be taken (run id and step number)."""
+        return f"{self.id}:{len(self.history) + 1}"
 
 
 def to_statemachine(
@@ -127,7 +135,7 @@ def to_statemachine(
 
     binding = machine.bind(steps) if actions and machine.step_names else None
 
-    def bound(action: Callable[..., object]) -> Callable[[dict[str, Any]], object]:
+    def bound(action: Callable[..., object]) -> Callable[..., object]:
         name = machine.step_name(action)
         if binding is not None and name is not None:
             return binding.actions[name]
@@ -148,7 +156,9 @@ def to_statemachine(
             value=state.name,
             initial=state.initial,
             final=state.final,
-            enter=_on_entry(machine, rows, event_ids, state.name, bound(state.action))
+            enter=_on_entry(
+                machine, rows, event_ids, state.name, bound(state.action), state.external
+            )
             if actions and state.action is not None
             else None,
         )
@@ -243,12 +253,13 @@ def _on_entry(
     rows: Mapping[Hashable, list[Hashable]],
     event_ids: Mapping[Hashable, str],
     state: Hashable,
-    action: Action,
+    action: Callable[..., object],
+    external: bool,
 ) -> Any:
     def enter(machine: Any) -> None:
         model: RunView = machine.model
         try:
-            outcome = action(model.context)
+            outcome = action(model.context, model.step_key) if external else action(model.context)
         except Exception as error:
             # Raising here would make python-statemachine undo the transition; a Run
             # stays in the entered state with the action to retry. Keep it for send().

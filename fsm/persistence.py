@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from fsm.codec import Codec, DecodeError
 from fsm.errors import CallbackError, FSMError, RestoreError, show
-from fsm.ports import ConcurrencyError, HistoryRecord, RunRecord, UnitOfWork
+from fsm.ports import ConcurrencyError, HistoryRecord, RunClaimed, RunRecord, UnitOfWork
 
 if TYPE_CHECKING:
     from fsm.definition import Machine
@@ -25,6 +28,11 @@ Effect = Callable[[UnitOfWork], object]
 def utc_now() -> datetime:
     """The default clock: aware UTC."""
     return datetime.now(UTC)
+
+
+def default_worker() -> str:
+    """A worker's name in run claims: host, process and a suffix unique to the caller."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def state_label(state: Hashable) -> str:
@@ -53,11 +61,20 @@ def trigger_label(trigger: Hashable) -> str:
 class PersistentMachine(Generic[S]):
     """Runs of `machine` kept in a store: started, resumed and advanced one transaction per step.
 
-    A step is one action's database effect plus the transition its outcome fires plus the
-    history row, committed together through the unit of work (an event sent from outside
-    is a step too). Saving checks the run's version, so when two processes advance the same
-    run one wins and the other gets ConcurrencyError with nothing of its step written.
-    The actions reach the same transaction through the unit of work they close over.
+    A local step is one action's database effect plus the transition its outcome fires plus
+    the history row, committed together through the unit of work (an event sent from
+    outside is a step too). Saving checks the run's version, so when two processes advance
+    the same run one wins and the other gets ConcurrencyError with nothing of its step
+    written. The actions reach the same transaction through the unit of work.
+
+    An external step (`State(..., external=True)`) takes three parts: a transaction that
+    claims the run for `worker` until `lease` from now (RunClaimed if another worker's
+    claim has not run out; nothing is called then), the action called with no transaction
+    open and the step's idempotency key, and a transaction that records its outcome if the
+    run was not claimed by anyone else meanwhile (ConcurrencyError otherwise). A worker that
+    dies mid-call leaves the claim to run out; then any worker takes the step again, with
+    the same key. `lease` is the longest an external call is given.
+
     `listeners` are called after each transition inside the step's transaction, before it
     commits: what they write through the unit of work commits with the step, and if one
     raises the step rolls back. `types` are the dataclasses and Enums the context may hold
@@ -75,9 +92,16 @@ class PersistentMachine(Generic[S]):
         clock: Callable[[], datetime] = utc_now,
         listeners: Sequence[Listener[S]] = (),
         steps: object | None = None,
+        worker: str | None = None,
+        lease: timedelta = timedelta(seconds=30),
     ) -> None:
+        if lease <= timedelta(0):
+            raise ValueError(f"lease must be positive, got {lease}")
         self.machine = machine
         self.uow = uow
+        self.worker = worker if worker is not None else default_worker()
+        """Who this machine's claims name (unique per PersistentMachine by default)."""
+        self.lease = lease
         self.steps = machine.bind(steps) if steps is not None else None
         """The run's collaborators, checked here once (see Machine.bind); without them,
         stored runs can be loaded and read, and a step action refuses to run."""
@@ -148,8 +172,7 @@ class PersistentMachine(Generic[S]):
             listeners=[*self._listeners, handle._persist_step],
             steps=self.steps,
         )
-        handle._run = run
-        run.rollback_hook = handle._rollback
+        handle._adopt(run)
         record = handle._record(created=True)
         handle._committed = record.context
 
@@ -163,7 +186,7 @@ class PersistentMachine(Generic[S]):
             create()
             run.advance()
 
-        return handle._step(first_steps)
+        return handle._steps(first_steps)
 
     def load(self, run_id: str) -> PersistentRun[S]:
         """The stored run, rebuilt; its actions do not run again. See `PersistentRun.advance`."""
@@ -254,13 +277,25 @@ class PersistentRun(Generic[S]):
     the in-memory context never keeps an effect whose transaction rolled back.
     """
 
-    __slots__ = ("_active", "_committed", "_owner", "_redo", "_run", "_seq", "_stale", "version")
+    __slots__ = (
+        "_active",
+        "_claim",
+        "_committed",
+        "_owner",
+        "_redo",
+        "_run",
+        "_seq",
+        "_stale",
+        "version",
+    )
 
     def __init__(self, owner: PersistentMachine[S], version: int, seq: int) -> None:
         self._owner = owner
         self._run: Run[S] | None = None
         self.version = version
         """The stored version this handle last read or wrote."""
+        self._claim: tuple[str | None, datetime | None, int] = (None, None, 0)
+        """The stored claim as last read or written: worker, until when, attempt."""
         self._seq = seq
         self._committed: dict[str, object] = {}
         """The context as last read or written (encoded): what a rollback returns to."""
@@ -326,11 +361,11 @@ class PersistentRun(Generic[S]):
                 effect(self._owner.uow)
             run.send(event)
 
-        return self._step(deliver)
+        return self._steps(deliver)
 
     def advance(self) -> PersistentRun[S]:
         """Follow the current state's pending actions, committing each step."""
-        return self._step(self.run.advance)
+        return self._steps(self.run.advance)
 
     def reload(self, run_id: str | None = None) -> PersistentRun[S]:
         """Read the run again from the store, dropping whatever this handle held."""
@@ -339,15 +374,92 @@ class PersistentRun(Generic[S]):
         with owner.uow as uow:
             record = uow.runs.load(run_id)
             history = uow.runs.history(run_id)
-        self._run = owner._restore(record, history, self._persist_step)
-        self._run.rollback_hook = self._rollback
+        self._adopt(owner._restore(record, history, self._persist_step))
         self._committed = record.context
+        self._claim = (record.claimed_by, record.claimed_until, record.attempt)
         self.version = record.version
         self._seq = len(history)
         self._stale = False
         return self
 
     # -- one transaction per step -----------------------------------------------------------
+
+    def _adopt(self, run: Run[S]) -> None:
+        self._run = run
+        run.rollback_hook = self._rollback
+        run.hold_external = True  # external actions are called by _external, not in a step
+
+    def _steps(self, act: Callable[[], object]) -> PersistentRun[S]:
+        """`act` in a step's transaction, then each external step it leads to, each followed
+        by the local steps after it."""
+        self._step(act)
+        while self.run.external and self._claim_run():
+            self._external()
+        return self
+
+    def _external(self) -> None:
+        """Call the claimed run's external action with no transaction open; record its
+        outcome (and the local steps after it) in a new transaction that checks the claim."""
+        run = self.run
+        try:
+            outcome = run.call()
+        except BaseException:
+            self._recover()  # what committed is the truth: drop the action's context changes
+            self._release()
+            raise
+
+        def record() -> None:
+            run.fire(outcome, outcome=True)
+            run.advance()
+
+        self._step(record)
+
+    def _claim_run(self) -> bool:
+        """Commit this worker's claim on the run for its external step: True once it holds,
+        False when the run turned out to have moved on; RunClaimed if another worker's
+        claim has not run out (nothing is written then)."""
+        owner = self._owner
+        for fresh in (self._stale, True):
+            if fresh:
+                self.reload()  # someone moved or claimed the run since this handle read it
+                if not self.run.external:
+                    return False
+            now = owner.clock()
+            worker, until, attempt = self._claim
+            if worker not in (None, owner.worker) and until is not None and until > now:
+                raise RunClaimed(self.id, worker, until, attempt)
+            claim = replace(
+                self._record(created=False, now=now),
+                claimed_by=owner.worker,
+                claimed_until=now + owner.lease,
+                attempt=attempt + 1,
+            )
+            try:
+                with owner.uow as uow:
+                    self.version = uow.runs.save(claim)
+            except ConcurrencyError:
+                if fresh:
+                    raise
+                continue
+            except BaseException:
+                self._recover()
+                raise
+            self._claim = (claim.claimed_by, claim.claimed_until, claim.attempt)
+            return True
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _release(self) -> None:
+        """Give this worker's claim back after a failed call, so the step can be tried again
+        at once (if the store is away, the claim runs out by itself)."""
+        if self._stale or self._claim[0] != self._owner.worker:
+            return
+        try:
+            with self._owner.uow as uow:
+                self.version = uow.runs.save(self._record(created=False))
+        except Exception:
+            self._stale = True
+        else:
+            self._claim = (None, None, 0)
 
     def _step(self, act: Callable[[], object]) -> PersistentRun[S]:
         if self._stale:
@@ -424,6 +536,7 @@ class PersistentRun(Generic[S]):
         self.version = new_version
         self._seq += 1
         self._committed = record.context
+        self._claim = (None, None, 0)
         self._redo = None
 
     def _rollback(self) -> None:

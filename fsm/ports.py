@@ -151,6 +151,24 @@ class LeaseLost(FSMError):
         )
 
 
+class RunClaimed(FSMError):
+    """Another worker holds the run's claim: it is taking an external step right now.
+
+    Nothing was called or written. Try again after `until`: if that worker died, its claim
+    has run out by then and the step can be taken (with the same idempotency key).
+    """
+
+    def __init__(self, run_id: str, owner: str, until: datetime, attempt: int) -> None:
+        self.run_id = run_id
+        self.owner = owner
+        self.until = until
+        self.attempt = attempt
+        super().__init__(
+            f"run {run_id} is claimed by {owner!r} until {until.isoformat()} (attempt "
+            f"{attempt} of its external step); nothing was called, try again after that"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class RunRecord:
     """A run as stored: state and context already encoded to JSON-compatible values."""
@@ -166,6 +184,12 @@ class RunRecord:
     finished: bool = False
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    claimed_by: str | None = None
+    """The worker taking the run's external step, while it does (None between steps)."""
+    claimed_until: datetime | None = None
+    """When that claim runs out: after it, any worker may take the step (its lease)."""
+    attempt: int = 0
+    """How many times the current external step was claimed (0 once a step is recorded)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from fsm.errors import (
 from fsm.validation import unhashable
 
 if TYPE_CHECKING:
-    from fsm.definition import Action, Guard, Machine, Row
+    from fsm.definition import Guard, Machine, Row
 
 S = TypeVar("S", bound=Hashable)
 
@@ -83,7 +83,7 @@ class _Node:
     and means an event can never skip an action.
     """
 
-    __slots__ = ("action", "edges", "final", "outcomes", "state", "step")
+    __slots__ = ("action", "edges", "external", "final", "outcomes", "state", "step")
 
     def __init__(
         self,
@@ -91,12 +91,15 @@ class _Node:
         final: bool,
         action: Callable[..., object] | None,
         step: str | None = None,
+        external: bool = False,
     ) -> None:
         self.state = state
         self.final = final
         self.action = action
         self.step = step
         """The action's name when it is a method of the machine's steps protocol."""
+        self.external = external
+        """The action calls another system: it is given the step's idempotency key."""
         self.edges: dict[Hashable, tuple[_Edge, ...]] = {}
         self.outcomes: dict[Hashable, tuple[_Edge, ...]] = {}
 
@@ -121,7 +124,7 @@ class _Edge:
 def compile_machine(machine: Machine[S]) -> dict[S, _Node]:
     """Compile a validated machine's table into nodes keyed by state name."""
     nodes = {
-        s.name: _Node(s.name, s.final, s.action, machine.step_name(s.action))
+        s.name: _Node(s.name, s.final, s.action, machine.step_name(s.action), s.external)
         for s in machine.states
     }
     for row in machine.transitions:
@@ -193,6 +196,7 @@ class Run(Generic[S]):
         "_notifying",
         "_steps",
         "context",
+        "hold_external",
         "id",
         "machine",
         "outcome",
@@ -207,13 +211,16 @@ class Run(Generic[S]):
         run_id: str | None,
         log: Sequence[tuple[_Edge, object]],
         listeners: Sequence[Listener[S]],
-        steps: Mapping[str, Action] | None = None,
+        steps: Mapping[str, Callable[..., object]] | None = None,
     ) -> None:
         self.machine = machine
         self._steps = steps
         self.rollback_hook: Callable[[], None] | None = None
         """Called when an action raises Rollback, before its outcome's row fires: a
         persistent runner rolls the step's writes back here."""
+        self.hold_external = False
+        """When true, advance() stops before an external action instead of calling it: a
+        persistent runner calls it outside the database transaction (see `call`)."""
         self.id: str = run_id if run_id is not None else uuid.uuid4().hex
         self.context: dict[str, Any] = dict(context) if context is not None else {}
         self.outcome: object = log[-1][1] if log else None
@@ -285,26 +292,27 @@ class Run(Generic[S]):
             self._fire(edge, value)
         return _record(edge, value)
 
+    @property
+    def external(self) -> bool:
+        """True when the current state's action is external (it calls another system)."""
+        return self._node.external
+
+    @property
+    def step_key(self) -> str:
+        """The idempotency key of the step the run is about to take: run id and step number,
+        the same on every retry of that step (in any process) until its transition is made."""
+        return f"{self.id}:{len(self._log) + 1}"
+
     def advance(self, *, max_steps: int = MAX_STEPS) -> Run[S]:
-        """Run the current state's action and follow its outcomes until the run waits or ends."""
+        """Run the current state's action and follow its outcomes until the run waits or ends
+        (or, with `hold_external`, reaches an external action)."""
         node = self._node
         for _ in range(max_steps):
-            action = node.action
-            if action is None:
+            if node.action is None or (node.external and self.hold_external):
                 return self
-            if node.step is not None:
-                action = self._bound(node.step)
-            try:
-                outcome = action(self.context)
-            except Rollback as rollback:
-                outcome = rollback.outcome
-                if self.rollback_hook is not None:
-                    self.rollback_hook()
-            except Exception as error:
-                raise self._callback_error("action", action, error) from error
-            self._follow(outcome)
+            self._follow(self.call())
             node = self._node
-        if node.action is None:
+        if node.action is None or (node.external and self.hold_external):
             return self
         raise RunError(
             f"advance() followed {max_steps} actions and the run neither waits nor ends; "
@@ -312,7 +320,29 @@ class Run(Generic[S]):
             **self._where(),
         )
 
-    def _bound(self, step: str) -> Action:
+    def call(self) -> object:
+        """Run the current state's action once and return its outcome; follow no row.
+
+        An external action is called with the context and `step_key`. An action that
+        raises Rollback gives its outcome (a local one after `rollback_hook`: an external
+        action wrote nothing to roll back); any other error is a CallbackError naming it.
+        """
+        node = self._node
+        action = node.action
+        if action is None:
+            raise RunError(f"state {show(self.state)} has no action to call", **self._where())
+        if node.step is not None:
+            action = self._bound(node.step)
+        try:
+            return action(self.context, self.step_key) if node.external else action(self.context)
+        except Rollback as rollback:
+            if self.rollback_hook is not None and not node.external:
+                self.rollback_hook()
+            return rollback.outcome
+        except Exception as error:
+            raise self._callback_error("action", action, error) from error
+
+    def _bound(self, step: str) -> Callable[..., object]:
         """The collaborator's method for a step action; BindError if the run has none."""
         if self._steps is None:
             protocol = getattr(self.machine.steps, "__qualname__", "its steps")

@@ -166,9 +166,9 @@ class Stepper(Generic[S]):
         if outcome is _UNSET and not self._script.get(self.state) and self.state in self._real:
             # A pure action (no ports) the test chose to run for real, errors as the engine.
             try:
-                outcome = action(self.run.context)
-            except Exception as failed:
-                outcome = failed
+                outcome = self.run.call()  # an external one is given the step's key
+            except CallbackError as failed:
+                outcome = failed.error
         if outcome is _UNSET:
             queue = self._script.get(self.state)
             if not queue:

@@ -7,7 +7,7 @@ import inspect
 import types
 import typing
 from collections import deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +65,7 @@ def validate(machine: Machine[Any]) -> list[str]:
     problems += _check_state_types(states)
     problems += _check_initial(states)
     rows = _check_rows(machine.transitions, names, problems)
-    problems += _check_states(states, rows)
+    problems += _check_states(states, rows, machine)
     problems += _check_shadowing(rows)
     problems += _check_outcomes(states, rows)
     problems += _check_graph(states, rows)
@@ -147,7 +147,9 @@ def _check_guard(guard: Guard) -> list[str]:
     return problems
 
 
-def _check_states(states: list[State[Any]], rows: list[Row[Any]]) -> list[str]:
+def _check_states(
+    states: list[State[Any]], rows: list[Row[Any]], machine: Machine[Any]
+) -> list[str]:
     problems: list[str] = []
     sources = {row.source for row in rows}
     for state in states:
@@ -158,6 +160,10 @@ def _check_states(states: list[State[Any]], rows: list[Row[Any]]) -> list[str]:
             if state.outcomes is not None:
                 problems.append(
                     f"state {show(state.name)} lists outcomes= but has no action to return them"
+                )
+            if state.external:
+                problems.append(
+                    f"state {show(state.name)} is external=True but has no action to call"
                 )
         elif not callable(action):
             problems.append(f"state {show(state.name)}: action {action!r} is not callable")
@@ -172,7 +178,31 @@ def _check_states(states: list[State[Any]], rows: list[Row[Any]]) -> list[str]:
                 "runtime cannot await actions yet (its outcome would be a coroutine), so make "
                 "it a plain def"
             )
+        else:
+            problems += _check_action(state, machine.step_name(action) is not None)
     return problems
+
+
+def _check_action(state: State[Any], step: bool) -> list[str]:
+    """The action can be called the way the runtime calls it: with the context, and for an
+    external action the step's idempotency key too (after `self` for a steps method)."""
+    action: Callable[..., object] = state.action  # type: ignore[assignment]
+    try:
+        signature = inspect.signature(action)
+    except (TypeError, ValueError):  # some builtins have no readable signature: accept them
+        return []
+    given = (None,) * (int(step) + 1 + int(state.external))
+    try:
+        signature.bind(*given)
+    except TypeError:
+        taken = ", ".join(signature.parameters)
+        called = "the context and the step's idempotency key" if state.external else "the context"
+        kind = "an external action" if state.external else "an action"
+        return [
+            f"state {show(state.name)}: action {callable_name(action)} takes ({taken}); "
+            f"{kind} is called with {called}"
+        ]
+    return []
 
 
 def _check_graph(states: list[State[Any]], rows: list[Row[Any]]) -> list[str]:

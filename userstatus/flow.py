@@ -40,8 +40,10 @@ class FlowSteps(Protocol):
         """Validate, change the user and add the event to the outbox in one transaction."""
         ...
 
-    def publish_event(self, context: dict[str, Any]) -> PublishOutcome:
-        """After the commit: publish the event with a short bounded retry."""
+    def publish_event(self, context: dict[str, Any], key: str) -> PublishOutcome:
+        """After the commit, with no transaction open: publish the event with a short
+        bounded retry. (`key` is the engine's idempotency key of the step; the event id,
+        fixed when the update committed, is what consumers de-duplicate by.)"""
         ...
 
 
@@ -60,6 +62,7 @@ machine: Machine[FlowState] = Machine(
         State(
             F.STATUS_UPDATED,
             action=FlowSteps.publish_event,
+            external=True,
             description="committed; publish the event now",
         ),
         State(F.UPDATE_FAILED, final=True, failure=True, description="nothing changed, no event"),

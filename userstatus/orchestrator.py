@@ -144,6 +144,7 @@ class UserStatusUpdateOrchestrator:
             clock=clock,
             listeners=[self._settle_outbox],
             steps=self,  # the runs' actions call this object's update_status, publish_event
+            lease=publish_grace,  # relays keep off the event as long (the outbox hold)
         )
         self._publishes: dict[str, PublishOutcome] = {}
 
@@ -330,8 +331,11 @@ class UserStatusUpdateOrchestrator:
         context["event"] = event.to_json()
         context["queued_behind"] = earlier
 
-    def publish_event(self, context: dict[str, Any]) -> PublishOutcome:
-        """Publish the committed event now, unless an earlier one of the user is pending."""
+    def publish_event(self, context: dict[str, Any], key: str) -> PublishOutcome:
+        """Publish the committed event now, unless an earlier one of the user is pending.
+
+        An external action: no transaction is open while the broker is called. The event
+        id, fixed in step 1, is the call's idempotency key (consumers drop repeats of it)."""
         event = UserStatusChanged.from_json(context["event"])
         earlier = int(context.get("queued_behind", 0))
         if earlier > 0:

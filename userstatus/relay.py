@@ -175,7 +175,7 @@ class OutboxRelay:
         """Runs left behind that can never move: reported once, then skipped."""
         self.sleep = sleep if sleep is not None else self._interruptible_sleep
         self.runs: PersistentMachine[Any] = PersistentMachine(
-            machine, uow, types=[UserStatus], clock=clock, steps=_RelaySteps()
+            machine, uow, types=[UserStatus], clock=clock, steps=_RelaySteps(), worker=self.owner
         )
 
     def _interruptible_sleep(self, seconds: float) -> None:
@@ -547,7 +547,7 @@ class _RelaySteps:
     def update_status(self, context: dict[str, Any]) -> UpdateOutcome:
         raise FSMError("the relay never runs the update step")
 
-    def publish_event(self, context: dict[str, Any]) -> PublishOutcome:
+    def publish_event(self, context: dict[str, Any], key: str) -> PublishOutcome:
         return PublishFailed(
             str(context["event"]["event_id"]),
             "the process that committed it stopped before publishing; the relay took over",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.schema import CreateColumn
 
 from adapters.sqlalchemy.tables import TABLES, metadata
 from fsm.errors import FSMError
@@ -16,10 +17,33 @@ class SchemaMissing(FSMError):
 
 
 def init_db(engine: Engine) -> list[str]:
-    """Create the tables that do not exist yet; return the names of those created."""
+    """Create the tables that do not exist yet, and add the columns a newer version added
+    to existing ones (all of them nullable or with a default); return what was created,
+    as table names and `table.column` names."""
     missing = missing_tables(engine)
     metadata.create_all(engine, checkfirst=True)
-    return missing
+    added = missing_columns(engine)
+    with engine.begin() as connection:
+        for name in added:
+            table, column = name.split(".")
+            ddl = CreateColumn(metadata.tables[table].c[column]).compile(dialect=engine.dialect)
+            connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {ddl}"))
+    return missing + added
+
+
+def missing_columns(engine: Engine) -> list[str]:
+    """`table.column` for each column of the adapter's existing tables the database lacks
+    (a database created by an older version)."""
+    with engine.connect() as connection:
+        inspector = inspect(connection)
+        existing = set(inspector.get_table_names())
+        return [
+            f"{name}.{column.name}"
+            for name in TABLES
+            if name in existing
+            for column in metadata.tables[name].columns
+            if column.name not in {c["name"] for c in inspector.get_columns(name)}
+        ]
 
 
 def missing_tables(engine: Engine) -> list[str]:
@@ -39,12 +63,16 @@ def missing_tables(engine: Engine) -> list[str]:
 
 
 def require_tables(engine: Engine) -> None:
-    """SchemaMissing, in one line naming the missing tables and the command that creates them."""
+    """SchemaMissing, in one line naming the missing tables (or columns) and the command
+    that creates them."""
     missing = missing_tables(engine)
+    what = "table"
+    if not missing:
+        missing, what = missing_columns(engine), "column"
     if not missing:
         return
     names = missing[0] if len(missing) == 1 else f"{', '.join(missing[:-1])} or {missing[-1]}"
     shown = engine.url.render_as_string(hide_password=True)
     raise SchemaMissing(
-        f"{shown} has no {names} table: run fsm db init --db-url {shlex.quote(shown)}"
+        f"{shown} has no {names} {what}: run fsm db init --db-url {shlex.quote(shown)}"
     )

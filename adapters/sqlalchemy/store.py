@@ -48,6 +48,9 @@ class SqlRunStore:
             finished=record.finished,
             created_at=record.created_at or now,
             updated_at=record.updated_at or now,
+            claimed_by=record.claimed_by,
+            claimed_until=record.claimed_until,
+            attempt=record.attempt,
         )
         self._history.pop(record.id, None)
         try:
@@ -92,6 +95,9 @@ class SqlRunStore:
             finished=row.finished,
             created_at=row.created_at,
             updated_at=row.updated_at,
+            claimed_by=row.claimed_by,
+            claimed_until=row.claimed_until,
+            attempt=row.attempt,
         )
 
     def save(self, record: RunRecord) -> int:
@@ -107,6 +113,9 @@ class SqlRunStore:
                 version=new_version,
                 finished=record.finished,
                 updated_at=record.updated_at or self._clock(),
+                claimed_by=record.claimed_by,
+                claimed_until=record.claimed_until,
+                attempt=record.attempt,
             )
             .execution_options(synchronize_session=False)
         )
@@ -235,7 +244,11 @@ def _check_run(record: RunRecord) -> None:
     checks.json_value("context", record.context)
     if isinstance(record.version, bool) or not isinstance(record.version, int):
         raise InvalidRecord(f"version must be an integer, got {record.version!r}")
-    for field in ("created_at", "updated_at"):
+    if record.claimed_by is not None:
+        checks.text("claimed_by", record.claimed_by, NAME_LENGTH)
+    if isinstance(record.attempt, bool) or not isinstance(record.attempt, int):
+        raise InvalidRecord(f"attempt must be an integer, got {record.attempt!r}")
+    for field in ("created_at", "updated_at", "claimed_until"):
         value = getattr(record, field)
         if value is not None:
             checks.aware(field, value)

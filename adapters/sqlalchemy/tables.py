@@ -90,6 +90,11 @@ class RunRow(Base):
     finished: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    claimed_by: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    """The worker taking the run's external step, while it does."""
+    claimed_until: Mapped[datetime | None]
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """How many times the current external step was claimed."""
 
     __table_args__ = (Index(None, "machine", "state"),)
 

@@ -70,8 +70,8 @@ def _digraph(graph: DiagramGraph) -> graphviz.Digraph:
 
 def _node_label(node: DiagramNode) -> str:
     lines = [f"<B>{html_escape(node.label)}</B>" if node.current else html_escape(node.label)]
-    if node.action is not None:
-        lines.append(f'<FONT POINT-SIZE="9">do / {html_escape(node.action)}</FONT>')
+    if node.doing is not None:
+        lines.append(f'<FONT POINT-SIZE="9">{html_escape(node.doing)}</FONT>')
     if node.current:
         lines.append('<FONT POINT-SIZE="9">(current)</FONT>')
     return "<" + "<BR/>".join(lines) + ">"

@@ -24,8 +24,8 @@ def to_mermaid(graph: DiagramGraph) -> str:
     for node in graph.nodes:
         if node.label != node.id:
             lines.append(f'    state "{_text(node.label)}" as {node.id}')
-        if node.action is not None:
-            lines.append(f"    {node.id} : do / {_text(node.action)}")
+        if node.doing is not None:
+            lines.append(f"    {node.id} : {_text(node.doing)}")
         if node.description:
             # A colon ends a one-line note's text in Mermaid's grammar, so it is escaped too.
             note = _text(node.description).replace(":", "#58;")

@@ -37,11 +37,20 @@ class DiagramNode:
     """Drawn as a final state; a failure state may be final or may wait (retry later)."""
     action: str | None = None
     """The name of the action run on entry, if any."""
+    external: bool = False
+    """The action calls another system, outside the database transaction."""
     description: str = ""
     visits: int = 0
     """How many times the highlighted run entered this state (its start counts once)."""
     current: bool = False
     """The highlighted run's current state."""
+
+    @property
+    def doing(self) -> str | None:
+        """The action as the node shows it: `do / update_status`, `do / publish [external]`."""
+        if self.action is None:
+            return None
+        return f"do / {self.action}" + (" [external]" if self.external else "")
 
     @property
     def initial(self) -> bool:
@@ -159,6 +168,7 @@ def build_graph(
             kind=_kind(state.initial, state.final, state.failure),
             final=state.final,
             action=callable_name(state.action) if state.action is not None else None,
+            external=state.external,
             description=state.description,
             visits=visits.get(state.name, 0),
             current=here is not None and state.name == here,

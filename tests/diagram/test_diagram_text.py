@@ -65,6 +65,31 @@ class TestDot:
         statements = dot_statements(to_dot(build_graph(update)))
         assert "do / update_status" in statements["received"]
 
+    def test_external_actions_are_marked(self) -> None:
+        """An external action (it calls another system) says so; a local one does not."""
+
+        def save(context: dict[str, object]) -> bool:
+            return True
+
+        def charge(context: dict[str, object], key: str) -> bool:
+            return True
+
+        gateway = Machine(
+            "gateway",
+            states=[
+                State("saving", initial=True, action=save),
+                State("charging", action=charge, external=True),
+                State("done", final=True),
+            ],
+            transitions=[("saving", True, "charging"), ("charging", True, "done")],
+        )
+        statements = dot_statements(to_dot(build_graph(gateway)))
+        assert "do / charge [external]" in statements["charging"]
+        assert "do / save<" in statements["saving"]
+        lines = to_mermaid(build_graph(gateway)).splitlines()
+        assert "    charging : do / charge [external]" in lines
+        assert "    saving : do / save" in lines
+
     def test_a_run_shows_counts_current_state_and_dims_the_rest(self) -> None:
         """Fired rows carry their count and are drawn thick; unvisited parts are dimmed."""
         statements = dot_statements(ping_run_graph())
