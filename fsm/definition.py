@@ -13,6 +13,15 @@ if TYPE_CHECKING:
 
 S = TypeVar("S", bound=Hashable)
 
+if TYPE_CHECKING:  # a default (PEP 696) for type checkers; at run time see __class_getitem__
+    from typing_extensions import TypeVar as DefaultedTypeVar
+
+    P = DefaultedTypeVar("P", default=Any)
+else:
+    P = TypeVar("P")
+"""The steps protocol: `Machine[FlowState, FlowSteps]` has mypy check every object given as
+`steps=` against FlowSteps; `Machine[FlowState]` leaves it unchecked (Any)."""
+
 Action = Callable[[dict[str, Any]], object]
 """A state's action: called with the run's context on entry, returns an outcome."""
 
@@ -75,8 +84,18 @@ class Binding:
     actions: Mapping[str, Callable[..., object]]
 
 
-class Machine(Generic[S]):
-    """An immutable, validated state machine; build it once, start as many runs as you like."""
+class Machine(Generic[S, P]):
+    """An immutable, validated state machine; build it once, start as many runs as you like.
+
+    Annotate it with its steps protocol, `machine: Machine[State, Steps] = Machine(...,
+    steps=Steps)`, and mypy checks each collaborator object a run is given against Steps.
+    """
+
+    def __class_getitem__(cls, params: Any) -> Any:
+        # `Machine[S]` stands for `Machine[S, Any]`, as P's default says to type checkers.
+        if not isinstance(params, tuple):
+            params = (params, Any)
+        return super().__class_getitem__(params)  # type: ignore[misc]
 
     def __init__(
         self,
@@ -136,7 +155,7 @@ class Machine(Generic[S]):
         found = any(vars(klass).get(name) is action for klass in steps.__mro__)
         return name if found else None
 
-    def bind(self, steps: object) -> Binding:
+    def bind(self, steps: P | Binding) -> Binding:
         """Check `steps` has every action this machine names, callable; BindError listing
         what is missing. The binding is given to `start`/`create`/`restore` as `steps=`."""
         if isinstance(steps, Binding):
@@ -171,7 +190,7 @@ class Machine(Generic[S]):
         *,
         run_id: str | None = None,
         listeners: Sequence[Listener[S]] = (),
-        steps: object | None = None,
+        steps: P | Binding | None = None,
     ) -> Run[S]:
         """Start a run in the initial state and follow actions until it waits or finishes.
 
@@ -187,7 +206,7 @@ class Machine(Generic[S]):
         *,
         run_id: str | None = None,
         listeners: Sequence[Listener[S]] = (),
-        steps: object | None = None,
+        steps: P | Binding | None = None,
     ) -> Run[S]:
         """A run in the initial state whose actions have not run yet; call `advance()`."""
         from fsm.runtime import Run
@@ -203,7 +222,7 @@ class Machine(Generic[S]):
         history: Iterable[Sequence[Any]] = (),
         *,
         listeners: Sequence[Listener[S]] = (),
-        steps: object | None = None,
+        steps: P | Binding | None = None,
     ) -> Run[S]:
         """Rebuild a run (from storage, say) at `state`; its actions are not run again.
 
@@ -215,5 +234,5 @@ class Machine(Generic[S]):
         node, log = rebuild(self, self._nodes, run_id, state, history)
         return Run(self, node, context, run_id, log, listeners, self._bound(steps))
 
-    def _bound(self, steps: object | None) -> Mapping[str, Callable[..., object]] | None:
+    def _bound(self, steps: P | Binding | None) -> Mapping[str, Callable[..., object]] | None:
         return None if steps is None else self.bind(steps).actions

@@ -16,7 +16,7 @@ from fsm.errors import CallbackError, FSMError, RestoreError, show
 from fsm.ports import ConcurrencyError, HistoryRecord, RunClaimed, RunRecord, UnitOfWork
 
 if TYPE_CHECKING:
-    from fsm.definition import Machine
+    from fsm.definition import Binding, Machine, P
     from fsm.runtime import Listener, Run, Transition
 
 S = TypeVar("S", bound=Hashable)
@@ -84,14 +84,14 @@ class PersistentMachine(Generic[S]):
 
     def __init__(
         self,
-        machine: Machine[S],
+        machine: Machine[S, P],
         uow: UnitOfWork,
         *,
         types: Iterable[type] = (),
         codec: Codec | None = None,
         clock: Callable[[], datetime] = utc_now,
         listeners: Sequence[Listener[S]] = (),
-        steps: object | None = None,
+        steps: P | Binding | None = None,
         worker: str | None = None,
         lease: timedelta = timedelta(seconds=30),
     ) -> None:

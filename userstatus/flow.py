@@ -49,7 +49,7 @@ class FlowSteps(Protocol):
 
 F = FlowState
 
-machine: Machine[FlowState] = Machine(
+machine: Machine[FlowState, FlowSteps] = Machine(
     "user_status_update",
     steps=FlowSteps,
     states=[

@@ -48,10 +48,11 @@ def _cmd_init(args: argparse.Namespace) -> int:
         raise DatabaseError(f"cannot initialise {shown}: {_first_line(error)}") from error
     finally:
         engine.dispose()
-    if created:
-        print(f"{shown}: created tables {', '.join(created)}")
-    else:
-        print(f"{shown}: all tables exist already, nothing to do")
+    tables = [name for name in created if "." not in name]
+    columns = [name for name in created if "." in name]
+    done = [f"created tables {', '.join(tables)}"] if tables else []
+    done += [f"added columns {', '.join(columns)}"] if columns else []
+    print(f"{shown}: {'; '.join(done) or 'all tables exist already, nothing to do'}")
     return 0
 
 

@@ -31,6 +31,53 @@ class TestDbInit:
             engine.dispose()
         assert {"runs", "run_history", "users", "outbox"} <= names
 
+    def test_adds_the_columns_a_newer_version_added(
+        self, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A database made by an older version (runs without the claim columns, outbox
+        without published_by) is refused in one line naming them; `fsm db init` adds them
+        and keeps the rows."""
+        from adapters.sqlalchemy import SchemaMissing, SqlUnitOfWork, require_tables
+        from adapters.sqlalchemy import create_engine as adapter_engine
+        from fsm import PersistentMachine
+        from tests.persistence.external_support import Gateway, Stage, machine
+
+        assert main(["db", "init", "--db-url", db_url]) == 0
+        engine = adapter_engine(db_url)
+        try:
+            with engine.begin() as connection:
+                for table, column in (
+                    ("runs", "claimed_by"),
+                    ("runs", "claimed_until"),
+                    ("runs", "attempt"),
+                    ("outbox", "published_by"),
+                ):
+                    connection.execute(text(f"alter table {table} drop column {column}"))
+                connection.execute(
+                    text(
+                        "insert into runs (id, machine, state, context, version, finished, "
+                        "created_at, updated_at) values ('old', 'capture', 'capturing', "
+                        "'{}', 2, false, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+                    )
+                )
+            with pytest.raises(SchemaMissing) as missing:
+                require_tables(engine)
+            message = str(missing.value)
+            assert "has no runs.claimed_by, runs.claimed_until, runs.attempt or " in message
+            assert "outbox.published_by column: run fsm db init --db-url" in message
+            capsys.readouterr()
+            assert main(["db", "init", "--db-url", db_url]) == 0
+            assert (
+                "added columns runs.claimed_by, runs.claimed_until, runs.attempt, "
+                "outbox.published_by" in capsys.readouterr().out
+            )
+            require_tables(engine)
+            gateway = Gateway(tmp_path / "calls.log", worker="w")
+            runs = PersistentMachine(machine, SqlUnitOfWork(engine), steps=gateway)
+            assert runs.resume("old").state is Stage.CAPTURED
+        finally:
+            engine.dispose()
+
     def test_url_from_the_environment(
         self, db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     ) -> None:
