@@ -39,6 +39,38 @@ class TestRecording:
         assert coverage.counts(machine) == (0, 2)
         assert coverage.report().machines[0].missing == [machine.transitions[0]]
 
+    def test_collaborators_bound_per_unit_of_work_count_for_the_one_definition(self) -> None:
+        """Each request gets its own unit of work, its own collaborators and its own
+        PersistentMachine; the rows are counted on the one module-level definition, 100%."""
+        from datetime import timedelta
+        from typing import Any
+
+        from adapters.memory import InMemoryRunStore, InMemoryUnitOfWork
+        from fsm import PersistentMachine
+        from tests.persistence.external_support import Captured, Declined, Ready, machine
+
+        class Service:
+            def __init__(self, uow: InMemoryUnitOfWork, declines: bool) -> None:
+                self.uow, self.declines = uow, declines
+
+            def prepare(self, context: dict[str, Any]) -> Ready:
+                return Ready()
+
+            def capture(self, context: dict[str, Any], key: str) -> Captured | Declined:
+                return Declined("no funds") if self.declines else Captured(key, "w")
+
+        store = InMemoryRunStore()
+        with Coverage() as coverage:
+            for declines in (False, True):
+                uow = InMemoryUnitOfWork(runs=store)  # one per request
+                runs = PersistentMachine(
+                    machine, uow, steps=Service(uow, declines), lease=timedelta(seconds=5)
+                )
+                runs.start({"payment": f"p-{declines}"})
+        assert coverage.observed() == [machine]
+        assert coverage.counts(machine) == (2, 1, 1)
+        assert coverage.report([("capture", machine)]).percent == 100.0
+
     def test_runs_and_steppers_both_count(self) -> None:
         """Plain runs and Stepper runs go through the same observer."""
         with Coverage() as coverage:
