@@ -1,4 +1,4 @@
-"""In-memory adapters: fakes of every port that record what happened, for tests and trials."""
+"""In-memory adapters: fakes of the engine's ports that record what happened, for tests."""
 
 from __future__ import annotations
 
@@ -6,21 +6,17 @@ import copy
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Self
 
 from fsm.errors import FSMError
+from fsm.outbox import LeaseLost, LeftBehind, OutboxMessage, PublishError
 from fsm.ports import (
     ConcurrencyError,
     HistoryRecord,
     InvalidRecord,
-    LeaseLost,
-    LeftBehind,
-    OutboxMessage,
-    PublishError,
     RunExists,
     RunNotFound,
     RunRecord,
-    UserRecord,
 )
 
 PENDING, PUBLISHED, DEAD = "pending", "published", "dead"
@@ -28,57 +24,6 @@ PENDING, PUBLISHED, DEAD = "pending", "published", "dead"
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class FakeUserRepository:
-    """Users in a dict (fsm.ports.UserRepository); `fail_on_update` makes updates raise."""
-
-    def __init__(
-        self, users: Iterable[tuple[int, str]] = (), *, clock: Callable[[], datetime] = _utcnow
-    ) -> None:
-        self.clock = clock
-        self.users: dict[int, UserRecord] = {}
-        self.updates: list[tuple[int, str]] = []
-        """Every status change made, in order: (user id, new status)."""
-        self.fail_on_update: Exception | None = None
-        for user_id, status in users:
-            self.create(user_id, status)
-
-    def get(self, user_id: int) -> UserRecord | None:
-        return self.users.get(user_id)
-
-    def create(self, user_id: int, status: str) -> UserRecord:
-        if user_id in self.users:
-            raise InvalidRecord(f"user {user_id} exists already")
-        now = self.clock()
-        record = UserRecord(user_id, status, 1, now, now)
-        self.users[user_id] = record
-        return record
-
-    def update_status(self, user_id: int, status: str, *, expected_version: int) -> UserRecord:
-        if self.fail_on_update is not None:
-            raise self.fail_on_update
-        current = self.users.get(user_id)
-        if current is None or current.version != expected_version:
-            found = current.version if current is not None else None
-            raise ConcurrencyError("user", user_id, expected=expected_version, found=found)
-        record = replace(
-            current, status=status, version=current.version + 1, updated_at=self.clock()
-        )
-        self.users[user_id] = record
-        self.updates.append((user_id, status))
-        return record
-
-    def status_of(self, user_id: int) -> str | None:
-        """The stored status of a user, or None."""
-        user = self.users.get(user_id)
-        return user.status if user is not None else None
-
-    def _state(self) -> object:
-        return (dict(self.users), list(self.updates))
-
-    def _restore(self, state: Any) -> None:
-        self.users, self.updates = dict(state[0]), list(state[1])
 
 
 class FakePublisher:
@@ -286,22 +231,25 @@ class InMemoryRunStore:
 
 
 class InMemoryUnitOfWork:
-    """Transactions over the fakes, as fsm.ports.UnitOfWork: `with uow:` commits or rolls back.
+    """Transactions over the fakes, as fsm.ports.UnitOfWork (and fsm.outbox.OutboxUnitOfWork):
+    `with uow:` commits or rolls back.
 
-    Rollback restores what the last commit left. `fail_commit` makes the next commit raise
-    (after rolling back), as a database refusing it would; `lose_commit_ack` makes it raise
-    after committing, as a commit whose acknowledgement was lost would.
+    Rollback restores what the last commit left, in the run store, the outbox and each of
+    `parts` (a flow's own fakes: anything with `_state()` and `_restore(state)`).
+    `fail_commit` makes the next commit raise (after rolling back), as a database refusing
+    it would; `lose_commit_ack` makes it raise after committing, as a commit whose
+    acknowledgement was lost would.
     """
 
     def __init__(
         self,
-        users: FakeUserRepository | None = None,
         outbox: InMemoryOutbox | None = None,
         runs: InMemoryRunStore | None = None,
+        parts: Iterable[Any] = (),
     ) -> None:
-        self.users = users if users is not None else FakeUserRepository()
         self.outbox = outbox if outbox is not None else InMemoryOutbox()
         self.runs = runs if runs is not None else InMemoryRunStore()
+        self._parts = (self.outbox, self.runs, *parts)
         self.commits = 0
         self.rollbacks = 0
         self.fail_commit: Exception | None = None
@@ -314,10 +262,10 @@ class InMemoryUnitOfWork:
         """True inside a `with uow:` block (a test asks it while an external call runs)."""
         return self._open
 
-    def _take(self) -> tuple[object, object, object]:
-        return (self.users._state(), self.outbox._state(), self.runs._state())
+    def _take(self) -> list[object]:
+        return [part._state() for part in self._parts]
 
-    def __enter__(self) -> InMemoryUnitOfWork:
+    def __enter__(self) -> Self:
         if self._open:
             raise FSMError("this unit of work is already in a transaction; blocks do not nest")
         self._open = True
@@ -360,7 +308,5 @@ class InMemoryUnitOfWork:
 
     def rollback(self) -> None:
         self.rollbacks += 1
-        users, outbox, runs = self._snapshot
-        self.users._restore(users)
-        self.outbox._restore(outbox)
-        self.runs._restore(runs)
+        for part, state in zip(self._parts, self._snapshot, strict=True):
+            part._restore(state)

@@ -1,4 +1,6 @@
-"""Ports: the Protocols through which runs reach the outside world (storage, outbox, broker)."""
+"""Ports: the Protocols through which runs reach their store, and the store's errors.
+
+The outbox, an optional part, has its own ports in fsm.outbox."""
 
 from __future__ import annotations
 
@@ -7,90 +9,6 @@ from datetime import datetime
 from typing import Protocol
 
 from fsm.errors import FSMError
-
-
-class PublishError(FSMError):
-    """A message could not be delivered; the caller keeps it pending and retries later."""
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxMessage:
-    """An event waiting in the outbox, exactly as it will be published."""
-
-    event_id: str
-    """Stable across re-sends: consumers de-duplicate by it (delivery is at least once)."""
-    topic: str
-    key: str
-    """Messages of one key are published in the order they were added (the user id)."""
-    value: bytes
-    headers: tuple[tuple[str, bytes], ...] = ()
-    run_id: str | None = None
-    """The run that waits for this message to be published, if any."""
-    attempts: int = 0
-    created_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LeftBehind:
-    """An unfinished run whose outbox event is settled (published or dead) already."""
-
-    run_id: str
-    event_id: str
-    status: str
-    """published or dead"""
-    attempts: int
-    error: str | None
-
-
-class Publisher(Protocol):
-    """Sends one message to the broker."""
-
-    def publish(self, message: OutboxMessage) -> None:
-        """Return once the broker acknowledged the message; raise PublishError otherwise."""
-        ...
-
-
-class Outbox(Protocol):
-    """Messages added in the same transaction as the change they announce, published later."""
-
-    def add(self, message: OutboxMessage) -> None:
-        """Add a message within the caller's current transaction."""
-        ...
-
-    def claim(
-        self, *, owner: str, limit: int, lease_seconds: float, now: datetime
-    ) -> list[OutboxMessage]:
-        """Lease up to `limit` due messages, only the oldest pending one of each key."""
-        ...
-
-    def mark_published(self, event_id: str, *, owner: str, now: datetime) -> None:
-        """The broker acknowledged the message: it leaves the pending set (a dead one stays).
-
-        The first call keeps `owner` and `now` as who published it and when; later ones
-        change nothing.
-        """
-        ...
-
-    def mark_failed(self, event_id: str, *, owner: str, error: str, retry_at: datetime) -> None:
-        """An attempt failed: count it, keep the error, release the lease until `retry_at`."""
-        ...
-
-    def mark_dead(self, event_id: str, *, owner: str, error: str, now: datetime) -> None:
-        """Give up on the message (attempts or age exhausted); it stays, loudly, for people."""
-        ...
-
-    def renew(self, event_id: str, *, owner: str, lease_seconds: float, now: datetime) -> bool:
-        """Extend `owner`'s unexpired lease on a pending message to `now` + `lease_seconds`.
-
-        False (and nothing changed) when the lease expired, went to someone else, or the
-        message left the pending set: the caller must then not publish it.
-        """
-        ...
-
-    def release(self, event_ids: list[str], *, owner: str) -> int:
-        """Drop `owner`'s leases on these pending messages (a relay stopping); how many."""
-        ...
-
 
 # --- Persistence: runs, their history, the transaction they share with the actions ---------
 
@@ -137,18 +55,6 @@ class RunExists(FSMError):
 
 class InvalidRecord(FSMError, ValueError):
     """A port refused a record before writing anything: names the field and what is allowed."""
-
-
-class LeaseLost(FSMError):
-    """The outbox message is no longer leased to this owner (its lease expired and was taken)."""
-
-    def __init__(self, event_id: str, owner: str) -> None:
-        self.event_id = event_id
-        self.owner = owner
-        super().__init__(
-            f"outbox message {event_id!r} is not leased to {owner!r} any more "
-            "(its lease expired or it left the pending set); nothing was changed"
-        )
 
 
 class RunClaimed(FSMError):
@@ -234,7 +140,7 @@ class RunStore(Protocol):
 
 
 class UnitOfWork(Protocol):
-    """One database transaction shared by the run store, the outbox and the actions' repositories.
+    """One database transaction shared by the run store and the actions' repositories.
 
     `with uow:` opens it; leaving the block commits, or rolls back if it raised. `commit()`
     inside the block commits what was done so far and goes on in a fresh transaction.
@@ -243,9 +149,6 @@ class UnitOfWork(Protocol):
     @property
     def runs(self) -> RunStore: ...
 
-    @property
-    def outbox(self) -> Outbox: ...
-
     def __enter__(self) -> UnitOfWork: ...
 
     def __exit__(self, kind: object, error: object, traceback: object) -> None: ...
@@ -253,33 +156,3 @@ class UnitOfWork(Protocol):
     def commit(self) -> None: ...
 
     def rollback(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class UserRecord:
-    """A user of the reference flow as stored: the status is the status's stored name."""
-
-    id: int
-    status: str
-    version: int
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
-
-
-class UserRepository(Protocol):
-    """Users, read and written within the unit of work's current transaction."""
-
-    def get(self, user_id: int) -> UserRecord | None:
-        """The user, or None if there is none."""
-        ...
-
-    def create(self, user_id: int, status: str) -> UserRecord:
-        """Insert a user at version 1; InvalidRecord if the id is taken or the input is bad."""
-        ...
-
-    def update_status(self, user_id: int, status: str, *, expected_version: int) -> UserRecord:
-        """Change the status if the stored version is still `expected_version`.
-
-        Raises ConcurrencyError (and writes nothing) otherwise.
-        """
-        ...

@@ -56,11 +56,12 @@ def db_url(
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
-    """An engine on `db_url` with the adapter's tables created."""
+    """An engine on `db_url` with the engine's tables and the reference flow's created."""
     from adapters.sqlalchemy import create_engine, init_db
+    from userstatus.sql import FLOW_TABLES
 
     created = create_engine(db_url)
-    init_db(created)
+    init_db(created, extra=FLOW_TABLES)
     try:
         yield created
     finally:

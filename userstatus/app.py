@@ -14,9 +14,8 @@ from adapters.kafka.config import KafkaConfig
 from adapters.kafka.publisher import KafkaPublisher
 from adapters.kafka.retry import RetryingPublisher
 from adapters.sqlalchemy import create_engine, require_tables
-from adapters.sqlalchemy.flow import FlowSqlUnitOfWork
+from fsm.outbox import Publisher
 from fsm.persistence import PersistentMachine
-from fsm.ports import Publisher
 from fsm.retry import STEP_RETRY, RetryPolicy
 from userstatus.domain import UserStatus
 from userstatus.flow import FlowState, machine
@@ -25,6 +24,7 @@ from userstatus.orchestrator import UserStatusUpdateOrchestrator, utcnow
 from userstatus.ports import CurrentUsers
 from userstatus.publisher import UserUpdatePublisher
 from userstatus.relay import OutboxRelay, RelaySettings
+from userstatus.sql import FLOW_TABLES, FlowSqlUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +79,15 @@ class FlowApp:
     _publishers: list[KafkaPublisher] = field(default_factory=list, init=False, repr=False)
 
     @classmethod
-    def connect(cls, db_url: str, kafka: KafkaConfig, **options: Any) -> FlowApp:
-        """Open a database `fsm db init` made (SchemaMissing if it lacks a table; nothing is
-        created) and keep the Kafka settings."""
+    def connect(
+        cls, db_url: str, kafka: KafkaConfig, *, users: bool = True, **options: Any
+    ) -> FlowApp:
+        """Open a database `fsm db init --with userstatus` made (SchemaMissing if it lacks a
+        table; nothing is created) and keep the Kafka settings. `users=False` (a relay,
+        which never reads users) needs only the engine's tables, `fsm db init`'s."""
         engine = create_engine(db_url)
         try:
-            require_tables(engine)
+            require_tables(engine, extra=FLOW_TABLES if users else {})
         except BaseException:
             engine.dispose()
             raise

@@ -218,7 +218,7 @@ def _cmd_relay(args: argparse.Namespace) -> int:
         raise UsageError("give --db-url (or set $FSM_DB_URL): the database fsm db init made")
     db_url = _check_db_url(db_url)
     try:
-        app = FlowApp.connect(db_url, config, relay_settings=settings)
+        app = FlowApp.connect(db_url, config, users=False, relay_settings=settings)
     except SQLAlchemyError as error:
         raise CommandError(f"cannot open the database: {_first_line(error)}") from error
     try:

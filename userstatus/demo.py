@@ -18,13 +18,13 @@ from adapters.kafka.config import KafkaConfig
 from adapters.kafka.consumer import AuditConsumer, AuditLog
 from adapters.sqlalchemy import create_engine, init_db
 from adapters.sqlalchemy.engine import shown_url
-from adapters.sqlalchemy.tables import UserRow
 from userstatus.app import FlowApp
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.events import TOPIC, EventDecodeError, UserStatusChanged
 from userstatus.flow import FlowState
 from userstatus.orchestrator import UserStatusUpdateOrchestrator
 from userstatus.relay import RelaySettings
+from userstatus.sql import FLOW_TABLES, users
 
 S = UserStatus
 Progress = Callable[[str], None]
@@ -154,7 +154,7 @@ def _create_users(app: FlowApp, record: DemoRecord) -> None:
     uow = app.unit_of_work()
     with uow:
         # Fresh ids after any earlier demo's users (a reused PostgreSQL keeps them).
-        highest = uow.session.execute(select(func.max(UserRow.id))).scalar_one_or_none()
+        highest = uow.session.execute(select(func.max(users.c.id))).scalar_one_or_none()
         base = (highest or 0) + 1
         for position, status in enumerate(INITIAL):
             uow.users.create(base + position, status.value)
@@ -381,7 +381,7 @@ def init_schema(db_url: str) -> list[str]:
     """Create the tables the demo's database lacks (the demo owns it); return their names."""
     engine = create_engine(db_url)
     try:
-        return init_db(engine)
+        return init_db(engine, extra=FLOW_TABLES)
     finally:
         engine.dispose()
 

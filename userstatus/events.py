@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fsm.ports import OutboxMessage
+from fsm.outbox import OutboxMessage
 from userstatus.domain import UserStatus
 
 TOPIC = "UserUpdateTopic"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from fsm.errors import InvalidEvent
-from fsm.ports import ConcurrencyError, UserRepository
+from fsm.ports import ConcurrencyError
 from userstatus.domain import UpdateUserStatusPayload, UserStatus, allowed_changes, lifecycle
 from userstatus.outcomes import (
     ConcurrentUpdate,
@@ -15,6 +15,7 @@ from userstatus.outcomes import (
     UserNotFound,
     UserStatusUpdated,
 )
+from userstatus.ports import UserRepository
 
 log = logging.getLogger(__name__)
 

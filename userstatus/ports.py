@@ -1,55 +1,54 @@
-"""The flow's own ports, on top of the engine's: the unit of work it needs and its collaborators."""
+"""The flow's own ports, on top of the engine's: its users, the unit of work it needs and its
+collaborators."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from fsm.ports import LeftBehind, Outbox, UnitOfWork, UserRecord, UserRepository
+from fsm.outbox import OutboxUnitOfWork
 from userstatus.domain import UpdateUserStatusPayload
 from userstatus.events import UserStatusChanged
 from userstatus.outcomes import PublishOutcome, UpdateOutcome
 
 
-class FlowOutbox(Outbox, Protocol):
-    """The outbox plus the two questions the flow asks of it."""
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A user of the reference flow as stored: the status is the status's stored name."""
 
-    def pending_for_key(self, key: str) -> int:
-        """How many messages of `key` are neither published nor dead."""
+    id: int
+    status: str
+    version: int
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class UserRepository(Protocol):
+    """Users, read and written within the unit of work's current transaction."""
+
+    def get(self, user_id: int) -> UserRecord | None:
+        """The user, or None if there is none."""
         ...
 
-    def counts(self) -> dict[str, int]:
-        """How many messages are pending, published and dead."""
+    def create(self, user_id: int, status: str) -> UserRecord:
+        """Insert a user at version 1; InvalidRecord if the id is taken or the input is bad."""
         ...
 
-    def hold(self, event_id: str, *, until: datetime) -> None:
-        """Make a pending, unleased message unclaimable before `until` (in this transaction)."""
-        ...
+    def update_status(self, user_id: int, status: str, *, expected_version: int) -> UserRecord:
+        """Change the status if the stored version is still `expected_version`.
 
-
-class FlowUnitOfWork(UnitOfWork, Protocol):
-    """A unit of work whose transaction also reaches the users and the keyed outbox."""
-
-    def left_behind(
-        self, machine: str, *, limit: int, skip: Collection[str] = ()
-    ) -> list[LeftBehind]:
-        """Unfinished runs of `machine` whose outbox event is published or dead, oldest first,
-        leaving out the runs in `skip` (those found unable to move before).
-
-        The run and its event are settled in one transaction, so this finds only runs an
-        operator or an older version left so; the relay finishes them.
+        Raises ConcurrencyError (and writes nothing) otherwise.
         """
         ...
+
+
+class FlowUnitOfWork(OutboxUnitOfWork, Protocol):
+    """A unit of work whose transaction reaches the runs, the outbox and the users."""
 
     @property
     def users(self) -> UserRepository:
         """The users, in this unit's transaction."""
-        ...
-
-    @property
-    def outbox(self) -> FlowOutbox:
-        """The outbox, in this unit's transaction."""
         ...
 
 

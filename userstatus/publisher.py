@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fsm.ports import Publisher, PublishError
+from fsm.outbox import Publisher, PublishError
 from userstatus.events import TOPIC, UserStatusChanged
 from userstatus.outcomes import Published, PublishFailed, PublishOutcome
 

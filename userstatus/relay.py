@@ -14,8 +14,9 @@ from typing import Any
 
 from fsm.errors import FSMError
 from fsm.faults import describe_error, is_retryable
+from fsm.outbox import LeaseLost, OutboxMessage, Publisher
 from fsm.persistence import PersistentMachine
-from fsm.ports import LeaseLost, OutboxMessage, Publisher, RunNotFound
+from fsm.ports import RunNotFound
 from fsm.retry import STEP_RETRY, RetryPolicy, retry
 from userstatus.domain import UserStatus
 from userstatus.flow import FlowState, machine

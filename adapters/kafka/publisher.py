@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from adapters.kafka.config import KafkaConfig
-from fsm.ports import OutboxMessage, PublishError
+from fsm.outbox import OutboxMessage, PublishError
 
 log = logging.getLogger(__name__)
 

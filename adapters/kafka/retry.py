@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import tenacity
 
-from fsm.ports import OutboxMessage, Publisher, PublishError
+from fsm.outbox import OutboxMessage, Publisher, PublishError
 from fsm.retry import RetryPolicy as RetryPolicy  # re-exported: it lived here first
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""SQLAlchemy adapters: run store, unit of work, users and outbox (SQLite, PostgreSQL).
+"""SQLAlchemy adapters: run store, unit of work and outbox (SQLite, PostgreSQL).
 
 Names are imported on first use, so that `fsm db` can be registered (and explain what to
 install) on a machine where SQLAlchemy is not installed.
@@ -12,18 +12,22 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from adapters.sqlalchemy.engine import DEFAULT_DB_URL, create_engine, default_db_url, prepare
     from adapters.sqlalchemy.outbox import OutboxEntry, SqlOutbox
-    from adapters.sqlalchemy.schema import SchemaMissing, init_db, missing_tables, require_tables
+    from adapters.sqlalchemy.schema import (
+        SchemaMissing,
+        init_db,
+        missing_columns,
+        missing_tables,
+        require_tables,
+    )
     from adapters.sqlalchemy.store import SqlRunStore
     from adapters.sqlalchemy.tables import (
-        Base,
-        HistoryRow,
-        OutboxRow,
-        RunRow,
-        UserRow,
+        TABLES,
+        Tables,
+        TableSettingsError,
+        define_tables,
         metadata,
     )
     from adapters.sqlalchemy.uow import SqlUnitOfWork, utc_now
-    from adapters.sqlalchemy.users import SqlUserRepository
 
 _HOMES = {
     "DEFAULT_DB_URL": "engine",
@@ -33,19 +37,18 @@ _HOMES = {
     "OutboxEntry": "outbox",
     "SqlOutbox": "outbox",
     "init_db": "schema",
+    "missing_columns": "schema",
     "missing_tables": "schema",
     "require_tables": "schema",
     "SchemaMissing": "schema",
     "SqlRunStore": "store",
-    "Base": "tables",
-    "HistoryRow": "tables",
-    "OutboxRow": "tables",
-    "RunRow": "tables",
-    "UserRow": "tables",
+    "TableSettingsError": "tables",
+    "Tables": "tables",
+    "define_tables": "tables",
     "metadata": "tables",
+    "TABLES": "tables",
     "SqlUnitOfWork": "uow",
     "utc_now": "uow",
-    "SqlUserRepository": "users",
 }
 
 
@@ -58,21 +61,20 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "DEFAULT_DB_URL",
-    "Base",
-    "HistoryRow",
+    "TABLES",
     "OutboxEntry",
-    "OutboxRow",
-    "RunRow",
     "SchemaMissing",
     "SqlOutbox",
     "SqlRunStore",
     "SqlUnitOfWork",
-    "SqlUserRepository",
-    "UserRow",
+    "TableSettingsError",
+    "Tables",
     "create_engine",
     "default_db_url",
+    "define_tables",
     "init_db",
     "metadata",
+    "missing_columns",
     "missing_tables",
     "prepare",
     "require_tables",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 from fsm.cli import UsageError
@@ -24,9 +25,19 @@ class DatabaseError(FSMError):
 
 def register(commands: Any) -> None:
     """Add `fsm db ...` to the `fsm` command's subparsers."""
-    db = commands.add_parser("db", help="manage the database of runs, users and the outbox")
+    db = commands.add_parser("db", help="manage the database of runs and the outbox")
     actions = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    init = actions.add_parser("init", help="create the tables (runs, history, users, outbox)")
+    init = actions.add_parser("init", help="create the tables (runs, run_history, outbox)")
+    init.add_argument(
+        "--with",
+        dest="extra",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also create the tables of NAME (one of: "
+        f"{', '.join(sorted(_table_sets())) or 'none installed'}), e.g. userstatus for the "
+        "reference flow's users",
+    )
     init.add_argument(
         "--db-url",
         default=None,
@@ -40,16 +51,25 @@ def _cmd_init(args: argparse.Namespace) -> int:
     engine, shown = _open(args.db_url)  # first: it says what to install if SQLAlchemy is not
     from sqlalchemy.exc import SQLAlchemyError
 
-    from adapters.sqlalchemy.schema import init_db
+    from adapters.sqlalchemy.schema import all_tables, init_db
+    from adapters.sqlalchemy.tables import TABLES
 
+    known = _table_sets()
+    unknown = [name for name in args.extra if name not in known]
+    if unknown:
+        engine.dispose()
+        allowed = ", ".join(sorted(known)) or "none installed"
+        raise UsageError(f"--with {unknown[0]!r}: no such set of tables; known: {allowed}")
+    extra = {name: known[name]() for name in args.extra}
     try:
-        created = init_db(engine)
+        created = init_db(engine, extra=extra)
     except SQLAlchemyError as error:
         raise DatabaseError(f"cannot initialise {shown}: {_first_line(error)}") from error
     finally:
         engine.dispose()
-    tables = [name for name in created if "." not in name]
-    columns = [name for name in created if "." in name]
+    names = {table.fullname for table in all_tables(TABLES, extra)}
+    tables = [name for name in created if name in names]
+    columns = [name for name in created if name not in names]
     done = [f"created tables {', '.join(tables)}"] if tables else []
     done += [f"added columns {', '.join(columns)}"] if columns else []
     print(f"{shown}: {'; '.join(done) or 'all tables exist already, nothing to do'}")
@@ -72,6 +92,11 @@ def load_run(db_url: str | None, machine: Machine[Any], run_id: str) -> Run[Any]
         ) from error
     finally:
         engine.dispose()
+
+
+def _table_sets() -> dict[str, Any]:
+    """Flows' own tables by name (entry points `fsm.tables`): name -> load() of a MetaData."""
+    return {entry.name: entry.load for entry in entry_points(group="fsm.tables")}
 
 
 def _open(db_url: str | None) -> tuple[Engine, str]:

@@ -8,15 +8,17 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Row, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from adapters.sqlalchemy import checks
-from adapters.sqlalchemy.store import insert
-from adapters.sqlalchemy.tables import ID_LENGTH, KEY_LENGTH, NAME_LENGTH, OutboxRow
-from fsm.ports import InvalidRecord, LeaseLost, OutboxMessage
+from adapters.sqlalchemy.store import insert_row
+from adapters.sqlalchemy.tables import ID_LENGTH, KEY_LENGTH, NAME_LENGTH, TABLES, Tables
+from fsm.outbox import LeaseLost, OutboxMessage
+from fsm.ports import InvalidRecord
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +53,17 @@ class SqlOutbox:
     relay at a time, in the order its messages were added, even with several relays.
     """
 
-    def __init__(self, session: Session, *, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, session: Session, *, clock: Callable[[], datetime], tables: Tables = TABLES
+    ) -> None:
         self._session = session
         self._clock = clock
+        self._table = tables.outbox
 
     def add(self, message: OutboxMessage) -> None:
         _check_message(message)
         created = message.created_at or self._clock()
-        row = OutboxRow(
+        row = insert(self._table).values(
             event_id=message.event_id,
             topic=message.topic,
             key=message.key,
@@ -73,7 +78,7 @@ class SqlOutbox:
             created_at=created,
         )
         try:
-            insert(self._session, row)
+            insert_row(self._session, row)
         except IntegrityError as error:
             raise InvalidRecord(
                 f"an outbox message with event id {message.event_id!r} exists already"
@@ -86,45 +91,37 @@ class SqlOutbox:
         checks.positive_int("limit", limit, 10_000)
         _check_lease(lease_seconds)
         checks.aware("now", now)
-        older = aliased(OutboxRow)
+        outbox = self._table
+        older = outbox.alias("older")
         # The head of a key is its oldest pending message, leased or not: a key whose head
         # someone else holds has no claimable message at all, which is what keeps the order.
         head = (
-            select(func.min(older.id))
-            .where(older.key == OutboxRow.key, older.status == PENDING)
+            select(func.min(older.c.id))
+            .where(older.c.key == outbox.c.key, older.c.status == PENDING)
             .scalar_subquery()
         )
-        rows = (
-            self._session.execute(
-                select(OutboxRow)
-                .where(
-                    OutboxRow.status == PENDING,
-                    OutboxRow.id == head,
-                    OutboxRow.next_attempt_at <= now,
-                    or_(OutboxRow.lease_owner.is_(None), OutboxRow.lease_expires_at <= now),
-                )
-                .order_by(OutboxRow.id)
-                .limit(limit)
-                # PostgreSQL: relays claiming at once skip each other's heads instead of
-                # waiting. SQLite ignores it; BEGIN IMMEDIATE (see engine.py) serialises them.
-                .with_for_update(skip_locked=True, of=OutboxRow)
-                .execution_options(populate_existing=True)
+        rows = self._session.execute(
+            select(outbox)
+            .where(
+                outbox.c.status == PENDING,
+                outbox.c.id == head,
+                outbox.c.next_attempt_at <= now,
+                or_(outbox.c.lease_owner.is_(None), outbox.c.lease_expires_at <= now),
             )
-            .scalars()
-            .all()
-        )
+            .order_by(outbox.c.id)
+            .limit(limit)
+            # PostgreSQL: relays claiming at once skip each other's heads instead of
+            # waiting. SQLite ignores it; BEGIN IMMEDIATE (see engine.py) serialises them.
+            .with_for_update(skip_locked=True, of=outbox)
+        ).all()
         if not rows:
             return []
         self._session.execute(
-            update(OutboxRow)
-            .where(OutboxRow.id.in_([row.id for row in rows]))
+            update(outbox)
+            .where(outbox.c.id.in_([row.id for row in rows]))
             .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds))
-            .execution_options(synchronize_session=False)
         )
-        messages = [_message(row) for row in rows]
-        for row in rows:
-            self._session.expunge(row)
-        return messages
+        return [_message(row) for row in rows]
 
     def renew(self, event_id: str, *, owner: str, lease_seconds: float, now: datetime) -> bool:
         # One conditional UPDATE: the check and the extension cannot be split by another
@@ -133,16 +130,16 @@ class SqlOutbox:
         checks.text("owner", owner, NAME_LENGTH)
         _check_lease(lease_seconds)
         checks.aware("now", now)
+        outbox = self._table
         result = self._session.execute(
-            update(OutboxRow)
+            update(outbox)
             .where(
-                OutboxRow.event_id == event_id,
-                OutboxRow.lease_owner == owner,
-                OutboxRow.status == PENDING,
-                OutboxRow.lease_expires_at > now,
+                outbox.c.event_id == event_id,
+                outbox.c.lease_owner == owner,
+                outbox.c.status == PENDING,
+                outbox.c.lease_expires_at > now,
             )
             .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
-            .execution_options(synchronize_session=False)
         )
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
@@ -152,15 +149,15 @@ class SqlOutbox:
             checks.text("event id", event_id, ID_LENGTH)
         if not event_ids:
             return 0
+        outbox = self._table
         result = self._session.execute(
-            update(OutboxRow)
+            update(outbox)
             .where(
-                OutboxRow.event_id.in_(list(event_ids)),
-                OutboxRow.lease_owner == owner,
-                OutboxRow.status == PENDING,
+                outbox.c.event_id.in_(list(event_ids)),
+                outbox.c.lease_owner == owner,
+                outbox.c.status == PENDING,
             )
             .values(lease_owner=None, lease_expires_at=None)
-            .execution_options(synchronize_session=False)
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
 
@@ -172,9 +169,10 @@ class SqlOutbox:
         checks.text("event id", event_id, ID_LENGTH)
         checks.text("owner", owner, NAME_LENGTH)
         checks.aware("now", now)
+        outbox = self._table
         result = self._session.execute(
-            update(OutboxRow)
-            .where(OutboxRow.event_id == event_id, OutboxRow.status == PENDING)
+            update(outbox)
+            .where(outbox.c.event_id == event_id, outbox.c.status == PENDING)
             .values(
                 status=PUBLISHED,
                 published_at=now,
@@ -182,7 +180,6 @@ class SqlOutbox:
                 lease_owner=None,
                 lease_expires_at=None,
             )
-            .execution_options(synchronize_session=False)
         )
         # Unknown ids are an error (_status raises); published already is fine.
         if result.rowcount == 0 and self._status(event_id) == DEAD:  # type: ignore[attr-defined]
@@ -198,7 +195,7 @@ class SqlOutbox:
         self._update_held(
             event_id,
             owner,
-            attempts=OutboxRow.attempts + 1,
+            attempts=self._table.c.attempts + 1,
             last_error=_cut(error),
             next_attempt_at=retry_at,
             lease_owner=None,
@@ -220,11 +217,10 @@ class SqlOutbox:
 
     def get(self, event_id: str) -> OutboxEntry | None:
         """The stored message and its delivery state, or None."""
+        outbox = self._table
         row = self._session.execute(
-            select(OutboxRow)
-            .where(OutboxRow.event_id == event_id)
-            .execution_options(populate_existing=True)
-        ).scalar_one_or_none()
+            select(outbox).where(outbox.c.event_id == event_id)
+        ).one_or_none()
         if row is None:
             return None
         return OutboxEntry(
@@ -239,11 +235,37 @@ class SqlOutbox:
             dead_at=row.dead_at,
         )
 
+    def pending_for_key(self, key: str) -> int:
+        """How many messages of `key` are neither published nor dead."""
+        outbox = self._table
+        count = self._session.execute(
+            select(func.count())
+            .select_from(outbox)
+            .where(outbox.c.key == key, outbox.c.status == PENDING)
+        ).scalar_one()
+        return int(count)
+
+    def hold(self, event_id: str, *, until: datetime) -> None:
+        """Make a pending, unleased message unclaimable before `until`."""
+        outbox = self._table
+        result = self._session.execute(
+            update(outbox)
+            .where(
+                outbox.c.event_id == event_id,
+                outbox.c.status == PENDING,
+                outbox.c.lease_owner.is_(None),
+            )
+            .values(next_attempt_at=until)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise InvalidRecord(f"outbox message {event_id!r} is not pending and unleased")
+
     def counts(self) -> dict[str, int]:
         """How many messages are pending, published and dead."""
         found = dict.fromkeys((PENDING, PUBLISHED, DEAD), 0)
+        outbox = self._table
         for status, count in self._session.execute(
-            select(OutboxRow.status, func.count()).group_by(OutboxRow.status)
+            select(outbox.c.status, func.count()).group_by(outbox.c.status)
         ):
             found[status] = count
         return found
@@ -251,30 +273,31 @@ class SqlOutbox:
     def _update_held(self, event_id: str, owner: str, **values: object) -> None:
         """Update a pending message held by `owner` (or by nobody); LeaseLost otherwise."""
         checks.text("owner", owner, NAME_LENGTH)
+        outbox = self._table
         result = self._session.execute(
-            update(OutboxRow)
+            update(outbox)
             .where(
-                OutboxRow.event_id == event_id,
-                OutboxRow.status == PENDING,
-                or_(OutboxRow.lease_owner.is_(None), OutboxRow.lease_owner == owner),
+                outbox.c.event_id == event_id,
+                outbox.c.status == PENDING,
+                or_(outbox.c.lease_owner.is_(None), outbox.c.lease_owner == owner),
             )
             .values(**values)
-            .execution_options(synchronize_session=False)
         )
         if result.rowcount == 0:  # type: ignore[attr-defined]
             self._status(event_id)
             raise LeaseLost(event_id, owner)
 
     def _status(self, event_id: str) -> str:
+        outbox = self._table
         status = self._session.execute(
-            select(OutboxRow.status).where(OutboxRow.event_id == event_id)
+            select(outbox.c.status).where(outbox.c.event_id == event_id)
         ).scalar_one_or_none()
         if status is None:
             raise InvalidRecord(f"no outbox message has event id {event_id!r}")
-        return status
+        return str(status)
 
 
-def _message(row: OutboxRow) -> OutboxMessage:
+def _message(row: Row[Any]) -> OutboxMessage:
     return OutboxMessage(
         event_id=row.event_id,
         topic=row.topic,

@@ -1,53 +1,55 @@
-"""Creating the adapter's tables (what `fsm db init` runs, idempotent) and checking for them."""
+"""Creating the adapter's tables (what `fsm db init` runs, idempotent) and checking for them.
+
+The engine's tables come first; `extra` names other tables a flow needs (its own MetaData,
+by the name `fsm db init --with NAME` knows it under), created and checked alike.
+"""
 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
 
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, MetaData, Table, inspect, text
 from sqlalchemy.schema import CreateColumn
 
-from adapters.sqlalchemy.tables import TABLES, metadata
+from adapters.sqlalchemy.tables import TABLES, Tables
 from fsm.errors import FSMError
+
+Extra = Mapping[str, MetaData]
+"""Tables beyond the engine's, by name: {"userstatus": userstatus.sql.metadata}."""
 
 
 class SchemaMissing(FSMError):
     """The database lacks some of the adapter's tables: `fsm db init` creates them."""
 
 
-def init_db(engine: Engine) -> list[str]:
+def all_tables(tables: Tables, extra: Extra) -> list[Table]:
+    """The engine's tables, then those of `extra`."""
+    return [*tables.all, *(t for metadata in extra.values() for t in metadata.sorted_tables)]
+
+
+def init_db(engine: Engine, tables: Tables = TABLES, *, extra: Extra = {}) -> list[str]:  # noqa: B006
     """Create the tables that do not exist yet, and add the columns a newer version added
     to existing ones (all of them nullable or with a default); return what was created,
     as table names and `table.column` names."""
-    missing = missing_tables(engine)
-    metadata.create_all(engine, checkfirst=True)
-    added = missing_columns(engine)
+    missing = missing_tables(engine, tables, extra=extra)
+    for metadata in (tables.metadata, *extra.values()):
+        metadata.create_all(engine, checkfirst=True)
+    added = missing_columns(engine, tables, extra=extra)
+    known = {table.fullname: table for table in all_tables(tables, extra)}
     with engine.begin() as connection:
         for name in added:
-            table, column = name.split(".")
-            ddl = CreateColumn(metadata.tables[table].c[column]).compile(dialect=engine.dialect)
-            connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {ddl}"))
+            table_name, column = name.rsplit(".", 1)
+            table = known[table_name]
+            ddl = CreateColumn(table.c[column]).compile(dialect=engine.dialect)
+            connection.execute(text(f"ALTER TABLE {table.fullname} ADD COLUMN {ddl}"))
     return missing + added
 
 
-def missing_columns(engine: Engine) -> list[str]:
-    """`table.column` for each column of the adapter's existing tables the database lacks
-    (a database created by an older version)."""
-    with engine.connect() as connection:
-        inspector = inspect(connection)
-        existing = set(inspector.get_table_names())
-        return [
-            f"{name}.{column.name}"
-            for name in TABLES
-            if name in existing
-            for column in metadata.tables[name].columns
-            if column.name not in {c["name"] for c in inspector.get_columns(name)}
-        ]
-
-
-def missing_tables(engine: Engine) -> list[str]:
-    """The adapter's tables the database lacks; creates nothing (not even a SQLite file)."""
+def missing_tables(engine: Engine, tables: Tables = TABLES, *, extra: Extra = {}) -> list[str]:  # noqa: B006
+    """The tables the database lacks; creates nothing (not even a SQLite file)."""
+    wanted = all_tables(tables, extra)
     database = engine.url.database
     if (
         engine.dialect.name == "sqlite"
@@ -56,23 +58,44 @@ def missing_tables(engine: Engine) -> list[str]:
         and not database.startswith("file:")
         and not Path(database).exists()
     ):
-        return list(TABLES)  # connecting would create the file
+        return [table.fullname for table in wanted]  # connecting would create the file
     with engine.connect() as connection:
-        existing = set(inspect(connection).get_table_names())
-    return [name for name in TABLES if name not in existing]
+        inspector = inspect(connection)
+        existing = {
+            (schema, name)
+            for schema in {table.schema for table in wanted}
+            for name in inspector.get_table_names(schema=schema)
+        }
+    return [table.fullname for table in wanted if (table.schema, table.name) not in existing]
 
 
-def require_tables(engine: Engine) -> None:
+def missing_columns(engine: Engine, tables: Tables = TABLES, *, extra: Extra = {}) -> list[str]:  # noqa: B006
+    """`table.column` for each column of the existing tables the database lacks (a database
+    created by an older version)."""
+    absent = set(missing_tables(engine, tables, extra=extra))
+    with engine.connect() as connection:
+        inspector = inspect(connection)
+        found: list[str] = []
+        for table in all_tables(tables, extra):
+            if table.fullname in absent:
+                continue
+            have = {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}
+            found += [f"{table.fullname}.{c.name}" for c in table.columns if c.name not in have]
+        return found
+
+
+def require_tables(engine: Engine, tables: Tables = TABLES, *, extra: Extra = {}) -> None:  # noqa: B006
     """SchemaMissing, in one line naming the missing tables (or columns) and the command
     that creates them."""
-    missing = missing_tables(engine)
+    missing = missing_tables(engine, tables, extra=extra)
     what = "table"
     if not missing:
-        missing, what = missing_columns(engine), "column"
+        missing, what = missing_columns(engine, tables, extra=extra), "column"
     if not missing:
         return
     names = missing[0] if len(missing) == 1 else f"{', '.join(missing[:-1])} or {missing[-1]}"
     shown = engine.url.render_as_string(hide_password=True)
+    options = "".join(f" --with {name}" for name in extra)
     raise SchemaMissing(
-        f"{shown} has no {names} {what}: run fsm db init --db-url {shlex.quote(shown)}"
+        f"{shown} has no {names} {what}: run fsm db init{options} --db-url {shlex.quote(shown)}"
     )

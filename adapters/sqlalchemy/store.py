@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Insert, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from adapters.sqlalchemy import checks
-from adapters.sqlalchemy.tables import ID_LENGTH, NAME_LENGTH, HistoryRow, RunRow
+from adapters.sqlalchemy.tables import ID_LENGTH, NAME_LENGTH, TABLES, Tables
 from fsm.codec import DecodeError
 from fsm.ports import (
     ConcurrencyError,
@@ -26,9 +27,13 @@ from fsm.ports import (
 class SqlRunStore:
     """Implements fsm.ports.RunStore within a Session's current transaction."""
 
-    def __init__(self, session: Session, *, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, session: Session, *, clock: Callable[[], datetime], tables: Tables = TABLES
+    ) -> None:
         self._session = session
         self._clock = clock
+        self._runs = tables.runs
+        self._steps = tables.history
         # History read by `load` in the same statement as the run, so that `history` right
         # after it matches the run even when another process commits a step in between
         # (READ COMMITTED gives each statement its own snapshot).
@@ -39,45 +44,48 @@ class SqlRunStore:
         if record.version != 1:
             raise InvalidRecord(f"a new run starts at version 1, not {record.version}")
         now = self._clock()
-        row = RunRow(
-            id=record.id,
-            machine=record.machine,
-            state=record.state,
-            context=record.context,
-            version=1,
-            finished=record.finished,
-            created_at=record.created_at or now,
-            updated_at=record.updated_at or now,
-            claimed_by=record.claimed_by,
-            claimed_until=record.claimed_until,
-            attempt=record.attempt,
-        )
         self._history.pop(record.id, None)
         try:
-            insert(self._session, row)
+            insert_row(
+                self._session,
+                insert(self._runs).values(
+                    id=record.id,
+                    machine=record.machine,
+                    state=record.state,
+                    context=record.context,
+                    version=1,
+                    finished=record.finished,
+                    created_at=record.created_at or now,
+                    updated_at=record.updated_at or now,
+                    claimed_by=record.claimed_by,
+                    claimed_until=record.claimed_until,
+                    attempt=record.attempt,
+                ),
+            )
         except IntegrityError as error:
             raise RunExists(record.id) from error
 
     def load(self, run_id: str) -> RunRecord:
         checks.text("run id", run_id, ID_LENGTH)
+        runs, steps = self._runs, self._steps
+        step_columns = [c.label(f"step_{c.name}") for c in steps.c]
         try:
             found = self._session.execute(
-                select(RunRow, HistoryRow)
-                .outerjoin(HistoryRow, HistoryRow.run_id == RunRow.id)
-                .where(RunRow.id == run_id)
-                .order_by(HistoryRow.seq)
-                .execution_options(populate_existing=True)
+                select(runs, *step_columns)
+                .outerjoin(steps, steps.c.run_id == runs.c.id)
+                .where(runs.c.id == run_id)
+                .order_by(steps.c.seq)
             ).all()
         except json.JSONDecodeError as error:
             raise self._corrupt(run_id, "context or history", error) from error
         if not found:
             raise RunNotFound(run_id)
-        row = found[0][0]
-        steps = [step for _, step in found if step is not None]
-        self._history[run_id] = [_entry(step) for step in steps]
-        # Records are the truth: the session keeps no objects to refresh behind our back.
-        for loaded in (row, *steps):
-            self._session.expunge(loaded)
+        row = found[0]
+        self._history[run_id] = [
+            _entry(*(getattr(step, f"step_{c.name}") for c in steps.c))
+            for step in found
+            if step.step_seq is not None
+        ]
         context = row.context
         if not isinstance(context, dict):
             raise DecodeError(
@@ -104,9 +112,10 @@ class SqlRunStore:
         _check_run(record)
         self._history.pop(record.id, None)
         new_version = record.version + 1
+        runs = self._runs
         result = self._session.execute(
-            update(RunRow)
-            .where(RunRow.id == record.id, RunRow.version == record.version)
+            update(runs)
+            .where(runs.c.id == record.id, runs.c.version == record.version)
             .values(
                 state=record.state,
                 context=record.context,
@@ -117,11 +126,10 @@ class SqlRunStore:
                 claimed_until=record.claimed_until,
                 attempt=record.attempt,
             )
-            .execution_options(synchronize_session=False)
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             found = self._session.execute(
-                select(RunRow.version).where(RunRow.id == record.id)
+                select(runs.c.version).where(runs.c.id == record.id)
             ).scalar_one_or_none()
             raise ConcurrencyError("run", record.id, expected=record.version, found=found)
         return new_version
@@ -134,23 +142,29 @@ class SqlRunStore:
         checks.aware("history time", entry.at)
         checks.json_value("history outcome", entry.outcome)
         self._history.pop(entry.run_id, None)
-        row = HistoryRow(
-            run_id=entry.run_id,
-            seq=entry.seq,
-            source=entry.source,
-            trigger=entry.trigger,
-            target=entry.target,
-            outcome=entry.outcome,
-            at=entry.at,
-        )
+        steps = self._steps
         try:
-            insert(self._session, row)
+            insert_row(
+                self._session,
+                insert(steps).values(
+                    run_id=entry.run_id,
+                    seq=entry.seq,
+                    source=entry.source,
+                    trigger=entry.trigger,
+                    target=entry.target,
+                    outcome=entry.outcome,
+                    at=entry.at,
+                ),
+            )
         except IntegrityError as error:
             # Another writer stored this step already, or the run is gone.
             last = self._session.execute(
-                select(func.max(HistoryRow.seq)).where(HistoryRow.run_id == entry.run_id)
+                select(func.max(steps.c.seq)).where(steps.c.run_id == entry.run_id)
             ).scalar_one_or_none()
-            if last is None and self._session.get(RunRow, entry.run_id) is None:
+            stored = self._session.execute(
+                select(self._runs.c.id).where(self._runs.c.id == entry.run_id)
+            ).scalar_one_or_none()
+            if last is None and stored is None:
                 raise RunNotFound(entry.run_id) from error
             raise ConcurrencyError(
                 "run history", entry.run_id, expected=entry.seq - 1, found=last
@@ -172,38 +186,33 @@ class SqlRunStore:
         """
         checks.text("machine name", machine, NAME_LENGTH)
         checks.positive_int("limit", limit, 10_000)
-        query = select(RunRow.id).where(RunRow.machine == machine)
+        runs = self._runs
+        query = select(runs.c.id).where(runs.c.machine == machine)
         if states is not None:
-            query = query.where(RunRow.state.in_(list(states)))
+            query = query.where(runs.c.state.in_(list(states)))
         if finished is not None:
-            query = query.where(RunRow.finished.is_(finished))
+            query = query.where(runs.c.finished.is_(finished))
         if updated_before is not None:
-            query = query.where(RunRow.updated_at < checks.aware("updated_before", updated_before))
-        query = query.order_by(RunRow.updated_at, RunRow.id).limit(limit)
+            query = query.where(runs.c.updated_at < checks.aware("updated_before", updated_before))
+        query = query.order_by(runs.c.updated_at, runs.c.id).limit(limit)
         return list(self._session.execute(query).scalars())
 
     def history(self, run_id: str) -> list[HistoryRecord]:
         cached = self._history.get(run_id)
         if cached is not None:
             return list(cached)
+        steps = self._steps
         try:
-            rows = list(
-                self._session.execute(
-                    select(HistoryRow)
-                    .where(HistoryRow.run_id == run_id)
-                    .order_by(HistoryRow.seq)
-                    .execution_options(populate_existing=True)
-                ).scalars()
-            )
+            rows = self._session.execute(
+                select(steps).where(steps.c.run_id == run_id).order_by(steps.c.seq)
+            ).all()
         except json.JSONDecodeError as error:
             raise self._corrupt(run_id, "history outcome", error) from error
-        for row in rows:
-            self._session.expunge(row)
-        return [_entry(row) for row in rows]
+        return [_entry(*row) for row in rows]
 
     def _corrupt(self, run_id: str, where: str, error: Exception) -> DecodeError:
         machine = self._session.execute(
-            select(RunRow.machine).where(RunRow.id == run_id)
+            select(self._runs.c.machine).where(self._runs.c.id == run_id)
         ).scalar_one_or_none()
         return DecodeError(
             f"the stored JSON is corrupt ({error})",
@@ -213,26 +222,17 @@ class SqlRunStore:
         )
 
 
-def insert(session: Session, row: object) -> None:
-    """Insert one row now, in a savepoint: a unique violation leaves the transaction usable.
-
-    The object leaves the session afterwards, so later reads see the database, not it.
-    """
+def insert_row(session: Session, statement: Insert) -> None:
+    """Run one INSERT now, in a savepoint: a unique violation leaves the transaction usable."""
     with session.begin_nested():
-        session.add(row)
-    session.expunge(row)
+        session.execute(statement)
 
 
-def _entry(row: HistoryRow) -> HistoryRecord:
-    return HistoryRecord(
-        run_id=row.run_id,
-        seq=row.seq,
-        source=row.source,
-        trigger=row.trigger,
-        target=row.target,
-        outcome=row.outcome,
-        at=row.at,
-    )
+def _entry(
+    run_id: str, seq: int, source: str, trigger: str, target: str, outcome: Any, at: datetime
+) -> HistoryRecord:
+    """A history record from a row's columns, in the table's order."""
+    return HistoryRecord(run_id, seq, source, trigger, target, outcome, at)
 
 
 def _check_run(record: RunRecord) -> None:

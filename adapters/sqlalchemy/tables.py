@@ -1,15 +1,22 @@
-"""The tables, on one exposed MetaData that users' own Alembic migrations can include."""
+"""The engine's tables (runs, their history, the outbox) as Core Tables on a MetaData you choose.
+
+`define_tables(your_metadata, prefix="fsm_", schema="payments")` adds them to your own
+MetaData, next to your own tables, for your Alembic migrations; `TABLES` are the defaults
+(no prefix, the connection's schema) on `metadata`, as `TABLES`.
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
     CheckConstraint,
+    Column,
     DateTime,
     Dialect,
     ForeignKey,
@@ -17,29 +24,43 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
+    Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import conv
+
+from fsm.errors import FSMError
 
 ID_LENGTH = 128
 NAME_LENGTH = 200
 TOPIC_LENGTH = 249  # Kafka's own limit on topic names
 KEY_LENGTH = 255
-STATUS_LENGTH = 64
 
-metadata = MetaData(
+NAMING_CONVENTION = {
     # Named constraints let Alembic autogenerate stable migrations on every backend.
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+"""The default MetaData of the engine's tables (and nothing else)."""
+
+NAMES = ("runs", "run_history", "outbox")
+"""The engine's tables' names, before any prefix."""
+
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+class TableSettingsError(FSMError, ValueError):
+    """A table prefix or schema that cannot be used, named with what is allowed."""
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -70,96 +91,116 @@ AutoId = BigInteger().with_variant(Integer(), "sqlite")
 """SQLite only auto-increments an INTEGER PRIMARY KEY."""
 
 
-class Base(DeclarativeBase):
-    """The declarative base of the adapter's tables; its metadata is `metadata`."""
+@dataclass(frozen=True)
+class Tables:
+    """The engine's tables on one MetaData."""
 
-    metadata = metadata
-    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
-
-
-class RunRow(Base):
-    """One run of a machine: where it is, its context, and a version for optimistic locking."""
-
-    __tablename__ = "runs"
-
-    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
-    machine: Mapped[str] = mapped_column(String(NAME_LENGTH))
-    state: Mapped[str] = mapped_column(String(NAME_LENGTH))
-    context: Mapped[Any] = mapped_column(JSONValue)
-    version: Mapped[int] = mapped_column(Integer)
-    finished: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime]
-    updated_at: Mapped[datetime]
-    claimed_by: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
-    """The worker taking the run's external step, while it does."""
-    claimed_until: Mapped[datetime | None]
-    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    """How many times the current external step was claimed."""
-
-    __table_args__ = (Index(None, "machine", "state"),)
-
-
-class HistoryRow(Base):
-    """One transition of a run; (run_id, seq) is unique, so a step cannot be stored twice."""
-
-    __tablename__ = "run_history"
-
-    run_id: Mapped[str] = mapped_column(
-        String(ID_LENGTH), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
-    )
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
-    source: Mapped[str] = mapped_column(String(NAME_LENGTH))
-    trigger: Mapped[str] = mapped_column(String(NAME_LENGTH))
-    target: Mapped[str] = mapped_column(String(NAME_LENGTH))
-    outcome: Mapped[Any] = mapped_column(JSONValue, nullable=True)
-    at: Mapped[datetime]
-
-
-class UserRow(Base):
-    """A user of the reference flow: id, status, and a version for optimistic locking."""
-
-    __tablename__ = "users"
-
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    status: Mapped[str] = mapped_column(String(STATUS_LENGTH))
-    version: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime]
-    updated_at: Mapped[datetime]
-
-
-class OutboxRow(Base):
+    metadata: MetaData
+    runs: Table
+    """One run of a machine: where it is, its context, a version for optimistic locking,
+    and the claim of an external step in progress."""
+    history: Table
+    """One transition of a run; (run_id, seq) is the key, so a step cannot be stored twice."""
+    outbox: Table
     """A message to publish; `id` orders the messages of one key (the order they were added)."""
 
-    __tablename__ = "outbox"
+    @property
+    def all(self) -> tuple[Table, ...]:
+        return (self.runs, self.history, self.outbox)
 
-    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
-    event_id: Mapped[str] = mapped_column(String(ID_LENGTH), unique=True)
-    topic: Mapped[str] = mapped_column(String(TOPIC_LENGTH))
-    key: Mapped[str] = mapped_column(String(KEY_LENGTH))
-    value: Mapped[bytes] = mapped_column(LargeBinary)
-    headers: Mapped[Any] = mapped_column(JSONValue)
-    """A list of [name, base64 value] pairs: header values are bytes."""
-    status: Mapped[str] = mapped_column(String(16))
-    """pending, published or dead."""
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime]
-    last_error: Mapped[str | None] = mapped_column(Text)
-    lease_owner: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
-    lease_expires_at: Mapped[datetime | None]
-    run_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
-    created_at: Mapped[datetime]
-    published_at: Mapped[datetime | None]
-    published_by: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
-    """The owner that first marked the message published (a relay, or the immediate publish)."""
-    dead_at: Mapped[datetime | None]
 
-    __table_args__ = (
-        CheckConstraint("status in ('pending', 'published', 'dead')", name="status"),
-        # The claim looks for the head (lowest id) of each key among pending messages.
-        Index(None, "status", "key", "id"),
-        Index(None, "status", "next_attempt_at"),
-        Index(None, "run_id"),
+def define_tables(
+    metadata: MetaData | None = None, *, prefix: str = "", schema: str | None = None
+) -> Tables:
+    """The engine's tables, added to `metadata` (a new MetaData if None).
+
+    `prefix` starts each table's name (`fsm_` gives fsm_runs, fsm_run_history, fsm_outbox);
+    `schema` puts them in that schema (PostgreSQL; None: the connection's search path).
+    Constraint and index names are given in full, so they are the same on any MetaData.
+    TableSettingsError for a prefix or schema that is not a lower-case SQL identifier.
+    """
+    for what, value in (("prefix", prefix), ("schema", schema)):
+        if value is not None and (value or what == "schema") and not _IDENTIFIER.fullmatch(value):
+            raise TableSettingsError(
+                f"table {what} {value!r} is not usable; use lower-case letters, digits and "
+                "'_', starting with a letter or '_'"
+            )
+    on = metadata if metadata is not None else MetaData()
+    runs_name, history_name, outbox_name = (f"{prefix}{n}" for n in NAMES)
+    runs = Table(
+        runs_name,
+        on,
+        Column("id", String(ID_LENGTH)),
+        Column("machine", String(NAME_LENGTH), nullable=False),
+        Column("state", String(NAME_LENGTH), nullable=False),
+        Column("context", JSONValue, nullable=False),
+        Column("version", Integer, nullable=False),
+        Column("finished", Boolean, nullable=False, default=False),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("updated_at", UTCDateTime(), nullable=False),
+        Column("claimed_by", String(NAME_LENGTH)),
+        Column("claimed_until", UTCDateTime()),
+        Column("attempt", Integer, nullable=False, default=0, server_default="0"),
+        PrimaryKeyConstraint("id", name=conv(f"pk_{runs_name}")),
+        Index(conv(f"ix_{runs_name}_machine_state"), "machine", "state"),
+        schema=schema,
     )
+    history = Table(
+        history_name,
+        on,
+        Column(
+            "run_id",
+            String(ID_LENGTH),
+            ForeignKey(
+                runs.c.id,
+                ondelete="CASCADE",
+                name=conv(f"fk_{history_name}_run_id_{runs_name}"),
+            ),
+        ),
+        Column("seq", Integer, autoincrement=False),
+        Column("source", String(NAME_LENGTH), nullable=False),
+        Column("trigger", String(NAME_LENGTH), nullable=False),
+        Column("target", String(NAME_LENGTH), nullable=False),
+        Column("outcome", JSONValue, nullable=True),
+        Column("at", UTCDateTime(), nullable=False),
+        PrimaryKeyConstraint("run_id", "seq", name=conv(f"pk_{history_name}")),
+        schema=schema,
+    )
+    outbox = Table(
+        outbox_name,
+        on,
+        Column("id", AutoId, autoincrement=True),
+        Column("event_id", String(ID_LENGTH), nullable=False),
+        Column("topic", String(TOPIC_LENGTH), nullable=False),
+        Column("key", String(KEY_LENGTH), nullable=False),
+        Column("value", LargeBinary, nullable=False),
+        Column("headers", JSONValue, nullable=False),
+        # A list of [name, base64 value] pairs: header values are bytes.
+        Column("status", String(16), nullable=False),  # pending, published or dead
+        Column("attempts", Integer, nullable=False, default=0),
+        Column("next_attempt_at", UTCDateTime(), nullable=False),
+        Column("last_error", Text),
+        Column("lease_owner", String(NAME_LENGTH)),
+        Column("lease_expires_at", UTCDateTime()),
+        Column("run_id", String(ID_LENGTH)),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("published_at", UTCDateTime()),
+        Column("published_by", String(NAME_LENGTH)),
+        # The owner that first marked the message published (a relay, or the immediate one).
+        Column("dead_at", UTCDateTime()),
+        PrimaryKeyConstraint("id", name=conv(f"pk_{outbox_name}")),
+        UniqueConstraint("event_id", name=conv(f"uq_{outbox_name}_event_id")),
+        CheckConstraint(
+            "status in ('pending', 'published', 'dead')", name=conv(f"ck_{outbox_name}_status")
+        ),
+        # The claim looks for the head (lowest id) of each key among pending messages.
+        Index(conv(f"ix_{outbox_name}_status_key_id"), "status", "key", "id"),
+        Index(conv(f"ix_{outbox_name}_status_next_attempt_at"), "status", "next_attempt_at"),
+        Index(conv(f"ix_{outbox_name}_run_id"), "run_id"),
+        schema=schema,
+    )
+    return Tables(on, runs, history, outbox)
 
 
-TABLES = ("runs", "run_history", "users", "outbox")
+TABLES = define_tables(metadata)
+"""The default tables: no prefix, the connection's schema, on `metadata`."""

@@ -40,7 +40,7 @@ from sqlalchemy.engine import make_url
 from adapters.kafka.broker import LocalBroker
 from adapters.kafka.consumer import AuditConsumer
 from adapters.sqlalchemy import create_engine
-from adapters.sqlalchemy.tables import OutboxRow, RunRow, UserRow
+from adapters.sqlalchemy.tables import TABLES
 from tests.campaign.judge import FINAL_STATES, OutboxRecord, RunRecord, Verdict, judge
 from tests.campaign.observer import Observer
 from tests.campaign.updater import kafka_config
@@ -48,6 +48,7 @@ from tests.schemas import fresh_schema
 from userstatus.app import FlowApp
 from userstatus.demo import init_schema
 from userstatus.events import TOPIC
+from userstatus.sql import users
 
 ROOT = Path(__file__).resolve().parents[2]
 Progress = Callable[[str], None]
@@ -548,10 +549,14 @@ class Campaign:
     def _counts(self) -> tuple[int, int]:
         with self.engine.connect() as connection:
             pending = connection.execute(
-                select(func.count()).select_from(OutboxRow).where(OutboxRow.status == "pending")
+                select(func.count())
+                .select_from(TABLES.outbox)
+                .where(TABLES.outbox.c.status == "pending")
             ).scalar_one()
             non_final = connection.execute(
-                select(func.count()).select_from(RunRow).where(RunRow.state.not_in(FINAL_STATES))
+                select(func.count())
+                .select_from(TABLES.runs)
+                .where(TABLES.runs.c.state.not_in(FINAL_STATES))
             ).scalar_one()
         return int(pending), int(non_final)
 
@@ -567,14 +572,18 @@ class Campaign:
                     new_status=str(json.loads(row.value)["new_status"]),
                     published_at=row.published_at,
                 )
-                for row in connection.execute(select(OutboxRow)).all()
+                for row in connection.execute(select(TABLES.outbox)).all()
             ]
             runs = [
                 RunRecord(row.id, row.state.lower(), _event_id(row.context))
-                for row in connection.execute(select(RunRow.id, RunRow.state, RunRow.context))
+                for row in connection.execute(
+                    select(TABLES.runs.c.id, TABLES.runs.c.state, TABLES.runs.c.context)
+                )
             ]
-            users = {r.id: r.status for r in connection.execute(select(UserRow.id, UserRow.status))}
-        self.report.verdict = judge(outbox, runs, users, self.initial, self.observer.sightings)
+            statuses = {
+                r.id: r.status for r in connection.execute(select(users.c.id, users.c.status))
+            }
+        self.report.verdict = judge(outbox, runs, statuses, self.initial, self.observer.sightings)
         self.report.lost_detail = self._attribute(outbox)
         attempts, results, errors = 0, Counter[str](), 0
         for journal in self.workdir.glob("updater-*.jsonl"):

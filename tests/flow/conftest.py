@@ -11,10 +11,11 @@ import pytest
 from adapters.kafka.broker import LocalBroker
 from adapters.kafka.config import KafkaConfig
 from adapters.kafka.retry import RetryPolicy
-from adapters.memory import FakePublisher, FakeUserRepository, InMemoryUnitOfWork
+from adapters.memory import FakePublisher
 from tests.clock import Clock
 from userstatus.app import FlowApp
 from userstatus.demo import init_schema
+from userstatus.fakes import FakeUserRepository, InMemoryFlowUnitOfWork
 from userstatus.manager import UserStatusManager
 from userstatus.orchestrator import UserStatusUpdateOrchestrator
 from userstatus.ports import CurrentUsers
@@ -28,7 +29,7 @@ class MemoryFlow:
 
     clock: Clock
     users: FakeUserRepository
-    uow: InMemoryUnitOfWork
+    uow: InMemoryFlowUnitOfWork
     publisher: FakePublisher
     orchestrator: UserStatusUpdateOrchestrator
 
@@ -46,7 +47,7 @@ def flow(clock: Clock) -> Iterator[MemoryFlow]:
         [(1, "active"), (2, "suspended"), (3, "closed"), (4, "pending_verification")],
         clock=clock,
     )
-    uow = InMemoryUnitOfWork(users=users)
+    uow = InMemoryFlowUnitOfWork(users=users)
     uow.outbox.clock = clock
     publisher = FakePublisher()
     orchestrator = UserStatusUpdateOrchestrator(

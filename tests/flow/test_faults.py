@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from adapters.kafka.broker import LocalBroker
 from adapters.kafka.consumer import AuditConsumer, AuditLog
-from adapters.sqlalchemy.tables import OutboxRow
+from adapters.sqlalchemy.tables import TABLES
 from userstatus.app import FlowApp
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.events import TOPIC, UserStatusChanged
@@ -172,7 +172,9 @@ class TestCrashBetweenCommitAndPublish:
         with app.unit_of_work() as uow:
             assert uow.users.get(3).status == "closed"  # type: ignore[union-attr]
             assert uow.outbox.counts()["pending"] == 1
-            run_id, event = uow.session.execute(select(OutboxRow.run_id, OutboxRow.event_id)).one()
+            run_id, event = uow.session.execute(
+                select(TABLES.outbox.c.run_id, TABLES.outbox.c.event_id)
+            ).one()
         assert run_id is not None
         assert stored_run(app, run_id)[0] == F.STATUS_UPDATED
         relay = app.relay()
@@ -228,7 +230,9 @@ class TestIdempotencyAcrossProcesses:
         assert states[0] in ("not_settled", "publish_failed", "published")
         assert states[1] in ("publish_failed", "published")  # one of them saw it through
         with app.unit_of_work() as uow:
-            rows = uow.session.execute(select(OutboxRow.event_id, OutboxRow.run_id)).all()
+            rows = uow.session.execute(
+                select(TABLES.outbox.c.event_id, TABLES.outbox.c.run_id)
+            ).all()
             assert uow.users.get(2).version == 2  # type: ignore[union-attr]
         assert [run_id for _, run_id in rows] == list(run_ids)
         assert audit(app, {rows[0][0]}).events.keys() == {rows[0][0]}

@@ -18,7 +18,7 @@ from adapters.kafka.broker import LocalBroker
 from adapters.kafka.consumer import AuditConsumer, AuditLog, ConsumedEvent
 from adapters.kafka.publisher import NotStored
 from adapters.memory import FakePublisher
-from fsm.ports import OutboxMessage, PublishError
+from fsm.outbox import OutboxMessage, PublishError
 
 from .conftest import fast_config
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import adapters
 import userstatus
 
-WIRING = {"app.py", "demo.py", "cli.py"}
-"""The flow's modules that wire adapters together (the composition root)."""
+WIRING = {"app.py", "demo.py", "cli.py", "sql.py", "fakes.py"}
+"""The flow's modules that wire adapters together (the composition root) and its own
+adapters (its users on SQLAlchemy and in memory)."""
 
 
 def imports(path: Path) -> list[str]:

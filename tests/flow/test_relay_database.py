@@ -9,18 +9,18 @@ import pytest
 from sqlalchemy import inspect
 
 from adapters.kafka.config import KafkaConfig
-from adapters.sqlalchemy import SchemaMissing, create_engine, init_db, metadata
-from adapters.sqlalchemy.tables import TABLES
+from adapters.sqlalchemy import TABLES, SchemaMissing, create_engine, init_db
 from fsm.cli import main
 from tests.flow.cli_support import one_line_error
 from userstatus.app import FlowApp
 from userstatus.demo import init_schema
+from userstatus.sql import FLOW_TABLES
 
 KAFKA = KafkaConfig("127.0.0.1:1")
 RELAY = ["relay", "--bootstrap-servers", "127.0.0.1:1", "--until-idle"]
 
 
-def tables(db_url: str) -> set[str]:
+def table_names(db_url: str) -> set[str]:
     """The tables in the database (without creating a missing SQLite file)."""
     database = db_url.removeprefix("sqlite:///")
     if db_url.startswith("sqlite:///") and not Path(database).exists():
@@ -42,24 +42,27 @@ class TestConnectNeedsTheTables:
             FlowApp.connect(db_url, KAFKA)
         message = str(caught.value)
         assert (
-            "has no runs, run_history, users or outbox table: run fsm db init --db-url" in message
+            "has no runs, run_history, outbox or users table: "
+            "run fsm db init --with userstatus --db-url" in message
         )
         assert "\n" not in message
-        assert tables(db_url) == set()
+        assert table_names(db_url) == set()
 
     def test_one_missing_table_is_named(self, db_url: str) -> None:
         """A database without the outbox says exactly that."""
         engine = create_engine(db_url)
-        init_db(engine)
-        metadata.tables["outbox"].drop(engine)
+        init_db(engine, extra=FLOW_TABLES)
+        TABLES.outbox.drop(engine)
         engine.dispose()
-        with pytest.raises(SchemaMissing, match=r"has no outbox table: run fsm db init --db-url"):
+        with pytest.raises(
+            SchemaMissing, match=r"has no outbox table: run fsm db init --with userstatus --db-url"
+        ):
             FlowApp.connect(db_url, KAFKA)
 
     def test_initialised_database_connects(self, db_url: str) -> None:
-        """After init (as `fsm db init` does it), connect works."""
+        """After init (as `fsm db init --with userstatus` does it), connect works."""
         engine = create_engine(db_url)
-        init_db(engine)
+        init_db(engine, extra=FLOW_TABLES)
         engine.dispose()
         FlowApp.connect(db_url, KAFKA).close()
 
@@ -75,7 +78,7 @@ class TestRelayCommand:
         url = f"sqlite:///{target}"
         line = one_line_error(capsys, [*RELAY, "--db-url", url])
         assert line == (
-            f"fsm: error: {url} has no runs, run_history, users or outbox table: "
+            f"fsm: error: {url} has no runs, run_history or outbox table: "
             f"run fsm db init --db-url {url}"
         )
         assert not target.exists()
@@ -84,7 +87,7 @@ class TestRelayCommand:
         """On SQLite and PostgreSQL alike: exit 2, and the database stays empty."""
         line = one_line_error(capsys, [*RELAY, "--db-url", db_url])
         assert "outbox table: run fsm db init --db-url " in line
-        assert tables(db_url) == set()
+        assert table_names(db_url) == set()
 
     def test_no_url_and_no_environment(
         self,
@@ -116,6 +119,6 @@ class TestDemoMakesItsOwnTables:
 
     def test_init_schema_on_an_empty_database(self, db_url: str) -> None:
         """On an empty database (a new SQLite file, an empty PostgreSQL schema) it creates all."""
-        assert init_schema(db_url) == list(TABLES)
+        assert init_schema(db_url) == ["runs", "run_history", "outbox", "users"]
         assert init_schema(db_url) == []  # the second time, nothing to do
         FlowApp.connect(db_url, KAFKA).close()

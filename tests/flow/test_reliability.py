@@ -8,10 +8,10 @@ from dataclasses import replace
 
 import pytest
 
-from adapters.memory import FakeUserRepository
 from fsm.faults import TransientError
-from fsm.ports import OutboxMessage, UserRecord
+from fsm.outbox import OutboxMessage
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
+from userstatus.fakes import FakeUserRepository
 from userstatus.flow import FlowState
 from userstatus.manager import UserStatusManager
 from userstatus.orchestrator import (
@@ -21,6 +21,7 @@ from userstatus.orchestrator import (
     key_run_id,
 )
 from userstatus.outcomes import ConcurrentUpdate, IllegalStatusChange, StorageError
+from userstatus.ports import UserRecord
 from userstatus.relay import OutboxRelay, RelayReport, RelaySettings
 
 from .conftest import MemoryFlow

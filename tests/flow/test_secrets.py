@@ -13,7 +13,7 @@ from adapters.memory import FakePublisher
 from adapters.sqlalchemy import create_engine
 from adapters.sqlalchemy.engine import DatabaseUrlError, parse_url, shown_url
 from fsm.cli import main
-from fsm.ports import OutboxMessage, PublishError
+from fsm.outbox import OutboxMessage, PublishError
 from userstatus.app import FlowApp
 from userstatus.demo import DemoOptions, init_schema
 from userstatus.domain import UpdateUserStatusPayload, UserStatus

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from adapters.memory import FakePublisher, FakeUserRepository, InMemoryUnitOfWork
+from adapters.memory import FakePublisher
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.events import UserStatusChanged
+from userstatus.fakes import FakeUserRepository, InMemoryFlowUnitOfWork
 from userstatus.flow import FlowState
 from userstatus.manager import UserStatusManager
 from userstatus.orchestrator import UserStatusUpdateOrchestrator
@@ -47,7 +48,7 @@ class TestOrchestrator:
         """The orchestrator calls updateUserStatus, then publish, in that order."""
         calls: list[str] = []
         orchestrator = UserStatusUpdateOrchestrator(
-            RecordingManager(calls), RecordingPublisher(calls), InMemoryUnitOfWork()
+            RecordingManager(calls), RecordingPublisher(calls), InMemoryFlowUnitOfWork()
         )
         run = orchestrator.perform(UpdateUserStatusPayload(5, UserStatus.SUSPENDED))
         assert calls == ["manager.update_user_status(5)", "publisher.publish(5)"]
@@ -63,7 +64,7 @@ class TestOrchestrator:
                 return UserNotFound(payload.user_id)
 
         orchestrator = UserStatusUpdateOrchestrator(
-            MissingUser(calls), RecordingPublisher(calls), InMemoryUnitOfWork()
+            MissingUser(calls), RecordingPublisher(calls), InMemoryFlowUnitOfWork()
         )
         run = orchestrator.perform(UpdateUserStatusPayload(5, UserStatus.SUSPENDED))
         assert calls == ["manager"]

@@ -26,8 +26,8 @@ from adapters.kafka.publisher import KafkaPublisher
 from adapters.kafka.retry import RetryPolicy
 from adapters.memory import FakePublisher
 from adapters.sqlalchemy import create_engine
-from adapters.sqlalchemy.tables import OutboxRow, RunRow
-from fsm.ports import Publisher
+from adapters.sqlalchemy.tables import TABLES
+from fsm.outbox import Publisher
 from tests.clock import Clock
 from tests.conftest import POSTGRES_URL
 from tests.faults.injector import Fault, FaultInjector
@@ -221,10 +221,12 @@ def dry_run(db_url: str, kafka: KafkaConfig, up: Publisher, down: Publisher) -> 
 def _clear(db_url: str) -> None:
     """Drop the flow's tables, so the next scenario starts on an empty database."""
     from adapters.sqlalchemy import metadata
+    from userstatus.sql import metadata as flow_metadata
 
     engine = create_engine(db_url)
     try:
         metadata.drop_all(engine)
+        flow_metadata.drop_all(engine)
     finally:
         engine.dispose()
 
@@ -291,12 +293,12 @@ def stored(world: World) -> Stored:
     """Read the runs, the outbox and the user, with nothing armed."""
     with world.app.unit_of_work() as uow:
         session = uow.session
-        rows = session.execute(select(RunRow.id, RunRow.state))
+        rows = session.execute(select(TABLES.runs.c.id, TABLES.runs.c.state))
         runs = {run_id: FlowState(label) for run_id, label in rows}
         events = {
             event_id: (run_id, status)
             for event_id, run_id, status in session.execute(
-                select(OutboxRow.event_id, OutboxRow.run_id, OutboxRow.status)
+                select(TABLES.outbox.c.event_id, TABLES.outbox.c.run_id, TABLES.outbox.c.status)
             )
         }
         user = uow.users.get(USER)

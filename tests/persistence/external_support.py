@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fsm import Machine, State
-from fsm.ports import OutboxMessage, UnitOfWork
+from fsm.outbox import OutboxMessage, OutboxUnitOfWork
 
 
 class Stage(StrEnum):
@@ -104,7 +104,7 @@ class Gateway:
     """Both machines' collaborators: a gateway that logs each call to `calls`."""
 
     def __init__(
-        self, calls: Path, *, worker: str, seconds: float = 0.0, uow: UnitOfWork | None = None
+        self, calls: Path, *, worker: str, seconds: float = 0.0, uow: OutboxUnitOfWork | None = None
     ) -> None:
         self.calls = calls
         self.worker = worker

@@ -8,10 +8,12 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from adapters.sqlalchemy import SqlRunStore, SqlUnitOfWork
+from adapters.sqlalchemy import SqlRunStore
 from fsm import Machine, PersistentMachine, State
-from fsm.ports import HistoryRecord, OutboxMessage
+from fsm.outbox import OutboxMessage
+from fsm.ports import HistoryRecord
 from tests.clock import Clock
+from userstatus.sql import FlowSqlUnitOfWork
 
 TOPIC = "UserUpdateTopic"
 
@@ -91,7 +93,7 @@ class FaultyRunStore(SqlRunStore):
         self._faults.hit("history appended")
 
 
-class FaultyUnitOfWork(SqlUnitOfWork):
+class FaultyUnitOfWork(FlowSqlUnitOfWork):
     """The real unit of work whose run store fails at armed points."""
 
     def __init__(self, *args: Any, faults: Faults, **kwargs: Any) -> None:
@@ -103,7 +105,7 @@ class FaultyUnitOfWork(SqlUnitOfWork):
         return FaultyRunStore(super().runs, self.faults)
 
 
-def build_machine(uow: SqlUnitOfWork, faults: Faults | None = None) -> Machine[Step]:
+def build_machine(uow: FlowSqlUnitOfWork, faults: Faults | None = None) -> Machine[Step]:
     """WAITING --go--> UPDATING (update the user, add the event) --> AUDITING --> DONE."""
     faults = faults if faults is not None else Faults()
 

@@ -21,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 
 from adapters.sqlalchemy import SqlUnitOfWork, create_engine
 from fsm import CallbackError, Machine, PersistentMachine
-from fsm.ports import OutboxMessage
+from fsm.outbox import OutboxMessage
 from tests.persistence.external_support import (
     Captured,
     Gateway,

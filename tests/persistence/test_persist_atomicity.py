@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import Engine, func, select
 
-from adapters.sqlalchemy import HistoryRow, OutboxRow, RunRow, SqlUnitOfWork, UserRow
+from adapters.sqlalchemy import TABLES
 from fsm import CallbackError
 from tests.persistence.persist_support import Faults, InjectedFault, Step, persistent
+from userstatus.sql import FlowSqlUnitOfWork, users
 
 POINTS = ["status updated", "outbox row added", "run saved", "history appended"]
 """The writes of the update step, in the order they happen."""
@@ -29,17 +30,17 @@ def snapshot(engine: Engine, run_id: str) -> Snapshot:
     """Read every table the step writes, on a fresh connection."""
     with engine.connect() as connection:
         run = connection.execute(
-            select(RunRow.state, RunRow.version).where(RunRow.id == run_id)
+            select(TABLES.runs.c.state, TABLES.runs.c.version).where(TABLES.runs.c.id == run_id)
         ).one()
-        user = connection.execute(select(UserRow.status, UserRow.version)).one()
-        history = connection.execute(select(func.count()).select_from(HistoryRow)).scalar_one()
-        outbox = connection.execute(select(func.count()).select_from(OutboxRow)).scalar_one()
+        user = connection.execute(select(users.c.status, users.c.version)).one()
+        history = connection.execute(select(func.count()).select_from(TABLES.history)).scalar_one()
+        outbox = connection.execute(select(func.count()).select_from(TABLES.outbox)).scalar_one()
     return Snapshot((run[0], run[1]), history, (user[0], user[1]), outbox)
 
 
 def stopped_before_update(engine: Engine) -> str:
     """A run stored in UPDATING (version 2) whose update action has not committed."""
-    with SqlUnitOfWork(engine) as uow:
+    with FlowSqlUnitOfWork(engine) as uow:
         uow.users.create(7, "active")
     faults = Faults({"status updated"})
     run = persistent(engine, faults=faults).start({"user_id": 7, "status": "suspended"})

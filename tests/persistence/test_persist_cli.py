@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy import Column, Engine, Integer, MetaData, Table, Text, create_engine, inspect, text
 
+from adapters.sqlalchemy import SchemaMissing
 from fsm.cli import main
 
 
@@ -21,7 +25,7 @@ class TestDbInit:
     ) -> None:
         """The first run creates the four tables; the second changes nothing."""
         assert main(["db", "init", "--db-url", db_url]) == 0
-        assert "created tables runs, run_history, users, outbox" in capsys.readouterr().out
+        assert "created tables runs, run_history, outbox\n" in capsys.readouterr().out
         assert main(["db", "init", "--db-url", db_url]) == 0
         assert "all tables exist already" in capsys.readouterr().out
         engine = create_engine(db_url)
@@ -29,7 +33,17 @@ class TestDbInit:
             names = set(inspect(engine).get_table_names())
         finally:
             engine.dispose()
-        assert {"runs", "run_history", "users", "outbox"} <= names
+        assert names == {"runs", "run_history", "outbox"}  # no users: those are the flow's
+
+    def test_with_a_flows_tables(self, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+        """--with userstatus adds the reference flow's users table; an unknown name is one
+        line naming the known ones, and nothing is created."""
+        assert main(["db", "init", "--with", "nope", "--db-url", db_url]) == 2
+        assert capsys.readouterr().err.strip() == (
+            "fsm: error: --with 'nope': no such set of tables; known: userstatus"
+        )
+        assert main(["db", "init", "--with", "userstatus", "--db-url", db_url]) == 0
+        assert "created tables runs, run_history, outbox, users" in capsys.readouterr().out
 
     def test_adds_the_columns_a_newer_version_added(
         self, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -189,51 +203,139 @@ class TestPostgresFixture:
         assert "FSM_REQUIRE_POSTGRES=1" in done.stdout
 
 
+def _drift(engine: Engine, metadata: MetaData) -> list[Any]:
+    """What Alembic's autogenerate would change to make the database match `metadata`."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return list(compare_metadata(MigrationContext.configure(connection), metadata))
+
+
+@pytest.fixture
+def bare(db_url: str) -> Iterator[Engine]:
+    """An engine on an empty database."""
+    from adapters.sqlalchemy import create_engine as adapter_engine
+
+    made = adapter_engine(db_url)
+    try:
+        yield made
+    finally:
+        made.dispose()
+
+
 class TestAlembic:
-    """The exposed MetaData is what a user's Alembic migrations compare against."""
+    """The engine's tables in a user's own Alembic env, next to their own tables."""
 
-    def test_no_drift_after_db_init(self, engine: Engine) -> None:
+    def test_no_drift_after_db_init(self, db_url: str, bare: Engine) -> None:
         """Tables made by `fsm db init` match the MetaData: autogenerate finds nothing to do."""
-        from alembic.autogenerate import compare_metadata
-        from alembic.runtime.migration import MigrationContext
-
         from adapters.sqlalchemy import metadata
 
-        with engine.connect() as connection:
-            diff = compare_metadata(MigrationContext.configure(connection), metadata)
-        assert diff == []
+        assert main(["db", "init", "--db-url", db_url]) == 0
+        assert _drift(bare, metadata) == []
 
-    def test_one_alter_table_brings_an_older_outbox_up_to_date(self, engine: Engine) -> None:
-        """An outbox made before `published_by` needs only the ALTER TABLE of the docs."""
-        from alembic.autogenerate import compare_metadata
-        from alembic.runtime.migration import MigrationContext
+    def test_next_to_your_own_users_table(self, bare: Engine) -> None:
+        """Your MetaData holds a `users` table of your own; `define_tables` adds the engine's
+        (prefixed) to it, one MetaData for Alembic: no clash, no drift once created, and the
+        engine runs on them."""
+        from adapters.sqlalchemy import SqlUnitOfWork, define_tables, init_db, require_tables
+        from fsm import PersistentMachine
+        from fsm.examples import ping
 
+        mine = MetaData()
+        Table("users", mine, Column("id", Integer, primary_key=True), Column("email", Text))
+        engine_tables = define_tables(mine, prefix="fsm_")
+        assert sorted(mine.tables) == ["fsm_outbox", "fsm_run_history", "fsm_runs", "users"]
+        added = sorted(change[1].name for change in _drift(bare, mine) if change[0] == "add_table")
+        assert added == ["fsm_outbox", "fsm_run_history", "fsm_runs", "users"]
+        mine.create_all(bare)
+        assert _drift(bare, mine) == []
+        with pytest.raises(SchemaMissing):
+            require_tables(bare)  # the unprefixed tables are not there, and not assumed
+        require_tables(bare, engine_tables)
+        assert init_db(bare, engine_tables) == []
+        runs = PersistentMachine(ping, SqlUnitOfWork(bare, tables=engine_tables))
+        run = runs.start(run_id="r1").send("start")
+        assert runs.load(run.id).state == "busy"
+        with bare.connect() as connection:
+            states = connection.execute(text("select state from fsm_runs")).scalars().all()
+            assert states == ["busy"]
+            assert connection.execute(text("select count(*) from users")).scalar() == 0
+
+    def test_one_alter_table_brings_an_older_outbox_up_to_date(
+        self, db_url: str, bare: Engine
+    ) -> None:
+        """An outbox made before `published_by` needs only one ALTER TABLE."""
         from adapters.sqlalchemy import metadata
 
-        with engine.begin() as connection:
+        assert main(["db", "init", "--db-url", db_url]) == 0
+        with bare.begin() as connection:
             connection.execute(text("alter table outbox drop column published_by"))
-        with engine.connect() as connection:
-            diff = compare_metadata(MigrationContext.configure(connection), metadata)
+        diff = _drift(bare, metadata)
         assert [(change[0], change[2], change[3].name) for change in diff] == [
             ("add_column", "outbox", "published_by")
         ]
-        with engine.begin() as connection:
+        with bare.begin() as connection:
             connection.execute(text("alter table outbox add column published_by varchar(200)"))
-        with engine.connect() as connection:
-            assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+        assert _drift(bare, metadata) == []
 
-    def test_empty_database_gets_the_four_tables(self, db_url: str) -> None:
-        """On an empty database autogenerate would add exactly the adapter's tables."""
-        from alembic.autogenerate import compare_metadata
-        from alembic.runtime.migration import MigrationContext
+    def test_empty_database_gets_the_three_tables(self, bare: Engine) -> None:
+        """On an empty database autogenerate would add exactly the engine's tables."""
+        from adapters.sqlalchemy import metadata
 
-        from adapters.sqlalchemy import create_engine, metadata
+        added = sorted(
+            change[1].name for change in _drift(bare, metadata) if change[0] == "add_table"
+        )
+        assert added == ["outbox", "run_history", "runs"]
 
-        engine = create_engine(db_url)
-        try:
-            with engine.connect() as connection:
-                diff = compare_metadata(MigrationContext.configure(connection), metadata)
-        finally:
-            engine.dispose()
-        added = sorted(change[1].name for change in diff if change[0] == "add_table")
-        assert added == ["outbox", "run_history", "runs", "users"]
+
+class TestTableSettings:
+    """A prefix and a schema are settings; bad ones are one line naming what is allowed."""
+
+    @pytest.mark.parametrize(
+        ("options", "message"),
+        [
+            ({"prefix": "Fsm-"}, "table prefix 'Fsm-' is not usable"),
+            ({"schema": ""}, "table schema '' is not usable"),
+            ({"schema": "a;drop"}, "table schema 'a;drop' is not usable"),
+        ],
+    )
+    def test_bad_settings(self, options: dict[str, str], message: str) -> None:
+        from adapters.sqlalchemy import TableSettingsError, define_tables
+
+        with pytest.raises(TableSettingsError, match=message):
+            define_tables(None, **options)
+
+    def test_a_schema_of_its_own_on_postgresql(self, postgres_server: str) -> None:
+        """The engine's tables in a named schema: created, checked and used there, while the
+        connection's own schema stays empty."""
+        from adapters.sqlalchemy import SqlUnitOfWork, define_tables, init_db, require_tables
+        from adapters.sqlalchemy import create_engine as adapter_engine
+        from fsm import PersistentMachine
+        from fsm.examples import ping
+        from tests.schemas import fresh_schema
+
+        with fresh_schema(postgres_server, "fsm_home") as url:
+            engine = adapter_engine(url)
+            other = f"fsm_engine_{uuid.uuid4().hex[:8]}"
+            try:
+                with engine.begin() as connection:
+                    connection.execute(text(f"create schema {other}"))
+                engine_tables = define_tables(schema=other)
+                assert init_db(engine, engine_tables) == [
+                    f"{other}.runs",
+                    f"{other}.run_history",
+                    f"{other}.outbox",
+                ]
+                require_tables(engine, engine_tables)
+                with pytest.raises(SchemaMissing, match="has no runs, run_history or outbox"):
+                    require_tables(engine)
+                runs = PersistentMachine(ping, SqlUnitOfWork(engine, tables=engine_tables))
+                runs.start(run_id="r1").send("start")
+                with engine.connect() as connection:
+                    count = connection.execute(text(f"select count(*) from {other}.runs"))
+                    assert count.scalar() == 1
+            finally:
+                with engine.begin() as connection:
+                    connection.execute(text(f"drop schema if exists {other} cascade"))
+                engine.dispose()

@@ -112,11 +112,12 @@ class TestKnownTypes:
 
     def test_machine_types_are_known(self) -> None:
         """Outcome classes from annotations and triggers, Enum states and nested fields."""
-        from adapters.sqlalchemy import SqlUnitOfWork, create_engine
+        from adapters.sqlalchemy import create_engine
         from tests.persistence.persist_support import build_machine
+        from userstatus.sql import FlowSqlUnitOfWork
 
         engine = create_engine("sqlite://")
-        codec = Codec.for_machine(build_machine(SqlUnitOfWork(engine)))
+        codec = Codec.for_machine(build_machine(FlowSqlUnitOfWork(engine)))
         for cls in (Step, Updated, NoUser, Audited, Change):
             assert codec.types[type_tag(cls)] is cls
         engine.dispose()

@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import Engine, text
 
 from adapters.memory import InMemoryUnitOfWork
-from adapters.sqlalchemy import SqlUnitOfWork
 from fsm import CallbackError, Machine, PersistentMachine, State
 from fsm.persistence import state_label
 from fsm.ports import RunRecord
 from tests.persistence.persist_support import Faults, Step, Updated, persistent
+from userstatus.sql import FlowSqlUnitOfWork
 
 
 class Level(IntEnum):
@@ -45,7 +45,7 @@ def raw(engine: Engine, sql: str) -> list[tuple[object, ...]]:
 
 def name_spelled(engine: Engine) -> str:
     """A run stopped in AUDITING whose rows hold the Enum names, as older versions stored them."""
-    with SqlUnitOfWork(engine) as uow:
+    with FlowSqlUnitOfWork(engine) as uow:
         uow.users.create(7, "active")
     run = persistent(engine, faults=Faults({"audit"})).start({"user_id": 7, "status": "closed"})
     with pytest.raises(CallbackError):
@@ -89,7 +89,7 @@ class TestStoredByValue:
 
     def test_run_and_history_hold_the_values(self, engine: Engine) -> None:
         """A finished run's state and its history's sources and targets are Enum values."""
-        with SqlUnitOfWork(engine) as uow:
+        with FlowSqlUnitOfWork(engine) as uow:
             uow.users.create(7, "active")
         run = persistent(engine).start({"user_id": 7, "status": "closed"}, run_id="r1")
         run.send("go")
@@ -127,7 +127,7 @@ class TestStoredByName:
         """`resumable_states` holds the older spelling too, so `find` still sees the run."""
         run_id = name_spelled(engine)
         machine = persistent(engine)
-        with SqlUnitOfWork(engine) as uow:
+        with FlowSqlUnitOfWork(engine) as uow:
             found = uow.runs.find(machine.machine.name, states=machine.resumable_states)
         assert found == [run_id]
 

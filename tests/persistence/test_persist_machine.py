@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, Table, func, select, text
 
-from adapters.sqlalchemy import HistoryRow, OutboxRow, RunRow, SqlUnitOfWork, UserRow
+from adapters.sqlalchemy import TABLES
 from fsm import (
     CallbackError,
     ConcurrencyError,
@@ -34,9 +34,10 @@ from tests.persistence.persist_support import (
     Updated,
     persistent,
 )
+from userstatus.sql import FlowSqlUnitOfWork, users
 
 
-def rows(engine: Engine, table: type) -> int:
+def rows(engine: Engine, table: Table) -> int:
     """Committed rows in a table, read on a fresh connection."""
     with engine.connect() as connection:
         return connection.execute(select(func.count()).select_from(table)).scalar_one()
@@ -44,7 +45,7 @@ def rows(engine: Engine, table: type) -> int:
 
 def with_user(engine: Engine, user_id: int = 7, status: str = "active") -> None:
     """Store a user."""
-    with SqlUnitOfWork(engine) as uow:
+    with FlowSqlUnitOfWork(engine) as uow:
         uow.users.create(user_id, status)
 
 
@@ -55,7 +56,7 @@ class TestStartAndResume:
         """A run that waits for an event is stored at version 1 with no history."""
         run = persistent(engine).start({"user_id": 7, "status": "closed"}, run_id="r1")
         assert (run.state, run.version) == (Step.WAITING, 1)
-        with SqlUnitOfWork(engine) as uow:
+        with FlowSqlUnitOfWork(engine) as uow:
             stored = uow.runs.load("r1")
         assert (stored.state, stored.version, stored.context) == (
             "waiting",
@@ -82,7 +83,7 @@ class TestStartAndResume:
         assert again.context == {"user_id": 7, "status": "suspended", "events": 1}
         with engine.connect() as connection:
             triggers = connection.execute(
-                select(HistoryRow.trigger).order_by(HistoryRow.seq)
+                select(TABLES.history.c.trigger).order_by(TABLES.history.c.seq)
             ).scalars()
             assert list(triggers) == ["go", "Updated", "Audited"]
 
@@ -97,7 +98,7 @@ class TestStartAndResume:
         assert (run.state, run.version) == (Step.AUDITING, 3)
         resumed = persistent(engine).resume(run.id)
         assert (resumed.state, resumed.version) == (Step.DONE, 4)
-        assert rows(engine, OutboxRow) == 1  # the update step did not run again
+        assert rows(engine, TABLES.outbox) == 1  # the update step did not run again
 
     def test_resume_of_a_waiting_run_does_nothing(self, engine: Engine) -> None:
         """Resuming a run that waits for an event changes nothing."""
@@ -112,7 +113,7 @@ class TestStartAndResume:
 
     def test_action_in_the_first_step(self, engine: Engine) -> None:
         """A machine whose initial state acts stores the run with its first step, at once."""
-        uow = SqlUnitOfWork(engine)
+        uow = FlowSqlUnitOfWork(engine)
 
         def act(context: dict[str, Any]) -> Audited:
             uow.users.create(context["user_id"], "active")
@@ -125,11 +126,11 @@ class TestStartAndResume:
         )
         run = PersistentMachine(machine, uow).start({"user_id": 3}, run_id="r1")
         assert (run.state, run.version) == ("z", 2)
-        assert rows(engine, UserRow) == rows(engine, HistoryRow) == 1
+        assert rows(engine, users) == rows(engine, TABLES.history) == 1
 
     def test_failed_first_step_stores_nothing(self, engine: Engine) -> None:
         """If the first step fails, the run's creation rolls back with it."""
-        uow = SqlUnitOfWork(engine)
+        uow = FlowSqlUnitOfWork(engine)
 
         def act(context: dict[str, Any]) -> Audited:
             uow.users.create(1, "active")
@@ -142,7 +143,7 @@ class TestStartAndResume:
         )
         with pytest.raises(CallbackError, match="RuntimeError"):
             PersistentMachine(machine, uow).start({}, run_id="r1")
-        assert rows(engine, RunRow) == rows(engine, UserRow) == 0
+        assert rows(engine, TABLES.runs) == rows(engine, users) == 0
 
     def test_unknown_and_duplicate_ids(self, engine: Engine) -> None:
         """Resuming an unknown id and starting an existing one are clear errors."""
@@ -191,8 +192,8 @@ class TestConcurrency:
         assert (error.run_id, error.expected, error.found) == (run_id, 1, 4)
         assert f"run {run_id} was changed by someone else" in str(error)
         assert theirs.state is Step.DONE and theirs.version == 4  # reloaded: the truth
-        assert rows(engine, HistoryRow) == 3 and rows(engine, OutboxRow) == 1
-        with SqlUnitOfWork(engine) as uow:
+        assert rows(engine, TABLES.history) == 3 and rows(engine, TABLES.outbox) == 1
+        with FlowSqlUnitOfWork(engine) as uow:
             assert uow.users.get(7).version == 2  # type: ignore[union-attr]
 
     def test_stale_action_effect_is_rolled_back(self, engine: Engine) -> None:
@@ -207,8 +208,8 @@ class TestConcurrency:
         first.advance()
         with pytest.raises(ConcurrencyError, match="expected version 2, found version 4"):
             second.advance()  # its action updated the user again before the save failed
-        assert rows(engine, HistoryRow) == 3 and rows(engine, OutboxRow) == 1
-        with SqlUnitOfWork(engine) as uow:
+        assert rows(engine, TABLES.history) == 3 and rows(engine, TABLES.outbox) == 1
+        with FlowSqlUnitOfWork(engine) as uow:
             assert uow.users.get(7).version == 2  # type: ignore[union-attr]
 
 
@@ -219,14 +220,14 @@ class TestBadInputWritesNothing:
         """A context holding an unknown object is refused at start; no run row."""
         with pytest.raises(EncodeError, match=r"run r1: context\['payload'\]: type .*object"):
             persistent(engine).start({"payload": object()}, run_id="r1")
-        assert rows(engine, RunRow) == 0
+        assert rows(engine, TABLES.runs) == 0
 
     @pytest.mark.parametrize("context", [{"s": "\ud800"}, {"\ud800": 1}])
     def test_lone_surrogate_in_the_context(self, engine: Engine, context: Any) -> None:
         """A lone surrogate is refused with EncodeError on every backend; no run row."""
         with pytest.raises(EncodeError, match=r"run r1: context.*surrogate"):
             persistent(engine).start(context, run_id="r1")
-        assert rows(engine, RunRow) == 0
+        assert rows(engine, TABLES.runs) == 0
 
     def test_unregistered_event(self, engine: Engine) -> None:
         """An event object the codec does not know is refused; the run stays where it was."""
@@ -237,11 +238,11 @@ class TestBadInputWritesNothing:
         run = persistent(engine).start({}, run_id="r1")
         with pytest.raises(EncodeError, match="the outcome 'go'"):
             run.send(Go("go"))
-        assert rows(engine, HistoryRow) == 0 and run.version == 1
+        assert rows(engine, TABLES.history) == 0 and run.version == 1
 
     def test_context_gone_bad_in_an_action(self, engine: Engine) -> None:
         """An action that puts an unknown object in the context: its whole step rolls back."""
-        uow = SqlUnitOfWork(engine)
+        uow = FlowSqlUnitOfWork(engine)
 
         def act(context: dict[str, Any]) -> Audited:
             uow.users.create(1, "active")
@@ -260,7 +261,7 @@ class TestBadInputWritesNothing:
         run = PersistentMachine(machine, uow).start({}, run_id="r1")
         with pytest.raises(EncodeError, match=r"context\['bad'\]"):
             run.send("go")
-        assert rows(engine, UserRow) == 0 and rows(engine, HistoryRow) == 1
+        assert rows(engine, users) == 0 and rows(engine, TABLES.history) == 1
         assert "bad" not in run.context  # reloaded from the store
 
 
@@ -338,7 +339,7 @@ class TestClock:
         run = machine.start({"user_id": 7, "status": "closed"})
         clock.advance(60)
         run.send("go")
-        with SqlUnitOfWork(engine) as uow:
+        with FlowSqlUnitOfWork(engine) as uow:
             history = uow.runs.history(run.id)
             stored = uow.runs.load(run.id)
         assert [h.at for h in history] == [clock.now] * 3
@@ -357,7 +358,7 @@ class TestEffects:
 
         sent = persistent(engine).send("r1", "go", effect=effect)
         assert sent.state is Step.DONE
-        with SqlUnitOfWork(engine) as uow:
+        with FlowSqlUnitOfWork(engine) as uow:
             assert uow.users.get(9).status == "closed"  # type: ignore[union-attr]
 
     def test_effect_rolls_back_with_a_refused_event(self, engine: Engine) -> None:
@@ -369,9 +370,9 @@ class TestEffects:
 
         with pytest.raises(InvalidEvent):
             persistent(engine).send("r1", "stop", effect=effect)
-        assert rows(engine, UserRow) == 0
+        assert rows(engine, users) == 0
         persistent(engine).send("r1", "go", effect=effect)
-        assert rows(engine, UserRow) == 1
+        assert rows(engine, users) == 1
 
     def test_an_effect_given_to_start_commits_with_the_new_run(self, engine: Engine) -> None:
         """The caller's write is stored together with the run's creation."""
@@ -380,7 +381,7 @@ class TestEffects:
             uow.users.create(9, "active")
 
         persistent(engine).start({"user_id": 9, "status": "closed"}, run_id="r1", effect=effect)
-        assert (rows(engine, UserRow), rows(engine, RunRow)) == (1, 1)
+        assert (rows(engine, users), rows(engine, TABLES.runs)) == (1, 1)
 
     def test_an_effect_given_to_start_rolls_back_with_it(self, engine: Engine) -> None:
         """A start that fails (its id is taken) leaves no write of its effect behind."""
@@ -393,7 +394,7 @@ class TestEffects:
             persistent(engine).start(
                 {"user_id": 10, "status": "closed"}, run_id="r1", effect=effect
             )
-        assert rows(engine, UserRow) == 0
+        assert rows(engine, users) == 0
 
 
 class TestStoredNames:
@@ -413,7 +414,7 @@ class TestStoredNames:
         )
         engine = create_engine("sqlite://")
         with pytest.raises(FSMError, match=r"would be stored under the same name 'Signal\.GO'"):
-            PersistentMachine(machine, SqlUnitOfWork(engine))
+            PersistentMachine(machine, FlowSqlUnitOfWork(engine))
         engine.dispose()
 
     def test_states_with_the_same_stored_name(self) -> None:
@@ -430,7 +431,7 @@ class TestStoredNames:
         )
         engine = create_engine("sqlite://")
         with pytest.raises(FSMError, match="stored under the same name 'B'"):
-            PersistentMachine(machine, SqlUnitOfWork(engine))
+            PersistentMachine(machine, FlowSqlUnitOfWork(engine))
         engine.dispose()
 
 
@@ -449,7 +450,7 @@ class TestSweeping:
         assert machine.resumable_states == ("updating", "UPDATING", "auditing", "AUDITING")
 
         def find(**options: Any) -> list[str]:
-            with SqlUnitOfWork(engine) as uow:
+            with FlowSqlUnitOfWork(engine) as uow:
                 return uow.runs.find(
                     "user-update", states=machine.resumable_states, finished=False, **options
                 )
@@ -461,6 +462,6 @@ class TestSweeping:
         for run_id in find(updated_before=clock.now):
             assert persistent(engine).resume(run_id).state is Step.DONE
         assert find() == []
-        with SqlUnitOfWork(engine) as uow:
+        with FlowSqlUnitOfWork(engine) as uow:
             assert uow.runs.find("user-update", finished=True) == ["stuck"]
             assert sorted(uow.runs.find("user-update")) == ["stuck", "waiting"]

@@ -9,8 +9,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, func, select
 
-from adapters.sqlalchemy import OutboxRow, SqlUnitOfWork
-from fsm.ports import InvalidRecord, LeaseLost, OutboxMessage
+from adapters.sqlalchemy import TABLES, SqlUnitOfWork
+from fsm.outbox import LeaseLost, OutboxMessage
+from fsm.ports import InvalidRecord
 from tests.clock import T0
 
 LEASE = 30.0
@@ -157,7 +158,9 @@ class TestFailuresAndDeadLetters:
             uow.outbox.mark_published("a1", owner="relay-2", now=T0 + timedelta(seconds=5))
         with engine.connect() as connection:
             rows = connection.execute(
-                select(OutboxRow.event_id, OutboxRow.published_by).order_by(OutboxRow.id)
+                select(TABLES.outbox.c.event_id, TABLES.outbox.c.published_by).order_by(
+                    TABLES.outbox.c.id
+                )
             ).all()
         assert [tuple(row) for row in rows] == [("a1", "relay-1"), ("a2", None)]
 
@@ -189,7 +192,7 @@ class TestBadMessages:
         with pytest.raises(InvalidRecord, match=text), SqlUnitOfWork(engine) as uow:
             uow.outbox.add(bad)
         with engine.connect() as connection:
-            assert connection.execute(select(func.count()).select_from(OutboxRow)).scalar() == 0
+            assert connection.execute(select(func.count()).select_from(TABLES.outbox)).scalar() == 0
 
     def test_duplicate_event_id(self, engine: Engine) -> None:
         """An event id is unique."""

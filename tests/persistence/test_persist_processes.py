@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from adapters.sqlalchemy import HistoryRow, OutboxRow, SqlUnitOfWork
+from adapters.sqlalchemy import TABLES
 from fsm import CallbackError
 from tests.persistence.persist_support import Faults, Step, persistent
+from userstatus.sql import FlowSqlUnitOfWork
 
 ROOT = Path(__file__).parents[2]
 
@@ -50,7 +51,7 @@ class TestTwoProcesses:
 
     def test_send_the_same_event(self, engine: Engine, db_url: str) -> None:
         """Both send 'go': one run goes to DONE once; the other gets ConcurrencyError."""
-        with SqlUnitOfWork(engine) as uow:
+        with FlowSqlUnitOfWork(engine) as uow:
             uow.users.create(7, "active")
         run_id = persistent(engine).start({"user_id": 7, "status": "closed"}).id
         won, lost = race(db_url, run_id, "send")[::-1]
@@ -60,7 +61,7 @@ class TestTwoProcesses:
 
     def test_resume_the_same_pending_action(self, engine: Engine, db_url: str) -> None:
         """Both resume a run whose update action is pending: the update happens once."""
-        with SqlUnitOfWork(engine) as uow:
+        with FlowSqlUnitOfWork(engine) as uow:
             uow.users.create(7, "active")
         run = persistent(engine, faults=Faults({"status updated"})).start(
             {"user_id": 7, "status": "closed"}
@@ -75,9 +76,11 @@ class TestTwoProcesses:
     def assert_applied_once(self, engine: Engine, run_id: str) -> None:
         """Three history rows, one event, one user update, and the run DONE."""
         with engine.connect() as connection:
-            assert connection.execute(select(func.count()).select_from(HistoryRow)).scalar() == 3
-            assert connection.execute(select(func.count()).select_from(OutboxRow)).scalar() == 1
-        with SqlUnitOfWork(engine) as uow:
+            assert (
+                connection.execute(select(func.count()).select_from(TABLES.history)).scalar() == 3
+            )
+            assert connection.execute(select(func.count()).select_from(TABLES.outbox)).scalar() == 1
+        with FlowSqlUnitOfWork(engine) as uow:
             user = uow.users.get(7)
         assert user is not None and (user.status, user.version) == ("closed", 2)
         assert persistent(engine).load(run_id).state is Step.DONE

@@ -7,8 +7,9 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine, func, select
 
-from adapters.sqlalchemy import RunRow, SqlUnitOfWork, UserRow
+from adapters.sqlalchemy import TABLES
 from fsm import Machine, PersistentMachine, Rollback, State
+from userstatus.sql import FlowSqlUnitOfWork, users
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ later = booking("booking-later", waits=True)
 class Service:
     """Writes a user in the step, then books or refuses (rolling the write back)."""
 
-    def __init__(self, uow: SqlUnitOfWork, *, refuse: bool) -> None:
+    def __init__(self, uow: FlowSqlUnitOfWork, *, refuse: bool) -> None:
         self.uow = uow
         self.refuse = refuse
 
@@ -69,18 +70,18 @@ class Service:
 
 
 def runs_of(engine: Engine, machine: Machine[str], *, refuse: bool) -> PersistentMachine[str]:
-    uow = SqlUnitOfWork(engine)
+    uow = FlowSqlUnitOfWork(engine)
     return PersistentMachine(machine, uow, steps=Service(uow, refuse=refuse))
 
 
-def users(engine: Engine) -> list[int]:
+def user_ids(engine: Engine) -> list[int]:
     with engine.connect() as connection:
-        return list(connection.execute(select(UserRow.id).order_by(UserRow.id)).scalars())
+        return list(connection.execute(select(users.c.id).order_by(users.c.id)).scalars())
 
 
 def stored_runs(engine: Engine) -> int:
     with engine.connect() as connection:
-        return int(connection.execute(select(func.count()).select_from(RunRow)).scalar_one())
+        return int(connection.execute(select(func.count()).select_from(TABLES.runs)).scalar_one())
 
 
 class TestRollbackOutcome:
@@ -88,8 +89,8 @@ class TestRollbackOutcome:
         """In one start: the action's write is gone, the run is stored in the outcome's state."""
         run = runs_of(engine, at_once, refuse=True).start({"user_id": 7}, run_id="r1")
         assert (run.state, run.outcome) == ("refused", Refused("over the limit"))
-        assert users(engine) == [] and stored_runs(engine) == 1
-        with SqlUnitOfWork(engine) as uow:
+        assert user_ids(engine) == [] and stored_runs(engine) == 1
+        with FlowSqlUnitOfWork(engine) as uow:
             assert [h.target for h in uow.runs.history("r1")] == ["refused"]
             assert "note" not in uow.runs.load("r1").context
         assert "note" not in run.context  # the in-memory context is the committed one
@@ -102,21 +103,21 @@ class TestRollbackOutcome:
 
         runs = runs_of(engine, at_once, refuse=True)
         assert runs.start({"user_id": 7}, run_id="r1", effect=effect).state == "refused"
-        assert users(engine) == [99]
+        assert user_ids(engine) == [99]
 
     def test_a_later_step_is_undone_and_earlier_ones_stay(self, engine: Engine) -> None:
         """A rollback in a step after the first leaves the earlier committed steps alone."""
         runs = runs_of(engine, later, refuse=True)
         runs.start({"user_id": 7}, run_id="r1")
         run = runs.send("r1", "go")
-        assert run.state == "refused" and users(engine) == []
-        with SqlUnitOfWork(engine) as uow:
+        assert run.state == "refused" and user_ids(engine) == []
+        with FlowSqlUnitOfWork(engine) as uow:
             assert [h.target for h in uow.runs.history("r1")] == ["new", "refused"]
 
     def test_without_a_rollback_the_write_commits(self, engine: Engine) -> None:
         """The same action returning normally keeps its write."""
         run = runs_of(engine, at_once, refuse=False).start({"user_id": 7})
-        assert run.state == "booked" and users(engine) == [7]
+        assert run.state == "booked" and user_ids(engine) == [7]
 
     def test_an_in_memory_run_takes_the_row(self) -> None:
         """With no store to undo, a Rollback's outcome simply picks the row."""

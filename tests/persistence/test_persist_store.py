@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, Table, func, select, text
 
-from adapters.sqlalchemy import HistoryRow, RunRow, SqlUnitOfWork, UserRow
+from adapters.sqlalchemy import TABLES
 from fsm import FSMError
 from fsm.ports import (
     ConcurrencyError,
@@ -18,9 +18,10 @@ from fsm.ports import (
     RunRecord,
 )
 from tests.clock import T0, Clock
+from userstatus.sql import FlowSqlUnitOfWork, users
 
 
-def count(engine: Engine, table: type) -> int:
+def count(engine: Engine, table: Table) -> int:
     """Rows committed in a table, read on a fresh connection."""
     with engine.connect() as connection:
         return connection.execute(select(func.count()).select_from(table)).scalar_one()
@@ -38,7 +39,7 @@ class TestRunStore:
 
     def test_create_and_load(self, engine: Engine) -> None:
         """A created run reads back with version 1 and the clock's timestamps."""
-        uow = SqlUnitOfWork(engine, clock=Clock())
+        uow = FlowSqlUnitOfWork(engine, clock=Clock())
         with uow:
             uow.runs.create(record(context={"n": 1, "nested": {"x": [1, 2]}}))
         with uow:
@@ -48,7 +49,7 @@ class TestRunStore:
 
     def test_save_bumps_the_version(self, engine: Engine) -> None:
         """Saving at the stored version writes and returns the next one."""
-        uow = SqlUnitOfWork(engine, clock=Clock())
+        uow = FlowSqlUnitOfWork(engine, clock=Clock())
         with uow:
             uow.runs.create(record())
         with uow:
@@ -59,7 +60,7 @@ class TestRunStore:
 
     def test_stale_save_is_a_concurrency_error(self, engine: Engine) -> None:
         """Two sessions read version 1; the second save fails, naming both versions."""
-        first, second = SqlUnitOfWork(engine), SqlUnitOfWork(engine)
+        first, second = FlowSqlUnitOfWork(engine), FlowSqlUnitOfWork(engine)
         with first:
             first.runs.create(record())
         with first:
@@ -78,7 +79,7 @@ class TestRunStore:
 
     def test_duplicate_id(self, engine: Engine) -> None:
         """Creating an id twice raises RunExists and keeps the first run."""
-        uow = SqlUnitOfWork(engine)
+        uow = FlowSqlUnitOfWork(engine)
         with uow:
             uow.runs.create(record(context={"first": True}))
         with pytest.raises(RunExists, match="'r1' is stored already"), uow:
@@ -88,13 +89,13 @@ class TestRunStore:
 
     def test_missing_run(self, engine: Engine) -> None:
         """Loading an unknown id raises RunNotFound."""
-        uow = SqlUnitOfWork(engine)
+        uow = FlowSqlUnitOfWork(engine)
         with pytest.raises(RunNotFound, match="'nope'"), uow:
             uow.runs.load("nope")
 
     def test_history_in_order(self, engine: Engine) -> None:
         """History rows come back oldest first; a step stored twice is refused."""
-        uow = SqlUnitOfWork(engine)
+        uow = FlowSqlUnitOfWork(engine)
         with uow:
             uow.runs.create(record())
             for seq in (2, 1):
@@ -107,13 +108,13 @@ class TestRunStore:
         ]
         with pytest.raises(ConcurrencyError, match="run history r1"), uow:
             uow.runs.append(HistoryRecord("r1", 2, "a", "t2", "b", None, T0))
-        assert count(engine, HistoryRow) == 2
+        assert count(engine, TABLES.history) == 2
 
     # Two open transactions in one thread: on SQLite the writer would wait for the reader.
     @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
     def test_history_matches_the_loaded_run(self, engine: Engine) -> None:
         """A step committed between load and history does not show in that history."""
-        reader, writer = SqlUnitOfWork(engine), SqlUnitOfWork(engine)
+        reader, writer = FlowSqlUnitOfWork(engine), FlowSqlUnitOfWork(engine)
         with reader:
             reader.runs.create(record())
         with reader:
@@ -130,7 +131,7 @@ class TestRunStore:
     @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
     def test_corrupt_context_json_names_the_run(self, engine: Engine) -> None:
         """Text that is not JSON in the context column (SQLite keeps text) names the run."""
-        uow = SqlUnitOfWork(engine)
+        uow = FlowSqlUnitOfWork(engine)
         with uow:
             uow.runs.create(record())
         with engine.begin() as connection:
@@ -145,7 +146,7 @@ class TestRunStore:
 
     def test_context_that_is_not_an_object(self, engine: Engine) -> None:
         """A context column holding a JSON list is reported, not used."""
-        uow = SqlUnitOfWork(engine)
+        uow = FlowSqlUnitOfWork(engine)
         with uow:
             uow.runs.create(record())
         with engine.begin() as connection:
@@ -175,14 +176,14 @@ class TestRunStoreRefusesBadInput:
     )
     def test_create(self, engine: Engine, bad: RunRecord, message: str) -> None:
         """Each bad field is named; no run row appears."""
-        uow = SqlUnitOfWork(engine)
+        uow = FlowSqlUnitOfWork(engine)
         with pytest.raises(InvalidRecord, match=message), uow:
             uow.runs.create(bad)
-        assert count(engine, RunRow) == 0
+        assert count(engine, TABLES.runs) == 0
 
     def test_append(self, engine: Engine) -> None:
         """A history entry with a bad field or a naive time is refused."""
-        uow = SqlUnitOfWork(engine)
+        uow = FlowSqlUnitOfWork(engine)
         with uow:
             uow.runs.create(record())
         for entry, message in [
@@ -193,7 +194,7 @@ class TestRunStoreRefusesBadInput:
         ]:
             with pytest.raises(InvalidRecord, match=message), uow:
                 uow.runs.append(entry)
-        assert count(engine, HistoryRow) == 0
+        assert count(engine, TABLES.history) == 0
 
 
 class TestUsers:
@@ -202,7 +203,7 @@ class TestUsers:
     def test_create_get_update(self, engine: Engine) -> None:
         """A created user is read back; an update bumps the version and the time."""
         clock = Clock()
-        uow = SqlUnitOfWork(engine, clock=clock)
+        uow = FlowSqlUnitOfWork(engine, clock=clock)
         with uow:
             created = uow.users.create(1, "active")
         clock.advance(5)
@@ -218,7 +219,7 @@ class TestUsers:
 
     def test_stale_update(self, engine: Engine) -> None:
         """Updating with an old version raises ConcurrencyError and changes nothing."""
-        uow = SqlUnitOfWork(engine)
+        uow = FlowSqlUnitOfWork(engine)
         with uow:
             uow.users.create(1, "active")
             uow.users.update_status(1, "suspended", expected_version=1)
@@ -247,14 +248,14 @@ class TestUsers:
     )
     def test_bad_input(self, engine: Engine, user_id: object, status: object, message: str) -> None:
         """A bad id or status is refused before any write."""
-        uow = SqlUnitOfWork(engine)
+        uow = FlowSqlUnitOfWork(engine)
         with pytest.raises(InvalidRecord, match=message), uow:
             uow.users.create(user_id, status)  # type: ignore[arg-type]
-        assert count(engine, UserRow) == 0
+        assert count(engine, users) == 0
 
     def test_duplicate_user(self, engine: Engine) -> None:
         """Creating a user twice is refused and keeps the first."""
-        uow = SqlUnitOfWork(engine)
+        uow = FlowSqlUnitOfWork(engine)
         with uow:
             uow.users.create(1, "active")
         with pytest.raises(InvalidRecord, match="user 1 exists already"), uow:
@@ -268,26 +269,26 @@ class TestUnitOfWork:
 
     def test_rollback_on_error(self, engine: Engine) -> None:
         """An exception inside the block leaves nothing behind."""
-        uow = SqlUnitOfWork(engine)
+        uow = FlowSqlUnitOfWork(engine)
         with pytest.raises(RuntimeError), uow:
             uow.users.create(1, "active")
             uow.runs.create(record())
             raise RuntimeError("boom")
-        assert count(engine, UserRow) == count(engine, RunRow) == 0
+        assert count(engine, users) == count(engine, TABLES.runs) == 0
 
     def test_commit_inside_the_block(self, engine: Engine) -> None:
         """commit() keeps what was done so far even if the block fails later."""
-        uow = SqlUnitOfWork(engine)
+        uow = FlowSqlUnitOfWork(engine)
         with pytest.raises(RuntimeError), uow:
             uow.users.create(1, "active")
             uow.commit()
             uow.users.create(2, "active")
             raise RuntimeError("boom")
-        assert count(engine, UserRow) == 1
+        assert count(engine, users) == 1
 
     def test_no_nesting_and_no_use_outside(self, engine: Engine) -> None:
         """Nested blocks and repositories outside a block are clear errors."""
-        uow = SqlUnitOfWork(engine)
+        uow = FlowSqlUnitOfWork(engine)
         with pytest.raises(FSMError, match="no transaction is open"):
             uow.runs.load("r1")
         with pytest.raises(FSMError, match="do not nest"), uow, uow:

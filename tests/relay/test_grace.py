@@ -10,7 +10,7 @@ from sqlalchemy import create_engine
 from adapters.kafka.config import KafkaConfig
 from adapters.kafka.retry import RetriesExhausted, RetryingPublisher, RetryPolicy
 from adapters.memory import FakePublisher
-from fsm.ports import OutboxMessage, PublishError
+from fsm.outbox import OutboxMessage, PublishError
 from fsm.retry import STEP_RETRY
 from userstatus.app import GRACE_MARGIN, FlowApp, immediate_kafka, publish_grace
 

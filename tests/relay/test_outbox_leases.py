@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from adapters.memory import InMemoryOutbox, InMemoryUnitOfWork
 from adapters.sqlalchemy import SqlUnitOfWork
-from fsm.ports import OutboxMessage
+from fsm.outbox import OutboxMessage
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 LEASE = 30.0

@@ -15,7 +15,7 @@ from adapters.kafka.broker import LocalBroker
 from adapters.kafka.config import KafkaConfig
 from adapters.kafka.retry import RetryPolicy
 from adapters.memory import FakePublisher
-from adapters.sqlalchemy.tables import RunRow
+from adapters.sqlalchemy.tables import TABLES
 from fsm.cli import main
 from userstatus.app import FlowApp
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
@@ -29,9 +29,10 @@ FAST = ["--request-timeout-ms", "300", "--delivery-timeout-ms", "500", "--max-bl
 def one_event_left_to_the_relay(db_url: str) -> None:
     """A committed update whose immediate publish failed (attempt 1 of the event)."""
     from adapters.sqlalchemy import create_engine, init_db
+    from userstatus.sql import FLOW_TABLES
 
     engine = create_engine(db_url)
-    init_db(engine)
+    init_db(engine, extra=FLOW_TABLES)
     app = FlowApp(engine, KafkaConfig(bootstrap_servers=UNREACHABLE), retry=RetryPolicy(attempts=1))
     with app.unit_of_work() as uow:
         uow.users.create(1, "active")
@@ -89,7 +90,7 @@ class TestExitStatus:
         one_event_left_to_the_relay(db_url)
         engine = create_engine(db_url)
         with engine.begin() as connection:  # a state the flow does not have
-            connection.execute(update(RunRow).values(state="no_such_state"))
+            connection.execute(update(TABLES.runs).values(state="no_such_state"))
         engine.dispose()
         with LocalBroker() as broker:
             args = ["relay", "--db-url", db_url, "--bootstrap-servers", broker.bootstrap_servers]

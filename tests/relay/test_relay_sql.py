@@ -9,8 +9,8 @@ from sqlalchemy import Engine, select, update
 
 from adapters.kafka.config import KafkaConfig
 from adapters.kafka.retry import RetryPolicy
-from adapters.sqlalchemy.tables import OutboxRow, RunRow
-from fsm.ports import OutboxMessage, PublishError
+from adapters.sqlalchemy.tables import TABLES
+from fsm.outbox import OutboxMessage, PublishError
 from tests.clock import Clock
 from userstatus.app import FlowApp
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
@@ -88,7 +88,9 @@ def outbox_rows(app: FlowApp) -> list[tuple[str, str, int]]:
     """(key, status, attempts) of every outbox row, oldest first."""
     with app.engine.connect() as connection:
         rows = connection.execute(
-            select(OutboxRow.key, OutboxRow.status, OutboxRow.attempts).order_by(OutboxRow.id)
+            select(TABLES.outbox.c.key, TABLES.outbox.c.status, TABLES.outbox.c.attempts).order_by(
+                TABLES.outbox.c.id
+            )
         )
         return [(key, status, attempts) for key, status, attempts in rows]
 
@@ -97,7 +99,9 @@ def event_ids(app: FlowApp, key: str) -> list[str]:
     """The event ids of `key`'s outbox rows, oldest first."""
     with app.engine.connect() as connection:
         found = connection.execute(
-            select(OutboxRow.event_id).where(OutboxRow.key == key).order_by(OutboxRow.id)
+            select(TABLES.outbox.c.event_id)
+            .where(TABLES.outbox.c.key == key)
+            .order_by(TABLES.outbox.c.id)
         )
         return list(found.scalars())
 
@@ -105,7 +109,9 @@ def event_ids(app: FlowApp, key: str) -> list[str]:
 def corrupt(app: FlowApp, run_id: str) -> None:
     """Break a stored run (a state the flow does not have) so it can no longer be loaded."""
     with app.engine.begin() as connection:
-        connection.execute(update(RunRow).where(RunRow.id == run_id).values(state="no_such_state"))
+        connection.execute(
+            update(TABLES.runs).where(TABLES.runs.c.id == run_id).values(state="no_such_state")
+        )
 
 
 class TestLeaseRunsOutMidBatch:

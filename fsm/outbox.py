@@ -1,0 +1,141 @@
+"""The transactional outbox, an optional part of the engine: its ports and the unit of work
+that reaches it. Messages are added in the same transaction as the change they announce
+and published later, by the step after the commit or by a relay (fsm.relay)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from fsm.errors import FSMError
+from fsm.ports import UnitOfWork
+
+
+class PublishError(FSMError):
+    """A message could not be delivered; the caller keeps it pending and retries later."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """An event waiting in the outbox, exactly as it will be published."""
+
+    event_id: str
+    """Stable across re-sends: consumers de-duplicate by it (delivery is at least once)."""
+    topic: str
+    key: str
+    """Messages of one key are published in the order they were added (the user id)."""
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+    run_id: str | None = None
+    """The run that waits for this message to be published, if any."""
+    attempts: int = 0
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeftBehind:
+    """An unfinished run whose outbox event is settled (published or dead) already."""
+
+    run_id: str
+    event_id: str
+    status: str
+    """published or dead"""
+    attempts: int
+    error: str | None
+
+
+class Publisher(Protocol):
+    """Sends one message to the broker."""
+
+    def publish(self, message: OutboxMessage) -> None:
+        """Return once the broker acknowledged the message; raise PublishError otherwise."""
+        ...
+
+
+class Outbox(Protocol):
+    """Messages added in the same transaction as the change they announce, published later."""
+
+    def add(self, message: OutboxMessage) -> None:
+        """Add a message within the caller's current transaction."""
+        ...
+
+    def claim(
+        self, *, owner: str, limit: int, lease_seconds: float, now: datetime
+    ) -> list[OutboxMessage]:
+        """Lease up to `limit` due messages, only the oldest pending one of each key."""
+        ...
+
+    def mark_published(self, event_id: str, *, owner: str, now: datetime) -> None:
+        """The broker acknowledged the message: it leaves the pending set (a dead one stays).
+
+        The first call keeps `owner` and `now` as who published it and when; later ones
+        change nothing.
+        """
+        ...
+
+    def mark_failed(self, event_id: str, *, owner: str, error: str, retry_at: datetime) -> None:
+        """An attempt failed: count it, keep the error, release the lease until `retry_at`."""
+        ...
+
+    def mark_dead(self, event_id: str, *, owner: str, error: str, now: datetime) -> None:
+        """Give up on the message (attempts or age exhausted); it stays, loudly, for people."""
+        ...
+
+    def renew(self, event_id: str, *, owner: str, lease_seconds: float, now: datetime) -> bool:
+        """Extend `owner`'s unexpired lease on a pending message to `now` + `lease_seconds`.
+
+        False (and nothing changed) when the lease expired, went to someone else, or the
+        message left the pending set: the caller must then not publish it.
+        """
+        ...
+
+    def release(self, event_ids: list[str], *, owner: str) -> int:
+        """Drop `owner`'s leases on these pending messages (a relay stopping); how many."""
+        ...
+
+    def pending_for_key(self, key: str) -> int:
+        """How many messages of `key` are neither published nor dead."""
+        ...
+
+    def hold(self, event_id: str, *, until: datetime) -> None:
+        """Make a pending, unleased message unclaimable before `until` (in this transaction):
+        the process that added it publishes it itself meanwhile."""
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """How many messages are pending, published and dead."""
+        ...
+
+
+class LeaseLost(FSMError):
+    """The outbox message is no longer leased to this owner (its lease expired and was taken)."""
+
+    def __init__(self, event_id: str, owner: str) -> None:
+        self.event_id = event_id
+        self.owner = owner
+        super().__init__(
+            f"outbox message {event_id!r} is not leased to {owner!r} any more "
+            "(its lease expired or it left the pending set); nothing was changed"
+        )
+
+
+class OutboxUnitOfWork(UnitOfWork, Protocol):
+    """A unit of work whose transaction also reaches an outbox."""
+
+    @property
+    def outbox(self) -> Outbox:
+        """The outbox, in this unit's transaction."""
+        ...
+
+    def left_behind(
+        self, machine: str, *, limit: int, skip: Collection[str] = ()
+    ) -> list[LeftBehind]:
+        """Unfinished runs of `machine` whose outbox message is published or dead, oldest
+        first, leaving out the runs in `skip` (those found unable to move before).
+
+        A relay settles a run and its message in one transaction, so this finds only runs
+        an operator or an older version left so; the relay finishes them.
+        """
+        ...

@@ -1,0 +1,120 @@
+"""The flow's users on SQLAlchemy: their table (on the flow's own MetaData), the repository,
+and the unit of work that reaches them next to the engine's runs and outbox."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from adapters.sqlalchemy import checks
+from adapters.sqlalchemy.store import insert_row
+from adapters.sqlalchemy.tables import NAMING_CONVENTION, TABLES, Tables, UTCDateTime
+from adapters.sqlalchemy.uow import SqlUnitOfWork, utc_now
+from fsm.ports import ConcurrencyError, InvalidRecord
+from userstatus.ports import UserRecord
+
+STATUS_LENGTH = 64
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+"""The reference flow's own tables (its users), apart from the engine's."""
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", BigInteger, autoincrement=False),
+    Column("status", String(STATUS_LENGTH), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("id"),
+)
+"""A user of the reference flow: id, status, and a version for optimistic locking."""
+
+FLOW_TABLES = {"userstatus": metadata}
+"""The flow's tables as `init_db`/`require_tables` take them (`fsm db init --with userstatus`)."""
+
+
+class SqlUserRepository:
+    """Implements userstatus.ports.UserRepository within a Session's current transaction."""
+
+    def __init__(self, session: Session, *, clock: Callable[[], datetime]) -> None:
+        self._session = session
+        self._clock = clock
+
+    def get(self, user_id: int) -> UserRecord | None:
+        checks.positive_int("user id", user_id)
+        row = self._session.execute(select(users).where(users.c.id == user_id)).one_or_none()
+        return None if row is None else UserRecord(*row)
+
+    def create(self, user_id: int, status: str) -> UserRecord:
+        checks.positive_int("user id", user_id)
+        checks.text("status", status, STATUS_LENGTH)
+        now = self._clock()
+        record = UserRecord(user_id, status, 1, now, now)
+        try:
+            insert_row(
+                self._session,
+                insert(users).values(
+                    id=user_id, status=status, version=1, created_at=now, updated_at=now
+                ),
+            )
+        except IntegrityError as error:
+            raise InvalidRecord(f"user {user_id} exists already") from error
+        return record
+
+    def update_status(self, user_id: int, status: str, *, expected_version: int) -> UserRecord:
+        checks.positive_int("user id", user_id)
+        checks.text("status", status, STATUS_LENGTH)
+        checks.positive_int("expected version", expected_version, 2**31 - 1)
+        now = self._clock()
+        row = self._session.execute(
+            update(users)
+            .where(users.c.id == user_id, users.c.version == expected_version)
+            .values(status=status, version=expected_version + 1, updated_at=now)
+            .returning(*users.c)
+        ).one_or_none()
+        if row is None:
+            found = self._session.execute(
+                select(users.c.version).where(users.c.id == user_id)
+            ).scalar_one_or_none()
+            raise ConcurrencyError("user", user_id, expected=expected_version, found=found)
+        return UserRecord(*row)
+
+
+class FlowSqlUnitOfWork(SqlUnitOfWork):
+    """SqlUnitOfWork whose transaction also reaches the flow's users (FlowUnitOfWork)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        tables: Tables = TABLES,
+    ) -> None:
+        super().__init__(engine, clock=clock, tables=tables)
+        self._users: SqlUserRepository | None = None
+
+    def _opened(self, session: Session) -> None:
+        self._users = SqlUserRepository(session, clock=self.clock)
+
+    @property
+    def users(self) -> SqlUserRepository:
+        self.session  # noqa: B018 - raises the clear error outside a block
+        assert self._users is not None
+        return self._users
