@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -34,6 +35,16 @@ def utc_now() -> datetime:
 def default_worker() -> str:
     """A worker's name in run claims: host, process and a suffix unique to the caller."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRuns:
+    """A machine's stored runs read with its current definition (see `PersistentMachine.survey`)."""
+
+    by_state: Mapping[str, int]
+    """How many runs are stored under each state label, spelled as stored."""
+    unloadable: tuple[RestoreError, ...]
+    """The error of each run that cannot load with this definition (`.run_id`, `.reason`)."""
 
 
 class PersistentMachine(Generic[S]):
@@ -181,6 +192,20 @@ class PersistentMachine(Generic[S]):
     def send(self, run_id: str, event: object, *, effect: Effect | None = None) -> PersistentRun[S]:
         """Load a run and send it `event`, committing each step that follows (see `effect`)."""
         return self.load(run_id).send(event, effect=effect)
+
+    def survey(self, runs: Iterable[tuple[str, str]]) -> StoredRuns:
+        """Load each of `runs`, given as (run id, stored state label), with this definition,
+        before a deploy that changes it: the runs by stored state, and why each run that
+        cannot load cannot. Nothing is run or written."""
+        by_state: Counter[str] = Counter()
+        unloadable: list[RestoreError] = []
+        for run_id, label in runs:
+            by_state[label] += 1
+            try:
+                self.load(run_id)
+            except RestoreError as error:
+                unloadable.append(error)
+        return StoredRuns(dict(by_state), tuple(unloadable))
 
     # -- stored form ------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""`fsm db init` and the stored-run loader of `fsm diagram --run` (registered via entry points)."""
+"""`fsm db init`, and the stored-run hooks of `fsm diagram --run` and `fsm check --db-url`
+(registered via entry points)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from fsm import Machine, Run
+    from fsm.persistence import StoredRuns
 
 CONNECT_TIMEOUT = 10
 """Seconds before an unreachable PostgreSQL server is reported."""
@@ -69,6 +71,36 @@ def load_run(db_url: str | None, machine: Machine[Any], run_id: str) -> Run[Any]
     except SQLAlchemyError as error:
         raise DatabaseError(
             f"cannot read run {run_id} from {shown}: {_first_line(error)}"
+        ) from error
+    finally:
+        engine.dispose()
+
+
+def survey_runs(db_url: str, machine: Machine[Any]) -> StoredRuns:
+    """The stored runs of `machine` read with its definition, for `fsm check --db-url URL`
+    (fsm.run_surveys); SchemaMissing if the tables are not there."""
+    engine, shown = _open(db_url)  # first: it says what to install if SQLAlchemy is not
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from adapters.sqlalchemy.schema import require_tables
+    from adapters.sqlalchemy.tables import RunRow
+    from adapters.sqlalchemy.uow import SqlUnitOfWork
+    from fsm.persistence import PersistentMachine
+
+    try:
+        require_tables(engine)
+        query = (
+            select(RunRow.id, RunRow.state)
+            .where(RunRow.machine == machine.name)
+            .order_by(RunRow.id)
+        )
+        with engine.connect() as connection:  # read them all first: SQLite has one writer
+            runs = [(run_id, state) for run_id, state in connection.execute(query)]
+        return PersistentMachine(machine, SqlUnitOfWork(engine)).survey(runs)
+    except SQLAlchemyError as error:
+        raise DatabaseError(
+            f"cannot read the runs of {machine.name!r} from {shown}: {_first_line(error)}"
         ) from error
     finally:
         engine.dispose()
