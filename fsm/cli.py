@@ -11,11 +11,14 @@ from collections.abc import Callable, Hashable, Sequence
 from enum import Enum
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from fsm.definition import Machine
 from fsm.errors import DefinitionError, FSMError, show
 from fsm.runtime import Run
+
+if TYPE_CHECKING:
+    from fsm.persistence import StoredRuns
 
 
 class UsageError(FSMError):
@@ -69,13 +72,42 @@ def _names(trigger: Hashable, text: str) -> bool:
     return str(trigger) == text
 
 
+SHOWN_UNLOADABLE = 20
+"""How many runs that cannot load `fsm check --db-url` lists; it counts the rest."""
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     machine = load_machine(args.machine)
     print(
         f"{args.machine}: machine {machine.name!r} is valid "
         f"({len(machine.states)} states, {len(machine.transitions)} rows)"
     )
-    return 0
+    return 0 if args.db_url is None else _check_stored(args.db_url, machine)
+
+
+def _check_stored(db_url: str, machine: Machine[Any]) -> int:
+    """Print the machine's stored runs by state and those it cannot load; 1 if there are any."""
+    survey: Callable[[str, Machine[Any]], StoredRuns] = _storage_hook("fsm.run_surveys", "--db-url")
+    stored = survey(db_url, machine)
+    total = sum(stored.by_state.values())
+    if not total:
+        print(f"no stored runs of machine {machine.name!r}")
+        return 0
+    plural = "" if total == 1 else "s"
+    print(f"{total} stored run{plural} of machine {machine.name!r}, by stored state:")
+    width = max(len(label) for label in stored.by_state)
+    for label, count in sorted(stored.by_state.items()):
+        print(f"  {label:<{width}}  {count}")
+    failed = stored.unloadable
+    if not failed:
+        print("every one loads with this definition")
+        return 0
+    print(f"{len(failed)} of {total} cannot load with this definition:")
+    for error in failed[:SHOWN_UNLOADABLE]:
+        print(f"  {error.run_id}: {error.reason}")
+    if len(failed) > SHOWN_UNLOADABLE:
+        print(f"  and {len(failed) - SHOWN_UNLOADABLE} more")
+    return 1
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -154,14 +186,24 @@ def _diagram_highlight(args: argparse.Namespace, machine: Machine[Any]) -> Run[A
 
 def _load_stored_run(db_url: str | None, machine: Machine[Any], run_id: str) -> Run[Any]:
     """A stored run, through the loader a storage integration registers (fsm.run_loaders)."""
-    for entry in entry_points(group="fsm.run_loaders"):
+    loader: Callable[[str | None, Machine[Any], str], Run[Any]] = _storage_hook(
+        "fsm.run_loaders", "--run"
+    )
+    return loader(db_url, machine, run_id)
+
+
+def _storage_hook(group: str, option: str) -> Callable[..., Any]:
+    """What a storage integration registers under the entry point `group`: fsm.run_loaders,
+    `load_run(db_url, machine, run_id) -> Run`; fsm.run_surveys, `survey_runs(db_url,
+    machine) -> StoredRuns`. fsm itself never imports a database library."""
+    for entry in entry_points(group=group):
         try:
-            loader: Callable[[str | None, Machine[Any], str], Run[Any]] = entry.load()
+            hook: Callable[..., Any] = entry.load()
         except ImportError:
             continue
-        return loader(db_url, machine, run_id)
+        return hook
     raise UsageError(
-        "--run needs a storage integration: pip install 'fsm-orchestrator[sqlalchemy]'"
+        f"{option} needs a storage integration: pip install 'fsm-orchestrator[sqlalchemy]'"
     )
 
 
@@ -225,6 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate a machine; list every problem")
     check.add_argument("machine", help="the machine as MODULE:ATTR, e.g. fsm.examples:ping")
+    check.add_argument(
+        "--db-url",
+        help="also read this database's stored runs of the machine: count them by state and "
+        "list those that cannot load with this definition (exit 1 if any)",
+    )
     check.set_defaults(handler=_cmd_check)
 
     run = commands.add_parser("run", help="start a run, send events, print the path taken")

@@ -8,7 +8,7 @@ import math
 import re
 import typing
 import uuid
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import Enum
@@ -82,13 +82,18 @@ class Codec:
     bytes, tuples, sets and dicts with non-string keys get a built-in tag; dataclasses and
     Enums get their type's tag and must be known: the machine's own outcome, trigger and
     state types (see `for_machine`) or types registered with `types=`. Decoding never
-    imports a name from storage: an unknown tag is an error, never a guess.
+    imports a name from storage: an unknown tag is an error, never a guess. `aliases` maps
+    former tags of types that were moved or renamed to the type (read, never written).
     """
 
-    def __init__(self, types: Iterable[type] = ()) -> None:
+    def __init__(
+        self, types: Iterable[type] = (), aliases: Mapping[str, type] | None = None
+    ) -> None:
         self._types: dict[str, type] = {}
+        self._aliases: dict[str, type] = {}
         for cls in types:
             self._register(cls)
+        self._alias(aliases or {})
 
     @classmethod
     def for_machine(cls, machine: Machine[Any], types: Iterable[type] = ()) -> Codec:
@@ -98,6 +103,8 @@ class Codec:
         found: list[type] = []
         values: list[object] = [state.name for state in machine.states]
         values += [row.trigger for row in machine.transitions]
+        aliases = {old: new for old, new in machine.aliases.items() if isinstance(new, type)}
+        values += aliases.values()
         for state in machine.states:
             if state.action is not None:
                 own = [row.trigger for row in machine.rows_from(state.name)]
@@ -118,6 +125,7 @@ class Codec:
             seen.add(current)
             codec._register(current)
             pending += _field_types(current)
+        codec._alias(aliases)
         return codec
 
     @property
@@ -133,6 +141,22 @@ class Codec:
         if known is not None and known is not cls:
             raise FSMError(f"two different types share the stored name {tag!r}; rename one")
         self._types[tag] = cls
+
+    def _alias(self, aliases: Mapping[str, type]) -> None:
+        """Read each former tag as its type; a tag some type has today is refused."""
+        for old, cls in aliases.items():
+            self._register(cls)
+            now = self._types.get(old)
+            if now is not None:
+                raise FSMError(
+                    f"alias {old!r} of {type_tag(cls)} is the stored name of {type_tag(now)} "
+                    "now; an alias must be a name no type has today"
+                )
+            self._aliases[old] = cls
+
+    def _known(self, tag: str) -> type | None:
+        """The type stored under `tag`: by its current name, else by a former one."""
+        return self._types.get(tag) or self._aliases.get(tag)
 
     # -- encoding ---------------------------------------------------------------------------
 
@@ -233,12 +257,13 @@ class Codec:
         try:
             if tag in _BUILTIN_TAGS:
                 return self._decode_builtin(tag, payload, where)
-            cls = self._types.get(tag)
+            cls = self._known(tag)
             if cls is None:
                 known = ", ".join(sorted(self._types)) or "none"
                 raise _Bad(
-                    f"unknown type tag {tag!r}; this machine knows {known} "
-                    "(register the type with types=[...] if it is yours)",
+                    f"unknown type tag {tag!r}; this machine knows {known} (register the type "
+                    "with types=[...] if it is yours; if it was moved or renamed, add "
+                    f"aliases={{{tag!r}: TheType}} to the Machine)",
                     where,
                 )
             if issubclass(cls, Enum):
@@ -274,7 +299,7 @@ class Codec:
                 raise ValueError("only nan, inf and -inf are tagged")
             return number
         if tag == "type":
-            cls = self._types.get(_text(payload))
+            cls = self._known(_text(payload))
             if cls is None:
                 raise _Bad(f"unknown type tag {payload!r} for a stored class", where)
             return cls

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from fsm.errors import BindError, DefinitionError, callable_name, show
@@ -57,6 +58,9 @@ class State(Generic[S]):
     outcomes: tuple[Hashable, ...] | None = None
     """The action's closed family of outcomes (classes, Enum members or values), for an action
     whose return annotation cannot say it (a lambda, say); used instead of the annotation."""
+    aliases: tuple[str, ...] = ()
+    """Former stored names of this state (it was renamed): runs stored under them load in
+    this state, and their next step writes its current name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,7 @@ class Machine(Generic[S, P]):
         states: Iterable[State[S]],
         transitions: Iterable[RowSpec[S]],
         steps: type | None = None,
+        aliases: Mapping[str, Hashable] | None = None,
     ) -> None:
         from fsm.runtime import compile_machine
         from fsm.validation import normalize_rows, validate
@@ -114,6 +119,17 @@ class Machine(Generic[S, P]):
         each run is given an object that has them (`steps=`), checked when it is bound."""
         self.states: tuple[State[S], ...] = tuple(states)
         rows, problems = normalize_rows(transitions)
+        if aliases is not None and not isinstance(aliases, Mapping):
+            problems.append(
+                f"aliases={aliases!r} is not a mapping; map each former name to what it is "
+                "now, e.g. aliases={'Failed': CaptureFailed}"
+            )
+            aliases = None
+        self.aliases: Mapping[str, Hashable] = MappingProxyType(dict(aliases or {}))
+        """Former stored names of triggers and types (renamed or moved), mapped to what they
+        are now: a trigger label in the history ('Failed') to the trigger, a type tag in
+        contexts and outcomes ('payments.flow.Failed') to the dataclass or Enum. Stored runs
+        that hold them load; what is written uses the current names."""
         self.transitions: tuple[Row[S], ...] = tuple(rows)
         problems += validate(self)
         if problems:

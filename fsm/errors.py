@@ -47,11 +47,13 @@ class BindError(FSMError):
 
 
 class RestoreError(FSMError):
-    """A stored run does not fit the machine's definition (unknown state, unknown row)."""
+    """A stored run does not fit the machine's definition (unknown state, unknown row);
+    `reason` is the message without the run and machine."""
 
     def __init__(self, message: str, *, machine: str, run_id: str) -> None:
         self.machine = machine
         self.run_id = run_id
+        self.reason = message
         super().__init__(f"cannot restore run {run_id} of machine {machine!r}: {message}")
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from enum import Enum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from fsm.codec import Codec, DecodeError
 from fsm.errors import CallbackError, FSMError, RestoreError, show
+from fsm.labels import former_labels, trigger_label
+from fsm.labels import state_label as state_label  # its home before fsm.labels: still named here
 from fsm.ports import ConcurrencyError, HistoryRecord, RunClaimed, RunRecord, UnitOfWork
 
 if TYPE_CHECKING:
@@ -35,27 +37,14 @@ def default_worker() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def state_label(state: Hashable) -> str:
-    """How a state is stored: a string as is; an Enum member by its value when that is a
-    non-empty str (`"published"` for `FlowState.PUBLISHED`), else by its name (an IntEnum's
-    `HIGH` reads better in SQL than `2`)."""
-    if isinstance(state, Enum):
-        value = state.value
-        return value if isinstance(value, str) and value else state.name
-    if isinstance(state, str):
-        return state
-    return repr(state)
+@dataclass(frozen=True, slots=True)
+class StoredRuns:
+    """A machine's stored runs read with its current definition (see `PersistentMachine.survey`)."""
 
-
-def trigger_label(trigger: Hashable) -> str:
-    """How a trigger is stored in the history: readable, and unique among a state's rows."""
-    if isinstance(trigger, str):
-        return trigger
-    if isinstance(trigger, Enum):
-        return f"{type(trigger).__qualname__}.{trigger.name}"
-    if isinstance(trigger, type):
-        return trigger.__qualname__
-    return repr(trigger)
+    by_state: Mapping[str, int]
+    """How many runs are stored under each state label, spelled as stored."""
+    unloadable: tuple[RestoreError, ...]
+    """The error of each run that cannot load with this definition (`.run_id`, `.reason`)."""
 
 
 class PersistentMachine(Generic[S]):
@@ -117,14 +106,16 @@ class PersistentMachine(Generic[S]):
                     f"{show(state.name)} would be stored under the same name {label!r}"
                 )
             self._states[label] = state.name
-        # Runs stored before Enum states were stored by value hold the member's name: accept
-        # it on load, unless it is another state's label. (A machine's states are of one
-        # Enum, validation sees to it, so no name stands for two states.)
+        # Former labels load as the state they name now (validation sees to it that none
+        # stands for two states); an Enum name that is another state's label is that state.
         self._aliases: dict[str, S] = {
-            state.name.name: state.name
+            old: state.name
             for state in machine.states
-            if isinstance(state.name, Enum) and state.name.name not in self._states
+            for old in former_labels(state)
+            if old not in self._states
         }
+        self._renamed = {old: trigger_label(new) for old, new in machine.aliases.items()}
+        """Former trigger labels, read in the history as the trigger's current label."""
         self._triggers: dict[tuple[str, str, str], Hashable] = {}
         for row in machine.transitions:
             key = (state_label(row.source), trigger_label(row.trigger), state_label(row.target))
@@ -143,7 +134,7 @@ class PersistentMachine(Generic[S]):
     def resumable_states(self) -> tuple[str, ...]:
         """Stored labels of the non-final states with an action: a run stored in one of them
         has a step left to take by itself (its process stopped between two steps). Each
-        label is followed by its older spelling (an Enum state's name), if it has one."""
+        label is followed by the state's former labels (aliases=, an Enum state's name)."""
         labels: list[str] = []
         for state in self.machine.states:
             if state.action is not None and not state.final:
@@ -202,21 +193,46 @@ class PersistentMachine(Generic[S]):
         """Load a run and send it `event`, committing each step that follows (see `effect`)."""
         return self.load(run_id).send(event, effect=effect)
 
+    def survey(self, runs: Iterable[tuple[str, str]]) -> StoredRuns:
+        """Load each of `runs`, given as (run id, stored state label), with this definition,
+        before a deploy that changes it: the runs by stored state, and why each run that
+        cannot load cannot. Nothing is run or written."""
+        by_state: Counter[str] = Counter()
+        unloadable: list[RestoreError] = []
+        for run_id, label in runs:
+            by_state[label] += 1
+            try:
+                self.load(run_id)
+            except RestoreError as error:
+                unloadable.append(error)
+        return StoredRuns(dict(by_state), tuple(unloadable))
+
     # -- stored form ------------------------------------------------------------------------
 
     def _state(self, label: str, run_id: str, where: str) -> S:
-        state = self._states.get(label)
-        if state is None:
-            state = self._aliases.get(label)  # the older spelling of an Enum state
+        state = self._states.get(label, self._aliases.get(label))
         if state is None:
             known = ", ".join(sorted(self._states))
             raise DecodeError(
-                f"unknown state {label!r}; the machine's states: {known}",
+                f"unknown state {label!r}; the machine's states: {known}; if it was renamed, "
+                f"add aliases=({label!r},) to the state it became",
                 machine=self.machine.name,
                 run_id=run_id,
                 where=where,
             )
         return state
+
+    def _no_row(self, entry: HistoryRecord, source: S, target: S) -> str:
+        """Why a history row's trigger is unknown, and what would fix it."""
+        ends = (state_label(source), state_label(target))
+        now = [show(t) for (src, _, dst), t in self._triggers.items() if (src, dst) == ends]
+        fix = (
+            f"if {entry.trigger!r} was renamed, add aliases={{{entry.trigger!r}: "
+            f"{' or '.join(now)}}} to the Machine"
+            if now
+            else f"no row leads from {show(source)} to {show(target)} now"
+        )
+        return f"no row {entry.source} --{entry.trigger}--> {entry.target} in the table; {fix}"
 
     def _restore(
         self, record: RunRecord, history: Sequence[HistoryRecord], listener: Listener[S]
@@ -244,11 +260,11 @@ class PersistentMachine(Generic[S]):
                 )
             source = self._state(entry.source, run_id, f"{where} source")
             target = self._state(entry.target, run_id, f"{where} target")
-            key = (state_label(source), entry.trigger, state_label(target))
-            trigger = self._triggers.get(key)
+            label = self._renamed.get(entry.trigger, entry.trigger)
+            trigger = self._triggers.get((state_label(source), label, state_label(target)))
             if trigger is None:
                 raise DecodeError(
-                    f"no row {entry.source} --{entry.trigger}--> {entry.target} in the table",
+                    self._no_row(entry, source, target),
                     machine=name,
                     run_id=run_id,
                     where=where,

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import types
 import typing
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from fsm.definition import Guard, Row, State
 from fsm.errors import callable_name, show
+from fsm.labels import former_labels, state_label, trigger_label
 
 if TYPE_CHECKING:
     from fsm.definition import Machine, RowSpec
@@ -68,6 +70,8 @@ def validate(machine: Machine[Any]) -> list[str]:
     problems += _check_states(states, rows, machine)
     problems += _check_shadowing(rows)
     problems += _check_outcomes(states, rows)
+    problems += _check_state_aliases(states)
+    problems += _check_aliases(machine.aliases, rows)
     problems += _check_graph(states, rows)
     return problems
 
@@ -203,6 +207,84 @@ def _check_action(state: State[Any], step: bool) -> list[str]:
             f"{kind} is called with {called}"
         ]
     return []
+
+
+def _check_state_aliases(states: list[State[Any]]) -> list[str]:
+    """A state's former names (aliases=) are strings no state is stored under now, and no
+    former name stands for two states."""
+    problems: list[str] = []
+    labels = {state_label(s.name): s for s in states}
+    owners: dict[str, State[Any]] = {}
+    for state in states:
+        wrong = _wrong_aliases(state, labels)
+        problems += wrong
+        if wrong:
+            continue
+        for old in former_labels(state):
+            if old in labels:
+                continue  # an Enum state's older name that is a label now gives way to it
+            other = owners.setdefault(old, state)
+            given = [s for s in (other, state) if old in s.aliases]
+            if other is state or not given:
+                continue  # two Enum member names meet only in states of two types, see above
+            why = " (an Enum state's member name counts: older versions stored it)"
+            problems.append(
+                f"former name {old!r} is given to states {show(other.name)} and "
+                f"{show(state.name)}{why if len(given) < 2 else ''}; it can stand for one "
+                "state only"
+            )
+    return problems
+
+
+def _wrong_aliases(state: State[Any], labels: dict[str, State[Any]]) -> list[str]:
+    """What is wrong with one state's aliases= on its own."""
+    where = f"state {show(state.name)}"
+    if not isinstance(state.aliases, tuple | list):
+        return [
+            f"{where}: aliases={state.aliases!r} is not a tuple; list the state's former "
+            "names, e.g. aliases=('old_name',)"
+        ]
+    wrong: list[str] = []
+    for alias in state.aliases:
+        if not isinstance(alias, str) or not alias:
+            wrong.append(
+                f"{where}: alias {alias!r} is not a name; an alias is a former stored name "
+                "of the state, a non-empty string"
+            )
+        elif alias in labels:
+            wrong.append(
+                f"{where}: alias {alias!r} is the stored name of state "
+                f"{show(labels[alias].name)} now; an alias must be a name no state has"
+            )
+    return wrong
+
+
+def _check_aliases(aliases: Mapping[str, Hashable], rows: list[Row[Any]]) -> list[str]:
+    """The machine's aliases= map former names (not stored names of today) to a trigger of
+    the table or to a dataclass or Enum."""
+    problems: list[str] = []
+    triggers = {trigger_label(row.trigger): row.trigger for row in rows}
+    for old, new in aliases.items():
+        if not isinstance(old, str) or not old:
+            problems.append(
+                f"aliases: key {old!r} is not a name; a key is a former stored name, a trigger "
+                "label ('Failed') or a type tag ('payments.flow.Failed')"
+            )
+        elif old in triggers:
+            problems.append(
+                f"aliases: {old!r} is the stored name of trigger {show(triggers[old])} now; "
+                "an alias must be a name nothing is stored under today"
+            )
+        trigger = not unhashable(new) and new in triggers.values()
+        storable = isinstance(new, type) and (
+            dataclasses.is_dataclass(new) or issubclass(new, Enum)
+        )
+        if not trigger and not storable:
+            problems.append(
+                f"aliases: {old!r} maps to {new!r}, which is neither a trigger of the table "
+                "nor a dataclass or Enum; map a former name to what it became"
+            )
+    return problems
 
 
 def _check_graph(states: list[State[Any]], rows: list[Row[Any]]) -> list[str]:

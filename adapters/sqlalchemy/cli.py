@@ -1,4 +1,5 @@
-"""`fsm db init` and the stored-run loader of `fsm diagram --run` (registered via entry points)."""
+"""`fsm db init`, and the stored-run hooks of `fsm diagram --run` and `fsm check --db-url`
+(registered via entry points)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from fsm import Machine, Run
+    from fsm.persistence import StoredRuns
 
 CONNECT_TIMEOUT = 10
 """Seconds before an unreachable PostgreSQL server is reported."""
@@ -97,6 +99,37 @@ def load_run(db_url: str | None, machine: Machine[Any], run_id: str) -> Run[Any]
 def _table_sets() -> dict[str, Any]:
     """Flows' own tables by name (entry points `fsm.tables`): name -> load() of a MetaData."""
     return {entry.name: entry.load for entry in entry_points(group="fsm.tables")}
+
+
+def survey_runs(db_url: str, machine: Machine[Any]) -> StoredRuns:
+    """The stored runs of `machine` read with its definition, for `fsm check --db-url URL`
+    (fsm.run_surveys); SchemaMissing if the tables are not there."""
+    engine, shown = _open(db_url)  # first: it says what to install if SQLAlchemy is not
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from adapters.sqlalchemy.schema import require_tables
+    from adapters.sqlalchemy.tables import TABLES
+    from adapters.sqlalchemy.uow import SqlUnitOfWork
+    from fsm.persistence import PersistentMachine
+
+    try:
+        require_tables(engine)
+        runs_table = TABLES.runs
+        query = (
+            select(runs_table.c.id, runs_table.c.state)
+            .where(runs_table.c.machine == machine.name)
+            .order_by(runs_table.c.id)
+        )
+        with engine.connect() as connection:  # read them all first: SQLite has one writer
+            runs = [(run_id, state) for run_id, state in connection.execute(query)]
+        return PersistentMachine(machine, SqlUnitOfWork(engine)).survey(runs)
+    except SQLAlchemyError as error:
+        raise DatabaseError(
+            f"cannot read the runs of {machine.name!r} from {shown}: {_first_line(error)}"
+        ) from error
+    finally:
+        engine.dispose()
 
 
 def _open(db_url: str | None) -> tuple[Engine, str]:

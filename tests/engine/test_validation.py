@@ -473,6 +473,117 @@ class TestAsync:
         )
 
 
+class Stage(enum.Enum):
+    """Enum states stored by value; older versions stored their names."""
+
+    NEW = "new"
+    DONE = "done"
+
+
+def alias_problems(
+    states: list[State[Any]], aliases: Any = None, rows: list[Any] | None = None
+) -> tuple[str, ...]:
+    """The problems of a machine a -> b -> c with these states' and the machine's aliases."""
+    with pytest.raises(DefinitionError) as caught:
+        Machine(
+            "m",
+            states=states,
+            transitions=rows if rows is not None else [("a", "go", "b"), ("b", Ok, "c")],
+            aliases=aliases,
+        )
+    return caught.value.problems
+
+
+class TestAliases:
+    """Former names are names, are not stored names of today, and stand for one thing."""
+
+    def test_state_aliases_not_a_tuple(self) -> None:
+        """A bare string (which would read as its letters) is refused."""
+        problem = only(alias_problems([A, State("b", aliases="old"), C]))  # type: ignore[arg-type]
+        assert problem == (
+            "state 'b': aliases='old' is not a tuple; list the state's former names, "
+            "e.g. aliases=('old_name',)"
+        )
+
+    @pytest.mark.parametrize("alias", [3, "", None])
+    def test_state_alias_not_a_name(self, alias: Any) -> None:
+        """An alias is a non-empty string: stored labels are strings."""
+        problem = only(alias_problems([A, State("b", aliases=(alias,)), C]))
+        assert problem == (
+            f"state 'b': alias {alias!r} is not a name; an alias is a former stored name of "
+            "the state, a non-empty string"
+        )
+
+    def test_state_alias_is_a_current_label(self) -> None:
+        """An alias that another state is stored under now would take that state's runs."""
+        problem = only(alias_problems([A, State("b", aliases=("c",)), C]))
+        assert problem == (
+            "state 'b': alias 'c' is the stored name of state 'c' now; an alias must be a name "
+            "no state has"
+        )
+
+    def test_alias_given_to_two_states(self) -> None:
+        """One former name cannot stand for two states."""
+        states = [A, State("b", aliases=("old",)), State("c", final=True, aliases=("old",))]
+        assert only(alias_problems(states)) == (
+            "former name 'old' is given to states 'b' and 'c'; it can stand for one state only"
+        )
+
+    def test_alias_that_is_an_enum_states_name(self) -> None:
+        """An Enum state's member name is a former name of it (older versions stored it)."""
+        states = [State(Stage.NEW, initial=True, aliases=("DONE",)), State(Stage.DONE, final=True)]
+        problem = only(alias_problems(states, rows=[(Stage.NEW, "go", Stage.DONE)]))
+        assert problem == (
+            "former name 'DONE' is given to states Stage.NEW and Stage.DONE (an Enum state's "
+            "member name counts: older versions stored it); it can stand for one state only"
+        )
+
+    def test_aliases_not_a_mapping(self) -> None:
+        """The machine's aliases map former names to what they became."""
+        problem = only(alias_problems([A, B, C], aliases=["Failed"]))
+        assert problem == (
+            "aliases=['Failed'] is not a mapping; map each former name to what it is "
+            "now, e.g. aliases={'Failed': CaptureFailed}"
+        )
+
+    def test_alias_key_not_a_name(self) -> None:
+        """A former stored name is a non-empty string."""
+        problem = only(alias_problems([A, B, C], aliases={3: Ok}))
+        assert problem == (
+            "aliases: key 3 is not a name; a key is a former stored name, a trigger label "
+            "('Failed') or a type tag ('payments.flow.Failed')"
+        )
+
+    def test_alias_key_is_a_current_trigger_label(self) -> None:
+        """A trigger label stored today cannot also be a former one."""
+        problem = only(alias_problems([A, B, C], aliases={"go": Ok}))
+        assert problem == (
+            "aliases: 'go' is the stored name of trigger 'go' now; an alias must be a name "
+            "nothing is stored under today"
+        )
+
+    def test_alias_value_not_a_trigger_or_type(self) -> None:
+        """A former name maps to a trigger of the table, or to a dataclass or Enum."""
+        problem = only(alias_problems([A, B, C], aliases={"went": "gone"}))
+        assert problem == (
+            "aliases: 'went' maps to 'gone', which is neither a trigger of the table nor a "
+            "dataclass or Enum; map a former name to what it became"
+        )
+
+    def test_valid_aliases(self) -> None:
+        """Triggers, dataclasses and Enums as targets; an Enum state may alias its own name."""
+        machine = Machine(
+            "m",
+            states=[
+                State(Stage.NEW, initial=True, aliases=("NEW", "fresh")),
+                State(Stage.DONE, final=True),
+            ],
+            transitions=[(Stage.NEW, "go", Stage.DONE)],
+            aliases={"went": "go", "old.Point": Ok, "old.Stage": Stage},
+        )
+        assert machine.aliases == {"went": "go", "old.Point": Ok, "old.Stage": Stage}
+
+
 class TestAllAtOnce:
     """Every problem of a bad table is listed in one error."""
 
@@ -511,6 +622,18 @@ class TestAllAtOnce:
         text = str(caught.value)
         assert text.startswith(f"machine 'bad' has {len(problems)} problems:")
         assert all(f"  - {p}" in text for p in problems)
+
+    def test_alias_problems_with_the_others(self) -> None:
+        """Alias problems are listed in the same error as every other problem."""
+        states = [A, State("b", aliases=("c",)), State("dead"), C]
+        problems = alias_problems(states, aliases={"go": Ok})
+        assert [p.split(":")[0] for p in problems] == [
+            "state 'b'",
+            "aliases",
+            "state 'dead' is not final and has no outgoing row; add a row from it or mark it "
+            "final=True",
+            "state 'dead' is unreachable from the initial state 'a'",
+        ]
 
     def test_root_cause_before_what_it_causes(self) -> None:
         """A missing outcome row is listed before the unreachable states it leaves behind."""

@@ -145,3 +145,17 @@ class TestAliases:
         assert loaded_state(machine, "go") is Swap.STOP
         assert loaded_state(machine, "stop") is Swap.GO
         assert loaded_state(machine, "GO") is Swap.GO
+
+    def test_explicit_alias_beside_the_older_name(self) -> None:
+        """An Enum state renamed by value loads from its alias and from its member name."""
+        machine: Machine[Hashable] = Machine(
+            "renamed",
+            states=[
+                State(Swap.GO, initial=True, aliases=("start",)),
+                State(Swap.STOP, final=True),
+            ],
+            transitions=[(Swap.GO, "halt", Swap.STOP)],
+        )
+        assert loaded_state(machine, "start") is Swap.GO
+        assert loaded_state(machine, "GO") is Swap.GO
+        assert loaded_state(machine, "stop") is Swap.GO
