@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from fsm.definition import Machine
+from fsm.diagram import FORMATS, diagram
+from fsm.diagram.shipped import load_config, render_shipped, stale_shipped, write_shipped
 from fsm.errors import DefinitionError, FSMError, show
 from fsm.runtime import Run
 
@@ -101,8 +103,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_diagram(args: argparse.Namespace) -> int:
-    from fsm.diagram import FORMATS, diagram
-
     if args.all:
         return _diagram_all(args)
     if args.machine is None:
@@ -166,8 +166,6 @@ def _load_stored_run(db_url: str | None, machine: Machine[Any], run_id: str) -> 
 
 
 def _diagram_all(args: argparse.Namespace) -> int:
-    from fsm.diagram.shipped import load_config, render_shipped, stale_shipped, write_shipped
-
     if args.machine is not None or args.format or args.output or args.send is not None or args.run:
         raise UsageError(
             "--all draws every shipped machine: drop MODULE:ATTR, --format, --output, --send, --run"

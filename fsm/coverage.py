@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fsm.definition import Machine, Row
+from fsm.definition import Machine
 from fsm.errors import FSMError
 from fsm.runtime import Run, Transition, last_row, observe
+from fsm.table import Row
 
 
 class CoverageError(FSMError):

@@ -9,9 +9,10 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fsm.definition import Guard, Machine, Row
+from fsm.definition import Machine
 from fsm.errors import FSMError, show
 from fsm.runtime import Transition
+from fsm.table import Guard, Row
 
 
 class ExportError(FSMError):

@@ -18,10 +18,11 @@ from fsm.errors import (
     callable_name,
     show,
 )
+from fsm.table import Guard, Row
 from fsm.validation import unhashable
 
 if TYPE_CHECKING:
-    from fsm.definition import Guard, Machine, Row
+    from fsm.definition import Machine
 
 S = TypeVar("S", bound=Hashable)
 

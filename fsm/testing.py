@@ -7,9 +7,10 @@ from collections import deque
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
-from fsm.definition import Machine, State
+from fsm.definition import Machine
 from fsm.errors import CallbackError, FSMError, RunError, callable_name, show
 from fsm.runtime import Listener, Run, Transition
+from fsm.table import State
 from fsm.validation import state_outcomes
 
 S = TypeVar("S", bound=Hashable)

@@ -11,11 +11,11 @@ from collections.abc import Callable, Hashable, Iterable
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from fsm.definition import Guard, Row, State
 from fsm.errors import callable_name, show
+from fsm.table import Guard, Row, RowSpec, State
 
 if TYPE_CHECKING:
-    from fsm.definition import Machine, RowSpec
+    from fsm.definition import Machine
 
 
 def normalize_rows(specs: Iterable[RowSpec[Any]]) -> tuple[list[Row[Any]], list[str]]:
