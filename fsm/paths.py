@@ -9,7 +9,6 @@ from typing import Any, Generic, TypeVar
 
 from fsm.definition import Machine
 from fsm.errors import FSMError, show
-from fsm.runtime import last_row
 from fsm.table import Row
 from fsm.testing import Stepper
 
@@ -152,7 +151,7 @@ def replay(
             stepper.step(value)
         else:
             stepper.send(value)
-        fired = last_row(stepper.run)
+        fired = stepper.run.last_row
         if fired is not row:
             raise AssertionError(
                 f"path {path.id}: step {number} should fire {row.describe()} "

@@ -255,6 +255,15 @@ class Run(Generic[S]):
         state with an action, the outcomes that action may return."""
         return tuple(self._node.table)
 
+    @property
+    def last_row(self) -> Row[S]:
+        """The table row behind the latest transition (a Transition does not carry it);
+        ValueError before the first one."""
+        if not self._log:
+            raise ValueError(f"{self!r} has no transition yet")
+        row: Row[S] = self._log[-1][0].row
+        return row
+
     def add_listener(self, listener: Listener[S]) -> None:
         """Call `listener(run, transition)` after each transition of this run."""
         self._listeners.append(listener)
@@ -453,14 +462,6 @@ def _lookup(table: dict[Hashable, tuple[_Edge, ...]], value: object) -> tuple[_E
             if found is not None:
                 break
     return found
-
-
-def last_row(run: Run[S]) -> Row[S]:
-    """The table row behind the run's latest transition (a Transition does not carry it)."""
-    if not run._log:
-        raise ValueError(f"{run!r} has no transition yet")
-    row: Row[S] = run._log[-1][0].row
-    return row
 
 
 def _record(edge: _Edge, outcome: object) -> Transition[Any]:

@@ -1,4 +1,4 @@
-"""The runtime hooks the toolkit adds: Run.fire, observe() and last_row()."""
+"""The runtime hooks the toolkit adds: Run.fire, observe() and Run.last_row."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from fsm import CallbackError, InvalidEvent, Run, Transition, UnhandledOutcome
 from fsm.examples import ping, update
-from fsm.runtime import _observers, last_row, observe
+from fsm.runtime import _observers, observe
 
 from .machines import Saved, calls, flow
 
@@ -80,14 +80,14 @@ class TestObserve:
 
 
 class TestLastRow:
-    """last_row() names the table row behind the latest transition."""
+    """Run.last_row names the table row behind the latest transition."""
 
     def test_row_identity(self) -> None:
         """It is the Row object of the machine's table."""
         run = ping.start({"ok": True}).send("start").send("finish")
-        assert last_row(run) is ping.transitions[2]
+        assert run.last_row is ping.transitions[2]
 
     def test_no_transition_yet(self) -> None:
         """Before any transition it says so."""
         with pytest.raises(ValueError, match="has no transition yet"):
-            last_row(ping.create())
+            ping.create().last_row  # noqa: B018
