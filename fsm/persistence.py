@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
-import uuid
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from fsm.codec import Codec, DecodeError
+from fsm.defaults import new_id, utc_now
 from fsm.errors import CallbackError, FSMError, RestoreError, show
 from fsm.ports import ConcurrencyError, HistoryRecord, RunClaimed, RunRecord, UnitOfWork
 
@@ -25,14 +25,9 @@ Effect = Callable[[UnitOfWork], object]
 """Writes to commit in the same transaction as an event's transition."""
 
 
-def utc_now() -> datetime:
-    """The default clock: aware UTC."""
-    return datetime.now(UTC)
-
-
 def default_worker() -> str:
     """A worker's name in run claims: host, process and a suffix unique to the caller."""
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return f"{socket.gethostname()}-{os.getpid()}-{new_id()[:8]}"
 
 
 def state_label(state: Hashable) -> str:
@@ -168,7 +163,7 @@ class PersistentMachine(Generic[S]):
         handle = PersistentRun(self, 1, 0)
         run = self.machine.create(
             context,
-            run_id=run_id if run_id is not None else uuid.uuid4().hex,
+            run_id=run_id,
             listeners=[*self._listeners, handle._persist_step],
             steps=self.steps,
         )

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
+from fsm.defaults import new_id
 from fsm.errors import (
     BindError,
     CallbackError,
@@ -222,7 +222,7 @@ class Run(Generic[S]):
         self.hold_external = False
         """When true, advance() stops before an external action instead of calling it: a
         persistent runner calls it outside the database transaction (see `call`)."""
-        self.id: str = run_id if run_id is not None else uuid.uuid4().hex
+        self.id: str = run_id if run_id is not None else new_id()
         self.context: dict[str, Any] = dict(context) if context is not None else {}
         self.outcome: object = log[-1][1] if log else None
         self._node = node

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from collections import deque
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
+from fsm.defaults import new_id
 from fsm.definition import Machine
 from fsm.errors import CallbackError, FSMError, RunError, callable_name, show
 from fsm.runtime import Listener, Run, Transition
@@ -49,7 +49,7 @@ class Stepper(Generic[S]):
             self.run: Run[S] = machine.create(context, run_id=run_id, listeners=listeners)
         else:  # start mid-flow, as a run restored from storage would
             self.run = machine.restore(
-                run_id if run_id is not None else uuid.uuid4().hex,
+                run_id if run_id is not None else new_id(),
                 at,
                 context,
                 listeners=listeners,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from fsm.defaults import utc_now as utcnow
 from fsm.errors import FSMError
 from fsm.faults import describe_error, is_retryable
 from fsm.persistence import PersistentMachine
@@ -19,7 +20,6 @@ from fsm.ports import LeaseLost, OutboxMessage, Publisher, RunNotFound
 from fsm.retry import STEP_RETRY, RetryPolicy, retry
 from userstatus.domain import UserStatus
 from userstatus.flow import FlowState, machine
-from userstatus.orchestrator import utcnow
 from userstatus.outcomes import (
     DeadLettered,
     Published,

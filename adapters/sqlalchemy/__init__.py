@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from fsm.defaults import utc_now
+
 if TYPE_CHECKING:
     from adapters.sqlalchemy.engine import DEFAULT_DB_URL, create_engine, default_db_url, prepare
     from adapters.sqlalchemy.outbox import OutboxEntry, SqlOutbox
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
         UserRow,
         metadata,
     )
-    from adapters.sqlalchemy.uow import SqlUnitOfWork, utc_now
+    from adapters.sqlalchemy.uow import SqlUnitOfWork
     from adapters.sqlalchemy.users import SqlUserRepository
 
 _HOMES = {
@@ -44,7 +46,6 @@ _HOMES = {
     "UserRow": "tables",
     "metadata": "tables",
     "SqlUnitOfWork": "uow",
-    "utc_now": "uow",
     "SqlUserRepository": "users",
 }
 

@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session
 
 from adapters.sqlalchemy.outbox import DEAD, PENDING, PUBLISHED, SqlOutbox
 from adapters.sqlalchemy.tables import OutboxRow, RunRow
-from adapters.sqlalchemy.uow import SqlUnitOfWork, utc_now
+from adapters.sqlalchemy.uow import SqlUnitOfWork
+from fsm.defaults import utc_now
 from fsm.ports import InvalidRecord, LeftBehind
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -12,12 +12,8 @@ from adapters.sqlalchemy.engine import prepare
 from adapters.sqlalchemy.outbox import SqlOutbox
 from adapters.sqlalchemy.store import SqlRunStore
 from adapters.sqlalchemy.users import SqlUserRepository
+from fsm.defaults import utc_now
 from fsm.errors import FSMError
-
-
-def utc_now() -> datetime:
-    """The default clock: aware UTC."""
-    return datetime.now(UTC)
 
 
 class SqlUnitOfWork:
