@@ -14,6 +14,7 @@ from fsm.codec import Codec, DecodeError
 from fsm.defaults import new_id, utc_now
 from fsm.errors import CallbackError, FSMError, RestoreError, show
 from fsm.ports import ConcurrencyError, HistoryRecord, RunClaimed, RunRecord, UnitOfWork
+from fsm.runtime import RunHandle
 
 if TYPE_CHECKING:
     from fsm.definition import Binding, Machine, P
@@ -265,7 +266,7 @@ class PersistentMachine(Generic[S]):
         )
 
 
-class PersistentRun(Generic[S]):
+class PersistentRun(RunHandle[S]):
     """A stored run and the version it was read at; `send` and `advance` commit per step.
 
     After any failure the run is reloaded from the store (what committed is the truth), so
@@ -313,34 +314,6 @@ class PersistentRun(Generic[S]):
         if self._run is None:
             raise FSMError("this run was never stored")
         return self._run
-
-    @property
-    def id(self) -> str:
-        return self.run.id
-
-    @property
-    def state(self) -> S:
-        return self.run.state
-
-    @property
-    def context(self) -> dict[str, Any]:
-        return self.run.context
-
-    @property
-    def finished(self) -> bool:
-        return self.run.finished
-
-    @property
-    def outcome(self) -> object:
-        return self.run.outcome
-
-    @property
-    def history(self) -> list[Transition[S]]:
-        return self.run.history
-
-    @property
-    def allowed(self) -> tuple[Hashable, ...]:
-        return self.run.allowed
 
     def send(self, event: object, *, effect: Effect | None = None) -> PersistentRun[S]:
         """Send `event` and follow the actions it leads to, committing each step.

@@ -450,6 +450,53 @@ class Run(Generic[S]):
         return CallbackError(kind, callable_name(callback), error, **self._where())
 
 
+class RunHandle(Generic[S]):
+    """What holds a Run and shows it read-only, by the Run's own names (a PersistentRun, a
+    Stepper): the subclass gives `run`, and moves it by its own methods."""
+
+    __slots__ = ()
+
+    @property
+    def run(self) -> Run[S]:
+        """The run held."""
+        raise NotImplementedError
+
+    @property
+    def id(self) -> str:
+        """The run's id."""
+        return self.run.id
+
+    @property
+    def state(self) -> S:
+        """The current state (see Run.state)."""
+        return self.run.state
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """The run's context: the dict actions and guards see."""
+        return self.run.context
+
+    @property
+    def finished(self) -> bool:
+        """True once the run is in a final state."""
+        return self.run.finished
+
+    @property
+    def outcome(self) -> object:
+        """The value that fired the latest transition (see Run.outcome)."""
+        return self.run.outcome
+
+    @property
+    def history(self) -> list[Transition[S]]:
+        """Every transition so far, oldest first."""
+        return self.run.history
+
+    @property
+    def allowed(self) -> tuple[Hashable, ...]:
+        """The triggers the current state has rows for (see Run.allowed)."""
+        return self.run.allowed
+
+
 def _lookup(table: dict[Hashable, tuple[_Edge, ...]], value: object) -> tuple[_Edge, ...] | None:
     """The edges for a value: itself, else the most specific class in its MRO."""
     try:
