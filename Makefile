@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # fsm_coverage_machines); pass PYTEST_ARGS to run a subset without the gate.
 PYTEST_ARGS ?= --fsm-coverage --fsm-coverage-fail-under=100
 
-.PHONY: demo test lint bench diagrams clean
+.PHONY: demo test test-fast lint bench diagrams clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The core alone: no PostgreSQL, broker or campaign (the coverage gate needs the whole suite).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not integration"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

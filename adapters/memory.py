@@ -5,9 +5,10 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Self
 
+from fsm.defaults import utc_now
 from fsm.errors import FSMError
 from fsm.outbox import LeaseLost, LeftBehind, OutboxMessage, PublishError
 from fsm.ports import (
@@ -20,10 +21,6 @@ from fsm.ports import (
 )
 
 PENDING, PUBLISHED, DEAD = "pending", "published", "dead"
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class FakePublisher:
@@ -62,7 +59,7 @@ class OutboxRecord:
 class InMemoryOutbox:
     """The Outbox contract in a dict: per-key order, leases that expire, attempts counted."""
 
-    def __init__(self, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, clock: Callable[[], datetime] = utc_now) -> None:
         self.records: dict[str, OutboxRecord] = {}
         self.clock = clock
         self._seq = 0

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from fsm.definition import Machine
+from fsm.diagram import FORMATS, diagram
+from fsm.diagram.shipped import load_config, render_shipped, stale_shipped, write_shipped
 from fsm.errors import DefinitionError, FSMError, show
 from fsm.runtime import Run
 
@@ -133,8 +135,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_diagram(args: argparse.Namespace) -> int:
-    from fsm.diagram import FORMATS, diagram
-
     if args.all:
         return _diagram_all(args)
     if args.machine is None:
@@ -208,8 +208,6 @@ def _storage_hook(group: str, option: str) -> Callable[..., Any]:
 
 
 def _diagram_all(args: argparse.Namespace) -> int:
-    from fsm.diagram.shipped import load_config, render_shipped, stale_shipped, write_shipped
-
     if args.machine is not None or args.format or args.output or args.send is not None or args.run:
         raise UsageError(
             "--all draws every shipped machine: drop MODULE:ATTR, --format, --output, --send, --run"

@@ -15,6 +15,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from fsm.errors import FSMError, RestoreError
+from fsm.validation import state_outcomes
 
 if TYPE_CHECKING:
     from fsm.definition import Machine
@@ -98,8 +99,6 @@ class Codec:
     @classmethod
     def for_machine(cls, machine: Machine[Any], types: Iterable[type] = ()) -> Codec:
         """A codec knowing the machine's outcome/trigger classes, Enum types, and `types`."""
-        from fsm.validation import state_outcomes
-
         found: list[type] = []
         values: list[object] = [state.name for state in machine.states]
         values += [row.trigger for row in machine.transitions]

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fsm.definition import Machine, Row
+from fsm.definition import Machine
 from fsm.errors import FSMError
-from fsm.runtime import Run, Transition, last_row, observe
+from fsm.runtime import Run, Transition, observe
+from fsm.table import Row
 
 
 class CoverageError(FSMError):
@@ -117,7 +118,7 @@ class Coverage:
             index = {id(row): i for i, row in enumerate(rows)}
             # Keeping the machine in the entry keeps its id (the key) from being reused.
             entry = self._machines[id(run.machine)] = (run.machine, index, [0] * len(rows))
-        entry[2][entry[1][id(last_row(run))]] += 1
+        entry[2][entry[1][id(run.last_row)]] += 1
 
     def observed(self) -> list[Machine[Any]]:
         """The machines that had at least one run fire a row, in the order first seen."""

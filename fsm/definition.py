@@ -7,10 +7,22 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from fsm.errors import BindError, DefinitionError, callable_name, show
+from fsm.errors import BindError, DefinitionError, show
+from fsm.runtime import Listener, Run, compile_machine, rebuild
+from fsm.table import Action, ExternalAction, Guard, Row, RowSpec, State, StepAction
+from fsm.validation import normalize_rows, validate
 
-if TYPE_CHECKING:
-    from fsm.runtime import Listener, Run
+__all__ = [
+    "Action",
+    "Binding",
+    "ExternalAction",
+    "Guard",
+    "Machine",
+    "Row",
+    "RowSpec",
+    "State",
+    "StepAction",
+]
 
 S = TypeVar("S", bound=Hashable)
 
@@ -22,62 +34,6 @@ else:
     P = TypeVar("P")
 """The steps protocol: `Machine[FlowState, FlowSteps]` has mypy check every object given as
 `steps=` against FlowSteps; `Machine[FlowState]` leaves it unchecked (Any)."""
-
-Action = Callable[[dict[str, Any]], object]
-"""A state's action: called with the run's context on entry, returns an outcome."""
-
-ExternalAction = Callable[[dict[str, Any], str], object]
-"""An external action (`State(..., external=True)`): called with the context and the step's
-idempotency key, outside any database transaction."""
-
-StepAction = Callable[[Any, dict[str, Any]], object] | Callable[[Any, dict[str, Any], str], object]
-"""An action named as a method of the machine's steps protocol (`Steps.method`): each run
-calls that method of the object it is given (`steps=`)."""
-
-Guard = Callable[["Run[Any]"], bool]
-"""A row's guard: called with the run, the row fires only when it returns true."""
-
-
-@dataclass(frozen=True, slots=True)
-class State(Generic[S]):
-    """One state of a machine: a name (a string or an Enum member) and its role."""
-
-    name: S
-    initial: bool = False
-    final: bool = False
-    action: Action | ExternalAction | StepAction | None = None
-    external: bool = False
-    """The action calls another system (a payment gateway, a broker). A persistent run
-    claims the run in one transaction, calls the action with no transaction open, passing
-    the step's idempotency key (`action(context, key)`), and records its outcome in a new
-    transaction that checks the claim. A local action (the default) writes through the
-    unit of work and commits with its transition."""
-    failure: bool = False
-    """Marks a state that stands for a failure (drawn distinctly, counted in reports)."""
-    description: str = ""
-    outcomes: tuple[Hashable, ...] | None = None
-    """The action's closed family of outcomes (classes, Enum members or values), for an action
-    whose return annotation cannot say it (a lambda, say); used instead of the annotation."""
-    aliases: tuple[str, ...] = ()
-    """Former stored names of this state (it was renamed): runs stored under them load in
-    this state, and their next step writes its current name."""
-
-
-@dataclass(frozen=True, slots=True)
-class Row(Generic[S]):
-    """One row of the transitions table: from `source`, `trigger` leads to `target`."""
-
-    source: S
-    trigger: Hashable
-    target: S
-    guard: Guard | None = None
-
-    def describe(self) -> str:
-        guard = f", {callable_name(self.guard)}" if self.guard is not None else ""
-        return f"({show(self.source)}, {show(self.trigger)}, {show(self.target)}{guard})"
-
-
-RowSpec = Row[S] | tuple[S, Hashable, S] | tuple[S, Hashable, S, Guard | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +66,6 @@ class Machine(Generic[S, P]):
         steps: type | None = None,
         aliases: Mapping[str, Hashable] | None = None,
     ) -> None:
-        from fsm.runtime import compile_machine
-        from fsm.validation import normalize_rows, validate
-
         self.name = name
         self.steps = steps
         """The collaborator protocol whose methods are the actions (`action=Steps.method`):
@@ -225,8 +178,6 @@ class Machine(Generic[S, P]):
         steps: P | Binding | None = None,
     ) -> Run[S]:
         """A run in the initial state whose actions have not run yet; call `advance()`."""
-        from fsm.runtime import Run
-
         node = self._nodes[self.initial.name]
         return Run(self, node, context, run_id, (), listeners, self._bound(steps))
 
@@ -245,8 +196,6 @@ class Machine(Generic[S, P]):
         The history must be one path of the table from the initial state to `state`;
         anything else is a RestoreError naming the run and the first record that is wrong.
         """
-        from fsm.runtime import Run, rebuild
-
         node, log = rebuild(self, self._nodes, run_id, state, history)
         return Run(self, node, context, run_id, log, listeners, self._bound(steps))
 

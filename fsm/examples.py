@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fsm.definition import Machine, State
+from fsm.definition import Machine
 from fsm.runtime import Run
+from fsm.table import State
 
 
 def ok(run: Run[str]) -> bool:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import keyword
 import re
-import uuid
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fsm.definition import Guard, Machine, Row
+from fsm.defaults import new_id
+from fsm.definition import Machine
 from fsm.errors import FSMError, show
 from fsm.runtime import Transition
+from fsm.table import Guard, Row
 
 
 class ExportError(FSMError):
@@ -81,7 +82,7 @@ class RunView:
 
     def __init__(self, machine: Machine[Any], context: dict[str, Any]) -> None:
         self.machine = machine
-        self.id = uuid.uuid4().hex
+        self.id = new_id()
         self.context = context
         self.state: Any = None
         self.outcome: object = None

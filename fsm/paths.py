@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from fsm.definition import Machine, Row
+from fsm.definition import Machine
 from fsm.errors import FSMError, show
-
-if TYPE_CHECKING:
-    from fsm.testing import Stepper
+from fsm.table import Row
+from fsm.testing import Stepper
 
 S = TypeVar("S", bound=Hashable)
 
@@ -139,9 +138,6 @@ def replay(
     (an instance, or a factory called with no arguments), else the class called with none.
     Guards are the real ones: give a `context` in which the path's guards pass.
     """
-    from fsm.runtime import last_row
-    from fsm.testing import Stepper
-
     if stepper is None:
         stepper = Stepper(path.machine, context)
     for number, row in enumerate(path.rows, 1):
@@ -155,7 +151,7 @@ def replay(
             stepper.step(value)
         else:
             stepper.send(value)
-        fired = last_row(stepper.run)
+        fired = stepper.run.last_row
         if fired is not row:
             raise AssertionError(
                 f"path {path.id}: step {number} should fire {row.describe()} "

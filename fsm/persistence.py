@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import os
 import socket
-import uuid
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from fsm.codec import Codec, DecodeError
+from fsm.defaults import new_id, utc_now
 from fsm.errors import CallbackError, FSMError, RestoreError, show
 from fsm.labels import former_labels, trigger_label
 from fsm.labels import state_label as state_label  # its home before fsm.labels: still named here
 from fsm.ports import ConcurrencyError, HistoryRecord, RunClaimed, RunRecord, UnitOfWork
+from fsm.runtime import RunHandle
 
 if TYPE_CHECKING:
     from fsm.definition import Binding, Machine, P
@@ -27,14 +28,9 @@ Effect = Callable[[UnitOfWork], object]
 """Writes to commit in the same transaction as an event's transition."""
 
 
-def utc_now() -> datetime:
-    """The default clock: aware UTC."""
-    return datetime.now(UTC)
-
-
 def default_worker() -> str:
     """A worker's name in run claims: host, process and a suffix unique to the caller."""
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return f"{socket.gethostname()}-{os.getpid()}-{new_id()[:8]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +155,7 @@ class PersistentMachine(Generic[S]):
         handle = PersistentRun(self, 1, 0)
         run = self.machine.create(
             context,
-            run_id=run_id if run_id is not None else uuid.uuid4().hex,
+            run_id=run_id,
             listeners=[*self._listeners, handle._persist_step],
             steps=self.steps,
         )
@@ -286,7 +282,7 @@ class PersistentMachine(Generic[S]):
         )
 
 
-class PersistentRun(Generic[S]):
+class PersistentRun(RunHandle[S]):
     """A stored run and the version it was read at; `send` and `advance` commit per step.
 
     After any failure the run is reloaded from the store (what committed is the truth), so
@@ -334,34 +330,6 @@ class PersistentRun(Generic[S]):
         if self._run is None:
             raise FSMError("this run was never stored")
         return self._run
-
-    @property
-    def id(self) -> str:
-        return self.run.id
-
-    @property
-    def state(self) -> S:
-        return self.run.state
-
-    @property
-    def context(self) -> dict[str, Any]:
-        return self.run.context
-
-    @property
-    def finished(self) -> bool:
-        return self.run.finished
-
-    @property
-    def outcome(self) -> object:
-        return self.run.outcome
-
-    @property
-    def history(self) -> list[Transition[S]]:
-        return self.run.history
-
-    @property
-    def allowed(self) -> tuple[Hashable, ...]:
-        return self.run.allowed
 
     def send(self, event: object, *, effect: Effect | None = None) -> PersistentRun[S]:
         """Send `event` and follow the actions it leads to, committing each step.

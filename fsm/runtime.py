@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
+from fsm.defaults import new_id
 from fsm.errors import (
     BindError,
     CallbackError,
@@ -18,10 +18,11 @@ from fsm.errors import (
     callable_name,
     show,
 )
+from fsm.table import Guard, Row
 from fsm.validation import unhashable
 
 if TYPE_CHECKING:
-    from fsm.definition import Guard, Machine, Row
+    from fsm.definition import Machine
 
 S = TypeVar("S", bound=Hashable)
 
@@ -221,7 +222,7 @@ class Run(Generic[S]):
         self.hold_external = False
         """When true, advance() stops before an external action instead of calling it: a
         persistent runner calls it outside the database transaction (see `call`)."""
-        self.id: str = run_id if run_id is not None else uuid.uuid4().hex
+        self.id: str = run_id if run_id is not None else new_id()
         self.context: dict[str, Any] = dict(context) if context is not None else {}
         self.outcome: object = log[-1][1] if log else None
         self._node = node
@@ -253,6 +254,15 @@ class Run(Generic[S]):
         """The triggers the current state has rows for: the events it waits for or, in a
         state with an action, the outcomes that action may return."""
         return tuple(self._node.table)
+
+    @property
+    def last_row(self) -> Row[S]:
+        """The table row behind the latest transition (a Transition does not carry it);
+        ValueError before the first one."""
+        if not self._log:
+            raise ValueError(f"{self!r} has no transition yet")
+        row: Row[S] = self._log[-1][0].row
+        return row
 
     def add_listener(self, listener: Listener[S]) -> None:
         """Call `listener(run, transition)` after each transition of this run."""
@@ -440,6 +450,53 @@ class Run(Generic[S]):
         return CallbackError(kind, callable_name(callback), error, **self._where())
 
 
+class RunHandle(Generic[S]):
+    """What holds a Run and shows it read-only, by the Run's own names (a PersistentRun, a
+    Stepper): the subclass gives `run`, and moves it by its own methods."""
+
+    __slots__ = ()
+
+    @property
+    def run(self) -> Run[S]:
+        """The run held."""
+        raise NotImplementedError
+
+    @property
+    def id(self) -> str:
+        """The run's id."""
+        return self.run.id
+
+    @property
+    def state(self) -> S:
+        """The current state (see Run.state)."""
+        return self.run.state
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """The run's context: the dict actions and guards see."""
+        return self.run.context
+
+    @property
+    def finished(self) -> bool:
+        """True once the run is in a final state."""
+        return self.run.finished
+
+    @property
+    def outcome(self) -> object:
+        """The value that fired the latest transition (see Run.outcome)."""
+        return self.run.outcome
+
+    @property
+    def history(self) -> list[Transition[S]]:
+        """Every transition so far, oldest first."""
+        return self.run.history
+
+    @property
+    def allowed(self) -> tuple[Hashable, ...]:
+        """The triggers the current state has rows for (see Run.allowed)."""
+        return self.run.allowed
+
+
 def _lookup(table: dict[Hashable, tuple[_Edge, ...]], value: object) -> tuple[_Edge, ...] | None:
     """The edges for a value: itself, else the most specific class in its MRO."""
     try:
@@ -452,14 +509,6 @@ def _lookup(table: dict[Hashable, tuple[_Edge, ...]], value: object) -> tuple[_E
             if found is not None:
                 break
     return found
-
-
-def last_row(run: Run[S]) -> Row[S]:
-    """The table row behind the run's latest transition (a Transition does not carry it)."""
-    if not run._log:
-        raise ValueError(f"{run!r} has no transition yet")
-    row: Row[S] = run._log[-1][0].row
-    return row
 
 
 def _record(edge: _Edge, outcome: object) -> Transition[Any]:

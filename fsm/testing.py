@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from collections import deque
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
-from fsm.definition import Machine, State
+from fsm.defaults import new_id
+from fsm.definition import Machine
 from fsm.errors import CallbackError, FSMError, RunError, callable_name, show
-from fsm.runtime import Listener, Run, Transition
+from fsm.runtime import Listener, Run, RunHandle, Transition
+from fsm.table import State
 from fsm.validation import state_outcomes
 
 S = TypeVar("S", bound=Hashable)
@@ -21,7 +22,7 @@ class ScriptError(FSMError):
     """A test's script does not fit the machine: nothing scripted, or an impossible outcome."""
 
 
-class Stepper(Generic[S]):
+class Stepper(RunHandle[S]):
     """Walks a run of `machine` one row at a time; states' actions are replaced by a script.
 
     The run is a real run of the machine: the compiled table, the guards (called with the
@@ -45,10 +46,10 @@ class Stepper(Generic[S]):
     ) -> None:
         self.machine = machine
         if at is None:
-            self.run: Run[S] = machine.create(context, run_id=run_id, listeners=listeners)
+            self._run: Run[S] = machine.create(context, run_id=run_id, listeners=listeners)
         else:  # start mid-flow, as a run restored from storage would
-            self.run = machine.restore(
-                run_id if run_id is not None else uuid.uuid4().hex,
+            self._run = machine.restore(
+                run_id if run_id is not None else new_id(),
                 at,
                 context,
                 listeners=listeners,
@@ -65,29 +66,9 @@ class Stepper(Generic[S]):
     # -- what the run looks like -------------------------------------------------------
 
     @property
-    def state(self) -> S:
-        """The run's current state."""
-        return self.run.state
-
-    @property
-    def context(self) -> dict[str, Any]:
-        """The run's context (the dict actions and guards see)."""
-        return self.run.context
-
-    @property
-    def finished(self) -> bool:
-        """True once the run is in a final state."""
-        return self.run.finished
-
-    @property
-    def allowed(self) -> tuple[Hashable, ...]:
-        """The triggers the current state has rows for."""
-        return self.run.allowed
-
-    @property
-    def history(self) -> list[Transition[S]]:
-        """The transitions so far, oldest first."""
-        return self.run.history
+    def run(self) -> Run[S]:
+        """The real run being stepped (read it; move it through the stepper)."""
+        return self._run
 
     @property
     def path(self) -> list[S]:

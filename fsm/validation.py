@@ -12,12 +12,12 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from fsm.definition import Guard, Row, State
 from fsm.errors import callable_name, show
 from fsm.labels import former_labels, state_label, trigger_label
+from fsm.table import Guard, Row, RowSpec, State
 
 if TYPE_CHECKING:
-    from fsm.definition import Machine, RowSpec
+    from fsm.definition import Machine
 
 
 def normalize_rows(specs: Iterable[RowSpec[Any]]) -> tuple[list[Row[Any]], list[str]]:

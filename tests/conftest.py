@@ -1,4 +1,4 @@
-"""Shared fixtures: a database URL and an engine with the tables, on SQLite and PostgreSQL."""
+"""Shared fixtures (a database URL and an engine, on SQLite and PostgreSQL) and the test tiers."""
 
 from __future__ import annotations
 
@@ -17,6 +17,22 @@ POSTGRES_URL = os.environ.get(
     "FSM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 """The PostgreSQL server the tests use; each test gets a schema of its own there."""
+
+INTEGRATION_FIXTURES = frozenset({"postgres_server", "broker", "kafka"})
+"""Fixtures that need PostgreSQL or start the Kafka-protocol broker (tests/flow/conftest.py,
+tests/flow/test_statement_faults.py): a test using one, directly or through another
+fixture, is an integration test."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `integration` the tests that need PostgreSQL (`postgres_server`, or `db_url` and
+    `engine` on postgresql) or the broker, and the campaign; the rest is the fast core."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and callspec.params.get("db_url") == "postgresql"
+        uses = INTEGRATION_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if on_postgres or uses or item.get_closest_marker("campaign") is not None:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

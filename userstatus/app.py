@@ -14,13 +14,14 @@ from adapters.kafka.config import KafkaConfig
 from adapters.kafka.publisher import KafkaPublisher
 from adapters.kafka.retry import RetryingPublisher
 from adapters.sqlalchemy import create_engine, require_tables
+from fsm.defaults import utc_now
 from fsm.outbox import Publisher
 from fsm.persistence import PersistentMachine
 from fsm.retry import STEP_RETRY, RetryPolicy
 from userstatus.domain import UserStatus
 from userstatus.flow import FlowState, machine
 from userstatus.manager import UserStatusManager
-from userstatus.orchestrator import UserStatusUpdateOrchestrator, utcnow
+from userstatus.orchestrator import UserStatusUpdateOrchestrator
 from userstatus.ports import CurrentUsers
 from userstatus.publisher import UserUpdatePublisher
 from userstatus.relay import OutboxRelay, RelaySettings
@@ -73,7 +74,7 @@ class FlowApp:
     kafka: KafkaConfig
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     relay_settings: RelaySettings = field(default_factory=RelaySettings)
-    clock: Callable[[], datetime] = utcnow
+    clock: Callable[[], datetime] = utc_now
     publish_grace: timedelta | None = None
     """How long relays leave a new event to its orchestrator; None: `publish_grace()`."""
     _publishers: list[KafkaPublisher] = field(default_factory=list, init=False, repr=False)

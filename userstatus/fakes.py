@@ -4,23 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from adapters.memory import InMemoryOutbox, InMemoryRunStore, InMemoryUnitOfWork
+from fsm.defaults import utc_now
 from fsm.ports import ConcurrencyError, InvalidRecord
 from userstatus.ports import UserRecord
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class FakeUserRepository:
     """Users in a dict (userstatus.ports.UserRepository); `fail_on_update` makes updates raise."""
 
     def __init__(
-        self, users: Iterable[tuple[int, str]] = (), *, clock: Callable[[], datetime] = _utcnow
+        self, users: Iterable[tuple[int, str]] = (), *, clock: Callable[[], datetime] = utc_now
     ) -> None:
         self.clock = clock
         self.users: dict[int, UserRecord] = {}

@@ -6,9 +6,10 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from fsm.defaults import new_id, utc_now
 from fsm.errors import FSMError
 from fsm.faults import causes, describe_error, is_retryable, is_transient
 from fsm.persistence import PersistentMachine, PersistentRun
@@ -37,16 +38,6 @@ Rollback and take their row in the one start."""
 
 KEY_LENGTH = 200
 _KEYS = uuid.UUID("5f0b7f8e-6c1d-4a59-9a57-3d2f6f1b0c11")
-
-
-def new_id() -> str:
-    """A fresh run or event id."""
-    return uuid.uuid4().hex
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware (the default clock)."""
-    return datetime.now(UTC)
 
 
 def key_run_id(idempotency_key: str) -> str:
@@ -120,7 +111,7 @@ class UserStatusUpdateOrchestrator:
         *,
         topic: str = TOPIC,
         owner: str = "orchestrator",
-        clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], datetime] = utc_now,
         ids: Callable[[], str] = new_id,
         publish_grace: timedelta = timedelta(seconds=30),
         step_retry: RetryPolicy = STEP_RETRY,
@@ -164,7 +155,7 @@ class UserStatusUpdateOrchestrator:
         context: dict[str, Any] = {
             "user_id": payload.user_id,
             "new_status": payload.new_status.value,
-            "request": uuid.uuid4().hex,  # tells this call's run from an earlier one's
+            "request": new_id(),  # tells this call's run from an earlier one's
         }
         if idempotency_key is None:
             run_id = self.ids()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from fsm.defaults import utc_now
 from fsm.errors import FSMError
 from fsm.faults import describe_error, is_retryable
 from fsm.outbox import LeaseLost, OutboxMessage, Publisher
@@ -20,7 +21,6 @@ from fsm.ports import RunNotFound
 from fsm.retry import STEP_RETRY, RetryPolicy, retry
 from userstatus.domain import UserStatus
 from userstatus.flow import FlowState, machine
-from userstatus.orchestrator import utcnow
 from userstatus.outcomes import (
     DeadLettered,
     Published,
@@ -161,7 +161,7 @@ class OutboxRelay:
         *,
         settings: RelaySettings | None = None,
         owner: str | None = None,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], datetime] = utc_now,
         sleep: Callable[[float], None] | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:

@@ -25,7 +25,8 @@ from sqlalchemy.orm import Session
 from adapters.sqlalchemy import checks
 from adapters.sqlalchemy.store import insert_row
 from adapters.sqlalchemy.tables import NAMING_CONVENTION, TABLES, Tables, UTCDateTime
-from adapters.sqlalchemy.uow import SqlUnitOfWork, utc_now
+from adapters.sqlalchemy.uow import SqlUnitOfWork
+from fsm.defaults import utc_now
 from fsm.ports import ConcurrencyError, InvalidRecord
 from userstatus.ports import UserRecord
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from fsm.defaults import utc_now
+
 if TYPE_CHECKING:
     from adapters.sqlalchemy.engine import DEFAULT_DB_URL, create_engine, default_db_url, prepare
     from adapters.sqlalchemy.outbox import OutboxEntry, SqlOutbox
@@ -27,7 +29,8 @@ if TYPE_CHECKING:
         define_tables,
         metadata,
     )
-    from adapters.sqlalchemy.uow import SqlUnitOfWork, utc_now
+    from adapters.sqlalchemy.uow import SqlUnitOfWork
+    from fsm.defaults import utc_now
 
 _HOMES = {
     "DEFAULT_DB_URL": "engine",
@@ -48,7 +51,7 @@ _HOMES = {
     "metadata": "tables",
     "TABLES": "tables",
     "SqlUnitOfWork": "uow",
-    "utc_now": "uow",
+    "utc_now": "uow",  # fsm.defaults.utc_now, re-exported
 }
 
 

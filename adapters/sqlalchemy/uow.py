@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Self
 
 from sqlalchemy import Engine, select
@@ -13,13 +13,9 @@ from adapters.sqlalchemy.engine import prepare
 from adapters.sqlalchemy.outbox import DEAD, PUBLISHED, SqlOutbox
 from adapters.sqlalchemy.store import SqlRunStore
 from adapters.sqlalchemy.tables import TABLES, Tables
+from fsm.defaults import utc_now
 from fsm.errors import FSMError
 from fsm.outbox import LeftBehind
-
-
-def utc_now() -> datetime:
-    """The default clock: aware UTC."""
-    return datetime.now(UTC)
 
 
 class SqlUnitOfWork:

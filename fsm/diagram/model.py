@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Any
 
-from fsm.definition import Machine, Row
+from fsm.definition import Machine
 from fsm.errors import DiagramError, callable_name, show
 from fsm.runtime import Run, Transition
+from fsm.table import Row
 
 TIMES = "\N{MULTIPLICATION SIGN}"
 """Written before a fired row's count; spelled by name so no one mistakes it for an x."""

@@ -132,6 +132,7 @@ class TestDemoCommand:
         err = capsys.readouterr().err.splitlines()
         assert err[-1].startswith("fsm: error: the demo cannot run: OperationalError")
 
+    @pytest.mark.integration  # the demo starts and stops a broker of its own
     def test_demo_json_loses_nothing(self, capsys: pytest.CaptureFixture[str]) -> None:
         """The main job on embedded defaults: one JSON object, zero events lost."""
         assert main(["demo", "--json"]) == 0

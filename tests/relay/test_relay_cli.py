@@ -82,6 +82,7 @@ class TestExitStatus:
         assert main([*relay_args(db_url), "--until-idle"]) == 1
         assert "DEAD-LETTERED" in caplog.text
 
+    @pytest.mark.integration  # starts the broker itself, after the database is prepared
     def test_until_idle_with_a_run_needing_an_operator_exits_1(
         self, tmp_path: Path, caplog: pytest.LogCaptureFixture
     ) -> None:

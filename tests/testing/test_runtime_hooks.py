@@ -1,4 +1,4 @@
-"""The runtime hooks the toolkit adds: Run.fire, observe() and last_row()."""
+"""The runtime hooks the toolkit adds: Run.fire, observe(), Run.last_row and RunHandle."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 
-from fsm import CallbackError, InvalidEvent, Run, Transition, UnhandledOutcome
+from adapters.memory import InMemoryUnitOfWork
+from fsm import CallbackError, InvalidEvent, PersistentMachine, Run, Transition, UnhandledOutcome
 from fsm.examples import ping, update
-from fsm.runtime import _observers, last_row, observe
+from fsm.runtime import RunHandle, _observers, observe
+from fsm.testing import Stepper
 
 from .machines import Saved, calls, flow
 
@@ -80,14 +82,38 @@ class TestObserve:
 
 
 class TestLastRow:
-    """last_row() names the table row behind the latest transition."""
+    """Run.last_row names the table row behind the latest transition."""
 
     def test_row_identity(self) -> None:
         """It is the Row object of the machine's table."""
         run = ping.start({"ok": True}).send("start").send("finish")
-        assert last_row(run) is ping.transitions[2]
+        assert run.last_row is ping.transitions[2]
 
     def test_no_transition_yet(self) -> None:
         """Before any transition it says so."""
         with pytest.raises(ValueError, match="has no transition yet"):
-            last_row(ping.create())
+            ping.create().last_row  # noqa: B018
+
+
+class TestRunHandle:
+    """A PersistentRun and a Stepper show their run read-only, by the Run's own names."""
+
+    NAMES = sorted(n for n, v in vars(RunHandle).items() if isinstance(v, property) and n != "run")
+
+    def test_names_are_the_runs(self) -> None:
+        """Every property a RunHandle shows is a Run attribute of the same name."""
+        assert "state" in self.NAMES
+        assert [n for n in self.NAMES if not hasattr(Run, n)] == []
+
+    @pytest.mark.parametrize("kind", ["stepper", "persistent"])
+    def test_reads_the_run_it_holds(self, kind: str) -> None:
+        """Each property is the held run's, as it is now."""
+        handle: RunHandle[str]
+        if kind == "stepper":
+            handle = Stepper(ping, {"ok": True}).follow("start")
+        else:
+            handle = PersistentMachine(ping, InMemoryUnitOfWork()).start({"ok": True})
+            handle.send("start")
+        assert handle.state == "busy"
+        for name in self.NAMES:
+            assert getattr(handle, name) == getattr(handle.run, name), name
