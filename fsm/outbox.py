@@ -121,6 +121,35 @@ class LeaseLost(FSMError):
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Published:
+    """The broker acknowledged the event."""
+
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublishFailed:
+    """Every attempt failed; the event stays pending in the outbox for the relay."""
+
+    event_id: str
+    error: str
+    attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLettered:
+    """The relay gave up (attempt or age limit): the event needs people, loudly."""
+
+    event_id: str
+    error: str
+    attempts: int
+
+
+Delivery = Published | PublishFailed | DeadLettered
+"""What one attempt to publish an outbox message can come to (a relay's closed family)."""
+
+
 class OutboxUnitOfWork(UnitOfWork, Protocol):
     """A unit of work whose transaction also reaches an outbox."""
 

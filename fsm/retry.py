@@ -11,6 +11,23 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+def backoff(
+    failed_attempts: int,
+    *,
+    initial: float,
+    maximum: float,
+    multiplier: float = 2.0,
+    jitter: float = 0.0,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Seconds to wait after the `failed_attempts`-th failure: `initial`, times `multiplier` per
+    failure after the first, capped at `maximum`, then spread by up to ± `jitter` (a fraction
+    of the wait, 0 to 1) so that waiters do not retry in lockstep. The one backoff of the
+    engine: the immediate publish, database steps and the relay all wait by it."""
+    base = min(maximum, initial * multiplier ** max(0, failed_attempts - 1))
+    return base * (1 - jitter + 2 * jitter * rand())
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How often and how long to try again: used for publishing and for database steps."""
@@ -20,7 +37,7 @@ class RetryPolicy:
     """Seconds before the second attempt; doubles each time."""
     max_backoff: float = 2.0
     jitter: float = 0.2
-    """Up to this many seconds added at random to each wait."""
+    """Each wait is spread by up to ± this fraction of itself (0 to 1), see `backoff`."""
     deadline: float = 1.0
     """No new attempt starts once this many seconds have passed (plus its wait)."""
 
@@ -31,22 +48,27 @@ class RetryPolicy:
         for name in ("initial_backoff", "max_backoff", "jitter", "deadline"):
             if not getattr(self, name) >= 0:
                 problems.append(f"{name} must not be negative, got {getattr(self, name)!r}")
+        if not self.jitter <= 1:
+            problems.append(f"jitter must be a fraction from 0 to 1, got {self.jitter!r}")
         if problems:
             raise ValueError("; ".join(problems))
 
     def wait(self, failed_attempts: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait after `failed_attempts` failures: exponential, capped, jittered."""
-        growth = 2.0 ** max(0, failed_attempts - 1)
-        return min(self.max_backoff, self.initial_backoff * growth) + self.jitter * rand()
+        return backoff(
+            failed_attempts,
+            initial=self.initial_backoff,
+            maximum=self.max_backoff,
+            jitter=self.jitter,
+            rand=rand,
+        )
 
     def gives_up(self, failed_attempts: int, elapsed: float, upcoming_wait: float) -> bool:
         """True when no attempt may follow `failed_attempts` failures after `elapsed` s."""
         return failed_attempts >= self.attempts or elapsed + upcoming_wait > self.deadline
 
 
-STEP_RETRY = RetryPolicy(
-    attempts=4, initial_backoff=0.05, max_backoff=1.0, jitter=0.05, deadline=10
-)
+STEP_RETRY = RetryPolicy(attempts=4, initial_backoff=0.05, max_backoff=1.0, jitter=0.5, deadline=10)
 """Database steps: a lost connection or acknowledgement is usually over within a second."""
 
 

@@ -1,5 +1,6 @@
 """The reference flow: a user status update that tells the audit service, and never loses it."""
 
+from fsm.relay import RelayReport, RelaySettings
 from userstatus.domain import InvalidPayload, UpdateUserStatusPayload, UserStatus, lifecycle
 from userstatus.events import TOPIC, UserStatusChanged
 from userstatus.flow import FlowState, FlowSteps, machine
@@ -15,7 +16,7 @@ from userstatus.outcomes import (
     UserStatusUpdated,
 )
 from userstatus.publisher import UserUpdatePublisher
-from userstatus.relay import OutboxRelay, RelayReport, RelaySettings
+from userstatus.relay import OutboxRelay
 
 __all__ = [
     "TOPIC",

@@ -17,6 +17,7 @@ from adapters.sqlalchemy import create_engine, require_tables
 from fsm.defaults import utc_now
 from fsm.outbox import Publisher
 from fsm.persistence import PersistentMachine
+from fsm.relay import RelaySettings
 from fsm.retry import STEP_RETRY, RetryPolicy
 from userstatus.domain import UserStatus
 from userstatus.flow import FlowState, machine
@@ -24,7 +25,7 @@ from userstatus.manager import UserStatusManager
 from userstatus.orchestrator import UserStatusUpdateOrchestrator
 from userstatus.ports import CurrentUsers
 from userstatus.publisher import UserUpdatePublisher
-from userstatus.relay import OutboxRelay, RelaySettings
+from userstatus.relay import OutboxRelay
 from userstatus.sql import FLOW_TABLES, FlowSqlUnitOfWork
 
 log = logging.getLogger(__name__)

@@ -91,7 +91,7 @@ def kafka_config(args: argparse.Namespace) -> Any:
 
 def relay_settings(args: argparse.Namespace) -> Any:
     """The RelaySettings the options describe; UsageError naming a bad option."""
-    from userstatus.relay import RelaySettings
+    from fsm.relay import RelaySettings
 
     try:
         max_age = timedelta(hours=args.max_age_hours)

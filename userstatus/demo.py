@@ -18,12 +18,12 @@ from adapters.kafka.config import KafkaConfig
 from adapters.kafka.consumer import AuditConsumer, AuditLog
 from adapters.sqlalchemy import create_engine, init_db
 from adapters.sqlalchemy.engine import shown_url
+from fsm.relay import RelaySettings
 from userstatus.app import FlowApp
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.events import TOPIC, EventDecodeError, UserStatusChanged
 from userstatus.flow import FlowState
 from userstatus.orchestrator import UserStatusUpdateOrchestrator
-from userstatus.relay import RelaySettings
 from userstatus.sql import FLOW_TABLES, users
 
 S = UserStatus

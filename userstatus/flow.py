@@ -79,6 +79,13 @@ machine: Machine[FlowState, FlowSteps] = Machine(
             description="the relay gave up; the event needs people",
         ),
     ],
+    # The delivery outcomes moved from userstatus.outcomes to fsm.outbox: runs stored before
+    # hold them under their old type tags.
+    aliases={
+        "userstatus.outcomes.Published": Published,
+        "userstatus.outcomes.PublishFailed": PublishFailed,
+        "userstatus.outcomes.DeadLettered": DeadLettered,
+    },
     # Each action's return annotation is a closed family: building the machine proves each
     # outcome has a row. The rows out of publish_failed are fired by the outbox relay with
     # the outcome of its own attempt (a RelayOutcome).

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fsm.faults import describe_error, is_transient
+from fsm.outbox import DeadLettered as DeadLettered  # the outbox's delivery outcomes
+from fsm.outbox import Delivery
+from fsm.outbox import Published as Published
+from fsm.outbox import PublishFailed as PublishFailed
 from userstatus.domain import UserStatus
 
 
@@ -68,33 +72,8 @@ UpdateOutcome = (
 UpdateFailure = UserNotFound | IllegalStatusChange | ConcurrentUpdate | StorageError
 
 
-@dataclass(frozen=True, slots=True)
-class Published:
-    """The broker acknowledged the event."""
-
-    event_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class PublishFailed:
-    """Every attempt failed; the event stays pending in the outbox for the relay."""
-
-    event_id: str
-    error: str
-    attempts: int = 1
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLettered:
-    """The relay gave up (attempt or age limit): the event needs people, loudly."""
-
-    event_id: str
-    error: str
-    attempts: int
-
-
 PublishOutcome = Published | PublishFailed
 """What the immediate publish after commit can come to."""
 
-RelayOutcome = Published | PublishFailed | DeadLettered
-"""What one relay attempt on a pending event can come to."""
+RelayOutcome = Delivery
+"""What one relay attempt on a pending event can come to (fsm.outbox.Delivery)."""

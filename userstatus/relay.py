@@ -1,158 +1,66 @@
-"""The outbox relay: publishes pending events in per-user order and finishes their runs."""
+"""The flow's relay: the generic outbox relay (fsm.relay) with the flow's settle hook, which
+moves each event's run by the outcome of the relay's attempt."""
 
 from __future__ import annotations
 
 import logging
-import os
 import random
-import socket
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from fsm.defaults import utc_now
 from fsm.errors import FSMError
-from fsm.faults import describe_error, is_retryable
-from fsm.outbox import LeaseLost, OutboxMessage, Publisher
-from fsm.persistence import PersistentMachine
+from fsm.outbox import DeadLettered, Delivery, OutboxMessage, Published, Publisher, PublishFailed
+from fsm.persistence import Effect, PersistentMachine
 from fsm.ports import RunNotFound
-from fsm.retry import STEP_RETRY, RetryPolicy, retry
+from fsm.relay import OutboxRelay as Relay
+from fsm.relay import RelaySettings, default_owner
 from userstatus.domain import UserStatus
 from userstatus.flow import FlowState, machine
-from userstatus.outcomes import (
-    DeadLettered,
-    Published,
-    PublishFailed,
-    PublishOutcome,
-    RelayOutcome,
-    UpdateOutcome,
-)
+from userstatus.outcomes import PublishOutcome, UpdateOutcome
 from userstatus.ports import FlowUnitOfWork
 
 log = logging.getLogger(__name__)
 
-LEASE_MARGIN = 5.0
-"""Seconds a lease must outlast one publish attempt: the renew before it, the settle after."""
 
+class FlowSettler:
+    """The flow's settle hook: a relay's outcome moves the event's run (fsm.relay.RunSettler)."""
 
-class RelaySettingsError(FSMError, ValueError):
-    """Relay settings that cannot work, named with what is allowed."""
+    machine = machine.name
 
-
-@dataclass(frozen=True, slots=True)
-class RelaySettings:
-    """How hard the relay tries, how long it holds a claim and how it backs off."""
-
-    batch_size: int = 50
-    lease_seconds: float = 60.0
-    """A relay that dies holding a claim releases it when this runs out. The relay renews
-    it just before each publish, so it must outlast one attempt: at least
-    `publish_timeout` + LEASE_MARGIN."""
-    publish_timeout: float = 15.0
-    """The longest one publish attempt takes; for Kafka max_block_ms + delivery_timeout_ms
-    (15 s at KafkaConfig's defaults; FlowApp raises it to its KafkaConfig's bound)."""
-    max_attempts: int = 10
-    """Attempts (the immediate one after commit included) before an event is dead-lettered."""
-    max_age: timedelta = timedelta(hours=24)
-    """An event this old is dead-lettered at its next failed attempt."""
-    backoff_initial: float = 0.5
-    backoff_multiplier: float = 2.0
-    backoff_max: float = 60.0
-    jitter: float = 0.2
-    """Each delay is spread by up to this fraction, so relays do not retry in lockstep."""
-    idle_interval: float = 1.0
-    """How long to wait when nothing is due."""
-    sweep_interval: float = 60.0
-    """How often (seconds) to look for runs whose event is settled but which are not."""
-    step_retry: RetryPolicy = STEP_RETRY
-    """How a failed database step (recording an attempt, moving its run) is tried again."""
-
-    def __post_init__(self) -> None:
-        problems = [
-            f"{name} must be positive, got {value!r}"
-            for name, value in (
-                ("batch_size", self.batch_size),
-                ("lease_seconds", self.lease_seconds),
-                ("publish_timeout", self.publish_timeout),
-                ("max_attempts", self.max_attempts),
-                ("backoff_initial", self.backoff_initial),
-                ("idle_interval", self.idle_interval),
-                ("sweep_interval", self.sweep_interval),
-            )
-            if not value > 0
-        ]
-        if not 0 <= self.jitter <= 1:
-            problems.append(f"jitter must be between 0 and 1, got {self.jitter!r}")
-        shortest = self.publish_timeout + LEASE_MARGIN
-        if not problems and self.lease_seconds < shortest:
-            problems.append(
-                f"lease_seconds {self.lease_seconds:g} is shorter than one publish attempt "
-                f"({self.publish_timeout:g} s) plus a {LEASE_MARGIN:g} s margin; "
-                f"give at least {shortest:g}"
-            )
-        if problems:
-            raise RelaySettingsError("; ".join(problems))
-
-    def delay(self, attempts: int, rand: Callable[[], float] = random.random) -> float:
-        """Seconds to wait after the `attempts`-th failed attempt (exponential, with jitter)."""
-        base = min(
-            self.backoff_max, self.backoff_initial * self.backoff_multiplier ** (attempts - 1)
+    def __init__(self, uow: FlowUnitOfWork, *, clock: Callable[[], datetime], worker: str) -> None:
+        self.runs: PersistentMachine[FlowState] = PersistentMachine(
+            machine, uow, types=[UserStatus], clock=clock, steps=_RelaySteps(), worker=worker
         )
-        return base * (1 - self.jitter + 2 * self.jitter * rand())
+
+    def settle(self, message: OutboxMessage, outcome: Delivery, effect: Effect) -> bool:
+        assert message.run_id is not None
+        return self._move(message.run_id, message.event_id, outcome, effect)
+
+    def finish(self, run_id: str, outcome: Published | DeadLettered) -> None:
+        self._move(run_id, outcome.event_id, outcome)
+
+    def _move(
+        self, run_id: str, event_id: str, outcome: Delivery, effect: Effect | None = None
+    ) -> bool:
+        try:
+            run = self.runs.load(run_id)
+        except RunNotFound:
+            log.warning("relay: run %s of event %s is not stored", run_id, event_id)
+            return False
+        if run.finished:
+            return False  # settled already (a duplicate send after an expired lease)
+        if run.state == FlowState.STATUS_UPDATED:
+            # The process that committed stopped before publishing: that publish failed.
+            # Its step is recorded first; the relay's own outcome follows from publish_failed.
+            run.advance()
+        run.send(outcome, effect=effect)
+        return True
 
 
-@dataclass
-class RelayReport:
-    """What the relay did, counted."""
-
-    claimed: int = 0
-    published: int = 0
-    failed: int = 0
-    dead: int = 0
-    errors: int = 0
-    lost: int = 0
-    """Claims skipped because their lease had run out before the publish."""
-    released: int = 0
-    """Claims handed back unprocessed when the relay stopped."""
-    finished_runs: int = 0
-    """Runs left behind with a settled event, finished (see settle_left_behind)."""
-    dead_events: list[str] = field(default_factory=list)
-    unsettled_runs: list[str] = field(default_factory=list)
-    """Runs whose event was recorded but which could not be moved: for operators."""
-
-    def add(self, other: RelayReport) -> None:
-        """Add another report's counts to this one."""
-        self.claimed += other.claimed
-        self.published += other.published
-        self.failed += other.failed
-        self.dead += other.dead
-        self.errors += other.errors
-        self.lost += other.lost
-        self.released += other.released
-        self.finished_runs += other.finished_runs
-        self.dead_events += other.dead_events
-        self.unsettled_runs += other.unsettled_runs
-
-
-def default_owner() -> str:
-    """A relay's name in leases: host, process and a thread-unique suffix."""
-    return f"relay-{socket.gethostname()}-{os.getpid()}-{threading.get_ident() % 100000}"
-
-
-class OutboxRelay:
-    """A long-lived worker: claim due events, publish, settle the outbox and the run.
-
-    Claims follow the Outbox contract (only the oldest pending event of each key, leased),
-    so several relays keep per-user order. Each attempt's outcome is recorded in one
-    transaction: the outbox row (published, failed with its next attempt time, or dead)
-    and the run's transition. Just before each publish the relay renews that event's
-    lease; if the lease ran out meanwhile (another relay may have it) the event is
-    skipped, so a slow relay never re-sends an old event after a newer one of its key.
-    `stop()` (or SIGTERM/SIGINT through `install_signal_handlers`) lets the event in hand
-    finish and releases the rest of the batch, so other relays take it at once.
-    """
+class OutboxRelay(Relay):
+    """The generic relay, settling the flow's runs (FlowSettler)."""
 
     def __init__(
         self,
@@ -165,377 +73,17 @@ class OutboxRelay:
         sleep: Callable[[float], None] | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
-        self.uow = uow
-        self.publisher = publisher
-        self.settings = settings or RelaySettings()
-        self.owner = owner or default_owner()
-        self.clock = clock
-        self.rand = rand
-        self._stop = threading.Event()
-        self._stuck: set[str] = set()
-        """Runs left behind that can never move: reported once, then skipped."""
-        self.sleep = sleep if sleep is not None else self._interruptible_sleep
-        self.runs: PersistentMachine[Any] = PersistentMachine(
-            machine, uow, types=[UserStatus], clock=clock, steps=_RelaySteps(), worker=self.owner
+        owner = owner or default_owner()
+        super().__init__(
+            uow,
+            publisher,
+            settler=FlowSettler(uow, clock=clock, worker=owner),
+            settings=settings,
+            owner=owner,
+            clock=clock,
+            sleep=sleep,
+            rand=rand,
         )
-
-    def _interruptible_sleep(self, seconds: float) -> None:
-        self._stop.wait(seconds)
-
-    @property
-    def stopping(self) -> bool:
-        """True once stop() was called."""
-        return self._stop.is_set()
-
-    def stop(self) -> None:
-        """Finish the event in hand, then return from run()."""
-        self._stop.set()
-
-    def install_signal_handlers(self) -> None:
-        """Stop cleanly on SIGTERM and SIGINT (call from the main thread)."""
-        import signal
-
-        def handler(signum: int, frame: object) -> None:
-            log.info("relay %s: signal %s, stopping after the event in hand", self.owner, signum)
-            self.stop()
-
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
-
-    def pending(self) -> int:
-        """How many events are neither published nor dead."""
-        with self.uow:
-            return self.uow.outbox.counts().get("pending", 0)
-
-    def _idle(self) -> bool:
-        try:
-            return self.pending() == 0
-        except Exception as error:  # the database is away: keep trying, as for claims
-            log.error("relay %s: counting pending events failed: %r", self.owner, error)
-            return False
-
-    def run_once(self) -> RelayReport:
-        """Claim one batch and work through it; stops early if asked to."""
-        report = RelayReport()
-        try:
-            with self.uow:  # committed at once, so other relays see the leases
-                claimed = self.uow.outbox.claim(
-                    owner=self.owner,
-                    limit=self.settings.batch_size,
-                    lease_seconds=self.settings.lease_seconds,
-                    now=self.clock(),
-                )
-        except Exception as error:
-            log.error("relay %s: claiming failed: %r", self.owner, error)
-            report.errors += 1
-            return report
-        report.claimed = len(claimed)
-        for index, message in enumerate(claimed):
-            if self.stopping:
-                self._release(claimed[index:], report)
-                break
-            if not self._renew(message, report):
-                continue
-            self._settle(message, self.attempt(message), report)
-        if claimed:
-            log.info(
-                "relay %s: claimed %d, published %d, failed %d, dead-lettered %d",
-                self.owner,
-                report.claimed,
-                report.published,
-                report.failed,
-                report.dead,
-            )
-        return report
-
-    def run(self, *, until_idle: bool = False, max_seconds: float | None = None) -> RelayReport:
-        """Work until stopped; with `until_idle`, also return once nothing is pending.
-
-        `max_seconds` bounds the time on the relay's clock (for demos and tests).
-        """
-        total = RelayReport()
-        started = swept = self.clock()
-        self.settle_left_behind(total)
-        while not self.stopping:
-            report = self.run_once()
-            total.add(report)
-            if (self.clock() - swept).total_seconds() >= self.settings.sweep_interval:
-                swept = self.clock()
-                self.settle_left_behind(total)
-            if until_idle and report.claimed == 0 and self._idle():
-                break
-            if max_seconds is not None and (self.clock() - started).total_seconds() > max_seconds:
-                log.warning("relay %s: gave up waiting after %.0f s", self.owner, max_seconds)
-                break
-            if report.claimed == 0:
-                self.sleep(self.settings.idle_interval)
-        return total
-
-    def _renew(self, message: OutboxMessage, report: RelayReport) -> bool:
-        """Extend the lease on `message` for one attempt; False: skip it, it is not ours."""
-        try:
-            with self.uow:
-                held = self.uow.outbox.renew(
-                    message.event_id,
-                    owner=self.owner,
-                    lease_seconds=self.settings.lease_seconds,
-                    now=self.clock(),
-                )
-        except Exception as error:
-            report.errors += 1
-            log.error(
-                "relay %s: renewing the lease on event %s failed: %r; skipped",
-                self.owner,
-                message.event_id,
-                error,
-            )
-            return False
-        if not held:
-            report.lost += 1
-            log.warning(
-                "relay %s: the lease on event %s ran out before its publish; skipped "
-                "(another relay publishes it in order)",
-                self.owner,
-                message.event_id,
-            )
-        return held
-
-    def _release(self, messages: list[OutboxMessage], report: RelayReport) -> None:
-        """Hand back claims not worked on, so other relays need not wait out the lease."""
-        try:
-            with self.uow:
-                report.released += self.uow.outbox.release(
-                    [m.event_id for m in messages], owner=self.owner
-                )
-        except Exception as error:  # they come back when the lease runs out
-            log.error("relay %s: releasing %d claims failed: %r", self.owner, len(messages), error)
-
-    def attempt(self, message: OutboxMessage) -> RelayOutcome:
-        """Publish one claimed event once; say what came of it."""
-        try:
-            self.publisher.publish(message)
-        except Exception as error:  # any failure is an attempt that failed, never a crash
-            attempts = message.attempts + 1
-            age = self.clock() - (message.created_at or self.clock())
-            if attempts >= self.settings.max_attempts or age >= self.settings.max_age:
-                return DeadLettered(
-                    message.event_id,
-                    f"{error} (gave up after {attempts} attempts, event age {age})",
-                    attempts,
-                )
-            return PublishFailed(message.event_id, str(error), attempts)
-        return Published(message.event_id)
-
-    def _settle(self, message: OutboxMessage, outcome: RelayOutcome, report: RelayReport) -> None:
-        """Record the attempt in the outbox and move the run, in one transaction.
-
-        A failure is tried again under `step_retry`; before each new try the lease says
-        whether the last one committed after all (its acknowledgement lost): a recorded
-        attempt leaves the pending set or gives up the lease. If it keeps failing, nothing
-        is recorded: the event stays pending and is published again (a duplicate consumers
-        drop) once the lease runs out. Only a run that can never move (corrupt, another
-        machine's, in a state that takes no such outcome) gets the outbox row recorded
-        alone, and is reported for operators.
-        """
-
-        def attempt(number: int) -> None:
-            if number > 1 and not self._still_held(message):
-                return  # the last try committed after all, or another relay has it now
-            if not self._advance_run(message, outcome):
-                with self.uow:  # no run waits for it: the outbox alone
-                    self._mark(self.uow, message, outcome)
-
-        try:
-            retry(
-                attempt,
-                self.settings.step_retry,
-                retry_on=is_retryable,
-                sleep=self.sleep,
-                on_retry=lambda n, error, wait: log.warning(
-                    "relay %s: recording event %s failed (%s); trying again in %.2f s",
-                    self.owner,
-                    message.event_id,
-                    describe_error(error),
-                    wait,
-                ),
-            )
-        except LeaseLost as error:
-            report.lost += 1
-            log.warning("relay %s: %s", self.owner, error)
-            return
-        except Exception as error:
-            if is_retryable(error):  # the database stayed away: record nothing
-                report.errors += 1
-                log.error(
-                    "relay %s: recording event %s failed: %r; it stays pending and is "
-                    "published again when its lease runs out",
-                    self.owner,
-                    message.event_id,
-                    error,
-                )
-                return
-            # The run can never move this way (corrupt, another machine's, a state that
-            # takes no such outcome, a write refused for good): the outbox row alone.
-            if not self._mark_alone(message, outcome, error, report):
-                return
-        if isinstance(outcome, Published):
-            report.published += 1
-        elif isinstance(outcome, DeadLettered):
-            report.dead += 1
-            report.dead_events.append(message.event_id)
-            log.error(
-                "relay %s: DEAD-LETTERED event %s of run %s (key %s): %s",
-                self.owner,
-                message.event_id,
-                message.run_id,
-                message.key,
-                outcome.error,
-            )
-        else:
-            report.failed += 1
-            log.warning(
-                "relay %s: event %s attempt %d failed: %s",
-                self.owner,
-                message.event_id,
-                outcome.attempts,
-                outcome.error,
-            )
-
-    def _still_held(self, message: OutboxMessage) -> bool:
-        """True while the event is pending and leased to this relay (renewing the lease)."""
-        with self.uow:
-            return self.uow.outbox.renew(
-                message.event_id,
-                owner=self.owner,
-                lease_seconds=self.settings.lease_seconds,
-                now=self.clock(),
-            )
-
-    def _mark_alone(
-        self,
-        message: OutboxMessage,
-        outcome: RelayOutcome,
-        error: Exception,
-        report: RelayReport,
-    ) -> bool:
-        """Record the outcome in the outbox without the run; False if even that failed."""
-        try:
-            with self.uow:
-                self._mark(self.uow, message, outcome)
-        except Exception as second:
-            report.errors += 1
-            log.error(
-                "relay %s: recording event %s failed: %r (then %r); it stays pending and "
-                "is tried again when its lease runs out",
-                self.owner,
-                message.event_id,
-                error,
-                second,
-            )
-            return False
-        report.unsettled_runs.append(str(message.run_id))
-        log.error(
-            "relay %s: RUN %s NEEDS AN OPERATOR: event %s was recorded as %s, but the run "
-            "can never move: %r",
-            self.owner,
-            message.run_id,
-            message.event_id,
-            type(outcome).__name__,
-            error,
-        )
-        return True
-
-    def _advance_run(self, message: OutboxMessage, outcome: RelayOutcome) -> bool:
-        """Send the outcome to the event's run, the outbox row changing in the same
-        transaction; False when no unfinished run waits for it."""
-        if message.run_id is None:
-            return False
-        return self._finish_run(
-            message.run_id,
-            message.event_id,
-            outcome,
-            effect=lambda uow: self._mark(self.uow, message, outcome),
-        )
-
-    def _finish_run(
-        self,
-        run_id: str,
-        event_id: str,
-        outcome: RelayOutcome,
-        effect: Callable[[Any], object] | None = None,
-    ) -> bool:
-        try:
-            run = self.runs.load(run_id)
-        except RunNotFound:
-            log.warning("relay %s: run %s of event %s is not stored", self.owner, run_id, event_id)
-            return False
-        if run.finished:
-            return False  # settled already (a duplicate send after an expired lease)
-        if run.state == FlowState.STATUS_UPDATED:
-            # The process that committed stopped before publishing: that publish failed.
-            # Its step is recorded first; the relay's own outcome follows from publish_failed.
-            run.advance()
-        run.send(outcome, effect=effect)
-        return True
-
-    def settle_left_behind(self, report: RelayReport) -> None:
-        """Finish unfinished runs whose event the outbox settled without them (an operator,
-        or an older version after a database error, left them so)."""
-        try:
-            with self.uow:
-                found = self.uow.left_behind(
-                    machine.name, limit=self.settings.batch_size, skip=self._stuck
-                )
-        except Exception as error:
-            report.errors += 1
-            log.error("relay %s: looking for runs left behind failed: %r", self.owner, error)
-            return
-        for entry in found:
-            outcome: RelayOutcome = (
-                Published(entry.event_id)
-                if entry.status == "published"
-                else DeadLettered(entry.event_id, entry.error or "dead-lettered", entry.attempts)
-            )
-            try:
-                self._finish_run(entry.run_id, entry.event_id, outcome)
-            except Exception as error:
-                report.errors += 1
-                if not is_retryable(error):  # it will fail so every time: stop asking
-                    self._stuck.add(entry.run_id)
-                    report.unsettled_runs.append(entry.run_id)
-                log.error(
-                    "relay %s: run %s (event %s %s) could not be finished: %r",
-                    self.owner,
-                    entry.run_id,
-                    entry.event_id,
-                    entry.status,
-                    error,
-                )
-                continue
-            report.finished_runs += 1
-            log.warning(
-                "relay %s: finished run %s left behind (its event %s is %s)",
-                self.owner,
-                entry.run_id,
-                entry.event_id,
-                entry.status,
-            )
-
-    def _mark(self, uow: FlowUnitOfWork, message: OutboxMessage, outcome: RelayOutcome) -> None:
-        now = self.clock()
-        outbox = uow.outbox
-        if isinstance(outcome, Published):
-            outbox.mark_published(message.event_id, owner=self.owner, now=now)
-        elif isinstance(outcome, DeadLettered):
-            outbox.mark_dead(message.event_id, owner=self.owner, error=outcome.error, now=now)
-        else:
-            delay = self.settings.delay(outcome.attempts, self.rand)
-            outbox.mark_failed(
-                message.event_id,
-                owner=self.owner,
-                error=outcome.error,
-                retry_at=now + timedelta(seconds=delay),
-            )
 
 
 class _RelaySteps:

@@ -12,6 +12,7 @@ from adapters.kafka.broker import LocalBroker
 from adapters.kafka.config import KafkaConfig
 from adapters.kafka.retry import RetryPolicy
 from adapters.memory import FakePublisher
+from fsm.relay import RelaySettings
 from tests.clock import Clock
 from userstatus.app import FlowApp
 from userstatus.demo import init_schema
@@ -20,7 +21,6 @@ from userstatus.manager import UserStatusManager
 from userstatus.orchestrator import UserStatusUpdateOrchestrator
 from userstatus.ports import CurrentUsers
 from userstatus.publisher import UserUpdatePublisher
-from userstatus.relay import RelaySettings
 
 
 @dataclass

@@ -8,6 +8,7 @@ import pytest
 
 from fsm.definition import Machine
 from fsm.errors import BindError, DefinitionError
+from fsm.relay import RelaySettings
 from fsm.validation import outcome_family
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.flow import FlowState, machine
@@ -18,7 +19,7 @@ from userstatus.outcomes import (
     StorageError,
     UserNotFound,
 )
-from userstatus.relay import OutboxRelay, RelaySettings
+from userstatus.relay import OutboxRelay
 
 from .conftest import MemoryFlow
 

@@ -16,13 +16,14 @@ from sqlalchemy import select
 from adapters.kafka.broker import LocalBroker
 from adapters.kafka.consumer import AuditConsumer, AuditLog
 from adapters.sqlalchemy.tables import TABLES
+from fsm.relay import RelayReport
 from userstatus.app import FlowApp
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.events import TOPIC, UserStatusChanged
 from userstatus.flow import FlowState
 from userstatus.orchestrator import UserStatusUpdateOrchestrator
 from userstatus.outcomes import StorageError
-from userstatus.relay import OutboxRelay, RelayReport
+from userstatus.relay import OutboxRelay
 
 from .conftest import sql_app
 

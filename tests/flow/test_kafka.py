@@ -204,11 +204,21 @@ class TestRetryPolicy:
         assert clock.sleeps == [1, 2, 4]
         assert clock.now <= 10
 
-    def test_jitter_is_added(self) -> None:
-        """Jitter adds up to `jitter` seconds to each wait."""
+    def test_jitter_spreads_each_wait_by_a_fraction(self) -> None:
+        """Jitter spreads each wait by up to ± that fraction of it, as the relay's does: one
+        backoff (fsm.retry.backoff) for both."""
+        from fsm.relay import RelaySettings
+
         policy = RetryPolicy(initial_backoff=1, max_backoff=8, jitter=0.5)
         assert policy.wait(1, lambda: 1.0) == 1.5
-        assert policy.wait(5, lambda: 0.0) == 8
+        assert policy.wait(5, lambda: 0.0) == 4
+        assert policy.wait(2, lambda: 0.5) == 2
+        relay = RelaySettings(backoff_initial=1, backoff_max=8, jitter=0.5)
+        assert [relay.delay(n, lambda: 0.25) for n in (1, 2, 5)] == [
+            policy.wait(n, lambda: 0.25) for n in (1, 2, 5)
+        ]
+        with pytest.raises(ValueError, match="jitter must be a fraction from 0 to 1, got 2"):
+            RetryPolicy(jitter=2)
 
     def test_bad_policy_is_refused(self) -> None:
         """A policy with no attempts or a negative deadline is refused, naming the field."""

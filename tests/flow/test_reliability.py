@@ -10,6 +10,7 @@ import pytest
 
 from fsm.faults import TransientError
 from fsm.outbox import OutboxMessage
+from fsm.relay import RelayReport, RelaySettings
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.fakes import FakeUserRepository
 from userstatus.flow import FlowState
@@ -22,7 +23,7 @@ from userstatus.orchestrator import (
 )
 from userstatus.outcomes import ConcurrentUpdate, IllegalStatusChange, StorageError
 from userstatus.ports import UserRecord
-from userstatus.relay import OutboxRelay, RelayReport, RelaySettings
+from userstatus.relay import OutboxRelay
 
 from .conftest import MemoryFlow
 

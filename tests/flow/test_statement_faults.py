@@ -28,6 +28,7 @@ from adapters.memory import FakePublisher
 from adapters.sqlalchemy import create_engine
 from adapters.sqlalchemy.tables import TABLES
 from fsm.outbox import Publisher
+from fsm.relay import RelayReport, RelaySettings
 from tests.clock import Clock
 from tests.conftest import POSTGRES_URL
 from tests.faults.injector import Fault, FaultInjector
@@ -37,7 +38,6 @@ from userstatus.demo import init_schema
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.flow import FlowState
 from userstatus.orchestrator import RunNotSettled
-from userstatus.relay import RelayReport, RelaySettings
 
 from .conftest import fast_config
 

@@ -11,11 +11,12 @@ from adapters.kafka.config import KafkaConfig
 from adapters.kafka.retry import RetryPolicy
 from adapters.sqlalchemy.tables import TABLES
 from fsm.outbox import OutboxMessage, PublishError
+from fsm.relay import RelaySettings
 from tests.clock import Clock
 from userstatus.app import FlowApp
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.flow import FlowState
-from userstatus.relay import OutboxRelay, RelaySettings
+from userstatus.relay import OutboxRelay
 
 S = UserStatus
 LEASE = 10.0
