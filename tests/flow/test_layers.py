@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from sqlalchemy import Engine, select, update
+
 import adapters
 import userstatus
 
@@ -45,3 +47,42 @@ class TestLayers:
             if name.split(".")[0] in forbidden
         ]
         assert offenders == []
+
+
+def test_runs_stored_before_the_delivery_outcomes_moved_still_load(engine: Engine) -> None:
+    """Published & co. moved from userstatus.outcomes to fsm.outbox: a run whose history
+    holds the old type tag loads (the flow machine's aliases) and reads the same outcome."""
+    from adapters.memory import FakePublisher
+    from adapters.sqlalchemy import TABLES
+    from fsm.outbox import Published
+    from fsm.persistence import PersistentMachine
+    from userstatus.domain import UpdateUserStatusPayload, UserStatus
+    from userstatus.flow import FlowState, machine
+    from userstatus.manager import UserStatusManager
+    from userstatus.orchestrator import UserStatusUpdateOrchestrator
+    from userstatus.ports import CurrentUsers
+    from userstatus.publisher import UserUpdatePublisher
+    from userstatus.sql import FlowSqlUnitOfWork
+
+    uow = FlowSqlUnitOfWork(engine)
+    with uow:
+        uow.users.create(1, "active")
+    orchestrator = UserStatusUpdateOrchestrator(
+        UserStatusManager(CurrentUsers(uow)), UserUpdatePublisher(FakePublisher()), uow
+    )
+    run = orchestrator.perform(UpdateUserStatusPayload(1, UserStatus.SUSPENDED))
+    assert run.state == FlowState.PUBLISHED
+    history = TABLES.history
+    with engine.begin() as connection:
+        (outcome,) = connection.execute(
+            select(history.c.outcome).where(history.c.run_id == run.id, history.c.seq == 2)
+        ).one()
+        assert outcome["$t"] == "fsm.outbox.Published"
+        outcome["$t"] = "userstatus.outcomes.Published"
+        connection.execute(
+            update(history)
+            .where(history.c.run_id == run.id, history.c.seq == 2)
+            .values(outcome=outcome)
+        )
+    loaded = PersistentMachine(machine, uow, types=[UserStatus]).load(run.id)
+    assert loaded.outcome == Published(run.outcome.event_id)  # type: ignore[attr-defined]
