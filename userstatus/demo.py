@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
-
 from adapters.kafka.broker import LocalBroker, free_port
 from adapters.kafka.config import KafkaConfig
 from adapters.kafka.consumer import AuditConsumer, AuditLog
@@ -24,7 +22,7 @@ from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.events import TOPIC, EventDecodeError, UserStatusChanged
 from userstatus.flow import FlowState
 from userstatus.orchestrator import UserStatusUpdateOrchestrator
-from userstatus.sql import FLOW_TABLES, users
+from userstatus.sql import FLOW_TABLES
 
 S = UserStatus
 Progress = Callable[[str], None]
@@ -154,8 +152,7 @@ def _create_users(app: FlowApp, record: DemoRecord) -> None:
     uow = app.unit_of_work()
     with uow:
         # Fresh ids after any earlier demo's users (a reused PostgreSQL keeps them).
-        highest = uow.session.execute(select(func.max(users.c.id))).scalar_one_or_none()
-        base = (highest or 0) + 1
+        base = uow.users.highest_id() + 1
         for position, status in enumerate(INITIAL):
             uow.users.create(base + position, status.value)
             record.user_ids[position] = base + position
@@ -179,19 +176,13 @@ def _perform(
 
 def _relay_until_idle(app: FlowApp, say: Progress, max_seconds: float = 120.0) -> None:
     relay = app.relay(owner="demo-relay")
-    started = time.monotonic()
+    say(f"      relay: {relay.pending()} event(s) pending")
+    report = relay.run(until_idle=True, max_seconds=max_seconds)
     pending = relay.pending()
-    say(f"      relay: {pending} event(s) pending")
-    while pending and time.monotonic() - started < max_seconds:
-        report = relay.run_once()
-        pending = relay.pending()
-        if report.claimed:
-            say(
-                f"      relay: published {report.published}, failed {report.failed}, "
-                f"dead-lettered {report.dead}; {pending} pending"
-            )
-        else:
-            time.sleep(app.relay_settings.idle_interval)
+    say(
+        f"      relay: published {report.published}, failed {report.failed}, "
+        f"dead-lettered {report.dead}; {pending} pending"
+    )
     if pending:
         say(f"      relay: gave up waiting after {max_seconds:.0f} s with {pending} pending")
 

@@ -38,6 +38,9 @@ class FakeUserRepository:
         self.users[user_id] = record
         return record
 
+    def highest_id(self) -> int:
+        return max(self.users, default=0)
+
     def update_status(self, user_id: int, status: str, *, expected_version: int) -> UserRecord:
         if self.fail_on_update is not None:
             raise self.fail_on_update

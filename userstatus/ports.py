@@ -35,6 +35,10 @@ class UserRepository(Protocol):
         """Insert a user at version 1; InvalidRecord if the id is taken or the input is bad."""
         ...
 
+    def highest_id(self) -> int:
+        """The highest user id stored, 0 when there is none."""
+        ...
+
     def update_status(self, user_id: int, status: str, *, expected_version: int) -> UserRecord:
         """Change the status if the stored version is still `expected_version`.
 
@@ -67,6 +71,9 @@ class CurrentUsers:
 
     def create(self, user_id: int, status: str) -> UserRecord:
         return self.uow.users.create(user_id, status)
+
+    def highest_id(self) -> int:
+        return self.uow.users.highest_id()
 
     def update_status(self, user_id: int, status: str, *, expected_version: int) -> UserRecord:
         return self.uow.users.update_status(user_id, status, expected_version=expected_version)

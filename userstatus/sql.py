@@ -15,6 +15,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    func,
     insert,
     select,
     update,
@@ -78,6 +79,10 @@ class SqlUserRepository:
         except IntegrityError as error:
             raise InvalidRecord(f"user {user_id} exists already") from error
         return record
+
+    def highest_id(self) -> int:
+        highest = self._session.execute(select(func.max(users.c.id))).scalar_one_or_none()
+        return int(highest or 0)
 
     def update_status(self, user_id: int, status: str, *, expected_version: int) -> UserRecord:
         checks.positive_int("user id", user_id)
