@@ -4,7 +4,6 @@ moves each event's run by the outcome of the relay's attempt."""
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -15,7 +14,7 @@ from fsm.outbox import DeadLettered, Delivery, OutboxMessage, Published, Publish
 from fsm.persistence import Effect, PersistentMachine
 from fsm.ports import RunNotFound
 from fsm.relay import OutboxRelay as Relay
-from fsm.relay import RelaySettings, default_owner
+from fsm.relay import default_owner
 from userstatus.domain import UserStatus
 from userstatus.flow import FlowState, machine
 from userstatus.outcomes import PublishOutcome, UpdateOutcome
@@ -60,30 +59,21 @@ class FlowSettler:
 
 
 class OutboxRelay(Relay):
-    """The generic relay, settling the flow's runs (FlowSettler)."""
+    """The generic relay, settling the flow's runs (FlowSettler); `options` are the generic
+    relay's (settings, clock, sleep, rand)."""
 
     def __init__(
         self,
         uow: FlowUnitOfWork,
         publisher: Publisher,
         *,
-        settings: RelaySettings | None = None,
         owner: str | None = None,
         clock: Callable[[], datetime] = utc_now,
-        sleep: Callable[[float], None] | None = None,
-        rand: Callable[[], float] = random.random,
+        **options: Any,
     ) -> None:
         owner = owner or default_owner()
-        super().__init__(
-            uow,
-            publisher,
-            settler=FlowSettler(uow, clock=clock, worker=owner),
-            settings=settings,
-            owner=owner,
-            clock=clock,
-            sleep=sleep,
-            rand=rand,
-        )
+        settler = FlowSettler(uow, clock=clock, worker=owner)
+        super().__init__(uow, publisher, settler=settler, owner=owner, clock=clock, **options)
 
 
 class _RelaySteps:

@@ -9,7 +9,6 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     Column,
-    Engine,
     Integer,
     MetaData,
     PrimaryKeyConstraint,
@@ -25,9 +24,8 @@ from sqlalchemy.orm import Session
 
 from adapters.sqlalchemy import checks
 from adapters.sqlalchemy.store import insert_row
-from adapters.sqlalchemy.tables import NAMING_CONVENTION, TABLES, Tables, UTCDateTime
+from adapters.sqlalchemy.tables import NAMING_CONVENTION, UTCDateTime
 from adapters.sqlalchemy.uow import SqlUnitOfWork
-from fsm.defaults import utc_now
 from fsm.ports import ConcurrencyError, InvalidRecord
 from userstatus.ports import UserRecord
 
@@ -106,15 +104,7 @@ class SqlUserRepository:
 class FlowSqlUnitOfWork(SqlUnitOfWork):
     """SqlUnitOfWork whose transaction also reaches the flow's users (FlowUnitOfWork)."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        clock: Callable[[], datetime] = utc_now,
-        tables: Tables = TABLES,
-    ) -> None:
-        super().__init__(engine, clock=clock, tables=tables)
-        self._users: SqlUserRepository | None = None
+    _users: SqlUserRepository | None = None
 
     def _opened(self, session: Session) -> None:
         self._users = SqlUserRepository(session, clock=self.clock)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Row, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -116,10 +116,10 @@ class SqlOutbox:
         ).all()
         if not rows:
             return []
-        self._session.execute(
-            update(outbox)
-            .where(outbox.c.id.in_([row.id for row in rows]))
-            .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds))
+        self._update(
+            outbox.c.id.in_([row.id for row in rows]),
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
         )
         return [_message(row) for row in rows]
 
@@ -130,18 +130,9 @@ class SqlOutbox:
         checks.text("owner", owner, NAME_LENGTH)
         _check_lease(lease_seconds)
         checks.aware("now", now)
-        outbox = self._table
-        result = self._session.execute(
-            update(outbox)
-            .where(
-                outbox.c.event_id == event_id,
-                outbox.c.lease_owner == owner,
-                outbox.c.status == PENDING,
-                outbox.c.lease_expires_at > now,
-            )
-            .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
-        )
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        c = self._table.c
+        held = (c.event_id == event_id, c.lease_owner == owner, c.lease_expires_at > now)
+        return self._update(*held, lease_expires_at=now + timedelta(seconds=lease_seconds)) == 1
 
     def release(self, event_ids: list[str], *, owner: str) -> int:
         checks.text("owner", owner, NAME_LENGTH)
@@ -149,17 +140,13 @@ class SqlOutbox:
             checks.text("event id", event_id, ID_LENGTH)
         if not event_ids:
             return 0
-        outbox = self._table
-        result = self._session.execute(
-            update(outbox)
-            .where(
-                outbox.c.event_id.in_(list(event_ids)),
-                outbox.c.lease_owner == owner,
-                outbox.c.status == PENDING,
-            )
-            .values(lease_owner=None, lease_expires_at=None)
+        c = self._table.c
+        return self._update(
+            c.event_id.in_(list(event_ids)),
+            c.lease_owner == owner,
+            lease_owner=None,
+            lease_expires_at=None,
         )
-        return int(result.rowcount)  # type: ignore[attr-defined]
 
     def mark_published(self, event_id: str, *, owner: str, now: datetime) -> None:
         # No lease check: the broker has the message, whoever sent it (the immediate publish
@@ -169,20 +156,16 @@ class SqlOutbox:
         checks.text("event id", event_id, ID_LENGTH)
         checks.text("owner", owner, NAME_LENGTH)
         checks.aware("now", now)
-        outbox = self._table
-        result = self._session.execute(
-            update(outbox)
-            .where(outbox.c.event_id == event_id, outbox.c.status == PENDING)
-            .values(
-                status=PUBLISHED,
-                published_at=now,
-                published_by=owner,
-                lease_owner=None,
-                lease_expires_at=None,
-            )
+        changed = self._update(
+            self._table.c.event_id == event_id,
+            status=PUBLISHED,
+            published_at=now,
+            published_by=owner,
+            lease_owner=None,
+            lease_expires_at=None,
         )
         # Unknown ids are an error (_status raises); published already is fine.
-        if result.rowcount == 0 and self._status(event_id) == DEAD:  # type: ignore[attr-defined]
+        if changed == 0 and self._status(event_id) == DEAD:
             log.warning(
                 "outbox message %s was published (by %s) after it was dead-lettered; it stays dead",
                 event_id,
@@ -247,17 +230,9 @@ class SqlOutbox:
 
     def hold(self, event_id: str, *, until: datetime) -> None:
         """Make a pending, unleased message unclaimable before `until`."""
-        outbox = self._table
-        result = self._session.execute(
-            update(outbox)
-            .where(
-                outbox.c.event_id == event_id,
-                outbox.c.status == PENDING,
-                outbox.c.lease_owner.is_(None),
-            )
-            .values(next_attempt_at=until)
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        c = self._table.c
+        unleased = (c.event_id == event_id, c.lease_owner.is_(None))
+        if self._update(*unleased, next_attempt_at=until) != 1:
             raise InvalidRecord(f"outbox message {event_id!r} is not pending and unleased")
 
     def counts(self) -> dict[str, int]:
@@ -273,19 +248,19 @@ class SqlOutbox:
     def _update_held(self, event_id: str, owner: str, **values: object) -> None:
         """Update a pending message held by `owner` (or by nobody); LeaseLost otherwise."""
         checks.text("owner", owner, NAME_LENGTH)
-        outbox = self._table
-        result = self._session.execute(
-            update(outbox)
-            .where(
-                outbox.c.event_id == event_id,
-                outbox.c.status == PENDING,
-                or_(outbox.c.lease_owner.is_(None), outbox.c.lease_owner == owner),
-            )
-            .values(**values)
-        )
-        if result.rowcount == 0:  # type: ignore[attr-defined]
+        c = self._table.c
+        held = or_(c.lease_owner.is_(None), c.lease_owner == owner)
+        if self._update(c.event_id == event_id, held, **values) == 0:
             self._status(event_id)
             raise LeaseLost(event_id, owner)
+
+    def _update(self, *where: ColumnElement[bool], **values: object) -> int:
+        """UPDATE the pending messages matching `where` with `values`; how many changed."""
+        table = self._table
+        result = self._session.execute(
+            update(table).where(table.c.status == PENDING, *where).values(**values)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     def _status(self, event_id: str) -> str:
         outbox = self._table
