@@ -15,11 +15,9 @@ from sqlalchemy import (
     String,
     Table,
     func,
-    insert,
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from adapters.sqlalchemy import checks
@@ -67,15 +65,9 @@ class SqlUserRepository:
         checks.text("status", status, STATUS_LENGTH)
         now = self._clock()
         record = UserRecord(user_id, status, 1, now, now)
-        try:
-            insert_row(
-                self._session,
-                insert(users).values(
-                    id=user_id, status=status, version=1, created_at=now, updated_at=now
-                ),
-            )
-        except IntegrityError as error:
-            raise InvalidRecord(f"user {user_id} exists already") from error
+        values = {"status": status, "version": 1, "created_at": now, "updated_at": now}
+        if not insert_row(self._session, users, id=user_id, **values):
+            raise InvalidRecord(f"user {user_id} exists already")
         return record
 
     def highest_id(self) -> int:

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ColumnElement, Row, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from adapters.sqlalchemy import checks
@@ -63,7 +62,9 @@ class SqlOutbox:
     def add(self, message: OutboxMessage) -> None:
         _check_message(message)
         created = message.created_at or self._clock()
-        row = insert(self._table).values(
+        added = insert_row(
+            self._session,
+            self._table,
             event_id=message.event_id,
             topic=message.topic,
             key=message.key,
@@ -77,12 +78,9 @@ class SqlOutbox:
             run_id=message.run_id,
             created_at=created,
         )
-        try:
-            insert_row(self._session, row)
-        except IntegrityError as error:
-            raise InvalidRecord(
-                f"an outbox message with event id {message.event_id!r} exists already"
-            ) from error
+        if not added:
+            # The value stays out: a stored error names the field, never the data.
+            raise InvalidRecord("an outbox message with this event_id exists already")
 
     def claim(
         self, *, owner: str, limit: int, lease_seconds: float, now: datetime

@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, func, insert, select, update
+from sqlalchemy import Executable, Table, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -45,25 +46,23 @@ class SqlRunStore:
             raise InvalidRecord(f"a new run starts at version 1, not {record.version}")
         now = self._clock()
         self._history.pop(record.id, None)
-        try:
-            insert_row(
-                self._session,
-                insert(self._runs).values(
-                    id=record.id,
-                    machine=record.machine,
-                    state=record.state,
-                    context=record.context,
-                    version=1,
-                    finished=record.finished,
-                    created_at=record.created_at or now,
-                    updated_at=record.updated_at or now,
-                    claimed_by=record.claimed_by,
-                    claimed_until=record.claimed_until,
-                    attempt=record.attempt,
-                ),
-            )
-        except IntegrityError as error:
-            raise RunExists(record.id) from error
+        created = insert_row(
+            self._session,
+            self._runs,
+            id=record.id,
+            machine=record.machine,
+            state=record.state,
+            context=record.context,
+            version=1,
+            finished=record.finished,
+            created_at=record.created_at or now,
+            updated_at=record.updated_at or now,
+            claimed_by=record.claimed_by,
+            claimed_until=record.claimed_until,
+            attempt=record.attempt,
+        )
+        if not created:
+            raise RunExists(record.id)
 
     def load(self, run_id: str) -> RunRecord:
         checks.text("run id", run_id, ID_LENGTH)
@@ -144,31 +143,24 @@ class SqlRunStore:
         self._history.pop(entry.run_id, None)
         steps = self._steps
         try:
-            insert_row(
+            stored = insert_row(
                 self._session,
-                insert(steps).values(
-                    run_id=entry.run_id,
-                    seq=entry.seq,
-                    source=entry.source,
-                    trigger=entry.trigger,
-                    target=entry.target,
-                    outcome=entry.outcome,
-                    at=entry.at,
-                ),
+                steps,
+                run_id=entry.run_id,
+                seq=entry.seq,
+                source=entry.source,
+                trigger=entry.trigger,
+                target=entry.target,
+                outcome=entry.outcome,
+                at=entry.at,
             )
-        except IntegrityError as error:
-            # Another writer stored this step already, or the run is gone.
+        except IntegrityError as error:  # the foreign key: the run is gone
+            raise RunNotFound(entry.run_id) from error
+        if not stored:  # another writer stored this step already
             last = self._session.execute(
                 select(func.max(steps.c.seq)).where(steps.c.run_id == entry.run_id)
             ).scalar_one_or_none()
-            stored = self._session.execute(
-                select(self._runs.c.id).where(self._runs.c.id == entry.run_id)
-            ).scalar_one_or_none()
-            if last is None and stored is None:
-                raise RunNotFound(entry.run_id) from error
-            raise ConcurrencyError(
-                "run history", entry.run_id, expected=entry.seq - 1, found=last
-            ) from error
+            raise ConcurrencyError("run history", entry.run_id, expected=entry.seq - 1, found=last)
 
     def find(
         self,
@@ -222,10 +214,25 @@ class SqlRunStore:
         )
 
 
-def insert_row(session: Session, statement: Insert) -> None:
-    """Run one INSERT now, in a savepoint: a unique violation leaves the transaction usable."""
-    with session.begin_nested():
-        session.execute(statement)
+def insert_row(session: Session, table: Table, **values: object) -> bool:
+    """INSERT one row unless one with the same key exists (ON CONFLICT DO NOTHING, one
+    statement, no savepoint): False then, and the transaction stays usable."""
+    key = list(table.primary_key.columns)
+    dialect = session.get_bind().dialect.name
+    statement: Executable
+    if dialect == "postgresql":
+        statement = postgresql.insert(table).values(**values).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        statement = sqlite.insert(table).values(**values).on_conflict_do_nothing()
+    else:  # another database: a savepoint keeps the transaction usable
+        try:
+            with session.begin_nested():
+                session.execute(insert(table).values(**values))
+        except IntegrityError:
+            return False
+        return True
+    # RETURNING tells whether the row went in (rowcount is -1 for these on some drivers).
+    return session.execute(statement.returning(*key)).first() is not None
 
 
 def _entry(
