@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # fsm_coverage_machines); pass PYTEST_ARGS to run a subset without the gate.
 PYTEST_ARGS ?= --fsm-coverage --fsm-coverage-fail-under=100
 
-.PHONY: demo test test-fast lint bench diagrams clean
+.PHONY: demo test test-fast lint bench bench-flow diagrams clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ diagrams: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/transitions_per_second.py
+
+bench-flow: $(STAMP)
+	$(BIN)/python benchmarks/flow_throughput.py
 
 clean:
 	rm -rf $(VENV)
