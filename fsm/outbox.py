@@ -4,10 +4,10 @@ and published later, by the step after the commit or by a relay (fsm.relay)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from fsm.errors import FSMError
 from fsm.ports import UnitOfWork
@@ -51,6 +51,16 @@ class Publisher(Protocol):
 
     def publish(self, message: OutboxMessage) -> None:
         """Return once the broker acknowledged the message; raise PublishError otherwise."""
+        ...
+
+
+@runtime_checkable
+class BatchPublisher(Publisher, Protocol):
+    """A publisher that sends a batch at once and then waits for every acknowledgement (a
+    relay's batch holds at most one message per key, so their order does not matter)."""
+
+    def publish_batch(self, messages: Sequence[OutboxMessage]) -> list[Exception | None]:
+        """For each message: None once the broker stored it, else why not."""
         ...
 
 

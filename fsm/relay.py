@@ -19,6 +19,7 @@ from fsm.defaults import utc_now
 from fsm.errors import FSMError
 from fsm.faults import describe_error, is_retryable
 from fsm.outbox import (
+    BatchPublisher,
     DeadLettered,
     Delivery,
     LeaseLost,
@@ -252,13 +253,19 @@ class OutboxRelay:
             report.errors += 1
             return report
         report.claimed = len(claimed)
-        for index, message in enumerate(claimed):
-            if self.stopping:
-                self._release(claimed[index:], report)
-                break
-            if not self._renew(message, report):
-                continue
-            self._settle(message, self.attempt(message), report)
+        if isinstance(self.publisher, BatchPublisher) and not self.stopping:
+            # At most one message per key: send them all, then wait for every answer.
+            held = self._renew(claimed, report)
+            answers = self.publisher.publish_batch(held) if held else []
+            for message, answer in zip(held, answers, strict=True):
+                self._settle(message, self._outcome(message, answer), report)
+        else:
+            for index, message in enumerate(claimed):
+                if self.stopping:
+                    self._release(claimed[index:], report)
+                    break
+                if self._renew([message], report):
+                    self._settle(message, self.attempt(message), report)
         if claimed:
             log.info(
                 "relay %s: claimed %d, published %d, failed %d, dead-lettered %d",
@@ -293,33 +300,39 @@ class OutboxRelay:
                 self.sleep(self.settings.idle_interval)
         return total
 
-    def _renew(self, message: OutboxMessage, report: RelayReport) -> bool:
-        """Extend the lease on `message` for one attempt; False: skip it, it is not ours."""
+    def _renew(self, messages: list[OutboxMessage], report: RelayReport) -> list[OutboxMessage]:
+        """Extend the leases on `messages` for one attempt, in one transaction; the ones
+        still this relay's (skip the rest: another relay publishes them in order)."""
         try:
             with self.uow:
-                held = self.uow.outbox.renew(
-                    message.event_id,
-                    owner=self.owner,
-                    lease_seconds=self.settings.lease_seconds,
-                    now=self.clock(),
-                )
+                held = [
+                    message
+                    for message in messages
+                    if self.uow.outbox.renew(
+                        message.event_id,
+                        owner=self.owner,
+                        lease_seconds=self.settings.lease_seconds,
+                        now=self.clock(),
+                    )
+                ]
         except Exception as error:
             report.errors += 1
             log.error(
-                "relay %s: renewing the lease on event %s failed: %r; skipped",
+                "relay %s: renewing the leases on %d event(s) failed: %r; skipped",
                 self.owner,
-                message.event_id,
+                len(messages),
                 error,
             )
-            return False
-        if not held:
-            report.lost += 1
-            log.warning(
-                "relay %s: the lease on event %s ran out before its publish; skipped "
-                "(another relay publishes it in order)",
-                self.owner,
-                message.event_id,
-            )
+            return []
+        for message in messages:
+            if message not in held:
+                report.lost += 1
+                log.warning(
+                    "relay %s: the lease on event %s ran out before its publish; skipped "
+                    "(another relay publishes it in order)",
+                    self.owner,
+                    message.event_id,
+                )
         return held
 
     def _release(self, messages: list[OutboxMessage], report: RelayReport) -> None:
@@ -337,16 +350,22 @@ class OutboxRelay:
         try:
             self.publisher.publish(message)
         except Exception as error:  # any failure is an attempt that failed, never a crash
-            attempts = message.attempts + 1
-            age = self.clock() - (message.created_at or self.clock())
-            if attempts >= self.settings.max_attempts or age >= self.settings.max_age:
-                return DeadLettered(
-                    message.event_id,
-                    f"{error} (gave up after {attempts} attempts, event age {age})",
-                    attempts,
-                )
-            return PublishFailed(message.event_id, str(error), attempts)
+            return self._outcome(message, error)
         return Published(message.event_id)
+
+    def _outcome(self, message: OutboxMessage, error: Exception | None) -> Delivery:
+        """What an attempt came to: published, failed, or dead (attempts or age exhausted)."""
+        if error is None:
+            return Published(message.event_id)
+        attempts = message.attempts + 1
+        age = self.clock() - (message.created_at or self.clock())
+        if attempts >= self.settings.max_attempts or age >= self.settings.max_age:
+            return DeadLettered(
+                message.event_id,
+                f"{error} (gave up after {attempts} attempts, event age {age})",
+                attempts,
+            )
+        return PublishFailed(message.event_id, str(error), attempts)
 
     def _settle(self, message: OutboxMessage, outcome: Delivery, report: RelayReport) -> None:
         """Record the attempt in the outbox and move the run, in one transaction.

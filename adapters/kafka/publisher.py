@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from adapters.kafka.config import KafkaConfig
@@ -49,32 +49,54 @@ class KafkaPublisher:
 
     def publish(self, message: OutboxMessage) -> None:
         """Return once the broker acknowledged; PublishError otherwise (within the bounds)."""
+        (error,) = self.publish_batch([message])
+        if error is not None:
+            raise error
+
+    def publish_batch(self, messages: Sequence[OutboxMessage]) -> list[Exception | None]:
+        """Send every message, then wait for each acknowledgement (fsm.outbox.BatchPublisher):
+        for each, None once stored, else its PublishError (NotStored for offset -1)."""
         with self._lock:
+            waiting: list[Any] = []
             try:
                 if self._producer is None:
                     self._producer = self._make()
-                future = self._producer.send(
-                    message.topic,
-                    key=message.key.encode(),
-                    value=message.value,
-                    headers=list(message.headers),
-                )
-                # delivery_timeout_ms bounds the wait in the producer; this is a safety net.
-                metadata = future.get(timeout=self.config.delivery_timeout_ms / 1000 + 5)
-                offset = getattr(metadata, "offset", None)
-                if not isinstance(offset, int) or offset < 0:
-                    raise NotStored(
-                        f"the broker acknowledged without a stored offset (offset {offset!r}); "
-                        "its producer state is gone (a restarted broker?)"
+                for message in messages:
+                    waiting.append(
+                        self._producer.send(
+                            message.topic,
+                            key=message.key.encode(),
+                            value=message.value,
+                            headers=list(message.headers),
+                        )
                     )
-            except Exception as error:
+            except Exception as error:  # the rest were not sent: they failed as this one
+                waiting += [error] * (len(messages) - len(waiting))
+            results = [self._outcome(m, f) for m, f in zip(messages, waiting, strict=True)]
+            if any(result is not None for result in results):
                 self._reset()
-                kind = type(error) if isinstance(error, NotStored) else PublishError
-                # Not chained: kafka-python's own message may repeat a secret setting.
-                raise kind(
-                    f"publishing event {message.event_id} to {message.topic} failed: "
-                    + self.config.scrub(_describe(error))
-                ) from None
+            return results
+
+    def _outcome(self, message: OutboxMessage, sent: Any) -> Exception | None:
+        try:
+            if isinstance(sent, Exception):
+                raise sent
+            # delivery_timeout_ms bounds the wait in the producer; this is a safety net.
+            metadata = sent.get(timeout=self.config.delivery_timeout_ms / 1000 + 5)
+            offset = getattr(metadata, "offset", None)
+            if not isinstance(offset, int) or offset < 0:
+                raise NotStored(
+                    f"the broker acknowledged without a stored offset (offset {offset!r}); "
+                    "its producer state is gone (a restarted broker?)"
+                )
+        except Exception as error:
+            kind = type(error) if isinstance(error, NotStored) else PublishError
+            # Not chained: kafka-python's own message may repeat a secret setting.
+            return kind(
+                f"publishing event {message.event_id} to {message.topic} failed: "
+                + self.config.scrub(_describe(error))
+            )
+        return None
 
     def _reset(self) -> None:
         producer, self._producer = self._producer, None

@@ -193,7 +193,6 @@ def test_three_relays_deliver_in_order_and_settle_every_run(
     assert sum(r.failed for r in reports) == 13 + 2 * (SETTINGS.max_attempts - 1)
     retried = runs.load("inv-3")
     assert [t.trigger for t in retried.history] == [Queued, PublishFailed, Published]
-    assert len([r for r in reports if r.claimed]) >= 2, "the relays did not share the work"
 
 
 def test_a_relay_without_a_settle_hook_works_the_outbox_alone(engine: Engine) -> None:
