@@ -189,9 +189,7 @@ class Machine(Generic[S, P]):
         steps: P | Binding | None = None,
     ) -> Run[S]:
         """A run in the initial state whose actions have not run yet; call `advance()`."""
-        node = self._nodes[self.initial.name]
-        bound = self._bound(steps, listeners, sync=True)
-        return Run(self, node, context, run_id, (), listeners, bound)
+        return self._new(self._nodes[self.initial.name], (), context, run_id, listeners, steps)
 
     def restore(
         self,
@@ -209,8 +207,7 @@ class Machine(Generic[S, P]):
         anything else is a RestoreError naming the run and the first record that is wrong.
         """
         node, log = rebuild(self, self._nodes, run_id, state, history)
-        bound = self._bound(steps, listeners, sync=True)
-        return Run(self, node, context, run_id, log, listeners, bound)
+        return self._new(node, log, context, run_id, listeners, steps)
 
     async def start_async(
         self,
@@ -234,8 +231,7 @@ class Machine(Generic[S, P]):
     ) -> AsyncRun[S]:
         """`create`, for an async run; `await run.advance()` follows its actions."""
         node = self._nodes[self.initial.name]
-        bound = self._bound(steps, listeners, sync=False)
-        return AsyncRun(Run(self, node, context, run_id, (), listeners, bound, awaits=True))
+        return AsyncRun(self._new(node, (), context, run_id, listeners, steps, sync=False))
 
     def restore_async(
         self,
@@ -249,8 +245,7 @@ class Machine(Generic[S, P]):
     ) -> AsyncRun[S]:
         """`restore`, for an async run."""
         node, log = rebuild(self, self._nodes, run_id, state, history)
-        bound = self._bound(steps, listeners, sync=False)
-        return AsyncRun(Run(self, node, context, run_id, log, listeners, bound, awaits=True))
+        return AsyncRun(self._new(node, log, context, run_id, listeners, steps, sync=False))
 
     def refuse_async(
         self, binding: Binding | None = None, listeners: Sequence[AsyncListener[S]] = ()
@@ -271,10 +266,20 @@ class Machine(Generic[S, P]):
                 callables=found,
             )
 
-    def _bound(
-        self, steps: P | Binding | None, listeners: Sequence[AsyncListener[S]], *, sync: bool
-    ) -> Mapping[str, Callable[..., object]] | None:
+    def _new(
+        self,
+        node: Any,
+        log: Sequence[Any],
+        context: Mapping[str, Any] | None,
+        run_id: str | None,
+        listeners: Sequence[AsyncListener[S]],
+        steps: P | Binding | None,
+        *,
+        sync: bool = True,
+    ) -> Run[S]:
+        """A run at compiled `node` with `log`; a sync one refuses what it cannot await."""
         binding = None if steps is None else self.bind(steps)
         if sync:
             self.refuse_async(binding, listeners)
-        return None if binding is None else binding.actions
+        bound = None if binding is None else binding.actions
+        return Run(self, node, context, run_id, log, listeners, bound, awaits=not sync)

@@ -8,9 +8,9 @@ listeners, a unit of work) and, where a call handed back an awaitable, yields it
 same place, so the rule code reads as straight-line code with its own `try`/`except`.
 
 - `run_sync` and `drain` drive a sync run. Nothing is awaitable there (a sync run refuses
-  async callables when it is created), so they never resume anything; an awaitable that
-  turns up anyway (a plain function returning a coroutine) is closed, and AsyncRequired is
-  thrown in where it came from.
+  async callables when it is created, and its runtime settles nothing), so they never
+  resume anything; an awaitable that reaches them anyway (an `async def` effect given to a
+  sync PersistentMachine, say) is closed, and AsyncRequired is thrown in where it was.
 - `run_async` drives an async run: it awaits each awaitable in the running task.
 
 Nothing here knows runs or stores; fsm.runtime, fsm.persistence and the SQL adapters' run

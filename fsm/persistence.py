@@ -602,31 +602,6 @@ class PersistentMachine(StoredMachine[S, UnitOfWork, "PersistentRun[S]"]):
     serves one thread at a time; a machine with `async def` callables is refused when a
     run is created (AsyncRequired): use AsyncPersistentMachine."""
 
-    def __init__(
-        self,
-        machine: Machine[S, P],
-        uow: UnitOfWork,
-        *,
-        types: Iterable[type] = (),
-        codec: Codec | None = None,
-        clock: Callable[[], datetime] = utc_now,
-        listeners: Sequence[Listener[S]] = (),
-        steps: P | Binding | None = None,
-        worker: str | None = None,
-        lease: timedelta = timedelta(seconds=30),
-    ) -> None:
-        super().__init__(
-            machine,
-            uow,
-            types=types,
-            codec=codec,
-            clock=clock,
-            listeners=listeners,
-            steps=steps,
-            worker=worker,
-            lease=lease,
-        )
-
     def start(
         self,
         context: Mapping[str, Any] | None = None,
@@ -665,6 +640,7 @@ class PersistentMachine(StoredMachine[S, UnitOfWork, "PersistentRun[S]"]):
         return PersistentRun(self, version, seq)
 
     def _new_run(self, context: Mapping[str, Any] | None, run_id: str | None) -> Run[S]:
+        # An async listener is refused here, naming it (see Machine.refuse_async).
         listeners: Sequence[Listener[S]] = self._listeners  # type: ignore[assignment]
         return self.machine.create(context, run_id=run_id, listeners=listeners, steps=self.steps)
 
@@ -714,31 +690,6 @@ class AsyncPersistentMachine(StoredMachine[S, AsyncUnitOfWork, "AsyncPersistentR
     (see StoredMachine); `async def` actions, guards, listeners and effects are awaited,
     plain ones called. An external action runs with no transaction open, as in a sync run.
     One AsyncPersistentMachine (and its unit of work) serves one task at a time."""
-
-    def __init__(
-        self,
-        machine: Machine[S, P],
-        uow: AsyncUnitOfWork,
-        *,
-        types: Iterable[type] = (),
-        codec: Codec | None = None,
-        clock: Callable[[], datetime] = utc_now,
-        listeners: Sequence[AsyncListener[S]] = (),
-        steps: P | Binding | None = None,
-        worker: str | None = None,
-        lease: timedelta = timedelta(seconds=30),
-    ) -> None:
-        super().__init__(
-            machine,
-            uow,
-            types=types,
-            codec=codec,
-            clock=clock,
-            listeners=listeners,
-            steps=steps,
-            worker=worker,
-            lease=lease,
-        )
 
     async def start(
         self,
