@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -474,7 +475,12 @@ class TestAsync:
                 ("b", "go", "c", Check()),
             ],
         )
-        for create in (machine.create, machine.start, lambda: machine.restore("r", "b")):
+        creators: list[Callable[[], object]] = [
+            machine.create,
+            machine.start,
+            lambda: machine.restore("r", "b"),
+        ]
+        for create in creators:
             with pytest.raises(AsyncRequired) as refused:
                 create()
             assert str(refused.value) == (
