@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import weakref
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -307,3 +309,80 @@ class InMemoryUnitOfWork:
         self.rollbacks += 1
         for part, state in zip(self._parts, self._snapshot, strict=True):
             part._restore(state)
+
+
+class AsyncInMemoryRunStore:
+    """fsm.ports.AsyncRunStore over an InMemoryRunStore (`sync`): each call first lets other
+    tasks run, as a database round trip would, then does what the sync store does."""
+
+    def __init__(self, sync: InMemoryRunStore) -> None:
+        self.sync = sync
+
+    async def create(self, record: RunRecord) -> None:
+        await asyncio.sleep(0)
+        self.sync.create(record)
+
+    async def load(self, run_id: str) -> RunRecord:
+        await asyncio.sleep(0)
+        return self.sync.load(run_id)
+
+    async def save(self, record: RunRecord) -> int:
+        await asyncio.sleep(0)
+        return self.sync.save(record)
+
+    async def append(self, entry: HistoryRecord) -> None:
+        await asyncio.sleep(0)
+        self.sync.append(entry)
+
+    async def history(self, run_id: str) -> list[HistoryRecord]:
+        await asyncio.sleep(0)
+        return self.sync.history(run_id)
+
+
+_WRITE_LOCKS: weakref.WeakKeyDictionary[InMemoryRunStore, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+"""One write lock per run store: its async units of work take turns, as SQLite's writers do
+(a rollback restores the store as the transaction found it, so two may not interleave)."""
+
+
+class AsyncInMemoryUnitOfWork:
+    """fsm.ports.AsyncUnitOfWork over an InMemoryUnitOfWork (`sync`, made if not given): its
+    fakes, transactions and injected commit faults, awaited. Give each task its own, on
+    one shared run store (`InMemoryUnitOfWork(runs=store)`), as with a database: their
+    transactions take turns on it, and other tasks run while one is open."""
+
+    def __init__(self, sync: InMemoryUnitOfWork | None = None) -> None:
+        self.sync = sync if sync is not None else InMemoryUnitOfWork()
+        self.runs = AsyncInMemoryRunStore(self.sync.runs)
+        self._lock = _WRITE_LOCKS.setdefault(self.sync.runs, asyncio.Lock())
+
+    @property
+    def in_transaction(self) -> bool:
+        """True inside an `async with uow:` block (a test asks it while an external call runs)."""
+        return self.sync.in_transaction
+
+    async def __aenter__(self) -> Self:
+        if self.sync.in_transaction:
+            self.sync.__enter__()  # raises: blocks do not nest
+        await self._lock.acquire()
+        try:
+            self.sync.__enter__()
+        except BaseException:
+            self._lock.release()
+            raise
+        return self
+
+    async def __aexit__(self, kind: object, error: object, traceback: object) -> None:
+        try:
+            await asyncio.sleep(0)
+            self.sync.__exit__(kind, error, traceback)
+        finally:
+            self._lock.release()
+
+    async def commit(self) -> None:
+        await asyncio.sleep(0)
+        self.sync.commit()
+
+    async def rollback(self) -> None:
+        self.sync.rollback()

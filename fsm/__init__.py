@@ -3,6 +3,7 @@
 from fsm.codec import Codec, DecodeError, EncodeError
 from fsm.definition import Action, Binding, Guard, Machine, Row, State
 from fsm.errors import (
+    AsyncRequired,
     BindError,
     CallbackError,
     DefinitionError,
@@ -14,12 +15,22 @@ from fsm.errors import (
     RunFinished,
     UnhandledOutcome,
 )
-from fsm.persistence import PersistentMachine, PersistentRun
+from fsm.persistence import (
+    AsyncPersistentMachine,
+    AsyncPersistentRun,
+    PersistentMachine,
+    PersistentRun,
+)
 from fsm.ports import ConcurrencyError, RunExists, RunNotFound
-from fsm.runtime import Listener, Rollback, Run, Transition
+from fsm.runtime import AsyncListener, AsyncRun, Listener, Rollback, Run, Transition
 
 __all__ = [
     "Action",
+    "AsyncListener",
+    "AsyncPersistentMachine",
+    "AsyncPersistentRun",
+    "AsyncRequired",
+    "AsyncRun",
     "BindError",
     "Binding",
     "CallbackError",

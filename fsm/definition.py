@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from fsm.errors import BindError, DefinitionError, show
-from fsm.runtime import Listener, Run, compile_machine, rebuild
+from fsm.errors import AsyncRequired, BindError, DefinitionError, callable_name, show
+from fsm.runtime import AsyncListener, AsyncRun, Listener, Run, compile_machine, rebuild
 from fsm.table import Action, ExternalAction, Guard, Row, RowSpec, State, StepAction
-from fsm.validation import normalize_rows, validate
+from fsm.validation import awaited, is_async, normalize_rows, validate
 
 __all__ = [
     "Action",
+    "AsyncRun",
     "Binding",
     "ExternalAction",
     "Guard",
@@ -42,6 +43,8 @@ class Binding:
 
     machine: Machine[Any]
     actions: Mapping[str, Callable[..., object]]
+    awaited: tuple[str, ...] = ()
+    """The bound actions that are `async def`, named for a message (a sync run refuses them)."""
 
 
 class Machine(Generic[S, P]):
@@ -92,6 +95,7 @@ class Machine(Generic[S, P]):
         names = [self.step_name(state.action) for state in self.states]
         self.step_names: tuple[str, ...] = tuple(dict.fromkeys(n for n in names if n is not None))
         """The actions that are methods of `steps`, by name: what a steps object must have."""
+        self._awaited = awaited(self)
         self._nodes = compile_machine(self)
         self._frozen = True
 
@@ -147,7 +151,13 @@ class Machine(Generic[S, P]):
                 machine=self.name,
                 missing=missing,
             )
-        return Binding(self, actions)  # type: ignore[arg-type]
+        states = {self.step_name(s.action): s.name for s in self.states if s.action is not None}
+        asynchronous = tuple(
+            f"action {name} (state {show(states[name])})"
+            for name, action in actions.items()
+            if is_async(action)
+        )
+        return Binding(self, actions, asynchronous)  # type: ignore[arg-type]
 
     def rows_from(self, source: S) -> tuple[Row[S], ...]:
         """The rows whose source is `source`, in table order."""
@@ -164,7 +174,8 @@ class Machine(Generic[S, P]):
         """Start a run in the initial state and follow actions until it waits or finishes.
 
         `steps` is the object whose methods the `steps` protocol's actions call (or its
-        `bind()`ing), required when the machine names any."""
+        `bind()`ing), required when the machine names any. A machine, steps object or
+        listener with `async def` callables is refused (AsyncRequired): see `start_async`."""
         run = self.create(context, run_id=run_id, listeners=listeners, steps=steps)
         run.advance()
         return run
@@ -178,8 +189,7 @@ class Machine(Generic[S, P]):
         steps: P | Binding | None = None,
     ) -> Run[S]:
         """A run in the initial state whose actions have not run yet; call `advance()`."""
-        node = self._nodes[self.initial.name]
-        return Run(self, node, context, run_id, (), listeners, self._bound(steps))
+        return self._new(self._nodes[self.initial.name], (), context, run_id, listeners, steps)
 
     def restore(
         self,
@@ -197,7 +207,79 @@ class Machine(Generic[S, P]):
         anything else is a RestoreError naming the run and the first record that is wrong.
         """
         node, log = rebuild(self, self._nodes, run_id, state, history)
-        return Run(self, node, context, run_id, log, listeners, self._bound(steps))
+        return self._new(node, log, context, run_id, listeners, steps)
 
-    def _bound(self, steps: P | Binding | None) -> Mapping[str, Callable[..., object]] | None:
-        return None if steps is None else self.bind(steps).actions
+    async def start_async(
+        self,
+        context: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        listeners: Sequence[AsyncListener[S]] = (),
+        steps: P | Binding | None = None,
+    ) -> AsyncRun[S]:
+        """`start`, for an async run: `async def` actions, guards and listeners are awaited."""
+        run = self.create_async(context, run_id=run_id, listeners=listeners, steps=steps)
+        return await run.advance()
+
+    def create_async(
+        self,
+        context: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        listeners: Sequence[AsyncListener[S]] = (),
+        steps: P | Binding | None = None,
+    ) -> AsyncRun[S]:
+        """`create`, for an async run; `await run.advance()` follows its actions."""
+        node = self._nodes[self.initial.name]
+        return AsyncRun(self._new(node, (), context, run_id, listeners, steps, sync=False))
+
+    def restore_async(
+        self,
+        run_id: str,
+        state: S,
+        context: Mapping[str, Any] | None = None,
+        history: Iterable[Sequence[Any]] = (),
+        *,
+        listeners: Sequence[AsyncListener[S]] = (),
+        steps: P | Binding | None = None,
+    ) -> AsyncRun[S]:
+        """`restore`, for an async run."""
+        node, log = rebuild(self, self._nodes, run_id, state, history)
+        return AsyncRun(self._new(node, log, context, run_id, listeners, steps, sync=False))
+
+    def refuse_async(
+        self, binding: Binding | None = None, listeners: Sequence[AsyncListener[S]] = ()
+    ) -> None:
+        """AsyncRequired, naming them, if a sync run of this machine with `binding` and
+        `listeners` would have `async def` callables to call; else nothing."""
+        found = (
+            *self._awaited,
+            *(binding.awaited if binding is not None else ()),
+            *(f"listener {callable_name(f)}" for f in listeners if is_async(f)),
+        )
+        if found:
+            raise AsyncRequired(
+                f"a sync run cannot await {', '.join(found)}; run it with create_async, "
+                "start_async or restore_async (AsyncPersistentMachine on a store), or make "
+                "them plain def",
+                machine=self.name,
+                callables=found,
+            )
+
+    def _new(
+        self,
+        node: Any,
+        log: Sequence[Any],
+        context: Mapping[str, Any] | None,
+        run_id: str | None,
+        listeners: Sequence[AsyncListener[S]],
+        steps: P | Binding | None,
+        *,
+        sync: bool = True,
+    ) -> Run[S]:
+        """A run at compiled `node` with `log`; a sync one refuses what it cannot await."""
+        binding = None if steps is None else self.bind(steps)
+        if sync:
+            self.refuse_async(binding, listeners)
+        bound = None if binding is None else binding.actions
+        return Run(self, node, context, run_id, log, listeners, bound, awaits=not sync)

@@ -46,6 +46,18 @@ class BindError(FSMError):
         super().__init__(f"machine {machine!r}: {message}")
 
 
+class AsyncRequired(FSMError):
+    """A sync run was given async callables (actions, guards, listeners) it cannot await;
+    `callables` names them ("action fetch (state 'a')")."""
+
+    def __init__(
+        self, message: str, *, machine: str | None = None, callables: tuple[str, ...] = ()
+    ) -> None:
+        self.machine = machine
+        self.callables = callables
+        super().__init__(f"machine {machine!r}: {message}" if machine is not None else message)
+
+
 class RestoreError(FSMError):
     """A stored run does not fit the machine's definition (unknown state, unknown row);
     `reason` is the message without the run and machine."""

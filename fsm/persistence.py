@@ -1,4 +1,17 @@
-"""Persistent runs: a step (action effect, transition, history row) commits in one transaction."""
+"""Persistent runs: a step (action effect, transition, history row) commits in one transaction.
+
+Sync and async runners keep one set of rules. `PersistentMachine` (on a UnitOfWork) and
+`AsyncPersistentMachine` (on an AsyncUnitOfWork) derive from `StoredMachine`, and their
+runs from `StoredRun`, which hold every rule once as Steps computations (fsm.drive): what
+commits when (a step per transaction, the run's creation with its first step), what a
+Rollback outcome undoes and redoes, how an external step is claimed, called with no
+transaction open, recorded under the claim and given back after a failed call, which
+error a failed step raises and why, and reloading after any failure. The unit of work's
+calls return values (sync) or awaitables (async); the rules pass each through `settle`,
+so the sync classes drive them with `run_sync` and the async ones with `run_async`, and
+each public method of theirs is one line. The only per-kind code is how a transaction is
+opened and closed (`with` or `async with`) and which Run is built (Run or AsyncRun's).
+"""
 
 from __future__ import annotations
 
@@ -8,24 +21,38 @@ from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from fsm.codec import Codec, DecodeError
 from fsm.defaults import new_id, utc_now
+from fsm.drive import Steps, call, run_async, run_sync, settle
 from fsm.errors import CallbackError, FSMError, RestoreError, show
 from fsm.labels import former_labels, trigger_label
 from fsm.labels import state_label as state_label  # its home before fsm.labels: still named here
-from fsm.ports import ConcurrencyError, HistoryRecord, RunClaimed, RunRecord, UnitOfWork
+from fsm.ports import (
+    AsyncUnitOfWork,
+    ConcurrencyError,
+    HistoryRecord,
+    RunClaimed,
+    RunRecord,
+    UnitOfWork,
+)
 from fsm.runtime import RunHandle
 
 if TYPE_CHECKING:
     from fsm.definition import Binding, Machine, P
-    from fsm.runtime import Listener, Run, Transition
+    from fsm.runtime import AsyncListener, Listener, Run, Transition
 
 S = TypeVar("S", bound=Hashable)
+R = TypeVar("R")
+U = TypeVar("U", UnitOfWork, AsyncUnitOfWork)
+H = TypeVar("H", bound="StoredRun[Any]")
 
 Effect = Callable[[UnitOfWork], object]
 """Writes to commit in the same transaction as an event's transition."""
+
+AsyncEffect = Callable[[AsyncUnitOfWork], object]
+"""An Effect of an async runner: an `async def` one is awaited."""
 
 
 def default_worker() -> str:
@@ -43,8 +70,9 @@ class StoredRuns:
     """The error of each run that cannot load with this definition (`.run_id`, `.reason`)."""
 
 
-class PersistentMachine(Generic[S]):
-    """Runs of `machine` kept in a store: started, resumed and advanced one transaction per step.
+class StoredMachine(Generic[S, U, H]):
+    """What PersistentMachine and AsyncPersistentMachine share: the definition read for
+    storage, the settings, and the rules of starting, loading and surveying runs, as Steps.
 
     A local step is one action's database effect plus the transition its outcome fires plus
     the history row, committed together through the unit of work (an event sent from
@@ -64,18 +92,17 @@ class PersistentMachine(Generic[S]):
     commits: what they write through the unit of work commits with the step, and if one
     raises the step rolls back. `types` are the dataclasses and Enums the context may hold
     beyond the machine's own outcome and state types (see fsm.codec.Codec.for_machine).
-    One PersistentMachine (and its unit of work) serves one thread at a time.
     """
 
     def __init__(
         self,
         machine: Machine[S, P],
-        uow: UnitOfWork,
+        uow: U,
         *,
         types: Iterable[type] = (),
         codec: Codec | None = None,
         clock: Callable[[], datetime] = utc_now,
-        listeners: Sequence[Listener[S]] = (),
+        listeners: Sequence[AsyncListener[S]] = (),
         steps: P | Binding | None = None,
         worker: str | None = None,
         lease: timedelta = timedelta(seconds=30),
@@ -83,9 +110,9 @@ class PersistentMachine(Generic[S]):
         if lease <= timedelta(0):
             raise ValueError(f"lease must be positive, got {lease}")
         self.machine = machine
-        self.uow = uow
+        self.uow: U = uow
         self.worker = worker if worker is not None else default_worker()
-        """Who this machine's claims name (unique per PersistentMachine by default)."""
+        """Who this machine's claims name (unique per instance by default)."""
         self.lease = lease
         self.steps = machine.bind(steps) if steps is not None else None
         """The run's collaborators, checked here once (see Machine.bind); without them,
@@ -124,7 +151,7 @@ class PersistentMachine(Generic[S]):
                 )
 
     def __repr__(self) -> str:
-        return f"<PersistentMachine {self.machine.name!r}>"
+        return f"<{type(self).__name__} {self.machine.name!r}>"
 
     @property
     def resumable_states(self) -> tuple[str, ...]:
@@ -138,67 +165,79 @@ class PersistentMachine(Generic[S]):
                 labels.extend(old for old, named in self._aliases.items() if named == state.name)
         return tuple(labels)
 
-    def start(
-        self,
-        context: Mapping[str, Any] | None = None,
-        *,
-        run_id: str | None = None,
-        effect: Effect | None = None,
-    ) -> PersistentRun[S]:
-        """Store a new run and follow its actions, committing each step.
+    # -- what differs between the sync and the async runner ---------------------------------
 
-        The run's creation commits with its first step; if that step fails nothing is
-        stored at all, `effect(uow)` included: the caller's own writes (the payment row the
-        run is about, say) commit with the run's creation or not at all. A context that
-        cannot be encoded is refused before any write.
-        """
-        handle = PersistentRun(self, 1, 0)
-        run = self.machine.create(
-            context,
-            run_id=run_id,
-            listeners=[*self._listeners, handle._persist_step],
-            steps=self.steps,
-        )
+    def _handle(self, version: int, seq: int) -> H:
+        """A new handle of this runner's kind."""
+        raise NotImplementedError
+
+    def _new_run(self, context: Mapping[str, Any] | None, run_id: str | None) -> Run[S]:
+        """A run of this runner's kind in the initial state, with its listeners and steps."""
+        raise NotImplementedError
+
+    def _rebuilt(self, run_id: str, state: S, context: dict[str, Any], path: list[Any]) -> Run[S]:
+        """A stored run of this runner's kind, rebuilt (see Machine.restore)."""
+        raise NotImplementedError
+
+    def _open(self) -> object:
+        """Open the unit of work's transaction (or an awaitable doing so)."""
+        raise NotImplementedError
+
+    def _close(self, error: BaseException | None) -> object:
+        """Commit the transaction, or roll it back after `error` (or an awaitable doing so)."""
+        raise NotImplementedError
+
+    # -- the rules, once, as Steps ----------------------------------------------------------
+
+    def _transaction(self, body: Callable[[], Steps[R]]) -> Steps[R]:
+        """`body` in a transaction of its own: it commits, or rolls back if body raised."""
+        yield from settle(self._open())
+        try:
+            result = yield from body()
+        except BaseException as error:
+            yield from settle(self._close(error))
+            raise
+        yield from settle(self._close(None))
+        return result
+
+    def _start_steps(
+        self,
+        context: Mapping[str, Any] | None,
+        run_id: str | None,
+        effect: Callable[[Any], object] | None,
+    ) -> Steps[H]:
+        """Store a new run with its first step, and follow its actions (see `start`)."""
+        handle = self._handle(1, 0)
+        run = self._new_run(context, run_id)
         handle._adopt(run)
         record = handle._record(created=True)
         handle._committed = record.context
 
-        def create() -> None:
-            self.uow.runs.create(record)
+        def create() -> Steps[None]:
+            yield from call(self.uow.runs.create, record)
             if effect is not None:
-                effect(self.uow)
+                yield from call(effect, self.uow)
 
-        def first_steps() -> None:
+        def first_steps() -> Steps[None]:
             handle._redo = create
-            create()
-            run.advance()
+            yield from create()
+            yield from run.advance_steps()
 
-        return handle._steps(first_steps)
-
-    def load(self, run_id: str) -> PersistentRun[S]:
-        """The stored run, rebuilt; its actions do not run again. See `PersistentRun.advance`."""
-        handle = PersistentRun(self, 0, 0)
-        handle.reload(run_id)
+        yield from handle._steps(first_steps)
         return handle
 
-    def resume(self, run_id: str) -> PersistentRun[S]:
-        """Load a run and follow its pending actions (after a crash, or in another process)."""
-        return self.load(run_id).advance()
+    def _load_steps(self, run_id: str) -> Steps[H]:
+        handle = self._handle(0, 0)
+        yield from handle._reload_steps(run_id)
+        return handle
 
-    def send(self, run_id: str, event: object, *, effect: Effect | None = None) -> PersistentRun[S]:
-        """Load a run and send it `event`, committing each step that follows (see `effect`)."""
-        return self.load(run_id).send(event, effect=effect)
-
-    def survey(self, runs: Iterable[tuple[str, str]]) -> StoredRuns:
-        """Load each of `runs`, given as (run id, stored state label), with this definition,
-        before a deploy that changes it: the runs by stored state, and why each run that
-        cannot load cannot. Nothing is run or written."""
+    def _survey_steps(self, runs: Iterable[tuple[str, str]]) -> Steps[StoredRuns]:
         by_state: Counter[str] = Counter()
         unloadable: list[RestoreError] = []
         for run_id, label in runs:
             by_state[label] += 1
             try:
-                self.load(run_id)
+                yield from self._load_steps(run_id)
             except RestoreError as error:
                 unloadable.append(error)
         return StoredRuns(dict(by_state), tuple(unloadable))
@@ -230,9 +269,7 @@ class PersistentMachine(Generic[S]):
         )
         return f"no row {entry.source} --{entry.trigger}--> {entry.target} in the table; {fix}"
 
-    def _restore(
-        self, record: RunRecord, history: Sequence[HistoryRecord], listener: Listener[S]
-    ) -> Run[S]:
+    def _restore(self, record: RunRecord, history: Sequence[HistoryRecord]) -> Run[S]:
         name, run_id = self.machine.name, record.id
         if record.machine != name:
             raise RestoreError(
@@ -277,13 +314,12 @@ class PersistentMachine(Generic[S]):
                 run_id=run_id,
                 where="state",
             )
-        return self.machine.restore(
-            run_id, state, context, path, listeners=[*self._listeners, listener], steps=self.steps
-        )
+        return self._rebuilt(run_id, state, context, path)
 
 
-class PersistentRun(RunHandle[S]):
-    """A stored run and the version it was read at; `send` and `advance` commit per step.
+class StoredRun(RunHandle[S]):
+    """What PersistentRun and AsyncPersistentRun share: a stored run, the version it was
+    read at, and the rules of its steps, as Steps.
 
     After any failure the run is reloaded from the store (what committed is the truth), so
     the in-memory context never keeps an effect whose transaction rolled back.
@@ -301,7 +337,7 @@ class PersistentRun(RunHandle[S]):
         "version",
     )
 
-    def __init__(self, owner: PersistentMachine[S], version: int, seq: int) -> None:
+    def __init__(self, owner: StoredMachine[S, Any, Any], version: int, seq: int) -> None:
         self._owner = owner
         self._run: Run[S] | None = None
         self.version = version
@@ -311,7 +347,7 @@ class PersistentRun(RunHandle[S]):
         self._seq = seq
         self._committed: dict[str, object] = {}
         """The context as last read or written (encoded): what a rollback returns to."""
-        self._redo: Callable[[], object] | None = None
+        self._redo: Callable[[], Steps[None]] | None = None
         """What the first step did before its action (create the run, the caller's effect),
         done again after a rollback: the run's creation commits with its first step."""
         self._active = False
@@ -321,7 +357,8 @@ class PersistentRun(RunHandle[S]):
         run = self._run
         where = show(run.state) if run is not None else "?"
         return (
-            f"<PersistentRun {self.id} of {self._owner.machine.name!r} in {where} v{self.version}>"
+            f"<{type(self).__name__} {self.id} of {self._owner.machine.name!r} in {where} "
+            f"v{self.version}>"
         )
 
     @property
@@ -331,34 +368,34 @@ class PersistentRun(RunHandle[S]):
             raise FSMError("this run was never stored")
         return self._run
 
-    def send(self, event: object, *, effect: Effect | None = None) -> PersistentRun[S]:
-        """Send `event` and follow the actions it leads to, committing each step.
+    # -- the rules, once, as Steps ----------------------------------------------------------
 
-        `effect(uow)`, if given, runs first in the event's own transaction, so its writes
-        commit with the transition or not at all (a relay marking the outbox message
-        published as it moves the run to its published state, say).
-        """
+    def _send_steps(self, event: object, effect: Callable[[Any], object] | None) -> Steps[Self]:
+        """Send `event` and follow the actions it leads to, committing each step (see send)."""
         run = self.run
 
-        def deliver() -> None:
+        def deliver() -> Steps[None]:
             if effect is not None:
-                effect(self._owner.uow)
-            run.send(event)
+                yield from call(effect, self._owner.uow)
+            yield from run.send_steps(event)
 
         return self._steps(deliver)
 
-    def advance(self) -> PersistentRun[S]:
-        """Follow the current state's pending actions, committing each step."""
-        return self._steps(self.run.advance)
+    def _advance_steps(self) -> Steps[Self]:
+        return self._steps(self.run.advance_steps)
 
-    def reload(self, run_id: str | None = None) -> PersistentRun[S]:
+    def _reload_steps(self, run_id: str | None = None) -> Steps[Self]:
         """Read the run again from the store, dropping whatever this handle held."""
         owner = self._owner
         run_id = run_id if run_id is not None else self.id
-        with owner.uow as uow:
-            record = uow.runs.load(run_id)
-            history = uow.runs.history(run_id)
-        self._adopt(owner._restore(record, history, self._persist_step))
+
+        def read() -> Steps[tuple[RunRecord, list[HistoryRecord]]]:
+            record: RunRecord = yield from settle(owner.uow.runs.load(run_id))
+            history: list[HistoryRecord] = yield from settle(owner.uow.runs.history(run_id))
+            return record, history
+
+        record, history = yield from owner._transaction(read)
+        self._adopt(owner._restore(record, history))
         self._committed = record.context
         self._claim = (record.claimed_by, record.claimed_until, record.attempt)
         self.version = record.version
@@ -366,46 +403,45 @@ class PersistentRun(RunHandle[S]):
         self._stale = False
         return self
 
-    # -- one transaction per step -----------------------------------------------------------
-
     def _adopt(self, run: Run[S]) -> None:
         self._run = run
         run.rollback_hook = self._rollback
+        run.commit_hook = self._commit_step
         run.hold_external = True  # external actions are called by _external, not in a step
 
-    def _steps(self, act: Callable[[], object]) -> PersistentRun[S]:
+    def _steps(self, act: Callable[[], Steps[object]]) -> Steps[Self]:
         """`act` in a step's transaction, then each external step it leads to, each followed
         by the local steps after it."""
-        self._step(act)
-        while self.run.external and self._claim_run():
-            self._external()
+        yield from self._step(act)
+        while self.run.external and (yield from self._claim_run()):
+            yield from self._external()
         return self
 
-    def _external(self) -> None:
+    def _external(self) -> Steps[None]:
         """Call the claimed run's external action with no transaction open; record its
         outcome (and the local steps after it) in a new transaction that checks the claim."""
         run = self.run
         try:
-            outcome = run.call()
+            outcome = yield from run.call_steps()
         except BaseException:
-            self._recover()  # what committed is the truth: drop the action's context changes
-            self._release()
+            yield from self._recover()  # what committed is the truth: drop the call's changes
+            yield from self._release()
             raise
 
-        def record() -> None:
-            run.fire(outcome, outcome=True)
-            run.advance()
+        def record() -> Steps[None]:
+            yield from run.fire_steps(outcome, outcome=True)
+            yield from run.advance_steps()
 
-        self._step(record)
+        yield from self._step(record)
 
-    def _claim_run(self) -> bool:
+    def _claim_run(self) -> Steps[bool]:
         """Commit this worker's claim on the run for its external step: True once it holds,
         False when the run turned out to have moved on; RunClaimed if another worker's
         claim has not run out (nothing is written then)."""
         owner = self._owner
         for fresh in (self._stale, True):
             if fresh:
-                self.reload()  # someone moved or claimed the run since this handle read it
+                yield from self._reload_steps()  # someone moved or claimed the run since
                 if not self.run.external:
                     return False
             now = owner.clock()
@@ -419,50 +455,56 @@ class PersistentRun(RunHandle[S]):
                 attempt=attempt + 1,
             )
             try:
-                with owner.uow as uow:
-                    self.version = uow.runs.save(claim)
+                self.version = yield from owner._transaction(lambda: self._save(claim))  # noqa: B023 - called at once, in this iteration
             except ConcurrencyError:
                 if fresh:
                     raise
                 continue
             except BaseException:
-                self._recover()
+                yield from self._recover()
                 raise
             self._claim = (claim.claimed_by, claim.claimed_until, claim.attempt)
             return True
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _release(self) -> None:
+    def _release(self) -> Steps[None]:
         """Give this worker's claim back after a failed call, so the step can be tried again
         at once (if the store is away, the claim runs out by itself)."""
         if self._stale or self._claim[0] != self._owner.worker:
             return
         try:
-            with self._owner.uow as uow:
-                self.version = uow.runs.save(self._record(created=False))
+            self.version = yield from self._owner._transaction(
+                lambda: self._save(self._record(created=False))
+            )
         except Exception:
             self._stale = True
         else:
             self._claim = (None, None, 0)
 
-    def _step(self, act: Callable[[], object]) -> PersistentRun[S]:
+    def _save(self, record: RunRecord) -> Steps[int]:
+        version: int = yield from settle(self._owner.uow.runs.save(record))
+        return version
+
+    def _step(self, act: Callable[[], Steps[object]]) -> Steps[None]:
         if self._stale:
-            self.reload()
+            yield from self._reload_steps()
+
+        def active() -> Steps[None]:
+            self._active = True
+            try:
+                yield from act()
+            finally:
+                self._active = False
+
         try:
-            with self._owner.uow:
-                self._active = True
-                try:
-                    act()
-                finally:
-                    self._active = False
+            yield from self._owner._transaction(active)
         except BaseException as error:
             read_at = self.version
-            self._recover()
+            yield from self._recover()
             shown, cause = self._explain(error, read_at)
             if shown is error:
                 raise
             raise shown from cause
-        return self
 
     def _explain(
         self, error: BaseException, read_at: int
@@ -470,7 +512,7 @@ class PersistentRun(RunHandle[S]):
         """The error to raise for a failed step, and the cause to chain to it."""
         shown, cause = error, error.__cause__
         if isinstance(error, CallbackError):
-            if error.kind == "listener" and error.name == "_persist_step":
+            if error.kind == "listener" and error.name == "_commit_step":
                 shown, cause = error.error, None  # our own save failed: that error is the news
             elif isinstance(error.error, ConcurrencyError):
                 shown, cause = error.error, error  # a repository in the action found it stale
@@ -485,18 +527,18 @@ class PersistentRun(RunHandle[S]):
             return ConcurrencyError("run", self.id, expected=read_at, found=self.version), shown
         return shown, cause
 
-    def _recover(self) -> None:
+    def _recover(self) -> Steps[None]:
         try:
-            self.reload()
+            yield from self._reload_steps()
         except Exception:  # the store is unreachable too: reload before the next step
             self._stale = True
 
-    def _persist_step(self, run: Run[S], transition: Transition[S]) -> None:
-        """The listener that stores each transition and commits the step it ends."""
+    def _commit_step(self, run: Run[S], transition: Transition[S]) -> Steps[None]:
+        """The run's commit hook: store each transition and commit the step it ends."""
         if not self._active:
             raise FSMError(
-                f"run {run.id} is persistent: send events through its PersistentRun, "
-                "not through the in-memory Run"
+                f"run {run.id} is persistent: send events through its "
+                f"{type(self).__name__}, not through the in-memory Run"
             )
         owner = self._owner
         now = owner.clock()
@@ -514,22 +556,22 @@ class PersistentRun(RunHandle[S]):
             at=now,
         )
         uow = owner.uow
-        new_version = uow.runs.save(record)
-        uow.runs.append(entry)
-        uow.commit()
+        new_version = yield from self._save(record)
+        yield from call(uow.runs.append, entry)
+        yield from call(uow.commit)
         self.version = new_version
         self._seq += 1
         self._committed = record.context
         self._claim = (None, None, 0)
         self._redo = None
 
-    def _rollback(self) -> None:
+    def _rollback(self) -> Steps[None]:
         """An action raised Rollback: drop the step's writes and its context changes; the
         block goes on in a fresh transaction, where its outcome's transition commits."""
         owner, run = self._owner, self.run
-        owner.uow.rollback()
+        yield from call(owner.uow.rollback)
         if self._redo is not None:
-            self._redo()
+            yield from self._redo()
         context = owner.codec.decode(
             self._committed, machine=owner.machine.name, run_id=run.id, where="context"
         )
@@ -549,3 +591,173 @@ class PersistentRun(RunHandle[S]):
             created_at=now if created else None,
             updated_at=now,
         )
+
+
+# -- the sync runner ----------------------------------------------------------------------
+
+
+class PersistentMachine(StoredMachine[S, UnitOfWork, "PersistentRun[S]"]):
+    """Runs of `machine` kept in a store: started, resumed and advanced one transaction per
+    step (the rules: see StoredMachine). One PersistentMachine (and its unit of work)
+    serves one thread at a time; a machine with `async def` callables is refused when a
+    run is created (AsyncRequired): use AsyncPersistentMachine."""
+
+    def start(
+        self,
+        context: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        effect: Effect | None = None,
+    ) -> PersistentRun[S]:
+        """Store a new run and follow its actions, committing each step.
+
+        The run's creation commits with its first step; if that step fails nothing is
+        stored at all, `effect(uow)` included: the caller's own writes (the payment row the
+        run is about, say) commit with the run's creation or not at all. A context that
+        cannot be encoded is refused before any write.
+        """
+        return run_sync(self._start_steps(context, run_id, effect))
+
+    def load(self, run_id: str) -> PersistentRun[S]:
+        """The stored run, rebuilt; its actions do not run again. See `PersistentRun.advance`."""
+        return run_sync(self._load_steps(run_id))
+
+    def resume(self, run_id: str) -> PersistentRun[S]:
+        """Load a run and follow its pending actions (after a crash, or in another process)."""
+        return self.load(run_id).advance()
+
+    def send(self, run_id: str, event: object, *, effect: Effect | None = None) -> PersistentRun[S]:
+        """Load a run and send it `event`, committing each step that follows (see `effect`)."""
+        return self.load(run_id).send(event, effect=effect)
+
+    def survey(self, runs: Iterable[tuple[str, str]]) -> StoredRuns:
+        """Load each of `runs`, given as (run id, stored state label), with this definition,
+        before a deploy that changes it: the runs by stored state, and why each run that
+        cannot load cannot. Nothing is run or written."""
+        return run_sync(self._survey_steps(runs))
+
+    def _handle(self, version: int, seq: int) -> PersistentRun[S]:
+        return PersistentRun(self, version, seq)
+
+    def _new_run(self, context: Mapping[str, Any] | None, run_id: str | None) -> Run[S]:
+        # An async listener is refused here, naming it (see Machine.refuse_async).
+        listeners: Sequence[Listener[S]] = self._listeners  # type: ignore[assignment]
+        return self.machine.create(context, run_id=run_id, listeners=listeners, steps=self.steps)
+
+    def _rebuilt(self, run_id: str, state: S, context: dict[str, Any], path: list[Any]) -> Run[S]:
+        listeners: Sequence[Listener[S]] = self._listeners  # type: ignore[assignment]
+        return self.machine.restore(
+            run_id, state, context, path, listeners=listeners, steps=self.steps
+        )
+
+    def _open(self) -> object:
+        return self.uow.__enter__()
+
+    def _close(self, error: BaseException | None) -> object:
+        kind = type(error) if error is not None else None
+        self.uow.__exit__(kind, error, error.__traceback__ if error else None)
+        return None
+
+
+class PersistentRun(StoredRun[S]):
+    """A stored run and the version it was read at; `send` and `advance` commit per step."""
+
+    __slots__ = ()
+
+    def send(self, event: object, *, effect: Effect | None = None) -> PersistentRun[S]:
+        """Send `event` and follow the actions it leads to, committing each step.
+
+        `effect(uow)`, if given, runs first in the event's own transaction, so its writes
+        commit with the transition or not at all (a relay marking the outbox message
+        published as it moves the run to its published state, say).
+        """
+        return run_sync(self._send_steps(event, effect))
+
+    def advance(self) -> PersistentRun[S]:
+        """Follow the current state's pending actions, committing each step."""
+        return run_sync(self._advance_steps())
+
+    def reload(self, run_id: str | None = None) -> PersistentRun[S]:
+        """Read the run again from the store, dropping whatever this handle held."""
+        return run_sync(self._reload_steps(run_id))
+
+
+# -- the async runner ---------------------------------------------------------------------
+
+
+class AsyncPersistentMachine(StoredMachine[S, AsyncUnitOfWork, "AsyncPersistentRun[S]"]):
+    """PersistentMachine for asyncio, on an AsyncUnitOfWork: the same rules and guarantees
+    (see StoredMachine); `async def` actions, guards, listeners and effects are awaited,
+    plain ones called. An external action runs with no transaction open, as in a sync run.
+    One AsyncPersistentMachine (and its unit of work) serves one task at a time."""
+
+    async def start(
+        self,
+        context: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        effect: AsyncEffect | None = None,
+    ) -> AsyncPersistentRun[S]:
+        """Store a new run and follow its actions, committing each step (see
+        PersistentMachine.start)."""
+        return await run_async(self._start_steps(context, run_id, effect))
+
+    async def load(self, run_id: str) -> AsyncPersistentRun[S]:
+        """The stored run, rebuilt; its actions do not run again."""
+        return await run_async(self._load_steps(run_id))
+
+    async def resume(self, run_id: str) -> AsyncPersistentRun[S]:
+        """Load a run and follow its pending actions (after a crash, or in another task)."""
+        return await (await self.load(run_id)).advance()
+
+    async def send(
+        self, run_id: str, event: object, *, effect: AsyncEffect | None = None
+    ) -> AsyncPersistentRun[S]:
+        """Load a run and send it `event`, committing each step that follows."""
+        return await (await self.load(run_id)).send(event, effect=effect)
+
+    async def survey(self, runs: Iterable[tuple[str, str]]) -> StoredRuns:
+        """See PersistentMachine.survey."""
+        return await run_async(self._survey_steps(runs))
+
+    def _handle(self, version: int, seq: int) -> AsyncPersistentRun[S]:
+        return AsyncPersistentRun(self, version, seq)
+
+    def _new_run(self, context: Mapping[str, Any] | None, run_id: str | None) -> Run[S]:
+        created = self.machine.create_async(
+            context, run_id=run_id, listeners=self._listeners, steps=self.steps
+        )
+        return created.run
+
+    def _rebuilt(self, run_id: str, state: S, context: dict[str, Any], path: list[Any]) -> Run[S]:
+        restored = self.machine.restore_async(
+            run_id, state, context, path, listeners=self._listeners, steps=self.steps
+        )
+        return restored.run
+
+    def _open(self) -> object:
+        return self.uow.__aenter__()
+
+    def _close(self, error: BaseException | None) -> object:
+        kind = type(error) if error is not None else None
+        return self.uow.__aexit__(kind, error, error.__traceback__ if error else None)
+
+
+class AsyncPersistentRun(StoredRun[S]):
+    """A stored run moved with `await`; `send` and `advance` commit per step."""
+
+    __slots__ = ()
+
+    async def send(
+        self, event: object, *, effect: AsyncEffect | None = None
+    ) -> AsyncPersistentRun[S]:
+        """Send `event` and follow the actions it leads to (see PersistentRun.send)."""
+        return await run_async(self._send_steps(event, effect))
+
+    async def advance(self) -> AsyncPersistentRun[S]:
+        """Follow the current state's pending actions, committing each step."""
+        return await run_async(self._advance_steps())
+
+    async def reload(self, run_id: str | None = None) -> AsyncPersistentRun[S]:
+        """Read the run again from the store, dropping whatever this handle held."""
+        return await run_async(self._reload_steps(run_id))

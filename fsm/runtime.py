@@ -1,11 +1,12 @@
-"""The runtime: the table compiled to a dispatch map, and the runs that walk it."""
+"""The runtime: the table compiled to a dispatch map, and the runs that walk it (sync or async)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from fsm.defaults import new_id
+from fsm.drive import Steps, drain, run_async, run_sync, settle
 from fsm.errors import (
     BindError,
     CallbackError,
@@ -42,6 +43,9 @@ class Transition(NamedTuple, Generic[S]):
 
 Listener = Callable[["Run[S]", Transition[S]], None]
 """Called after each transition; if it raises, the transition is undone."""
+
+AsyncListener = Callable[["Run[S]", Transition[S]], Awaitable[None] | None]
+"""A listener of an AsyncRun: an `async def` one is awaited, a plain one called."""
 
 _observers: list[Listener[Any]] = []
 """Listeners given to every run created while they are registered (see `observe`)."""
@@ -188,14 +192,21 @@ MAX_STEPS = 10_000
 
 
 class Run(Generic[S]):
-    """One instance of a machine: its current state, context and history."""
+    """One instance of a machine: its current state, context and history.
+
+    `send`, `advance`, `call` and `fire` move it; each drives the Steps computation of the
+    same name (`send_steps`, ...), which an AsyncRun (and a persistent runner) drives
+    instead, so sync and async runs follow one set of rules (see fsm.drive).
+    """
 
     __slots__ = (
+        "_awaits",
         "_listeners",
         "_log",
         "_node",
         "_notifying",
         "_steps",
+        "commit_hook",
         "context",
         "hold_external",
         "id",
@@ -211,14 +222,22 @@ class Run(Generic[S]):
         context: Mapping[str, Any] | None,
         run_id: str | None,
         log: Sequence[tuple[_Edge, object]],
-        listeners: Sequence[Listener[S]],
+        listeners: Sequence[AsyncListener[S]],
         steps: Mapping[str, Callable[..., object]] | None = None,
+        *,
+        awaits: bool = False,
     ) -> None:
         self.machine = machine
         self._steps = steps
-        self.rollback_hook: Callable[[], None] | None = None
+        self._awaits = awaits
+        """What actions, guards and listeners return may be awaitable (an AsyncRun's run)."""
+        self.rollback_hook: Callable[[], Steps[None]] | None = None
         """Called when an action raises Rollback, before its outcome's row fires: a
         persistent runner rolls the step's writes back here."""
+        self.commit_hook: Callable[[Run[S], Transition[S]], Steps[None]] | None = None
+        """Called after each transition, after the listeners: a persistent runner stores
+        the transition and commits its step here. If it raises, the transition is undone
+        (and the error is a listener's CallbackError, as for any listener)."""
         self.hold_external = False
         """When true, advance() stops before an external action instead of calling it: a
         persistent runner calls it outside the database transaction (see `call`)."""
@@ -227,7 +246,7 @@ class Run(Generic[S]):
         self.outcome: object = log[-1][1] if log else None
         self._node = node
         self._log = list(log)
-        self._listeners = [*_observers, *listeners]
+        self._listeners: list[AsyncListener[S]] = [*_observers, *listeners]
         self._notifying = False
 
     def __repr__(self) -> str:
@@ -264,9 +283,22 @@ class Run(Generic[S]):
         row: Row[S] = self._log[-1][0].row
         return row
 
+    @property
+    def external(self) -> bool:
+        """True when the current state's action is external (it calls another system)."""
+        return self._node.external
+
+    @property
+    def step_key(self) -> str:
+        """The idempotency key of the step the run is about to take: run id and step number,
+        the same on every retry of that step (in any process) until its transition is made."""
+        return f"{self.id}:{len(self._log) + 1}"
+
     def add_listener(self, listener: Listener[S]) -> None:
         """Call `listener(run, transition)` after each transition of this run."""
         self._listeners.append(listener)
+
+    # -- the sync API: each drives the Steps computation of the same name ------------------
 
     def send(self, event: object) -> Run[S]:
         """Fire the row for `event` from the current state, then follow any actions.
@@ -280,13 +312,31 @@ class Run(Generic[S]):
             edges = None
         if edges is None:
             edges = self._resolve(event)
-        edge = edges[0]
-        if edge.guard is not None:
-            edge = self._choose(edges, event)
-        self._fire(edge, event)
+        if self._listeners or self.commit_hook is not None or self._awaits:
+            drain(self._send(edges, event))
+            return self
+        # The hot path: with no listener to tell and nothing to await, the event's own row
+        # needs no driver (the rules are _send's: the first passing guard, then any action).
+        edge = edges[0] if edges[0].guard is None else self._pick(edges)
+        self._move(edge, event)
         if edge.target.action is not None:
-            self.advance()
+            drain(self.advance_steps())
         return self
+
+    def advance(self, *, max_steps: int = MAX_STEPS) -> Run[S]:
+        """Run the current state's action and follow its outcomes until the run waits or ends
+        (or, with `hold_external`, reaches an external action)."""
+        drain(self.advance_steps(max_steps=max_steps))
+        return self
+
+    def call(self) -> object:
+        """Run the current state's action once and return its outcome; follow no row.
+
+        An external action is called with the context and `step_key`. An action that
+        raises Rollback gives its outcome (a local one after `rollback_hook`: an external
+        action wrote nothing to roll back); any other error is a CallbackError naming it.
+        """
+        return run_sync(self.call_steps())
 
     def fire(self, value: object, *, outcome: bool = False) -> Transition[S]:
         """Follow exactly one row for `value` and run no action, not even the target's.
@@ -295,32 +345,23 @@ class Run(Generic[S]):
         action. The table, guards and listeners are the real ones; this is how a test tool
         such as `fsm.testing.Stepper` walks a run one transition at a time.
         """
-        if outcome:
-            edge = self._follow(value)
-        else:
-            edge = self._choose(self._resolve(value), value)
-            self._fire(edge, value)
-        return _record(edge, value)
+        return run_sync(self.fire_steps(value, outcome=outcome))
 
-    @property
-    def external(self) -> bool:
-        """True when the current state's action is external (it calls another system)."""
-        return self._node.external
+    # -- the rules, once, as Steps (fsm.drive) ----------------------------------------------
 
-    @property
-    def step_key(self) -> str:
-        """The idempotency key of the step the run is about to take: run id and step number,
-        the same on every retry of that step (in any process) until its transition is made."""
-        return f"{self.id}:{len(self._log) + 1}"
+    def send_steps(self, event: object) -> Steps[Run[S]]:
+        """`send` as a Steps computation."""
+        yield from self._send(self._edges(event), event)
+        return self
 
-    def advance(self, *, max_steps: int = MAX_STEPS) -> Run[S]:
-        """Run the current state's action and follow its outcomes until the run waits or ends
-        (or, with `hold_external`, reaches an external action)."""
+    def advance_steps(self, *, max_steps: int = MAX_STEPS) -> Steps[Run[S]]:
+        """`advance` as a Steps computation."""
         node = self._node
         for _ in range(max_steps):
             if node.action is None or (node.external and self.hold_external):
                 return self
-            self._follow(self.call())
+            outcome = yield from self.call_steps()
+            yield from self._follow(outcome)
             node = self._node
         if node.action is None or (node.external and self.hold_external):
             return self
@@ -330,13 +371,8 @@ class Run(Generic[S]):
             **self._where(),
         )
 
-    def call(self) -> object:
-        """Run the current state's action once and return its outcome; follow no row.
-
-        An external action is called with the context and `step_key`. An action that
-        raises Rollback gives its outcome (a local one after `rollback_hook`: an external
-        action wrote nothing to roll back); any other error is a CallbackError naming it.
-        """
+    def call_steps(self) -> Steps[object]:
+        """`call` as a Steps computation."""
         node = self._node
         action = node.action
         if action is None:
@@ -344,13 +380,33 @@ class Run(Generic[S]):
         if node.step is not None:
             action = self._bound(node.step)
         try:
-            return action(self.context, self.step_key) if node.external else action(self.context)
+            outcome = action(self.context, self.step_key) if node.external else action(self.context)
+            if self._awaits:
+                outcome = yield from settle(outcome)
         except Rollback as rollback:
             if self.rollback_hook is not None and not node.external:
-                self.rollback_hook()
+                yield from self.rollback_hook()
             return rollback.outcome
         except Exception as error:
             raise self._callback_error("action", action, error) from error
+        return outcome
+
+    def fire_steps(self, value: object, *, outcome: bool = False) -> Steps[Transition[S]]:
+        """`fire` as a Steps computation."""
+        if outcome:
+            edge = yield from self._follow(value)
+        else:
+            edge = yield from self._choose(self._resolve(value), value)
+            yield from self._fire(edge, value)
+        return _record(edge, value)
+
+    def _send(self, edges: tuple[_Edge, ...], event: object) -> Steps[None]:
+        edge = edges[0]
+        if edge.guard is not None:
+            edge = yield from self._choose(edges, event)
+        yield from self._fire(edge, event)
+        if edge.target.action is not None:
+            yield from self.advance_steps()
 
     def _bound(self, step: str) -> Callable[..., object]:
         """The collaborator's method for a step action; BindError if the run has none."""
@@ -364,16 +420,24 @@ class Run(Generic[S]):
             )
         return self._steps[step]
 
-    def _follow(self, outcome: object) -> _Edge:
+    def _follow(self, outcome: object) -> Steps[_Edge]:
         """Fire the row the current state's action's `outcome` selects."""
         node = self._node
         edges = _lookup(node.outcomes, outcome)
         if edges is None:
             action = callable_name(node.action) if node.action is not None else "(none)"
             raise UnhandledOutcome(outcome, tuple(node.outcomes), action, **self._where())
-        edge = self._choose(edges, outcome)
-        self._fire(edge, outcome)
+        edge = yield from self._choose(edges, outcome)
+        yield from self._fire(edge, outcome)
         return edge
+
+    def _edges(self, event: object) -> tuple[_Edge, ...]:
+        """The edges for `event` from the current state (the fast lookup first)."""
+        try:
+            edges = self._node.edges.get(event)
+        except TypeError:  # an unhashable event object: only its type can match
+            edges = None
+        return edges if edges is not None else self._resolve(event)
 
     def _resolve(self, event: object) -> tuple[_Edge, ...]:
         """The slow path of send: match by class, or say why the event is refused."""
@@ -391,8 +455,23 @@ class Run(Generic[S]):
             raise InvalidEvent(event, (), **self._where(), why=why)
         raise InvalidEvent(event, self.allowed, **self._where())
 
-    def _choose(self, edges: tuple[_Edge, ...], value: object) -> _Edge:
-        """The first edge whose guard passes, in table order."""
+    def _choose(self, edges: tuple[_Edge, ...], value: object) -> Steps[_Edge]:
+        """The first edge whose guard passes, in table order (awaited in an async run)."""
+        if not self._awaits:
+            return self._pick(edges)
+        for edge in edges:
+            guard = edge.guard
+            if guard is None:
+                return edge
+            try:
+                if (yield from settle(guard(self))):
+                    return edge
+            except Exception as error:
+                raise self._callback_error("guard", guard, error) from error
+        raise self._rejected(edges)
+
+    def _pick(self, edges: tuple[_Edge, ...]) -> _Edge:
+        """`_choose` where nothing is awaited (a sync run), without a driver."""
         for edge in edges:
             guard = edge.guard
             if guard is None:
@@ -402,23 +481,29 @@ class Run(Generic[S]):
                     return edge
             except Exception as error:
                 raise self._callback_error("guard", guard, error) from error
-        raise GuardRejected(
+        raise self._rejected(edges)
+
+    def _rejected(self, edges: tuple[_Edge, ...]) -> GuardRejected:
+        return GuardRejected(
             edges[0].row.trigger,
             [_guard_label(e.guard) for e in edges],
             [e.target.state for e in edges],
             **self._where(),
         )
 
-    def _fire(self, edge: _Edge, outcome: object) -> None:
+    def _fire(self, edge: _Edge, outcome: object) -> Steps[None]:
         previous = self.outcome
+        self._move(edge, outcome)
+        if self._listeners or self.commit_hook is not None:
+            yield from self._notify(edge, previous)
+
+    def _move(self, edge: _Edge, outcome: object) -> None:
         self._node = edge.target
         self._log.append((edge, outcome))
         self.outcome = outcome
-        if self._listeners:
-            self._notify(edge, previous)
 
-    def _notify(self, edge: _Edge, previous: object) -> None:
-        """Tell every listener; if one raises, undo the transition it was told about."""
+    def _notify(self, edge: _Edge, previous: object) -> Steps[None]:
+        """Tell every listener, then the commit hook; if one raises, undo the transition."""
         if self._notifying:  # a listener called send() or advance(): refuse and undo that
             self._undo(edge, previous)
             raise RunError(
@@ -429,10 +514,19 @@ class Run(Generic[S]):
             transition = _record(edge, self.outcome)
             for listener in tuple(self._listeners):
                 try:
-                    listener(self, transition)
+                    heard = listener(self, transition)
+                    if self._awaits:
+                        yield from settle(heard)
                 except Exception as error:
                     self._undo(edge, previous)
                     raise self._callback_error("listener", listener, error) from error
+            hook = self.commit_hook
+            if hook is not None:  # the last listener, whose work is Steps of its own
+                try:
+                    yield from hook(self, transition)
+                except Exception as error:
+                    self._undo(edge, previous)
+                    raise self._callback_error("listener", hook, error) from error
         finally:
             self._notifying = False
 
@@ -495,6 +589,55 @@ class RunHandle(Generic[S]):
     def allowed(self) -> tuple[Hashable, ...]:
         """The triggers the current state has rows for (see Run.allowed)."""
         return self.run.allowed
+
+
+class AsyncRun(RunHandle[S]):
+    """A run moved with `await`: its `async def` actions, guards and listeners are awaited,
+    plain ones called (see `Machine.create_async`, `start_async`, `restore_async`).
+
+    It holds a Run (`run`), the one its guards and listeners are given, and drives that
+    run's Steps computations: the rules are the sync run's own. One task moves it at a time.
+    """
+
+    __slots__ = ("_run",)
+
+    def __init__(self, run: Run[S]) -> None:
+        self._run = run
+
+    def __repr__(self) -> str:
+        return f"<AsyncRun {self.id} of {self._run.machine.name!r} in {show(self.state)}>"
+
+    @property
+    def run(self) -> Run[S]:
+        """The run held: read it; move it through this AsyncRun."""
+        return self._run
+
+    @property
+    def step_key(self) -> str:
+        """The idempotency key of the next step (see Run.step_key)."""
+        return self._run.step_key
+
+    def add_listener(self, listener: AsyncListener[S]) -> None:
+        """Call (or await) `listener(run, transition)` after each transition of this run."""
+        self._run._listeners.append(listener)
+
+    async def send(self, event: object) -> AsyncRun[S]:
+        """Fire the row for `event`, then follow any actions (see Run.send)."""
+        await run_async(self._run.send_steps(event))
+        return self
+
+    async def advance(self, *, max_steps: int = MAX_STEPS) -> AsyncRun[S]:
+        """Follow the current state's actions until the run waits or ends (see Run.advance)."""
+        await run_async(self._run.advance_steps(max_steps=max_steps))
+        return self
+
+    async def call(self) -> object:
+        """Run the current state's action once and return its outcome (see Run.call)."""
+        return await run_async(self._run.call_steps())
+
+    async def fire(self, value: object, *, outcome: bool = False) -> Transition[S]:
+        """Follow exactly one row for `value`, running no action (see Run.fire)."""
+        return await run_async(self._run.fire_steps(value, outcome=outcome))
 
 
 def _lookup(table: dict[Hashable, tuple[_Edge, ...]], value: object) -> tuple[_Edge, ...] | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 S = TypeVar("S", bound=Hashable)
 
 Action = Callable[[dict[str, Any]], object]
-"""A state's action: called with the run's context on entry, returns an outcome."""
+"""A state's action: called with the run's context on entry, returns an outcome (an
+`async def` action is awaited by an async run; a sync run refuses it)."""
 
 ExternalAction = Callable[[dict[str, Any], str], object]
 """An external action (`State(..., external=True)`): called with the context and the step's
@@ -24,8 +25,9 @@ StepAction = Callable[[Any, dict[str, Any]], object] | Callable[[Any, dict[str, 
 """An action named as a method of the machine's steps protocol (`Steps.method`): each run
 calls that method of the object it is given (`steps=`)."""
 
-Guard = Callable[["Run[Any]"], bool]
-"""A row's guard: called with the run, the row fires only when it returns true."""
+Guard = Callable[["Run[Any]"], bool] | Callable[["Run[Any]"], Awaitable[bool]]
+"""A row's guard: called with the run, the row fires only when it returns true (an
+`async def` guard is awaited by an async run; a sync run refuses it)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,13 +130,8 @@ def _check_rows(
 
 
 def _check_guard(guard: Guard) -> list[str]:
-    problems = []
+    problems: list[str] = []
     name = callable_name(guard)
-    if _is_async(guard):
-        problems.append(
-            f"guard {name} is async; the runtime cannot await guards yet (and a coroutine "
-            "is always true), so make it a plain def"
-        )
     try:
         signature = inspect.signature(guard)
     except (TypeError, ValueError):  # some builtins have no readable signature: accept them
@@ -175,12 +170,6 @@ def _check_states(
             problems.append(
                 f"final state {show(state.name)} has action {callable_name(action)}; "
                 "a final state cannot follow an outcome"
-            )
-        elif _is_async(action):
-            problems.append(
-                f"state {show(state.name)}: action {callable_name(action)} is async; the "
-                "runtime cannot await actions yet (its outcome would be a coroutine), so make "
-                "it a plain def"
             )
         else:
             problems += _check_action(state, machine.step_name(action) is not None)
@@ -485,8 +474,27 @@ def _function_of(action: object) -> Any:
     return action
 
 
-def _is_async(function: object) -> bool:
+def is_async(function: object) -> bool:
+    """True for an `async def` callable (through partials, a callable object's __call__)."""
     return inspect.iscoroutinefunction(_function_of(function))
+
+
+def awaited(machine: Machine[Any]) -> tuple[str, ...]:
+    """The machine's own async callables, named for a message: actions that are not steps
+    methods (those are the bound object's, see Machine.bind) and guards."""
+    found = [
+        f"action {callable_name(state.action)} (state {show(state.name)})"
+        for state in machine.states
+        if state.action is not None
+        and machine.step_name(state.action) is None
+        and is_async(state.action)
+    ]
+    found += [
+        f"guard {callable_name(row.guard)} (row {row.describe()})"
+        for row in machine.transitions
+        if row.guard is not None and is_async(row.guard)
+    ]
+    return tuple(found)
 
 
 def _members(annotation: Any) -> tuple[object, ...] | None:

@@ -1,4 +1,4 @@
-"""SQLAlchemy adapters: run store, unit of work and outbox (SQLite, PostgreSQL).
+"""SQLAlchemy adapters: run store, unit of work (sync and asyncio) and outbox (SQLite, PostgreSQL).
 
 Names are imported on first use, so that `fsm db` can be registered (and explain what to
 install) on a machine where SQLAlchemy is not installed.
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from fsm.defaults import utc_now
 
 if TYPE_CHECKING:
+    from adapters.sqlalchemy.aio import AsyncSqlUnitOfWork, create_async_engine
     from adapters.sqlalchemy.engine import DEFAULT_DB_URL, create_engine, default_db_url, prepare
     from adapters.sqlalchemy.outbox import OutboxEntry, SqlOutbox
     from adapters.sqlalchemy.schema import (
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
         missing_tables,
         require_tables,
     )
-    from adapters.sqlalchemy.store import SqlRunStore
+    from adapters.sqlalchemy.store import AsyncSqlRunStore, SqlRunStore
     from adapters.sqlalchemy.tables import (
         TABLES,
         Tables,
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
     from fsm.defaults import utc_now
 
 _HOMES = {
+    "AsyncSqlUnitOfWork": "aio",
+    "create_async_engine": "aio",
+    "AsyncSqlRunStore": "store",
     "DEFAULT_DB_URL": "engine",
     "create_engine": "engine",
     "default_db_url": "engine",
@@ -65,6 +69,8 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "DEFAULT_DB_URL",
     "TABLES",
+    "AsyncSqlRunStore",
+    "AsyncSqlUnitOfWork",
     "OutboxEntry",
     "SchemaMissing",
     "SqlOutbox",
@@ -72,6 +78,7 @@ __all__ = [
     "SqlUnitOfWork",
     "TableSettingsError",
     "Tables",
+    "create_async_engine",
     "create_engine",
     "default_db_url",
     "define_tables",

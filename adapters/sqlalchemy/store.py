@@ -1,11 +1,16 @@
-"""The run store on SQLAlchemy: runs and their history, with an optimistic version check."""
+"""The run store on SQLAlchemy: runs and their history, with an optimistic version check.
+
+Its statements and what it makes of their results are written once, in RunStatements, as
+Steps (fsm.drive) over a Session or an AsyncSession: SqlRunStore drives them on a Session,
+AsyncSqlRunStore awaits them on an AsyncSession.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Executable, Table, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -15,6 +20,7 @@ from sqlalchemy.orm import Session
 from adapters.sqlalchemy import checks
 from adapters.sqlalchemy.tables import ID_LENGTH, NAME_LENGTH, TABLES, Tables
 from fsm.codec import DecodeError
+from fsm.drive import Steps, run_async, run_sync, settle
 from fsm.ports import (
     ConcurrencyError,
     HistoryRecord,
@@ -24,12 +30,21 @@ from fsm.ports import (
     RunRecord,
 )
 
+if TYPE_CHECKING:
+    from sqlalchemy import Result
+    from sqlalchemy.ext.asyncio import AsyncSession
 
-class SqlRunStore:
-    """Implements fsm.ports.RunStore within a Session's current transaction."""
+
+class RunStatements:
+    """fsm.ports.RunStore's logic within a session's current transaction, as Steps: the
+    statements, the checks before them, and what their results (or errors) mean."""
 
     def __init__(
-        self, session: Session, *, clock: Callable[[], datetime], tables: Tables = TABLES
+        self,
+        session: Session | AsyncSession,
+        *,
+        clock: Callable[[], datetime],
+        tables: Tables = TABLES,
     ) -> None:
         self._session = session
         self._clock = clock
@@ -40,14 +55,22 @@ class SqlRunStore:
         # (READ COMMITTED gives each statement its own snapshot).
         self._history: dict[str, list[HistoryRecord]] = {}
 
-    def create(self, record: RunRecord) -> None:
+    def _execute(self, statement: Executable) -> Steps[Result[Any]]:
+        result: Result[Any] = yield from settle(self._session.execute(statement))
+        return result
+
+    def _insert(self, table: Table, **values: object) -> Steps[bool]:
+        """INSERT one row unless one with the same key exists; False then (see insert_new)."""
+        result = yield from self._execute(insert_new(self._session, table, values))
+        return result.first() is not None
+
+    def create_steps(self, record: RunRecord) -> Steps[None]:
         _check_run(record)
         if record.version != 1:
             raise InvalidRecord(f"a new run starts at version 1, not {record.version}")
         now = self._clock()
         self._history.pop(record.id, None)
-        created = insert_row(
-            self._session,
+        created = yield from self._insert(
             self._runs,
             id=record.id,
             machine=record.machine,
@@ -64,19 +87,20 @@ class SqlRunStore:
         if not created:
             raise RunExists(record.id)
 
-    def load(self, run_id: str) -> RunRecord:
+    def load_steps(self, run_id: str) -> Steps[RunRecord]:
         checks.text("run id", run_id, ID_LENGTH)
         runs, steps = self._runs, self._steps
         step_columns = [c.label(f"step_{c.name}") for c in steps.c]
         try:
-            found = self._session.execute(
+            result = yield from self._execute(
                 select(runs, *step_columns)
                 .outerjoin(steps, steps.c.run_id == runs.c.id)
                 .where(runs.c.id == run_id)
                 .order_by(steps.c.seq)
-            ).all()
+            )
+            found = result.all()
         except json.JSONDecodeError as error:
-            raise self._corrupt(run_id, "context or history", error) from error
+            raise (yield from self._corrupt(run_id, "context or history", error)) from error
         if not found:
             raise RunNotFound(run_id)
         row = found[0]
@@ -107,12 +131,12 @@ class SqlRunStore:
             attempt=row.attempt,
         )
 
-    def save(self, record: RunRecord) -> int:
+    def save_steps(self, record: RunRecord) -> Steps[int]:
         _check_run(record)
         self._history.pop(record.id, None)
         new_version = record.version + 1
         runs = self._runs
-        result = self._session.execute(
+        result = yield from self._execute(
             update(runs)
             .where(runs.c.id == record.id, runs.c.version == record.version)
             .values(
@@ -127,13 +151,12 @@ class SqlRunStore:
             )
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
-            found = self._session.execute(
-                select(runs.c.version).where(runs.c.id == record.id)
-            ).scalar_one_or_none()
-            raise ConcurrencyError("run", record.id, expected=record.version, found=found)
+            found = yield from self._execute(select(runs.c.version).where(runs.c.id == record.id))
+            version = found.scalar_one_or_none()
+            raise ConcurrencyError("run", record.id, expected=record.version, found=version)
         return new_version
 
-    def append(self, entry: HistoryRecord) -> None:
+    def append_steps(self, entry: HistoryRecord) -> Steps[None]:
         checks.text("run id", entry.run_id, ID_LENGTH)
         for field in ("source", "trigger", "target"):
             checks.text(f"history {field}", getattr(entry, field), NAME_LENGTH)
@@ -143,8 +166,7 @@ class SqlRunStore:
         self._history.pop(entry.run_id, None)
         steps = self._steps
         try:
-            stored = insert_row(
-                self._session,
+            stored = yield from self._insert(
                 steps,
                 run_id=entry.run_id,
                 seq=entry.seq,
@@ -157,10 +179,84 @@ class SqlRunStore:
         except IntegrityError as error:  # the foreign key: the run is gone
             raise RunNotFound(entry.run_id) from error
         if not stored:  # another writer stored this step already
-            last = self._session.execute(
+            last = yield from self._execute(
                 select(func.max(steps.c.seq)).where(steps.c.run_id == entry.run_id)
-            ).scalar_one_or_none()
-            raise ConcurrencyError("run history", entry.run_id, expected=entry.seq - 1, found=last)
+            )
+            raise ConcurrencyError(
+                "run history", entry.run_id, expected=entry.seq - 1, found=last.scalar_one_or_none()
+            )
+
+    def find_steps(
+        self,
+        machine: str,
+        *,
+        states: Iterable[str] | None = None,
+        finished: bool | None = None,
+        updated_before: datetime | None = None,
+        limit: int = 100,
+    ) -> Steps[list[str]]:
+        checks.text("machine name", machine, NAME_LENGTH)
+        checks.positive_int("limit", limit, 10_000)
+        runs = self._runs
+        query = select(runs.c.id).where(runs.c.machine == machine)
+        if states is not None:
+            query = query.where(runs.c.state.in_(list(states)))
+        if finished is not None:
+            query = query.where(runs.c.finished.is_(finished))
+        if updated_before is not None:
+            query = query.where(runs.c.updated_at < checks.aware("updated_before", updated_before))
+        query = query.order_by(runs.c.updated_at, runs.c.id).limit(limit)
+        result = yield from self._execute(query)
+        return list(result.scalars())
+
+    def history_steps(self, run_id: str) -> Steps[list[HistoryRecord]]:
+        cached = self._history.get(run_id)
+        if cached is not None:
+            return list(cached)
+        steps = self._steps
+        try:
+            result = yield from self._execute(
+                select(steps).where(steps.c.run_id == run_id).order_by(steps.c.seq)
+            )
+            rows = result.all()
+        except json.JSONDecodeError as error:
+            raise (yield from self._corrupt(run_id, "history outcome", error)) from error
+        return [_entry(*tuple(row)) for row in rows]
+
+    def _corrupt(self, run_id: str, where: str, error: Exception) -> Steps[DecodeError]:
+        result = yield from self._execute(
+            select(self._runs.c.machine).where(self._runs.c.id == run_id)
+        )
+        return DecodeError(
+            f"the stored JSON is corrupt ({error})",
+            machine=result.scalar_one_or_none() or "?",
+            run_id=run_id,
+            where=where,
+        )
+
+
+class SqlRunStore(RunStatements):
+    """Implements fsm.ports.RunStore within a Session's current transaction."""
+
+    def __init__(
+        self, session: Session, *, clock: Callable[[], datetime], tables: Tables = TABLES
+    ) -> None:
+        super().__init__(session, clock=clock, tables=tables)
+
+    def create(self, record: RunRecord) -> None:
+        run_sync(self.create_steps(record))
+
+    def load(self, run_id: str) -> RunRecord:
+        return run_sync(self.load_steps(run_id))
+
+    def save(self, record: RunRecord) -> int:
+        return run_sync(self.save_steps(record))
+
+    def append(self, entry: HistoryRecord) -> None:
+        run_sync(self.append_steps(entry))
+
+    def history(self, run_id: str) -> list[HistoryRecord]:
+        return run_sync(self.history_steps(run_id))
 
     def find(
         self,
@@ -176,63 +272,69 @@ class SqlRunStore:
         A sweeper that resumes runs stuck between steps (their process died) asks for
         `states=machine.resumable_states, finished=False, updated_before=now - grace`.
         """
-        checks.text("machine name", machine, NAME_LENGTH)
-        checks.positive_int("limit", limit, 10_000)
-        runs = self._runs
-        query = select(runs.c.id).where(runs.c.machine == machine)
-        if states is not None:
-            query = query.where(runs.c.state.in_(list(states)))
-        if finished is not None:
-            query = query.where(runs.c.finished.is_(finished))
-        if updated_before is not None:
-            query = query.where(runs.c.updated_at < checks.aware("updated_before", updated_before))
-        query = query.order_by(runs.c.updated_at, runs.c.id).limit(limit)
-        return list(self._session.execute(query).scalars())
-
-    def history(self, run_id: str) -> list[HistoryRecord]:
-        cached = self._history.get(run_id)
-        if cached is not None:
-            return list(cached)
-        steps = self._steps
-        try:
-            rows = self._session.execute(
-                select(steps).where(steps.c.run_id == run_id).order_by(steps.c.seq)
-            ).all()
-        except json.JSONDecodeError as error:
-            raise self._corrupt(run_id, "history outcome", error) from error
-        return [_entry(*row) for row in rows]
-
-    def _corrupt(self, run_id: str, where: str, error: Exception) -> DecodeError:
-        machine = self._session.execute(
-            select(self._runs.c.machine).where(self._runs.c.id == run_id)
-        ).scalar_one_or_none()
-        return DecodeError(
-            f"the stored JSON is corrupt ({error})",
-            machine=machine or "?",
-            run_id=run_id,
-            where=where,
+        steps = self.find_steps(
+            machine, states=states, finished=finished, updated_before=updated_before, limit=limit
         )
+        return run_sync(steps)
+
+
+class AsyncSqlRunStore(RunStatements):
+    """Implements fsm.ports.AsyncRunStore within an AsyncSession's current transaction."""
+
+    def __init__(
+        self, session: AsyncSession, *, clock: Callable[[], datetime], tables: Tables = TABLES
+    ) -> None:
+        super().__init__(session, clock=clock, tables=tables)
+
+    async def create(self, record: RunRecord) -> None:
+        await run_async(self.create_steps(record))
+
+    async def load(self, run_id: str) -> RunRecord:
+        return await run_async(self.load_steps(run_id))
+
+    async def save(self, record: RunRecord) -> int:
+        return await run_async(self.save_steps(record))
+
+    async def append(self, entry: HistoryRecord) -> None:
+        await run_async(self.append_steps(entry))
+
+    async def history(self, run_id: str) -> list[HistoryRecord]:
+        return await run_async(self.history_steps(run_id))
+
+    async def find(
+        self,
+        machine: str,
+        *,
+        states: Iterable[str] | None = None,
+        finished: bool | None = None,
+        updated_before: datetime | None = None,
+        limit: int = 100,
+    ) -> list[str]:
+        """See SqlRunStore.find."""
+        steps = self.find_steps(
+            machine, states=states, finished=finished, updated_before=updated_before, limit=limit
+        )
+        return await run_async(steps)
+
+
+def insert_new(
+    session: Session | AsyncSession, table: Table, values: dict[str, object]
+) -> Executable:
+    """INSERT one row unless one with the same key exists: ON CONFLICT DO NOTHING, RETURNING
+    its key (a row back: it went in). One statement and no savepoint, and a taken key leaves
+    the transaction usable (rowcount cannot tell here: some drivers report -1)."""
+    key = list(table.primary_key.columns)
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table).values(**values).on_conflict_do_nothing().returning(*key)
+    if dialect == "sqlite":
+        return sqlite.insert(table).values(**values).on_conflict_do_nothing().returning(*key)
+    return insert(table).values(**values).returning(*key)  # elsewhere a taken key raises
 
 
 def insert_row(session: Session, table: Table, **values: object) -> bool:
-    """INSERT one row unless one with the same key exists (ON CONFLICT DO NOTHING, one
-    statement, no savepoint): False then, and the transaction stays usable."""
-    key = list(table.primary_key.columns)
-    dialect = session.get_bind().dialect.name
-    statement: Executable
-    if dialect == "postgresql":
-        statement = postgresql.insert(table).values(**values).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        statement = sqlite.insert(table).values(**values).on_conflict_do_nothing()
-    else:  # another database: a savepoint keeps the transaction usable
-        try:
-            with session.begin_nested():
-                session.execute(insert(table).values(**values))
-        except IntegrityError:
-            return False
-        return True
-    # RETURNING tells whether the row went in (rowcount is -1 for these on some drivers).
-    return session.execute(statement.returning(*key)).first() is not None
+    """`insert_new` on a Session: False when a row with the same key exists."""
+    return session.execute(insert_new(session, table, values)).first() is not None
 
 
 def _entry(

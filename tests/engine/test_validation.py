@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import enum
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import pytest
 
-from fsm import DefinitionError, Machine, Row, State
+from fsm import AsyncRequired, DefinitionError, Machine, Row, State
 
 
 def problems_of(states: list[State[Any]], rows: list[Any], name: str = "m") -> tuple[str, ...]:
@@ -438,22 +439,25 @@ class TestDeclaredOutcomes:
 
 
 class TestAsync:
-    """The runtime is synchronous: it cannot await an action or a guard yet."""
+    """Async callables are valid definitions (an async run awaits them); a sync run refuses
+    them when it is created, naming each one."""
 
-    def test_async_action(self) -> None:
-        """An async def action is refused, naming the state and the action."""
+    def test_async_action_family_is_read_from_its_annotation(self) -> None:
+        """`async def f() -> A | B` names its family as a plain function's annotation does."""
 
-        async def act(context: dict[str, Any]) -> Ok:
+        async def act(context: dict[str, Any]) -> Ok | NotFound:
             return Ok()
 
         states = [State("a", initial=True, action=act), C]
         assert only(problems_of(states, [("a", Ok, "c")])) == (
-            "state 'a': action act is async; the runtime cannot await actions yet (its "
-            "outcome would be a coroutine), so make it a plain def"
+            "state 'a': action act can return NotFound but no row from 'a' handles it"
         )
 
-    def test_async_guards_also_through_partial_and_callable_objects(self) -> None:
-        """An async guard is refused, also behind functools.partial or as a __call__."""
+    def test_a_sync_run_refuses_async_actions_and_guards_by_name(self) -> None:
+        """Through functools.partial and a __call__ too; the definition itself is valid."""
+
+        async def act(context: dict[str, Any]) -> Ok:
+            return Ok()
 
         async def check(flag: bool, run: object) -> bool:
             return flag
@@ -462,15 +466,30 @@ class TestAsync:
             async def __call__(self, run: object) -> bool:
                 return False
 
-        rows = [("a", "go", "c", functools.partial(check, False)), ("a", "go", "c", Check())]
-        problems = problems_of([A, C], rows)
-        assert problems == (
-            "row 1 ('a', 'go', 'c', partial(check)): guard partial(check) is async; the "
-            "runtime cannot await guards yet (and a coroutine is always true), so make it "
-            "a plain def",
-            "row 2 ('a', 'go', 'c', Check): guard Check is async; the runtime cannot await "
-            "guards yet (and a coroutine is always true), so make it a plain def",
+        machine = Machine(
+            "m",
+            states=[State("a", initial=True, action=act), State("b"), C],
+            transitions=[
+                ("a", Ok, "b"),
+                ("b", "go", "c", functools.partial(check, False)),
+                ("b", "go", "c", Check()),
+            ],
         )
+        creators: list[Callable[[], object]] = [
+            machine.create,
+            machine.start,
+            lambda: machine.restore("r", "b"),
+        ]
+        for create in creators:
+            with pytest.raises(AsyncRequired) as refused:
+                create()
+            assert str(refused.value) == (
+                "machine 'm': a sync run cannot await action act (state 'a'), guard "
+                "partial(check) (row ('b', 'go', 'c', partial(check))), guard Check (row "
+                "('b', 'go', 'c', Check)); run it with create_async, start_async or "
+                "restore_async (AsyncPersistentMachine on a store), or make them plain def"
+            )
+            assert len(refused.value.callables) == 3
 
 
 class Stage(enum.Enum):

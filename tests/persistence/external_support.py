@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
+
+from adapters.sqlalchemy import SqlUnitOfWork, create_engine
 from fsm import Machine, State
 from fsm.outbox import OutboxMessage, OutboxUnitOfWork
 
@@ -141,3 +146,27 @@ def calls(path: Path) -> list[tuple[str, str]]:
         (key, worker)
         for key, worker in (line.split() for line in path.read_text().split("\n") if line)
     ]
+
+
+def session_states(engine: Engine, application: str) -> list[str]:
+    """The states of PostgreSQL's sessions named `application` (pg_stat_activity)."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("select state from pg_stat_activity where application_name = :name"),
+            {"name": application},
+        )
+        return [str(state) for (state,) in rows]
+
+
+def another_writer_commits(url: str) -> bool:
+    """True if a write in another connection commits within half a second."""
+    impatient = create_engine(url, connect_args={"timeout": 0.5})
+    try:
+        with SqlUnitOfWork(impatient) as uow:
+            uow.outbox.add(OutboxMessage(uuid.uuid4().hex, "payments", "other", b"{}"))
+        return True
+    except OperationalError as error:
+        assert "locked" in str(error)
+        return False
+    finally:
+        impatient.dispose()

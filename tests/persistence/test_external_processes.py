@@ -15,20 +15,20 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 
-from adapters.sqlalchemy import SqlUnitOfWork, create_engine
+from adapters.sqlalchemy import SqlUnitOfWork
 from fsm import CallbackError, Machine, PersistentMachine
-from fsm.outbox import OutboxMessage
 from tests.persistence.external_support import (
     Captured,
     Gateway,
     Stage,
+    another_writer_commits,
     calls,
     local_machine,
     machine,
+    session_states,
 )
 
 ROOT = Path(__file__).parents[2]
@@ -189,35 +189,12 @@ class TestNoTransactionDuringTheCall:
         worker.go()
         scene.wait_for_calls(1)
         if engine.dialect.name == "postgresql":
-            states = _session_states(engine, application)
+            states = session_states(engine, application)
             assert states, "the worker's session is not visible: the check would see nothing"
             assert ("idle in transaction" in states) is local, states
         else:
-            assert _another_writer_commits(url) is not local
+            assert another_writer_commits(url) is not local
         assert worker.result() == "done captured"
-
-
-def _session_states(engine: Engine, application: str) -> list[str]:
-    with engine.connect() as connection:
-        rows = connection.execute(
-            text("select state from pg_stat_activity where application_name = :name"),
-            {"name": application},
-        )
-        return [str(state) for (state,) in rows]
-
-
-def _another_writer_commits(url: str) -> bool:
-    """True if a write in another connection commits within half a second."""
-    impatient = create_engine(url, connect_args={"timeout": 0.5})
-    try:
-        with SqlUnitOfWork(impatient) as uow:
-            uow.outbox.add(OutboxMessage(uuid.uuid4().hex, "payments", "other", b"{}"))
-        return True
-    except OperationalError as error:
-        assert "locked" in str(error)
-        return False
-    finally:
-        impatient.dispose()
 
 
 def test_lease_must_be_positive(engine: Engine) -> None:

@@ -45,8 +45,9 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
     """An inner project with the `flows` module importable."""
     pytester.makepyfile(flows=FLOWS)
     pytester.syspathinsert()
-    # hypothesis's own plugin is not under test and costs a second per inner session.
-    pytester.makeini("[pytest]\naddopts = -p no:hypothesispytest\n")
+    # hypothesis's own plugin is not under test and costs a second per inner session;
+    # pytest-asyncio's is not either, and warns about its settings in every inner session.
+    pytester.makeini("[pytest]\naddopts = -p no:hypothesispytest -p no:asyncio\n")
     return pytester
 
 
@@ -103,7 +104,8 @@ class TestScopeAndReport:
     def test_ini_option_scopes_the_report(self, project: pytest.Pytester) -> None:
         """fsm_coverage_machines in the ini file lists the machines that count."""
         project.makeini(
-            "[pytest]\naddopts = -p no:hypothesispytest\nfsm_coverage_machines =\n    flows:other\n"
+            "[pytest]\naddopts = -p no:hypothesispytest -p no:asyncio\n"
+            "fsm_coverage_machines =\n    flows:other\n"
         )
         project.makepyfile(test_door=FULL)
         result = project.runpytest("--fsm-coverage-fail-under=100")
