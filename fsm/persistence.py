@@ -17,6 +17,7 @@ from fsm.labels import former_labels, trigger_label
 from fsm.labels import state_label as state_label  # its home before fsm.labels: still named here
 from fsm.ports import ConcurrencyError, HistoryRecord, RunClaimed, RunRecord, UnitOfWork
 from fsm.runtime import RunHandle
+from fsm.timers import due_at
 
 if TYPE_CHECKING:
     from fsm.definition import Binding, Machine, P
@@ -160,7 +161,9 @@ class PersistentMachine(Generic[S]):
             steps=self.steps,
         )
         handle._adopt(run)
-        record = handle._record(created=True)
+        now = self.clock()
+        handle._due = due_at(self.machine, run.state, now)
+        record = handle._record(created=True, now=now)
         handle._committed = record.context
 
         def create() -> None:
@@ -293,6 +296,7 @@ class PersistentRun(RunHandle[S]):
         "_active",
         "_claim",
         "_committed",
+        "_due",
         "_owner",
         "_redo",
         "_run",
@@ -316,6 +320,8 @@ class PersistentRun(RunHandle[S]):
         done again after a rollback: the run's creation commits with its first step."""
         self._active = False
         self._stale = False
+        self._due: datetime | None = None
+        """When the current state's timeout is due, as last read or written."""
 
     def __repr__(self) -> str:
         run = self._run
@@ -361,6 +367,7 @@ class PersistentRun(RunHandle[S]):
         self._adopt(owner._restore(record, history, self._persist_step))
         self._committed = record.context
         self._claim = (record.claimed_by, record.claimed_until, record.attempt)
+        self._due = record.due_at
         self.version = record.version
         self._seq = len(history)
         self._stale = False
@@ -402,35 +409,60 @@ class PersistentRun(RunHandle[S]):
         """Commit this worker's claim on the run for its external step: True once it holds,
         False when the run turned out to have moved on; RunClaimed if another worker's
         claim has not run out (nothing is written then)."""
-        owner = self._owner
         for fresh in (self._stale, True):
             if fresh:
                 self.reload()  # someone moved or claimed the run since this handle read it
                 if not self.run.external:
                     return False
-            now = owner.clock()
-            worker, until, attempt = self._claim
-            if worker not in (None, owner.worker) and until is not None and until > now:
-                raise RunClaimed(self.id, worker, until, attempt)
-            claim = replace(
-                self._record(created=False, now=now),
-                claimed_by=owner.worker,
-                claimed_until=now + owner.lease,
-                attempt=attempt + 1,
-            )
             try:
-                with owner.uow as uow:
-                    self.version = uow.runs.save(claim)
+                self._take_claim(self._claim[2] + 1)
             except ConcurrencyError:
                 if fresh:
                     raise
                 continue
+            except RunClaimed:
+                raise
             except BaseException:
                 self._recover()
                 raise
-            self._claim = (claim.claimed_by, claim.claimed_until, claim.attempt)
             return True
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def claim(self) -> bool:
+        """Commit this worker's claim on the run as last read, for a worker about to act on
+        it (fire its timeout, resume it): True once it holds; False, with nothing written,
+        when another worker's claim has not run out or the run changed since it was read.
+        The next step recorded gives the claim up; a worker that dies holding it leaves it
+        to run out (the machine's `lease`)."""
+        try:
+            self._take_claim(self._claim[2])
+        except (ConcurrencyError, RunClaimed):
+            self._recover()
+            return False
+        return True
+
+    @property
+    def due_at(self) -> datetime | None:
+        """When the current state's timeout is due (None: it has none), as last read."""
+        return self._due
+
+    def _take_claim(self, attempt: int) -> None:
+        """Save this worker's claim until `lease` from now, with `attempt`; RunClaimed if
+        another worker's claim has not run out, ConcurrencyError if the run moved."""
+        owner = self._owner
+        now = owner.clock()
+        worker, until, held = self._claim
+        if worker not in (None, owner.worker) and until is not None and until > now:
+            raise RunClaimed(self.id, worker, until, held)
+        claim = replace(
+            self._record(created=False, now=now),
+            claimed_by=owner.worker,
+            claimed_until=now + owner.lease,
+            attempt=attempt,
+        )
+        with owner.uow as uow:
+            self.version = uow.runs.save(claim)
+        self._claim = (claim.claimed_by, claim.claimed_until, claim.attempt)
 
     def _release(self) -> None:
         """Give this worker's claim back after a failed call, so the step can be tried again
@@ -501,6 +533,7 @@ class PersistentRun(RunHandle[S]):
         owner = self._owner
         now = owner.clock()
         # Encode everything before writing anything: a value that cannot be stored is refused.
+        self._due = due_at(owner.machine, transition.target, now)
         record = self._record(created=False, now=now)
         entry = HistoryRecord(
             run_id=run.id,
@@ -548,4 +581,5 @@ class PersistentRun(RunHandle[S]):
             finished=run.finished,
             created_at=now if created else None,
             updated_at=now,
+            due_at=self._due,
         )
