@@ -7,7 +7,7 @@ import copy
 import weakref
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 from fsm.defaults import utc_now
@@ -210,6 +210,42 @@ class InMemoryRunStore:
     def history(self, run_id: str) -> list[HistoryRecord]:
         return list(self.histories.get(run_id, []))
 
+    def find(
+        self,
+        machine: str,
+        *,
+        states: Iterable[str] | None = None,
+        finished: bool | None = None,
+        updated_before: datetime | None = None,
+        claimable_at: datetime | None = None,
+        limit: int = 100,
+    ) -> list[str]:
+        wanted = set(states) if states is not None else None
+        found = [
+            record
+            for record in self.runs.values()
+            if record.machine == machine
+            and (wanted is None or record.state in wanted)
+            and (finished is None or record.finished == finished)
+            and (updated_before is None or _before(record.updated_at, updated_before))
+            and (claimable_at is None or _claimable(record, claimable_at))
+        ]
+        found.sort(key=lambda r: (r.updated_at or _EPOCH, r.id))
+        return [record.id for record in found[:limit]]
+
+    def find_due(self, machine: str, now: datetime, limit: int) -> list[str]:
+        found = [
+            record
+            for record in self.runs.values()
+            if record.machine == machine
+            and not record.finished
+            and record.due_at is not None
+            and record.due_at <= now
+            and _claimable(record, now)
+        ]
+        found.sort(key=lambda r: (r.due_at, r.id))
+        return [record.id for record in found[:limit]]
+
     def state_of(self, run_id: str) -> str:
         """The stored state label of a run."""
         return self.load(run_id).state
@@ -227,6 +263,19 @@ class InMemoryRunStore:
     def _restore(self, state: Any) -> None:
         self.runs = dict(state[0])
         self.histories = {k: list(v) for k, v in state[1].items()}
+
+
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+"""Sorts a run never written (no updated_at) first."""
+
+
+def _before(value: datetime | None, limit: datetime) -> bool:
+    return value is not None and value < limit
+
+
+def _claimable(record: RunRecord, now: datetime) -> bool:
+    """No claim holds the run past `now`."""
+    return record.claimed_until is None or record.claimed_until <= now
 
 
 class InMemoryUnitOfWork:

@@ -33,6 +33,14 @@ class UsageError(FSMError):
 
 def load_machine(spec: str) -> Machine[Any]:
     """The Machine named by `MODULE:ATTR`; DefinitionError if building it fails."""
+    value = load_object(spec)
+    if not isinstance(value, Machine):
+        raise UsageError(f"{spec} is a {type(value).__name__}, not an fsm.Machine")
+    return value
+
+
+def load_object(spec: str) -> object:
+    """What `MODULE:ATTR` names (the module imported from the current directory too)."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise UsageError(f"{spec!r} is not MODULE:ATTR (for example fsm.examples:ping)")
@@ -53,8 +61,6 @@ def load_machine(spec: str) -> Machine[Any]:
         if not hasattr(value, part):
             raise UsageError(f"module {module_name!r} has no attribute {attr!r}")
         value = getattr(value, part)
-    if not isinstance(value, Machine):
-        raise UsageError(f"{spec} is a {type(value).__name__}, not an fsm.Machine")
     return value
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from fsm.definition import Machine
@@ -62,3 +63,24 @@ update: Machine[str] = Machine(
     ],
 )
 """An action whose closed family of outcomes picks the next state by itself."""
+
+
+hold: Machine[str] = Machine(
+    "hold",
+    states=[
+        State(
+            "authorized",
+            initial=True,
+            after=(timedelta(days=7), "expire"),
+            description="funds held; capture them within 7 days",
+        ),
+        State("captured", final=True),
+        State("voided", final=True, failure=True, description="never captured: released"),
+    ],
+    transitions=[
+        ("authorized", "capture", "captured"),
+        ("authorized", "expire", "voided"),
+    ],
+)
+"""A waiting state with a timeout: an authorization not captured within 7 days is voided
+(`fsm worker` sends "expire" when it is due)."""

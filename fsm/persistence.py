@@ -38,6 +38,7 @@ from fsm.ports import (
     UnitOfWork,
 )
 from fsm.runtime import RunHandle
+from fsm.timers import due_at
 
 if TYPE_CHECKING:
     from fsm.definition import Binding, Machine, P
@@ -210,7 +211,9 @@ class StoredMachine(Generic[S, U, H]):
         handle = self._handle(1, 0)
         run = self._new_run(context, run_id)
         handle._adopt(run)
-        record = handle._record(created=True)
+        now = self.clock()
+        handle._due = due_at(self.machine, run.state, now)
+        record = handle._record(created=True, now=now)
         handle._committed = record.context
 
         def create() -> Steps[None]:
@@ -329,6 +332,7 @@ class StoredRun(RunHandle[S]):
         "_active",
         "_claim",
         "_committed",
+        "_due",
         "_owner",
         "_redo",
         "_run",
@@ -352,6 +356,8 @@ class StoredRun(RunHandle[S]):
         done again after a rollback: the run's creation commits with its first step."""
         self._active = False
         self._stale = False
+        self._due: datetime | None = None
+        """When the current state's timeout is due, as last read or written."""
 
     def __repr__(self) -> str:
         run = self._run
@@ -398,6 +404,7 @@ class StoredRun(RunHandle[S]):
         self._adopt(owner._restore(record, history))
         self._committed = record.context
         self._claim = (record.claimed_by, record.claimed_until, record.attempt)
+        self._due = record.due_at
         self.version = record.version
         self._seq = len(history)
         self._stale = False
@@ -438,34 +445,59 @@ class StoredRun(RunHandle[S]):
         """Commit this worker's claim on the run for its external step: True once it holds,
         False when the run turned out to have moved on; RunClaimed if another worker's
         claim has not run out (nothing is written then)."""
-        owner = self._owner
         for fresh in (self._stale, True):
             if fresh:
                 yield from self._reload_steps()  # someone moved or claimed the run since
                 if not self.run.external:
                     return False
-            now = owner.clock()
-            worker, until, attempt = self._claim
-            if worker not in (None, owner.worker) and until is not None and until > now:
-                raise RunClaimed(self.id, worker, until, attempt)
-            claim = replace(
-                self._record(created=False, now=now),
-                claimed_by=owner.worker,
-                claimed_until=now + owner.lease,
-                attempt=attempt + 1,
-            )
             try:
-                self.version = yield from owner._transaction(lambda: self._save(claim))  # noqa: B023 - called at once, in this iteration
+                yield from self._take_claim(self._claim[2] + 1)
             except ConcurrencyError:
                 if fresh:
                     raise
                 continue
+            except RunClaimed:
+                raise
             except BaseException:
                 yield from self._recover()
                 raise
-            self._claim = (claim.claimed_by, claim.claimed_until, claim.attempt)
             return True
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _claim_steps(self) -> Steps[bool]:
+        """Commit this worker's claim on the run as last read, for a worker about to act on
+        it (fire its timeout, resume it): True once it holds; False, with nothing written,
+        when another worker's claim has not run out or the run changed since it was read.
+        The next step recorded gives the claim up; a worker that dies holding it leaves it
+        to run out (the machine's `lease`)."""
+        try:
+            yield from self._take_claim(self._claim[2])
+        except (ConcurrencyError, RunClaimed):
+            yield from self._recover()
+            return False
+        return True
+
+    @property
+    def due_at(self) -> datetime | None:
+        """When the current state's timeout is due (None: it has none), as last read."""
+        return self._due
+
+    def _take_claim(self, attempt: int) -> Steps[None]:
+        """Save this worker's claim until `lease` from now, with `attempt`; RunClaimed if
+        another worker's claim has not run out, ConcurrencyError if the run moved."""
+        owner = self._owner
+        now = owner.clock()
+        worker, until, held = self._claim
+        if worker not in (None, owner.worker) and until is not None and until > now:
+            raise RunClaimed(self.id, worker, until, held)
+        claim = replace(
+            self._record(created=False, now=now),
+            claimed_by=owner.worker,
+            claimed_until=now + owner.lease,
+            attempt=attempt,
+        )
+        self.version = yield from owner._transaction(lambda: self._save(claim))
+        self._claim = (claim.claimed_by, claim.claimed_until, claim.attempt)
 
     def _release(self) -> Steps[None]:
         """Give this worker's claim back after a failed call, so the step can be tried again
@@ -543,6 +575,7 @@ class StoredRun(RunHandle[S]):
         owner = self._owner
         now = owner.clock()
         # Encode everything before writing anything: a value that cannot be stored is refused.
+        self._due = due_at(owner.machine, transition.target, now)
         record = self._record(created=False, now=now)
         entry = HistoryRecord(
             run_id=run.id,
@@ -590,6 +623,7 @@ class StoredRun(RunHandle[S]):
             finished=run.finished,
             created_at=now if created else None,
             updated_at=now,
+            due_at=self._due,
         )
 
 
@@ -680,6 +714,10 @@ class PersistentRun(StoredRun[S]):
     def reload(self, run_id: str | None = None) -> PersistentRun[S]:
         """Read the run again from the store, dropping whatever this handle held."""
         return run_sync(self._reload_steps(run_id))
+
+    def claim(self) -> bool:
+        """Claim the run for a worker about to act on it (see StoredRun._claim_steps)."""
+        return run_sync(self._claim_steps())
 
 
 # -- the async runner ---------------------------------------------------------------------

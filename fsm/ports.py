@@ -4,6 +4,7 @@ The outbox, an optional part, has its own ports in fsm.outbox."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -96,6 +97,8 @@ class RunRecord:
     """When that claim runs out: after it, any worker may take the step (its lease)."""
     attempt: int = 0
     """How many times the current external step was claimed (0 once a step is recorded)."""
+    due_at: datetime | None = None
+    """When the waiting state's timeout is due (fsm.timers); None: the state has none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +139,26 @@ class RunStore(Protocol):
 
     def history(self, run_id: str) -> list[HistoryRecord]:
         """The run's transitions, oldest first."""
+        ...
+
+    def find(
+        self,
+        machine: str,
+        *,
+        states: Iterable[str] | None = None,
+        finished: bool | None = None,
+        updated_before: datetime | None = None,
+        claimable_at: datetime | None = None,
+        limit: int = 100,
+    ) -> list[str]:
+        """Ids of runs of `machine`, least recently updated first: in one of `states`
+        (stored labels), finished or not, last written before `updated_before`, with no
+        claim running past `claimable_at`, as asked."""
+        ...
+
+    def find_due(self, machine: str, now: datetime, limit: int) -> list[str]:
+        """Ids of unfinished runs of `machine` whose timeout is due at `now` and that no
+        claim holds past it, the longest due first."""
         ...
 
 

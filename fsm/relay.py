@@ -31,6 +31,7 @@ from fsm.outbox import (
 )
 from fsm.persistence import Effect
 from fsm.retry import STEP_RETRY, RetryPolicy, backoff, retry
+from fsm.stopping import Stoppable
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ class RunSettler(Protocol):
         ...
 
 
-class OutboxRelay:
+class OutboxRelay(Stoppable):
     """A long-lived worker: claim due events, publish, settle the outbox and the run.
 
     Claims follow the Outbox contract (only the oldest pending event of each key, leased),
@@ -195,35 +196,19 @@ class OutboxRelay:
         self.owner = owner or default_owner()
         self.clock = clock
         self.rand = rand
-        self._stop = threading.Event()
+        Stoppable.__init__(self)
         self._stuck: set[str] = set()
         """Runs left behind that can never move: reported once, then skipped."""
-        self.sleep = sleep if sleep is not None else self._interruptible_sleep
+        self.sleep = sleep if sleep is not None else self.wait
         self.settler = settler
         """Moves the runs waiting for the messages; None: messages alone (no runs)."""
 
-    def _interruptible_sleep(self, seconds: float) -> None:
-        self._stop.wait(seconds)
+    KIND, ITEM = "relay", "event"
 
     @property
-    def stopping(self) -> bool:
-        """True once stop() was called."""
-        return self._stop.is_set()
-
-    def stop(self) -> None:
-        """Finish the event in hand, then return from run()."""
-        self._stop.set()
-
-    def install_signal_handlers(self) -> None:
-        """Stop cleanly on SIGTERM and SIGINT (call from the main thread)."""
-        import signal
-
-        def handler(signum: int, frame: object) -> None:
-            log.info("relay %s: signal %s, stopping after the event in hand", self.owner, signum)
-            self.stop()
-
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+    def name(self) -> str:
+        """The relay's name in its log lines: its owner."""
+        return self.owner
 
     def pending(self) -> int:
         """How many events are neither published nor dead."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from fsm.errors import callable_name, show
@@ -53,6 +54,10 @@ class State(Generic[S]):
     aliases: tuple[str, ...] = ()
     """Former stored names of this state (it was renamed): runs stored under them load in
     this state, and their next step writes its current name."""
+    after: timedelta | tuple[timedelta, Hashable] | None = None
+    """A waiting state's timeout: `(timedelta(days=7), "expire")` sends the run "expire"
+    once it has been in the state that long (`timedelta(...)` alone: the trigger
+    "timeout"); a row from the state must take the trigger (see fsm.timers)."""
 
 
 @dataclass(frozen=True, slots=True)

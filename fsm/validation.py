@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fsm.errors import callable_name, show
 from fsm.labels import former_labels, state_label, trigger_label
 from fsm.table import Guard, Row, RowSpec, State
+from fsm.timers import check_timeouts
 
 if TYPE_CHECKING:
     from fsm.definition import Machine
@@ -70,6 +71,7 @@ def validate(machine: Machine[Any]) -> list[str]:
     problems += _check_states(states, rows, machine)
     problems += _check_shadowing(rows)
     problems += _check_outcomes(states, rows)
+    problems += check_timeouts(states, rows)
     problems += _check_state_aliases(states)
     problems += _check_aliases(machine.aliases, rows)
     problems += _check_graph(states, rows)

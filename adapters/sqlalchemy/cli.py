@@ -50,7 +50,7 @@ def register(commands: Any) -> None:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    engine, shown = _open(args.db_url)  # first: it says what to install if SQLAlchemy is not
+    engine, shown = open_engine(args.db_url)  # first: it says what to install if SQLAlchemy is not
     from sqlalchemy.exc import SQLAlchemyError
 
     from adapters.sqlalchemy.schema import all_tables, init_db
@@ -66,7 +66,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
     try:
         created = init_db(engine, extra=extra)
     except SQLAlchemyError as error:
-        raise DatabaseError(f"cannot initialise {shown}: {_first_line(error)}") from error
+        raise DatabaseError(f"cannot initialise {shown}: {first_line(error)}") from error
     finally:
         engine.dispose()
     names = {table.fullname for table in all_tables(TABLES, extra)}
@@ -80,7 +80,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 def load_run(db_url: str | None, machine: Machine[Any], run_id: str) -> Run[Any]:
     """A stored run of `machine`, for `fsm diagram --run ID --db-url URL` (fsm.run_loaders)."""
-    engine, shown = _open(db_url)  # first: it says what to install if SQLAlchemy is not
+    engine, shown = open_engine(db_url)  # first: it says what to install if SQLAlchemy is not
     from sqlalchemy.exc import SQLAlchemyError
 
     from adapters.sqlalchemy.uow import SqlUnitOfWork
@@ -90,7 +90,7 @@ def load_run(db_url: str | None, machine: Machine[Any], run_id: str) -> Run[Any]
         return PersistentMachine(machine, SqlUnitOfWork(engine)).load(run_id).run
     except SQLAlchemyError as error:
         raise DatabaseError(
-            f"cannot read run {run_id} from {shown}: {_first_line(error)}"
+            f"cannot read run {run_id} from {shown}: {first_line(error)}"
         ) from error
     finally:
         engine.dispose()
@@ -104,7 +104,7 @@ def _table_sets() -> dict[str, Any]:
 def survey_runs(db_url: str, machine: Machine[Any]) -> StoredRuns:
     """The stored runs of `machine` read with its definition, for `fsm check --db-url URL`
     (fsm.run_surveys); SchemaMissing if the tables are not there."""
-    engine, shown = _open(db_url)  # first: it says what to install if SQLAlchemy is not
+    engine, shown = open_engine(db_url)  # first: it says what to install if SQLAlchemy is not
     from sqlalchemy import select
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -126,13 +126,13 @@ def survey_runs(db_url: str, machine: Machine[Any]) -> StoredRuns:
         return PersistentMachine(machine, SqlUnitOfWork(engine)).survey(runs)
     except SQLAlchemyError as error:
         raise DatabaseError(
-            f"cannot read the runs of {machine.name!r} from {shown}: {_first_line(error)}"
+            f"cannot read the runs of {machine.name!r} from {shown}: {first_line(error)}"
         ) from error
     finally:
         engine.dispose()
 
 
-def _open(db_url: str | None) -> tuple[Engine, str]:
+def open_engine(db_url: str | None) -> tuple[Engine, str]:
     """An engine for `db_url` (default: $FSM_DB_URL, else SQLite) and the URL to show."""
     # Imported here: registering `fsm db` must work without SQLAlchemy installed.
     try:
@@ -161,13 +161,13 @@ def _open(db_url: str | None) -> tuple[Engine, str]:
         raise UsageError(f"--db-url {error}; {EXAMPLE_URLS}") from error
     except (ArgumentError, ValueError) as error:
         raise UsageError(
-            f"--db-url {shown!r} is not a usable SQLAlchemy URL ({_first_line(error)}); "
+            f"--db-url {shown!r} is not a usable SQLAlchemy URL ({first_line(error)}); "
             f"{EXAMPLE_URLS}"
         ) from error
     return engine, shown
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     original = getattr(error, "orig", None)
     if isinstance(original, BaseException):
         error = original

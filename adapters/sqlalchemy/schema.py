@@ -30,8 +30,9 @@ def all_tables(tables: Tables, extra: Extra) -> list[Table]:
 
 
 def init_db(engine: Engine, tables: Tables = TABLES, *, extra: Extra = {}) -> list[str]:  # noqa: B006
-    """Create the tables that do not exist yet, and add the columns a newer version added
-    to existing ones (all of them nullable or with a default); return what was created,
+    """Create the tables that do not exist yet, and add the columns (and indexes) a newer
+    version added to existing ones (all of them nullable or with a default); return what
+    was created,
     as table names and `table.column` names."""
     missing = missing_tables(engine, tables, extra=extra)
     for metadata in (tables.metadata, *extra.values()):
@@ -44,6 +45,9 @@ def init_db(engine: Engine, tables: Tables = TABLES, *, extra: Extra = {}) -> li
             table = known[table_name]
             ddl = CreateColumn(table.c[column]).compile(dialect=engine.dialect)
             connection.execute(text(f"ALTER TABLE {table.fullname} ADD COLUMN {ddl}"))
+        for table in known.values():  # an index on a column added since (runs.due_at)
+            for index in table.indexes:
+                index.create(connection, checkfirst=True)
     return missing + added
 
 

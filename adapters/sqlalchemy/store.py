@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Executable, Table, func, insert, select, update
+from sqlalchemy import ColumnElement, Executable, Table, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -83,6 +83,7 @@ class RunStatements:
             claimed_by=record.claimed_by,
             claimed_until=record.claimed_until,
             attempt=record.attempt,
+            due_at=record.due_at,
         )
         if not created:
             raise RunExists(record.id)
@@ -129,6 +130,7 @@ class RunStatements:
             claimed_by=row.claimed_by,
             claimed_until=row.claimed_until,
             attempt=row.attempt,
+            due_at=row.due_at,
         )
 
     def save_steps(self, record: RunRecord) -> Steps[int]:
@@ -148,6 +150,7 @@ class RunStatements:
                 claimed_by=record.claimed_by,
                 claimed_until=record.claimed_until,
                 attempt=record.attempt,
+                due_at=record.due_at,
             )
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -193,6 +196,7 @@ class RunStatements:
         states: Iterable[str] | None = None,
         finished: bool | None = None,
         updated_before: datetime | None = None,
+        claimable_at: datetime | None = None,
         limit: int = 100,
     ) -> Steps[list[str]]:
         checks.text("machine name", machine, NAME_LENGTH)
@@ -205,9 +209,35 @@ class RunStatements:
             query = query.where(runs.c.finished.is_(finished))
         if updated_before is not None:
             query = query.where(runs.c.updated_at < checks.aware("updated_before", updated_before))
+        if claimable_at is not None:
+            query = query.where(self._claimable(checks.aware("claimable_at", claimable_at)))
         query = query.order_by(runs.c.updated_at, runs.c.id).limit(limit)
         result = yield from self._execute(query)
         return list(result.scalars())
+
+    def find_due_steps(self, machine: str, now: datetime, limit: int) -> Steps[list[str]]:
+        checks.text("machine name", machine, NAME_LENGTH)
+        checks.positive_int("limit", limit, 10_000)
+        now = checks.aware("now", now)
+        runs = self._runs
+        query = (
+            select(runs.c.id)
+            .where(
+                runs.c.machine == machine,
+                runs.c.due_at <= now,
+                runs.c.finished.is_(False),
+                self._claimable(now),
+            )
+            .order_by(runs.c.due_at, runs.c.id)
+            .limit(limit)
+        )
+        result = yield from self._execute(query)
+        return list(result.scalars())
+
+    def _claimable(self, now: datetime) -> ColumnElement[bool]:
+        """No claim holds the run past `now`."""
+        runs = self._runs
+        return or_(runs.c.claimed_until.is_(None), runs.c.claimed_until <= now)
 
     def history_steps(self, run_id: str) -> Steps[list[HistoryRecord]]:
         cached = self._history.get(run_id)
@@ -265,17 +295,28 @@ class SqlRunStore(RunStatements):
         states: Iterable[str] | None = None,
         finished: bool | None = None,
         updated_before: datetime | None = None,
+        claimable_at: datetime | None = None,
         limit: int = 100,
     ) -> list[str]:
         """Ids of runs of `machine`, least recently updated first (for sweepers and reports).
 
         A sweeper that resumes runs stuck between steps (their process died) asks for
-        `states=machine.resumable_states, finished=False, updated_before=now - grace`.
+        `states=machine.resumable_states, finished=False, updated_before=now - grace,
+        claimable_at=now` (fsm.worker does).
         """
         steps = self.find_steps(
-            machine, states=states, finished=finished, updated_before=updated_before, limit=limit
+            machine,
+            states=states,
+            finished=finished,
+            updated_before=updated_before,
+            claimable_at=claimable_at,
+            limit=limit,
         )
         return run_sync(steps)
+
+    def find_due(self, machine: str, now: datetime, limit: int) -> list[str]:
+        """Ids of unfinished, unclaimed runs of `machine` whose timeout is due at `now`."""
+        return run_sync(self.find_due_steps(machine, now, limit))
 
 
 class AsyncSqlRunStore(RunStatements):
@@ -357,7 +398,7 @@ def _check_run(record: RunRecord) -> None:
         checks.text("claimed_by", record.claimed_by, NAME_LENGTH)
     if isinstance(record.attempt, bool) or not isinstance(record.attempt, int):
         raise InvalidRecord(f"attempt must be an integer, got {record.attempt!r}")
-    for field in ("created_at", "updated_at", "claimed_until"):
+    for field in ("created_at", "updated_at", "claimed_until", "due_at"):
         value = getattr(record, field)
         if value is not None:
             checks.aware(field, value)

@@ -141,8 +141,11 @@ def define_tables(
         Column("claimed_by", String(NAME_LENGTH)),
         Column("claimed_until", UTCDateTime()),
         Column("attempt", Integer, nullable=False, default=0, server_default="0"),
+        # When the waiting state's timeout is due (None: it has none); workers look it up.
+        Column("due_at", UTCDateTime()),
         PrimaryKeyConstraint("id", name=conv(f"pk_{runs_name}")),
         Index(conv(f"ix_{runs_name}_machine_state"), "machine", "state"),
+        Index(conv(f"ix_{runs_name}_machine_due_at"), "machine", "due_at"),
         schema=schema,
     )
     history = Table(

@@ -98,10 +98,12 @@ def _node_style(node: DiagramNode, highlighted: bool) -> dict[str, str]:
 
 
 def _edge_style(edge: DiagramEdge, graph: DiagramGraph) -> dict[str, str]:
+    # A timeout's row is dashed: no one sends it, time does.
+    dashed = {"style": "dashed"} if edge.timeout is not None else {}
     if not graph.highlighted:
         # Rows into a failure state share its colour, so the unhappy paths stand out.
         ink = FAILURE if graph.node(edge.target).failure else INK
-        return {"color": ink, "fontcolor": ink}
+        return {"color": ink, "fontcolor": ink, **dashed}
     if edge.fired:
-        return {"color": PATH, "fontcolor": PATH, "penwidth": "2"}
-    return {"color": DIM, "fontcolor": DIM_TEXT}
+        return {"color": PATH, "fontcolor": PATH, "penwidth": "2", **dashed}
+    return {"color": DIM, "fontcolor": DIM_TEXT, **dashed}

@@ -12,6 +12,7 @@ from fsm.definition import Machine
 from fsm.errors import DiagramError, callable_name, show
 from fsm.runtime import Run, Transition
 from fsm.table import Row
+from fsm.timers import is_timeout_row
 
 TIMES = "\N{MULTIPLICATION SIGN}"
 """Written before a fired row's count; spelled by name so no one mistakes it for an x."""
@@ -73,11 +74,15 @@ class DiagramEdge:
     guard: str | None = None
     """The guard's name, shown in brackets after the trigger."""
     fired: int = 0
+    timeout: str | None = None
+    """For a timeout's row, when it fires: `after 7 days` (see fsm.timers)."""
 
     @property
     def label(self) -> str:
-        """The trigger, then the guard in brackets: `finish [ok]`."""
-        return self.trigger if self.guard is None else f"{self.trigger} [{self.guard}]"
+        """The trigger, the guard in brackets, a timeout in parentheses: `finish [ok]`,
+        `expire (after 7 days)`."""
+        label = self.trigger if self.guard is None else f"{self.trigger} [{self.guard}]"
+        return label if self.timeout is None else f"{label} ({self.timeout})"
 
     @property
     def counted_label(self) -> str:
@@ -183,6 +188,7 @@ def build_graph(
             trigger=name_of(row.trigger),
             guard=callable_name(row.guard) if row.guard is not None else None,
             fired=fired.get(index, 0),
+            timeout=timeout.describe() if (timeout := is_timeout_row(machine, row)) else None,
         )
         for index, row in enumerate(machine.transitions)
     )

@@ -60,10 +60,12 @@ class TestDbInit:
         engine = adapter_engine(db_url)
         try:
             with engine.begin() as connection:
+                connection.execute(text("drop index ix_runs_machine_due_at"))
                 for table, column in (
                     ("runs", "claimed_by"),
                     ("runs", "claimed_until"),
                     ("runs", "attempt"),
+                    ("runs", "due_at"),
                     ("outbox", "published_by"),
                 ):
                     connection.execute(text(f"alter table {table} drop column {column}"))
@@ -77,15 +79,21 @@ class TestDbInit:
             with pytest.raises(SchemaMissing) as missing:
                 require_tables(engine)
             message = str(missing.value)
-            assert "has no runs.claimed_by, runs.claimed_until, runs.attempt or " in message
+            assert (
+                "has no runs.claimed_by, runs.claimed_until, runs.attempt, runs.due_at or "
+                in message
+            )
             assert "outbox.published_by column: run fsm db init --db-url" in message
             capsys.readouterr()
             assert main(["db", "init", "--db-url", db_url]) == 0
             assert (
-                "added columns runs.claimed_by, runs.claimed_until, runs.attempt, "
+                "added columns runs.claimed_by, runs.claimed_until, runs.attempt, runs.due_at, "
                 "outbox.published_by" in capsys.readouterr().out
             )
             require_tables(engine)
+            assert "ix_runs_machine_due_at" in {
+                i["name"] for i in inspect(engine).get_indexes("runs")
+            }
             gateway = Gateway(tmp_path / "calls.log", worker="w")
             runs = PersistentMachine(machine, SqlUnitOfWork(engine), steps=gateway)
             assert runs.resume("old").state is Stage.CAPTURED

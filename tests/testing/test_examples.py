@@ -6,7 +6,7 @@ from pathlib import Path as FilePath
 
 import pytest
 
-from fsm.examples import Updated, UserNotFound, ping, update, update_status
+from fsm.examples import Updated, UserNotFound, hold, ping, update, update_status
 from fsm.paths import Path, final_paths, replay, row_paths
 from fsm.testing import Stepper
 
@@ -48,6 +48,16 @@ class TestUpdate:
         assert update.start({"user_id": 9}).state == "failed"
 
 
+class TestHold:
+    """The hold machine: captured in time, or voided when its timeout's row fires."""
+
+    @pytest.mark.parametrize("path", row_paths(hold), ids=str)
+    def test_every_row(self, path: Path[str]) -> None:
+        """Capture and the 7-day expiry each end the hold (the worker sends expire when
+        due: tests/worker)."""
+        replay(path).assert_finished()
+
+
 class TestCoverageOfTheExamples:
     """This file alone exercises every row of the example machines."""
 
@@ -63,7 +73,7 @@ class TestCoverageOfTheExamples:
             "not TestCoverageOfTheExamples",  # not itself: that would recurse
             f"--rootdir={here.parent.parent.parent}",
         )
-        result.stdout.fnmatch_lines(["TOTAL *5 *5 *100.0%"])
+        result.stdout.fnmatch_lines(["TOTAL *7 *7 *100.0%"])
         assert result.ret == pytest.ExitCode.OK
 
 
