@@ -43,6 +43,9 @@ class Transition(NamedTuple, Generic[S]):
 Listener = Callable[["Run[S]", Transition[S]], None]
 """Called after each transition; if it raises, the transition is undone."""
 
+Answer = Callable[[Row[S]], bool]
+"""Says whether a guarded row passes, in place of its guard (see `Run.fire`)."""
+
 _observers: list[Listener[Any]] = []
 """Listeners given to every run created while they are registered (see `observe`)."""
 
@@ -282,25 +285,36 @@ class Run(Generic[S]):
             edges = self._resolve(event)
         edge = edges[0]
         if edge.guard is not None:
-            edge = self._choose(edges, event)
+            edge = self._choose(edges)
         self._fire(edge, event)
         if edge.target.action is not None:
             self.advance()
         return self
 
-    def fire(self, value: object, *, outcome: bool = False) -> Transition[S]:
+    def fire(
+        self, value: object, *, outcome: bool = False, answer: Answer[S] | None = None
+    ) -> Transition[S]:
         """Follow exactly one row for `value` and run no action, not even the target's.
 
         `value` is an event, or with `outcome=True` the outcome of the current state's
         action. The table, guards and listeners are the real ones; this is how a test tool
-        such as `fsm.testing.Stepper` walks a run one transition at a time.
+        such as `fsm.testing.Stepper` walks a run one transition at a time. `answer`, when
+        given, is asked about each guarded row the table tries, in its place of the row's
+        guard (a test forcing a path's guards, or recording what they said); the table
+        still decides which rows are tried, in which order.
         """
         if outcome:
-            edge = self._follow(value)
+            edge = self._follow(value, answer)
         else:
-            edge = self._choose(self._resolve(value), value)
+            edge = self._choose(self._resolve(value), answer)
             self._fire(edge, value)
         return _record(edge, value)
+
+    def rows_for(self, value: object, *, outcome: bool = False) -> tuple[Row[S], ...]:
+        """The rows `value` (an event, or with `outcome=True` an outcome of the current
+        state's action) would try from the current state, in table order; () if none."""
+        edges = _lookup(self._node.outcomes if outcome else self._node.edges, value)
+        return tuple(edge.row for edge in edges or ())
 
     @property
     def external(self) -> bool:
@@ -364,14 +378,14 @@ class Run(Generic[S]):
             )
         return self._steps[step]
 
-    def _follow(self, outcome: object) -> _Edge:
+    def _follow(self, outcome: object, answer: Answer[S] | None = None) -> _Edge:
         """Fire the row the current state's action's `outcome` selects."""
         node = self._node
         edges = _lookup(node.outcomes, outcome)
         if edges is None:
             action = callable_name(node.action) if node.action is not None else "(none)"
             raise UnhandledOutcome(outcome, tuple(node.outcomes), action, **self._where())
-        edge = self._choose(edges, outcome)
+        edge = self._choose(edges, answer)
         self._fire(edge, outcome)
         return edge
 
@@ -391,14 +405,14 @@ class Run(Generic[S]):
             raise InvalidEvent(event, (), **self._where(), why=why)
         raise InvalidEvent(event, self.allowed, **self._where())
 
-    def _choose(self, edges: tuple[_Edge, ...], value: object) -> _Edge:
-        """The first edge whose guard passes, in table order."""
+    def _choose(self, edges: tuple[_Edge, ...], answer: Answer[S] | None = None) -> _Edge:
+        """The first edge whose guard passes (or `answer` says yes to), in table order."""
         for edge in edges:
             guard = edge.guard
             if guard is None:
                 return edge
             try:
-                if guard(self):
+                if guard(self) if answer is None else answer(edge.row):
                     return edge
             except Exception as error:
                 raise self._callback_error("guard", guard, error) from error

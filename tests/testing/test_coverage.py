@@ -6,7 +6,7 @@ import pytest
 
 from fsm import Machine, State
 from fsm.coverage import Coverage, CoverageError, resolve_machines
-from fsm.examples import ping, update
+from fsm.examples import payment, ping, update
 from fsm.runtime import _observers
 from fsm.testing import Stepper
 
@@ -137,6 +137,7 @@ class TestScope:
         assert [(label, m) for label, m in found] == [
             ("fsm.examples:ping", ping),
             ("fsm.examples:update", update),
+            ("fsm.examples:payment", payment),
         ]
 
     @pytest.mark.parametrize(
