@@ -17,7 +17,7 @@ class TestDocumentation:
 
     def test_there_are_examples(self) -> None:
         """The page has one block per tool."""
-        assert len(BLOCKS) == 4
+        assert len(BLOCKS) == 7
 
     @pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.splitlines()[0])
     def test_block(self, block: str) -> None:
