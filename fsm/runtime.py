@@ -94,8 +94,8 @@ class _Node:
         state: Hashable,
         final: bool,
         action: Callable[..., object] | None,
-        step: str | None = None,
-        external: bool = False,
+        step: str | None,
+        external: bool,
     ) -> None:
         self.state = state
         self.final = final
@@ -369,10 +369,10 @@ class Run(Generic[S]):
     def _bound(self, step: str) -> Callable[..., object]:
         """The collaborator's method for a step action; BindError if the run has none."""
         if self._steps is None:
-            protocol = getattr(self.machine.steps, "__qualname__", "its steps")
             raise BindError(
-                f"state {show(self.state)} runs {step} of {protocol}, and run {self.id} was "
-                "given no steps: start or restore it with steps=an object that has them",
+                f"state {show(self.state)} runs {step} of {show(self.machine.steps)}, and run "
+                f"{self.id} was given no steps: start or restore it with steps=an object that "
+                "has them",
                 machine=self.machine.name,
                 missing=(step,),
             )
@@ -418,7 +418,7 @@ class Run(Generic[S]):
                 raise self._callback_error("guard", guard, error) from error
         raise GuardRejected(
             edges[0].row.trigger,
-            [_guard_label(e.guard) for e in edges],
+            [callable_name(e.guard) for e in edges if e.guard is not None],  # all are guarded
             [e.target.state for e in edges],
             **self._where(),
         )
@@ -527,7 +527,3 @@ def _lookup(table: dict[Hashable, tuple[_Edge, ...]], value: object) -> tuple[_E
 
 def _record(edge: _Edge, outcome: object) -> Transition[Any]:
     return Transition(edge.source.state, edge.row.trigger, edge.target.state, outcome)
-
-
-def _guard_label(guard: Guard | None) -> str:
-    return callable_name(guard) if guard is not None else "no guard"
