@@ -166,11 +166,9 @@ class Stepper(RunHandle[S]):
                     )
                 )
             # A real action the test chose to run (a pure function, or the collaborator's
-            # method): its errors fail the step as the engine's would.
-            try:
-                outcome = self._engine(self.run.call)  # an external one gets the step's key
-            except CallbackError as failed:
-                outcome = failed.error
+            # method), called by the engine: an external one gets the step's key, and an
+            # action that raises fails the step with the engine's CallbackError.
+            outcome = self._engine(self.run.call)
         if outcome is _UNSET:
             outcome = next(self._script[s] for s in slots if self._script.get(s)).popleft()
         if _is_exception(outcome):
