@@ -257,7 +257,8 @@ def _missed(path: Path[S], step: PathStep[S], stepper: Stepper[S]) -> str:
     head = f"path {path.id}: step {step.number} should fire {step.row.describe()}"
     for row, said in stepper.asked:
         if said != (row is step.row):
-            guard = callable_name(row.guard) if row.guard is not None else "(none)"
+            assert row.guard is not None  # only guarded rows are asked
+            guard = callable_name(row.guard)
             needed = "pass" if row is step.row else "refuse"
             return (
                 f"{head} but guard {guard} of {row.describe()} "

@@ -16,6 +16,7 @@ from fsm.paths import (
     row_paths,
     shortest_paths,
 )
+from fsm.testing import Stepper
 
 from .machines import PublishFailed, Rejected, Saved, Sent, can_retry, flow
 
@@ -295,3 +296,91 @@ class TestPathTests:
         with pytest.raises(ValueError, match=r"fires \('busy', 'pause', 'idle'\); raise them"):
             path_tests(ping)
         path_tests(ping, max_row_visits=2)
+
+
+class TestBounds:
+    """final_paths' bounds are exact."""
+
+    def test_max_length_is_inclusive(self) -> None:
+        """max_length=2 keeps the paths of two rows, and none of three; 0 keeps none here."""
+        assert {p.id for p in final_paths(flow, max_length=2)} == {
+            "received-Saved->saved-Sent->published",
+            "received-Rejected->rejected",
+        }
+        assert final_paths(flow, max_length=0) == []
+
+    def test_limit_is_inclusive(self) -> None:
+        """Exactly `limit` paths is fine; one more raises, saying what to change."""
+        assert len(final_paths(ping, max_row_visits=2, limit=2)) == 2
+        with pytest.raises(TooManyPaths) as caught:
+            final_paths(ping, max_row_visits=2, limit=1)
+        assert str(caught.value) == (
+            "machine 'ping' has more than 1 paths to its final states with max_row_visits=2, "
+            "max_length=None; lower them or raise limit"
+        )
+
+    def test_a_row_is_free_again_after_backtracking(self) -> None:
+        """A row left behind when its branch is exhausted can be taken on another branch."""
+        machine = Machine(
+            "diamond",
+            states=[State("s", initial=True), State("a"), State("b"), State("d", final=True)],
+            transitions=[("s", "m", "a"), ("s", "n", "a"), ("a", "p", "b"), ("b", "t", "d")],
+        )
+        assert [p.id for p in final_paths(machine)] == ["s-m->a-p->b-t->d", "s-n->a-p->b-t->d"]
+
+    def test_row_visits_count_exactly(self) -> None:
+        """With two visits per row, no path takes a row three times."""
+        for path in final_paths(ping, max_row_visits=2):
+            assert max(path.rows.count(row) for row in path.rows) <= 2
+        assert len(final_paths(ping, max_row_visits=3)) == 3
+
+
+class Failure:
+    """An outcome with a row of its own..."""
+
+
+class Timeout(Failure):
+    """...and a subclass of it with another."""
+
+
+class TestReplayMessages:
+    """replay says where the run left the path."""
+
+    def test_a_stepper_elsewhere(self) -> None:
+        """A stepper not at the path's start fails on the first step, naming both states."""
+        stepper = Stepper(ping, at="busy")
+        with pytest.raises(AssertionError) as caught:
+            replay(final_paths(ping)[0], stepper)
+        assert str(caught.value).splitlines()[0] == (
+            "path idle-start->busy-finish->done: step 1 starts from 'idle' but the run is in 'busy'"
+        )
+
+    def test_another_row_fired_without_a_guard_disagreeing(self) -> None:
+        """An instance of a subclass with a row of its own takes that row: said as fired."""
+
+        machine = Machine(
+            "sub",
+            states=[
+                State("a", initial=True, action=lambda ctx: Failure(), outcomes=(Failure,)),
+                State("f", final=True),
+                State("t", final=True),
+            ],
+            transitions=[("a", Failure, "f"), ("a", Timeout, "t")],
+        )
+        with pytest.raises(AssertionError) as caught:
+            replay(final_paths(machine)[0], instances={Failure: Timeout()})
+        assert str(caught.value).splitlines()[0] == (
+            "path a-Failure->f: step 1 should fire ('a', Failure, 'f') but fired "
+            "('a', Timeout, 't')"
+        )
+
+    def test_path_tests_keeps_max_length(self) -> None:
+        """path_tests passes max_length on: too short a bound leaves rows on no path."""
+        with pytest.raises(ValueError) as caught:
+            path_tests(payment, max_length=2)
+        assert str(caught.value) == (
+            "machine 'payment': no path to a final state with max_row_visits=1, max_length=2 "
+            "fires ('authorized', CaptureFailed, 'capture_failed'), ('capture_failed', "
+            "'retry', 'authorized', attempts_left), ('capture_failed', 'retry', 'voided'); "
+            "raise them"
+        )

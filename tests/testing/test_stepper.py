@@ -433,8 +433,12 @@ class TestCollaborator:
             ],
             transitions=[("a", "ok", "b"), ("b", "ok", "c")],
         )
-        with pytest.raises(ScriptError, match="'go' names several actions of 'twice'"):
+        with pytest.raises(ScriptError) as caught:
             Stepper(machine).script("go", "ok")
+        assert str(caught.value) == (
+            "'go' names several actions of 'twice'; script each by its state or by the "
+            "callable itself"
+        )
         Stepper(machine).script(go, "ok").script("b", "ok").settle()
 
 
@@ -477,3 +481,48 @@ class TestTake:
         with pytest.raises(ScriptError, match="take=\\('created', Declined, 'declined'\\) is not"):
             stepper.send("retry", take=payment.transitions[1])
         stepper.expect("capture_failed")
+
+
+class TestMoreMessages:
+    """The Stepper's own messages, in full."""
+
+    def test_repr(self) -> None:
+        """repr names the machine and the state."""
+        assert repr(Stepper(ping)) == "<Stepper of 'ping' in 'idle'>"
+
+    def test_leftovers_of_several_keys(self) -> None:
+        """Each key's leftovers are listed, separated."""
+        stepper = Stepper(payment, outcomes={"created": [Declined(), Authorized()]})
+        stepper.script("capture", Captured())
+        with pytest.raises(AssertionError) as caught:
+            stepper.assert_script_used()
+        assert str(caught.value).splitlines()[0] == (
+            "scripted outcomes never used: 'created': Declined(), Authorized(); capture: Captured()"
+        )
+
+    def test_assert_path_and_finished(self) -> None:
+        """Both paths are shown; an unfinished run names its state; a final one allows nothing."""
+        stepper = Stepper(ping).follow("start")
+        with pytest.raises(AssertionError) as caught:
+            stepper.assert_path(["idle"])
+        assert str(caught.value).splitlines()[:2] == [
+            "expected the path 'idle'",
+            "     got the path 'idle' -> 'busy'",
+        ]
+        with pytest.raises(AssertionError) as caught:
+            stepper.assert_finished()
+        assert str(caught.value).splitlines()[0] == (
+            "expected the run of 'ping' to be finished, it is in 'busy'"
+        )
+        done = Stepper(ping, at="done")
+        assert done.describe() == "path so far: 'done'\nallowed from 'done': nothing (final)"
+
+    def test_keys_of_a_machine_without_actions(self) -> None:
+        """Scripting a machine with no action says so; an unhashable key is no state."""
+        with pytest.raises(ScriptError) as caught:
+            Stepper(ping).script("idle", "x")
+        assert str(caught.value) == (
+            "state 'idle' of 'ping' has no action to script; states with actions: none"
+        )
+        with pytest.raises(ScriptError, match=r"has no state or action \['idle'\]"):
+            Stepper(ping).script(["idle"], "x")
