@@ -523,7 +523,7 @@ def _matches(member: object, trigger: Hashable) -> bool:
         return trigger in member.__mro__ or (
             isinstance(trigger, type) and issubclass(trigger, member)
         )
-    return (not unhashable(member) and member == trigger) or trigger in type(member).__mro__
+    return member == trigger or trigger in type(member).__mro__
 
 
 def unhashable(value: object) -> bool:

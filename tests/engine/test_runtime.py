@@ -533,7 +533,7 @@ class TestExternalActions:
         """With hold_external the run stops in front of the external action, uncalled."""
         calls: list[tuple[dict[str, Any], str]] = []
         run = self.machine(calls).create(run_id="r8")
-        assert not run.hold_external
+        assert run.hold_external is False
         run.hold_external = True
         run.advance()
         assert (run.state, run.external, calls) == ("charging", True, [])
