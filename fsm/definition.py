@@ -80,8 +80,8 @@ class Machine(Generic[S, P]):
                 f"aliases={aliases!r} is not a mapping; map each former name to what it is "
                 "now, e.g. aliases={'Failed': CaptureFailed}"
             )
-            aliases = None
-        self.aliases: Mapping[str, Hashable] = MappingProxyType(dict(aliases or {}))
+        given = aliases if isinstance(aliases, Mapping) else {}
+        self.aliases: Mapping[str, Hashable] = MappingProxyType(dict(given))
         """Former stored names of triggers and types (renamed or moved), mapped to what they
         are now: a trigger label in the history ('Failed') to the trigger, a type tag in
         contexts and outcomes ('payments.flow.Failed') to the dataclass or Enum. Stored runs
@@ -144,10 +144,9 @@ class Machine(Generic[S, P]):
         actions = {name: getattr(steps, name, None) for name in self.step_names}
         missing = tuple(name for name, action in actions.items() if not callable(action))
         if missing:
-            protocol = self.steps.__qualname__ if self.steps is not None else "steps"
             raise BindError(
-                f"{type(steps).__name__} lacks {', '.join(missing)} (the {protocol} methods "
-                "its states run); give an object that has them",
+                f"{type(steps).__name__} lacks {', '.join(missing)} (the {show(self.steps)} "
+                "methods its states run); give an object that has them",
                 machine=self.name,
                 missing=missing,
             )

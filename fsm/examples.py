@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from fsm.definition import Machine
 from fsm.runtime import Run
@@ -84,3 +84,65 @@ hold: Machine[str] = Machine(
 )
 """A waiting state with a timeout: an authorization not captured within 7 days is voided
 (`fsm worker` sends "expire" when it is due)."""
+
+
+@dataclass(frozen=True)
+class Authorized:
+    """The card issuer reserved the amount."""
+
+
+@dataclass(frozen=True)
+class Declined:
+    """The card issuer refused."""
+
+
+@dataclass(frozen=True)
+class Captured:
+    """The gateway took the money."""
+
+
+@dataclass(frozen=True)
+class CaptureFailed:
+    """The gateway did not answer or refused for now; a retry may succeed."""
+
+
+class PaymentSteps(Protocol):
+    """What a payment's actions call: a card gateway, bound to each run (`steps=`)."""
+
+    def authorize(self, context: dict[str, Any]) -> Authorized | Declined:
+        """Reserve the amount on the card."""
+        ...
+
+    def capture(self, context: dict[str, Any], key: str) -> Captured | CaptureFailed:
+        """Take the reserved amount; `key` makes a repeated call apply once."""
+        ...
+
+
+def attempts_left(run: Run[str]) -> bool:
+    """The guard of the retry: fewer captures tried (`attempts`) than allowed (3)."""
+    return int(run.context.get("attempts", 0)) < 3
+
+
+payment: Machine[str, PaymentSteps] = Machine(
+    "payment",
+    steps=PaymentSteps,
+    states=[
+        State("created", initial=True, action=PaymentSteps.authorize),
+        State("authorized", action=PaymentSteps.capture, external=True),
+        State("capture_failed", description="waits for a retry"),
+        State("captured", final=True),
+        State("declined", final=True, failure=True),
+        State("voided", final=True, failure=True),
+    ],
+    transitions=[
+        ("created", Authorized, "authorized"),
+        ("created", Declined, "declined"),
+        ("authorized", Captured, "captured"),
+        ("authorized", CaptureFailed, "capture_failed"),
+        ("capture_failed", "retry", "authorized", attempts_left),
+        ("capture_failed", "retry", "voided"),
+    ],
+)
+"""A card payment: authorize, then capture through a gateway (an external call), retried
+while attempts are left, else voided. The guarded retry is what generated paths must get
+through both ways."""

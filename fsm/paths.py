@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from fsm.definition import Machine
-from fsm.errors import FSMError, show
-from fsm.table import Row
+from fsm.errors import FSMError, GuardRejected, callable_name, show
+from fsm.table import Guard, Row
 from fsm.testing import Stepper
 
 S = TypeVar("S", bound=Hashable)
@@ -53,6 +54,36 @@ class Path(Generic[S]):
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @property
+    def steps(self) -> tuple[PathStep[S], ...]:
+        """Each row with what the guards must answer for the table to pick it."""
+        return tuple(
+            PathStep(number, row, _tried_before(self.machine, row))
+            for number, row in enumerate(self.rows, 1)
+        )
+
+
+@dataclass(frozen=True)
+class PathStep(Generic[S]):
+    """One row of a path and what the guards must answer for the table to pick it: the
+    rows tried before it for the same trigger refuse, its own guard (if any) passes."""
+
+    number: int
+    """Where the row is in the path, from 1."""
+    row: Row[S]
+    refused: tuple[Row[S], ...]
+    """The rows the table tries before `row` on the same source and trigger (each has a
+    guard: an unguarded one would always win); each guard must refuse."""
+
+    def needs(self, guard: Guard) -> bool | None:
+        """What `guard` must answer at this step: True (the row's own), False (the guard of
+        a row tried before it) or None (not asked)."""
+        if guard is self.row.guard:
+            return True
+        if any(guard is row.guard for row in self.refused):
+            return False
+        return None
 
 
 def shortest_paths(machine: Machine[S]) -> dict[S, Path[S]]:
@@ -128,36 +159,75 @@ def replay(
     path: Path[S],
     stepper: Stepper[S] | None = None,
     *,
-    context: Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | Callable[[PathStep[S]], Mapping[str, Any]] | None = None,
     instances: Mapping[Any, object | Callable[[], object]] | None = None,
+    guards: Literal["real", "forced"] = "real",
 ) -> Stepper[S]:
     """Drive a Stepper along `path`, asserting that each step fires exactly the path's row.
 
     Rows from a state with an action are stepped with an outcome made for their trigger;
     other rows are sent as events. A class trigger needs an instance: from `instances`
     (an instance, or a factory called with no arguments), else the class called with none.
-    Guards are the real ones: give a `context` in which the path's guards pass.
+    With `guards="real"` the guards are called: give a `context` in which the path's
+    guards agree, or a function of each PathStep whose result is merged into the run's
+    context before that step; a guard that disagrees with the path fails it, named. With
+    `guards="forced"` each guard answers as the path needs (see `PathStep`) and is not
+    called; the table still decides everything else.
     """
+    if guards not in ("real", "forced"):
+        raise ValueError(f"guards={guards!r}; give 'real' or 'forced'")
     if stepper is None:
-        stepper = Stepper(path.machine, context)
-    for number, row in enumerate(path.rows, 1):
+        stepper = Stepper(path.machine, None if callable(context) else context)
+    for step in path.steps:
+        row = step.row
         if stepper.state != row.source:
             raise AssertionError(
-                f"path {path.id}: step {number} starts from {show(row.source)} "
+                f"path {path.id}: step {step.number} starts from {show(row.source)} "
                 f"but the run is in {show(stepper.state)}\n{stepper.describe()}"
             )
+        if callable(context):
+            stepper.context.update(context(step))
         value = example(row.trigger, instances or {})
-        if stepper.pending:
-            stepper.step(value)
-        else:
-            stepper.send(value)
-        fired = stepper.run.last_row
-        if fired is not row:
-            raise AssertionError(
-                f"path {path.id}: step {number} should fire {row.describe()} "
-                f"but fired {fired.describe()} (a guard chose another row)\n{stepper.describe()}"
-            )
+        try:
+            stepper.move(value, take=row if guards == "forced" else None)
+        except GuardRejected as error:
+            raise AssertionError(_missed(path, step, stepper)) from error
+        if stepper.run.last_row is not row:
+            raise AssertionError(_missed(path, step, stepper))
     return stepper
+
+
+def path_tests(
+    machine: Machine[S, Any],
+    *,
+    guards: Literal["real", "forced"] = "forced",
+    context: Mapping[str, Any] | Callable[[PathStep[S]], Mapping[str, Any]] | None = None,
+    instances: Mapping[Any, object | Callable[[], object]] | None = None,
+    max_row_visits: int = 1,
+    max_length: int | None = None,
+) -> Callable[[Path[S]], None]:
+    """A pytest test, parametrized with every path of `final_paths(machine, ...)`, that
+    replays each (see `replay`): `test_payment = path_tests(payment)` in a test module.
+
+    ValueError, when the module is collected, if some row is on no generated path (a
+    cycle needs more `max_row_visits`, or `max_length` cuts it): the paths cover every row.
+    """
+    import pytest  # only here: the rest of the toolkit runs without pytest
+
+    paths = final_paths(machine, max_row_visits=max_row_visits, max_length=max_length)
+    on_a_path = {id(row) for path in paths for row in path.rows}
+    missed = [row.describe() for row in machine.transitions if id(row) not in on_a_path]
+    if missed:
+        raise ValueError(
+            f"machine {machine.name!r}: no path to a final state with max_row_visits="
+            f"{max_row_visits}, max_length={max_length} fires {', '.join(missed)}; raise them"
+        )
+
+    @pytest.mark.parametrize("path", paths, ids=str)
+    def test_path(path: Path[S]) -> None:
+        replay(path, context=context, instances=instances, guards=guards).assert_finished()
+
+    return test_path
 
 
 def example(trigger: Hashable, instances: Mapping[Any, object | Callable[[], object]]) -> object:
@@ -174,6 +244,29 @@ def example(trigger: Hashable, instances: Mapping[Any, object | Callable[[], obj
             f"cannot build {trigger.__qualname__}() for a path step ({error}); "
             f"pass instances={{{trigger.__qualname__}: an instance or a factory}}"
         ) from None
+
+
+def _tried_before(machine: Machine[S, Any], row: Row[S]) -> tuple[Row[S], ...]:
+    """The rows the table tries before `row` for the same trigger, from the same source."""
+    same = [other for other in machine.rows_from(row.source) if other.trigger == row.trigger]
+    return tuple(itertools.takewhile(lambda other: other is not row, same))
+
+
+def _missed(path: Path[S], step: PathStep[S], stepper: Stepper[S]) -> str:
+    """Why the run did not take the step's row: the first guard that answered otherwise."""
+    head = f"path {path.id}: step {step.number} should fire {step.row.describe()}"
+    for row, said in stepper.asked:
+        if said != (row is step.row):
+            assert row.guard is not None  # only guarded rows are asked
+            guard = callable_name(row.guard)
+            needed = "pass" if row is step.row else "refuse"
+            return (
+                f"{head} but guard {guard} of {row.describe()} "
+                f"{'passed' if said else 'refused'}; the path needs it to {needed}"
+                f"\n{stepper.describe()}"
+            )
+    fired = stepper.run.last_row.describe()
+    return f"{head} but fired {fired}\n{stepper.describe()}"
 
 
 def _breadth_first(machine: Machine[S]) -> dict[S, tuple[Row[S], ...]]:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import pytest
 
 from fsm.coverage import Coverage, CoverageError, CoverageReport, resolve_machines
-from fsm.definition import Machine
-from fsm.runtime import Listener
 from fsm.testing import Stepper
 
 
@@ -106,31 +104,8 @@ class CoveragePlugin:
         self.coverage.stop()
 
 
-StepperFactory = Callable[..., Stepper[Any]]
-
-
 @pytest.fixture
-def fsm_stepper() -> StepperFactory:
-    """A factory of Steppers: `fsm_stepper(machine, context, outcomes=..., at=...)`."""
-
-    def make(
-        machine: Machine[Any],
-        context: Mapping[str, Any] | None = None,
-        *,
-        outcomes: Mapping[Hashable, Iterable[object]] | None = None,
-        real: Iterable[Hashable] = (),
-        at: Hashable | None = None,
-        run_id: str | None = None,
-        listeners: Sequence[Listener[Any]] = (),
-    ) -> Stepper[Any]:
-        return Stepper(
-            machine,
-            context,
-            outcomes=outcomes,
-            real=real,
-            at=at,
-            run_id=run_id,
-            listeners=listeners,
-        )
-
-    return make
+def fsm_stepper() -> type[Stepper[Any]]:
+    """A factory of Steppers, the class itself: `fsm_stepper(machine, context, outcomes=...,
+    steps=..., real=..., at=...)`."""
+    return Stepper

@@ -47,6 +47,9 @@ Listener = Callable[["Run[S]", Transition[S]], None]
 AsyncListener = Callable[["Run[S]", Transition[S]], Awaitable[None] | None]
 """A listener of an AsyncRun: an `async def` one is awaited, a plain one called."""
 
+Answer = Callable[["Row[S]"], bool]
+"""Says whether a guarded row passes, in place of its guard (see `Run.fire`)."""
+
 _observers: list[Listener[Any]] = []
 """Listeners given to every run created while they are registered (see `observe`)."""
 
@@ -338,14 +341,25 @@ class Run(Generic[S]):
         """
         return run_sync(self.call_steps())
 
-    def fire(self, value: object, *, outcome: bool = False) -> Transition[S]:
+    def fire(
+        self, value: object, *, outcome: bool = False, answer: Answer[S] | None = None
+    ) -> Transition[S]:
         """Follow exactly one row for `value` and run no action, not even the target's.
 
         `value` is an event, or with `outcome=True` the outcome of the current state's
         action. The table, guards and listeners are the real ones; this is how a test tool
-        such as `fsm.testing.Stepper` walks a run one transition at a time.
+        such as `fsm.testing.Stepper` walks a run one transition at a time. `answer`, when
+        given, is asked about each guarded row the table tries, in its place of the row's
+        guard (a test forcing a path's guards, or recording what they said); the table
+        still decides which rows are tried, in which order.
         """
-        return run_sync(self.fire_steps(value, outcome=outcome))
+        return run_sync(self.fire_steps(value, outcome=outcome, answer=answer))
+
+    def rows_for(self, value: object, *, outcome: bool = False) -> tuple[Row[S], ...]:
+        """The rows `value` (an event, or with `outcome=True` an outcome of the current
+        state's action) would try from the current state, in table order; () if none."""
+        edges = _lookup(self._node.outcomes if outcome else self._node.edges, value)
+        return tuple(edge.row for edge in edges or ())
 
     # -- the rules, once, as Steps (fsm.drive) ----------------------------------------------
 
@@ -391,12 +405,14 @@ class Run(Generic[S]):
             raise self._callback_error("action", action, error) from error
         return outcome
 
-    def fire_steps(self, value: object, *, outcome: bool = False) -> Steps[Transition[S]]:
+    def fire_steps(
+        self, value: object, *, outcome: bool = False, answer: Answer[S] | None = None
+    ) -> Steps[Transition[S]]:
         """`fire` as a Steps computation."""
         if outcome:
-            edge = yield from self._follow(value)
+            edge = yield from self._follow(value, answer)
         else:
-            edge = yield from self._choose(self._resolve(value), value)
+            edge = yield from self._choose(self._resolve(value), value, answer)
             yield from self._fire(edge, value)
         return _record(edge, value)
 
@@ -420,14 +436,14 @@ class Run(Generic[S]):
             )
         return self._steps[step]
 
-    def _follow(self, outcome: object) -> Steps[_Edge]:
+    def _follow(self, outcome: object, answer: Answer[S] | None = None) -> Steps[_Edge]:
         """Fire the row the current state's action's `outcome` selects."""
         node = self._node
         edges = _lookup(node.outcomes, outcome)
         if edges is None:
             action = callable_name(node.action) if node.action is not None else "(none)"
             raise UnhandledOutcome(outcome, tuple(node.outcomes), action, **self._where())
-        edge = yield from self._choose(edges, outcome)
+        edge = yield from self._choose(edges, outcome, answer)
         yield from self._fire(edge, outcome)
         return edge
 
@@ -455,10 +471,13 @@ class Run(Generic[S]):
             raise InvalidEvent(event, (), **self._where(), why=why)
         raise InvalidEvent(event, self.allowed, **self._where())
 
-    def _choose(self, edges: tuple[_Edge, ...], value: object) -> Steps[_Edge]:
-        """The first edge whose guard passes, in table order (awaited in an async run)."""
-        if not self._awaits:
-            return self._pick(edges)
+    def _choose(
+        self, edges: tuple[_Edge, ...], value: object, answer: Answer[S] | None = None
+    ) -> Steps[_Edge]:
+        """The first edge whose guard passes (or `answer` says yes to), in table order
+        (awaited in an async run)."""
+        if not self._awaits or answer is not None:
+            return self._pick(edges, answer)
         for edge in edges:
             guard = edge.guard
             if guard is None:
@@ -470,14 +489,14 @@ class Run(Generic[S]):
                 raise self._callback_error("guard", guard, error) from error
         raise self._rejected(edges)
 
-    def _pick(self, edges: tuple[_Edge, ...]) -> _Edge:
+    def _pick(self, edges: tuple[_Edge, ...], answer: Answer[S] | None = None) -> _Edge:
         """`_choose` where nothing is awaited (a sync run), without a driver."""
         for edge in edges:
             guard = edge.guard
             if guard is None:
                 return edge
             try:
-                if guard(self):
+                if guard(self) if answer is None else answer(edge.row):
                     return edge
             except Exception as error:
                 raise self._callback_error("guard", guard, error) from error

@@ -110,10 +110,7 @@ def walks(
                 trigger = draw(st.sampled_from(candidates))
                 value = draw(values_for(trigger, strategies))
                 try:
-                    if pending:
-                        stepper.step(value)
-                    else:
-                        stepper.send(value)
+                    stepper.move(value)
                 except GuardRejected:
                     candidates.remove(trigger)
                     continue

@@ -70,8 +70,13 @@ class Row(Generic[S]):
     guard: Guard | None = None
 
     def describe(self) -> str:
-        guard = f", {callable_name(self.guard)}" if self.guard is not None else ""
+        guard = "" if self.guard is None else f", {_named(self.guard)}"
         return f"({show(self.source)}, {show(self.trigger)}, {show(self.target)}{guard})"
+
+
+def _named(guard: object) -> str:
+    """A guard as rows show it: its name, or the value itself when it is not callable."""
+    return callable_name(guard) if callable(guard) else repr(guard)
 
 
 RowSpec = Row[S] | tuple[S, Hashable, S] | tuple[S, Hashable, S, Guard | None]

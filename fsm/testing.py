@@ -3,62 +3,71 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from fsm.defaults import new_id
 from fsm.definition import Machine
-from fsm.errors import CallbackError, FSMError, RunError, callable_name, show
+from fsm.errors import CallbackError, FSMError, callable_name, show
 from fsm.runtime import Listener, Run, RunHandle, Transition
-from fsm.table import State
-from fsm.validation import state_outcomes
+from fsm.table import Row, State
+from fsm.validation import state_outcomes, unhashable
 
 S = TypeVar("S", bound=Hashable)
+T = TypeVar("T")
 
 _UNSET: Any = object()
 
 
 class ScriptError(FSMError):
-    """A test's script does not fit the machine: nothing scripted, or an impossible outcome."""
+    """A test's script does not fit the machine: nothing scripted, an impossible outcome, a
+    state or action the machine lacks. The engine's own rules raise the engine's errors."""
 
 
 class Stepper(RunHandle[S]):
     """Walks a run of `machine` one row at a time; states' actions are replaced by a script.
 
     The run is a real run of the machine: the compiled table, the guards (called with the
-    run) and the listeners are the engine's own. Only the calls into ports are replaced:
-    `step()` takes the current state's next scripted outcome (or raises its scripted
-    exception) instead of calling the action, then follows exactly one row. States
-    listed in `real` (pure actions, no ports) run their real action when nothing is
-    scripted for them.
+    run) and the listeners are the engine's own, and so are its errors. Only the calls
+    into ports are replaced: `step()` takes the next scripted outcome of the current
+    state, or of its action (or raises the scripted exception) instead of calling the
+    action, then follows exactly one row. States and actions listed in `real` run their
+    real action when nothing is scripted for them: a pure function, or a method of the
+    collaborator object given as `steps` (the machine's steps protocol, bound to the run
+    as `machine.start(steps=...)` would; an external action gets the step's key).
     """
 
     def __init__(
         self,
-        machine: Machine[S],
+        machine: Machine[S, Any],
         context: Mapping[str, Any] | None = None,
         *,
-        outcomes: Mapping[S, Iterable[object]] | None = None,
-        real: Iterable[S] = (),
+        outcomes: Mapping[Any, Iterable[object]] | None = None,
+        steps: object | None = None,
+        real: Iterable[Any] = (),
         at: S | None = None,
         run_id: str | None = None,
         listeners: Sequence[Listener[S]] = (),
     ) -> None:
         self.machine = machine
         if at is None:
-            self._run: Run[S] = machine.create(context, run_id=run_id, listeners=listeners)
+            self._run: Run[S] = machine.create(
+                context, run_id=run_id, listeners=listeners, steps=steps
+            )
         else:  # start mid-flow, as a run restored from storage would
             self._run = machine.restore(
                 run_id if run_id is not None else new_id(),
                 at,
                 context,
                 listeners=listeners,
+                steps=steps,
             )
         self._start = self.run.state
-        self._script: dict[S, deque[object]] = {}
-        self._real = frozenset(self._state_with_action(state).name for state in real)
-        for state, values in (outcomes or {}).items():
-            self.script(state, *values)
+        self._script: dict[object, deque[object]] = {}
+        self._real = frozenset(self._target(key)[0] for key in real)
+        self._asked: list[tuple[Row[S], bool]] = []
+        for key, values in (outcomes or {}).items():
+            self.script(key, *values)
 
     def __repr__(self) -> str:
         return f"<Stepper of {self.machine.name!r} in {show(self.state)}>"
@@ -85,74 +94,70 @@ class Stepper(RunHandle[S]):
         """True when the current state has an action the stepper has not stepped yet."""
         return self._action() is not None
 
-    def remaining(self) -> dict[S, list[object]]:
-        """The scripted outcomes not consumed yet, per state."""
-        return {state: list(queue) for state, queue in self._script.items() if queue}
+    @property
+    def asked(self) -> list[tuple[Row[S], bool]]:
+        """The guarded rows the latest move tried, in table order, each with its guard's
+        answer (or the forced one, see `take=`)."""
+        return list(self._asked)
+
+    def remaining(self) -> dict[Any, list[object]]:
+        """The scripted outcomes not consumed yet, per state or action as they were given."""
+        return {key: list(queue) for key, queue in self._script.items() if queue}
 
     def assert_script_used(self) -> None:
         """Assert every scripted outcome was consumed (a leftover often means a wrong path)."""
         left = self.remaining()
         if left:
             listed = "; ".join(
-                f"{show(state)}: {', '.join(repr(v) for v in values)}"
-                for state, values in left.items()
+                f"{_name(key)}: {', '.join(repr(v) for v in values)}"
+                for key, values in left.items()
             )
             raise AssertionError(f"scripted outcomes never used: {listed}\n{self.describe()}")
 
     # -- scripting ---------------------------------------------------------------------
 
-    def script(self, state: S, *outcomes: object) -> Stepper[S]:
-        """Queue what `state`'s action returns the next times it runs, in order.
+    def script(self, key: Any, *outcomes: object) -> Stepper[S]:
+        """Queue what an action returns the next times it runs, in order.
 
-        An exception instance or class is raised by the action instead. Outcomes the
-        action's declared family cannot return are refused at once.
+        `key` is a state (its action's outcomes there) or an action: the callable given as
+        `action=` (`Steps.method` for the steps protocol) or its name, shared by every
+        state that runs it; a state's own script is used before its action's. An exception
+        instance or class is raised by the action instead. Outcomes the action's declared
+        family cannot return are refused at once.
         """
-        definition = self._state_with_action(state)
+        slot, states = self._target(key)
         for outcome in outcomes:
             if not _is_exception(outcome):
-                _check_family(definition, outcome)
-        self._script.setdefault(state, deque()).extend(outcomes)
+                for state in states:
+                    _check_family(state, outcome)
+        self._script.setdefault(slot, deque()).extend(outcomes)
         return self
 
     # -- moving --------------------------------------------------------------------------
 
-    def send(self, event: object) -> Transition[S]:
-        """Fire the row for `event` from the current state; no action runs, not the target's."""
-        action = self._action()
-        if action is not None:
-            raise self._annotate(
-                ScriptError(
-                    f"state {show(self.state)} has action {callable_name(action)} still to run; "
-                    "call step() before sending events"
-                )
-            )
-        try:
-            return self.run.fire(event)
-        except RunError as error:
-            self._annotate(error)
-            raise  # as is: its type, attributes and __cause__ are the engine's
+    def send(self, event: object, *, take: Row[S] | None = None) -> Transition[S]:
+        """Fire the row for `event` from the current state; no action runs, not the target's.
 
-    def step(self, outcome: object = _UNSET) -> Transition[S]:
+        `take=row` forces the guards: the rows tried before `row` refuse and `row` passes,
+        none of their guards is called. A state whose action has not been stepped refuses
+        events, as the engine does (InvalidEvent).
+        """
+        return self._fire(event, False, take)
+
+    def step(self, outcome: object = _UNSET, *, take: Row[S] | None = None) -> Transition[S]:
         """Run the current state's action once, as scripted, and follow exactly one row.
 
-        Pass `outcome` to give the action's result inline instead of from the script.
-        A scripted exception raises CallbackError as a failing action would; the run stays.
+        Pass `outcome` to give the action's result inline instead of from the script, and
+        `take=row` to force the guards as `send` does. A scripted exception raises
+        CallbackError as a failing action would; the run stays.
         """
         action = self._action()
-        if action is None:
-            what = "final" if self.finished else "waiting for an event"
-            raise self._annotate(
-                ScriptError(f"state {show(self.state)} has no action to step ({what}); use send()")
-            )
-        if outcome is _UNSET and not self._script.get(self.state) and self.state in self._real:
-            # A pure action (no ports) the test chose to run for real, errors as the engine.
-            try:
-                outcome = self.run.call()  # an external one is given the step's key
-            except CallbackError as failed:
-                outcome = failed.error
-        if outcome is _UNSET:
-            queue = self._script.get(self.state)
-            if not queue:
+        if action is None:  # nothing to step: the engine's own refusal says so
+            self._engine(self.run.call)
+            raise AssertionError("unreachable: a state without action has nothing to call")
+        slots = (self.state, action)
+        if outcome is _UNSET and not any(self._script.get(slot) for slot in slots):
+            if not self._real.intersection(slots):
                 raise self._annotate(
                     ScriptError(
                         f"nothing scripted for state {show(self.state)} "
@@ -160,7 +165,12 @@ class Stepper(RunHandle[S]):
                         f"use script({show(self.state)}, outcome) or step(outcome)"
                     )
                 )
-            outcome = queue.popleft()
+            # A real action the test chose to run (a pure function, or the collaborator's
+            # method), called by the engine: an external one gets the step's key, and an
+            # action that raises fails the step with the engine's CallbackError.
+            outcome = self._engine(self.run.call)
+        if outcome is _UNSET:
+            outcome = next(self._script[s] for s in slots if self._script.get(s)).popleft()
         if _is_exception(outcome):
             error = outcome() if isinstance(outcome, type) else outcome
             assert isinstance(error, BaseException)
@@ -175,11 +185,13 @@ class Stepper(RunHandle[S]):
             failure.__cause__ = error
             raise self._annotate(failure)
         _check_family(self.machine.state(self.state), outcome)
-        try:
-            return self.run.fire(outcome, outcome=True)
-        except RunError as error:
-            self._annotate(error)
-            raise  # as is: its type, attributes and __cause__ are the engine's
+        return self._fire(outcome, True, take)
+
+    def move(self, value: object, *, take: Row[S] | None = None) -> Transition[S]:
+        """`step(value)` where an action is pending, else `send(value)`."""
+        if self.pending:
+            return self.step(value, take=take)
+        return self.send(value, take=take)
 
     def settle(self) -> list[Transition[S]]:
         """Step until the run waits for an event or finishes, as the engine would on its own."""
@@ -191,10 +203,7 @@ class Stepper(RunHandle[S]):
     def follow(self, *values: object) -> Stepper[S]:
         """Apply each value in turn: stepped as an outcome where an action is pending, else sent."""
         for value in values:
-            if self.pending:
-                self.step(value)
-            else:
-                self.send(value)
+            self.move(value)
         return self
 
     # -- asserting -----------------------------------------------------------------------
@@ -231,37 +240,83 @@ class Stepper(RunHandle[S]):
         steps += [f"--{show(t.trigger)}--> {show(t.target)}" for t in self.run.history]
         allowed = ", ".join(show(a) for a in self.allowed) or "nothing (final)"
         action = self._action()
-        pending = f"; action {callable_name(action)} not stepped yet" if action else ""
+        pending = f"; action {callable_name(action)} not stepped yet (step() runs it)"
         return (
-            f"path so far: {' '.join(steps)}\nallowed from {show(self.state)}: {allowed}{pending}"
+            f"path so far: {' '.join(steps)}\nallowed from {show(self.state)}: {allowed}"
+            f"{pending if action else ''}"
         )
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _fire(self, value: object, outcome: bool, take: Row[S] | None) -> Transition[S]:
+        """Fire one row through the engine, asking the guards through `answer`, which
+        records what each said (forced when `take` names the row to fire)."""
+        tried = self.run.rows_for(value, outcome=outcome)
+        if take is not None and tried and not any(row is take for row in tried):
+            listed = ", ".join(row.describe() for row in tried) or "none"
+            raise self._annotate(
+                ScriptError(
+                    f"take={take.describe()} is not a row {show(value)} tries from "
+                    f"{show(self.state)}; it tries: {listed}"
+                )
+            )
+        self._asked = []
+
+        def answer(row: Row[S]) -> bool:
+            said = row is take if take is not None else bool(row.guard and row.guard(self.run))
+            self._asked.append((row, said))
+            return said
+
+        return self._engine(lambda: self.run.fire(value, outcome=outcome, answer=answer))
+
+    def _engine(self, call: Callable[[], T]) -> T:
+        """Make an engine call; its errors keep their type and attributes, plus a note."""
+        try:
+            return call()
+        except FSMError as error:
+            self._annotate(error)
+            raise
 
     def _action(self) -> Any:
         if self.run.finished:
             return None
         return self.machine.state(self.state).action
 
-    def _state_with_action(self, state: S) -> Any:
-        try:
-            definition = self.machine.state(state)
-        except (KeyError, TypeError):
-            names = ", ".join(show(s.name) for s in self.machine.states)
+    def _target(self, key: object) -> tuple[object, tuple[State[S], ...]]:
+        """What a script or real= key names: a state (by name), or an action (the callable,
+        or its name) and the states that run it; ScriptError listing them if neither."""
+        acting = [(s, s.action) for s in self.machine.states if s.action is not None]
+        listed = ", ".join(f"{show(s.name)} ({callable_name(a)})" for s, a in acting) or "none"
+        named = [s for s in self.machine.states if not unhashable(key) and s.name == key]
+        if named and named[0].action is None:
             raise ScriptError(
-                f"machine {self.machine.name!r} has no state {show(state)}; states: {names}"
-            ) from None
-        if definition.action is None:
-            with_actions = [show(s.name) for s in self.machine.states if s.action is not None]
-            raise ScriptError(
-                f"state {show(state)} of {self.machine.name!r} has no action to script; "
-                f"states with actions: {', '.join(with_actions) or 'none'}"
+                f"state {show(key)} of {self.machine.name!r} has no action to script; "
+                f"states with actions: {listed}"
             )
-        return definition
+        if named:
+            return named[0].name, (named[0],)
+        running = [(s, a) for s, a in acting if key is a or key == callable_name(a)]
+        if len({id(a) for _, a in running}) == 1:
+            return running[0][1], tuple(s for s, _ in running)
+        if running:
+            raise ScriptError(
+                f"{key!r} names several actions of {self.machine.name!r}; script each by its "
+                "state or by the callable itself"
+            )
+        states = ", ".join(show(s.name) for s in self.machine.states)
+        raise ScriptError(
+            f"machine {self.machine.name!r} has no state or action {_name(key)}; "
+            f"states: {states}; states with actions: {listed}"
+        )
 
     def _annotate(self, error: Exception) -> Exception:
         error.add_note(f"machine {self.machine.name!r}, {self.describe()}")
         return error
+
+
+def _name(key: object) -> str:
+    """A script key as messages show it: a state, or an action by its name."""
+    return callable_name(key) if callable(key) and not isinstance(key, type) else show(key)
 
 
 def _is_exception(value: object) -> bool:

@@ -266,7 +266,7 @@ def _check_aliases(aliases: Mapping[str, Hashable], rows: list[Row[Any]]) -> lis
                 f"aliases: {old!r} is the stored name of trigger {show(triggers[old])} now; "
                 "an alias must be a name nothing is stored under today"
             )
-        trigger = not unhashable(new) and new in triggers.values()
+        trigger = new in triggers.values()  # compared by ==: an unhashable value is no trigger
         storable = isinstance(new, type) and (
             dataclasses.is_dataclass(new) or issubclass(new, Enum)
         )
@@ -279,13 +279,12 @@ def _check_aliases(aliases: Mapping[str, Hashable], rows: list[Row[Any]]) -> lis
 
 
 def _check_graph(states: list[State[Any]], rows: list[Row[Any]]) -> list[str]:
-    problems: list[str] = []
     forward: dict[Hashable, set[Hashable]] = {s.name: set() for s in states}
     backward: dict[Hashable, set[Hashable]] = {s.name: set() for s in states}
     for row in rows:
         forward[row.source].add(row.target)
         backward[row.target].add(row.source)
-    problems += [
+    problems = [
         f"state {show(s.name)} is not final and has no outgoing row; "
         "add a row from it or mark it final=True"
         for s in states
@@ -459,10 +458,9 @@ def outcome_family(action: object, known: Iterable[Hashable] = ()) -> tuple[obje
 def _return_annotation(action: object, known: Iterable[Hashable]) -> Any:
     """The action's resolved return annotation, or inspect.Signature.empty if it has none."""
     local: dict[str, Any] = {}
-    for trigger in known:
+    for trigger in known:  # builtins among them map to themselves: harmless
         kind = trigger if isinstance(trigger, type) else type(trigger)
-        if kind.__module__ != "builtins":
-            local[kind.__name__] = kind
+        local[kind.__name__] = kind
     hints = typing.get_type_hints(_function_of(action), localns=local)
     return hints.get("return", inspect.Signature.empty)
 
@@ -508,8 +506,6 @@ def _members(annotation: Any) -> tuple[object, ...] | None:
         return tuple(members) or None
     if origin is typing.Literal:
         return typing.get_args(annotation)
-    if origin is typing.Annotated:
-        return _members(typing.get_args(annotation)[0])
     if annotation is None or annotation is type(None):
         return (type(None),)
     if isinstance(annotation, type) and issubclass(annotation, Enum):
@@ -537,7 +533,7 @@ def _matches(member: object, trigger: Hashable) -> bool:
         return trigger in member.__mro__ or (
             isinstance(trigger, type) and issubclass(trigger, member)
         )
-    return (not unhashable(member) and member == trigger) or trigger in type(member).__mro__
+    return member == trigger or trigger in type(member).__mro__
 
 
 def unhashable(value: object) -> bool:

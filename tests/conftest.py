@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.schemas import fresh_schema
 
@@ -17,6 +18,16 @@ POSTGRES_URL = os.environ.get(
     "FSM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 """The PostgreSQL server the tests use; each test gets a schema of its own there."""
+
+settings.register_profile(
+    "mutation",
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.differing_executors],
+)
+"""`--hypothesis-profile=mutation`, for mutation testing (tests/mutation.py): mutmut runs each
+test many times in one process, and a mutant is killed or survives the same way every time
+only when the examples are the same."""
 
 INTEGRATION_FIXTURES = frozenset({"postgres_server", "broker", "kafka"})
 """Fixtures that need PostgreSQL or start the Kafka-protocol broker (tests/flow/conftest.py,

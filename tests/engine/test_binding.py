@@ -167,3 +167,50 @@ class TestBinding:
         assert gateway.calls == ["x:capture", "x:notify"]
         with pytest.raises(BindError, match="give steps="):
             to_statemachine(payment, actions=True)
+
+
+class TestBindErrors:
+    """Each BindError names the machine, what is missing, and the way out."""
+
+    def test_no_steps_object(self) -> None:
+        """bind(None) lists the actions the machine's states run."""
+        with pytest.raises(BindError) as caught:
+            payment.bind(None)
+        assert str(caught.value) == (
+            "machine 'payment': its states run capture, notify: give steps=an object that has them"
+        )
+        assert (caught.value.machine, caught.value.missing) == ("payment", ("capture", "notify"))
+
+    def test_missing_methods(self) -> None:
+        """An object lacking methods is named with the protocol they belong to."""
+
+        class Half:
+            def capture(self, context: dict[str, Any]) -> Captured | Declined:
+                return Captured(1)
+
+        with pytest.raises(BindError) as caught:
+            payment.bind(Half())
+        assert str(caught.value) == (
+            "machine 'payment': Half lacks notify (the PaymentSteps methods its states run); "
+            "give an object that has them"
+        )
+        assert (caught.value.machine, caught.value.missing) == ("payment", ("notify",))
+
+    def test_another_machines_binding(self) -> None:
+        """A binding made by another machine is refused by the machine it is given to."""
+        other = Machine("other", steps=PaymentSteps, states=payment.states,
+                        transitions=payment.transitions)  # fmt: skip
+        with pytest.raises(BindError) as caught:
+            other.bind(payment.bind(Gateway("g")))
+        assert str(caught.value) == "machine 'other': that binding is another machine's"
+        assert caught.value.machine == "other"
+
+    def test_a_run_without_steps(self) -> None:
+        """A run with no steps object names the state, the method, the protocol and itself."""
+        with pytest.raises(BindError) as caught:
+            payment.start({"amount": 1}, run_id="r1")
+        assert str(caught.value) == (
+            "machine 'payment': state 'capturing' runs capture of PaymentSteps, and run r1 was "
+            "given no steps: start or restore it with steps=an object that has them"
+        )
+        assert (caught.value.machine, caught.value.missing) == ("payment", ("capture",))

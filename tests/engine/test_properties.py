@@ -90,7 +90,10 @@ def engine(machine: Machine[str], context: dict[str, Any], events: list[str]) ->
 class TestAgainstReference:
     """The engine and the reference interpreter agree on every generated run."""
 
-    @settings(max_examples=300, suppress_health_check=[HealthCheck.filter_too_much])
+    @settings(
+        max_examples=300,
+        suppress_health_check=[*settings().suppress_health_check, HealthCheck.filter_too_much],
+    )
     @given(
         table=tables(),
         n=st.integers(0, 12),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import pytest
 
@@ -14,6 +14,7 @@ from fsm import (
     InvalidEvent,
     Machine,
     RestoreError,
+    Rollback,
     Run,
     RunError,
     RunFinished,
@@ -21,6 +22,7 @@ from fsm import (
     Transition,
     UnhandledOutcome,
 )
+from fsm.drive import Steps
 from fsm.examples import ping
 
 
@@ -481,3 +483,323 @@ class TestRestore:
         run = ping.start(given)
         run.context["ok"] = False
         assert given == {"ok": True}
+
+
+@dataclass(frozen=True)
+class Charged: ...
+
+
+@dataclass(frozen=True)
+class Refused: ...
+
+
+class TestExternalActions:
+    """An external action is called with the context and the step's idempotency key."""
+
+    @staticmethod
+    def machine(calls: list[tuple[dict[str, Any], str]]) -> Machine[str]:
+        """reserve (local) -> charge (external) -> done."""
+
+        def reserve(context: dict[str, Any]) -> Literal["ok"]:
+            return "ok"
+
+        def charge(context: dict[str, Any], key: str) -> Charged | Refused:
+            calls.append((dict(context), key))
+            return Charged()
+
+        return Machine(
+            "charge",
+            states=[
+                State("reserving", initial=True, action=reserve),
+                State("charging", action=charge, external=True),
+                State("done", final=True),
+                State("refused", final=True),
+            ],
+            transitions=[
+                ("reserving", "ok", "charging"),
+                ("charging", Charged, "done"),
+                ("charging", Refused, "refused"),
+            ],
+        )
+
+    def test_called_with_context_and_key(self) -> None:
+        """The key is the run id and the number of the step the action takes."""
+        calls: list[tuple[dict[str, Any], str]] = []
+        run = self.machine(calls).start({"amount": 3}, run_id="r7")
+        assert run.state == "done"
+        assert calls == [({"amount": 3}, "r7:2")]
+        assert run.step_key == "r7:3"
+
+    def test_hold_external_stops_before_the_call(self) -> None:
+        """With hold_external the run stops in front of the external action, uncalled."""
+        calls: list[tuple[dict[str, Any], str]] = []
+        run = self.machine(calls).create(run_id="r8")
+        assert run.hold_external is False
+        run.hold_external = True
+        run.advance()
+        assert (run.state, run.external, calls) == ("charging", True, [])
+        assert run.call() == Charged()
+        assert calls == [({}, "r8:2")]
+
+    def test_a_local_action_is_not_external(self) -> None:
+        """external is False in a state whose action is local, and in one without action."""
+        run = self.machine([]).create()
+        assert not run.external
+        assert not ping.create().external
+
+    def test_advance_stops_at_a_wait_reached_on_its_last_allowed_step(self) -> None:
+        """max_steps counts actions: reaching a wait or an external hold with none left is fine."""
+        run = self.machine([]).create()
+        assert run.advance(max_steps=2).state == "done"
+        held = self.machine([]).create()
+        held.hold_external = True
+        assert held.advance(max_steps=1).state == "charging"
+        with pytest.raises(RunError, match="followed 1 actions"):
+            self.machine([]).create().advance(max_steps=1)
+
+
+class TestRollback:
+    """An action raising Rollback(outcome) takes the outcome's row after the hook."""
+
+    @staticmethod
+    def machine(external: bool) -> Machine[str]:
+        def work(context: dict[str, Any], *key: str) -> Charged | Refused:
+            raise Rollback(Refused())
+
+        return Machine(
+            "undo",
+            states=[
+                State("working", initial=True, action=work, external=external),
+                State("done", final=True),
+                State("refused", final=True),
+            ],
+            transitions=[("working", Charged, "done"), ("working", Refused, "refused")],
+        )
+
+    def test_local_action_calls_the_hook_then_takes_the_row(self) -> None:
+        """The rollback hook runs once, then the outcome's row fires."""
+        hooked: list[str] = []
+        run = self.machine(external=False).create()
+
+        def hook() -> Steps[None]:  # the runtime drives hooks as Steps (fsm.drive)
+            hooked.append(run.state)
+            yield from ()
+
+        run.rollback_hook = hook
+        run.advance()
+        assert (run.state, run.outcome, hooked) == ("refused", Refused(), ["working"])
+
+    def test_without_a_hook_the_row_is_taken(self) -> None:
+        """An in-memory run has no hook: the outcome's row is simply taken."""
+        run = self.machine(external=False).start()
+        assert run.rollback_hook is None
+        assert run.state == "refused"
+
+    def test_external_action_has_nothing_to_roll_back(self) -> None:
+        """The hook is not called for an external action: it wrote nothing."""
+        hooked: list[str] = []
+        run = self.machine(external=True).create()
+
+        def hook() -> Steps[None]:
+            hooked.append("called")
+            yield from ()
+
+        run.rollback_hook = hook
+        run.advance()
+        assert (run.state, hooked) == ("refused", [])
+
+    def test_the_rollback_says_what_it_does(self) -> None:
+        """Rollback keeps its outcome and says so."""
+        rollback = Rollback(Refused())
+        assert rollback.outcome == Refused()
+        assert str(rollback) == "roll this step back, then take the row of Refused()"
+
+
+class TestRunIdentity:
+    """A run's id and how it reads."""
+
+    def test_fresh_ids(self) -> None:
+        """Without run_id each run gets its own id; with one it keeps it."""
+        first, second = ping.create(), ping.create()
+        assert first.id != second.id and len(first.id) == 32
+        assert ping.create(run_id="mine").id == "mine"
+
+    def test_repr(self) -> None:
+        """repr names the run, its machine and its state."""
+        assert repr(ping.create(run_id="r1")) == "<Run r1 of 'ping' in 'idle'>"
+
+
+class TestErrorsCarryTheirContext:
+    """Each engine error says what went wrong and keeps the values as attributes."""
+
+    def test_call_without_action(self) -> None:
+        """call() in a state without action is a RunError naming the state."""
+        with pytest.raises(RunError) as caught:
+            ping.create(run_id="r1").call()
+        assert str(caught.value) == (
+            "state 'idle' has no action to call (machine 'ping', run r1, state 'idle')"
+        )
+        assert (caught.value.machine, caught.value.run_id, caught.value.state) == (
+            "ping",
+            "r1",
+            "idle",
+        )
+
+    def test_event_refused_by_an_action_state(self) -> None:
+        """An event sent to a state with an action names the event and the action."""
+        run = TestExternalActions.machine([]).create(run_id="r2")
+        with pytest.raises(InvalidEvent) as caught:
+            run.send("ok")
+        assert caught.value.event == "ok" and caught.value.allowed == ()
+        assert str(caught.value) == (
+            "event 'ok' is refused: this state runs action reserve and takes no events; call "
+            "advance() to run it (machine 'charge', run r2, state 'reserving')"
+        )
+
+    def test_outcome_in_a_state_without_action(self) -> None:
+        """An outcome fired where no action runs is unhandled, by action '(none)'."""
+        with pytest.raises(UnhandledOutcome) as caught:
+            ping.create().fire("start", outcome=True)
+        assert caught.value.action == "(none)" and caught.value.handled == ()
+
+    def test_guard_error_keeps_the_error(self) -> None:
+        """A guard that raises is a CallbackError holding the guard's exception."""
+        failure = LookupError("flags down")
+
+        def flag(run: Run[str]) -> bool:
+            raise failure
+
+        m = Machine(
+            "m",
+            states=[State("a", initial=True), State("b", final=True)],
+            transitions=[("a", "go", "b", flag)],
+        )
+        with pytest.raises(CallbackError) as caught:
+            m.start().send("go")
+        assert caught.value.error is failure and caught.value.name == "flag"
+
+    def test_loop_message(self) -> None:
+        """The loop error says what advance() did and asks the question."""
+        run = TestExternalActions.machine([]).create(run_id="r3")
+        with pytest.raises(RunError) as caught:
+            run.advance(max_steps=1)
+        assert str(caught.value) == (
+            "advance() followed 1 actions and the run neither waits nor ends; is an action "
+            "looping? (machine 'charge', run r3, state 'charging')"
+        )
+
+    def test_a_refused_listener_move_restores_the_outcome(self) -> None:
+        """After a listener's refused move the run's outcome is the one before it."""
+
+        def reenter(run: Run[str], transition: Transition[str]) -> None:
+            if transition.trigger == "pause":
+                run.send("start")
+
+        run = ping.start(listeners=[reenter]).send("start")
+        with pytest.raises(CallbackError) as caught:
+            run.send("pause")
+        assert str(caught.value.error).startswith(
+            "a listener tried to move the run; listeners may only observe"
+        )
+        assert (run.state, run.outcome) == ("busy", "start")
+
+
+class TestListenerSwallowingTheRefusal:
+    """A listener that catches its own refused move leaves the transition it saw made."""
+
+    def test_outcome_is_the_events(self) -> None:
+        """The refused inner move is undone back to the outer transition, outcome included."""
+        refusals: list[str] = []
+
+        def meddle(run: Run[str], transition: Transition[str]) -> None:
+            try:
+                run.send("pause")
+            except RunError as error:
+                refusals.append(type(error).__name__)
+
+        run = ping.start(listeners=[meddle]).send("start")
+        assert (run.state, run.outcome, refusals) == ("busy", "start", ["RunError"])
+        assert run.history == [Transition("idle", "start", "busy", "start")]
+
+
+class TestMachineReaders:
+    """What a built machine tells its readers."""
+
+    @staticmethod
+    def build() -> Machine[str]:
+        """A fresh machine, built in the test (a module-level one is built before it)."""
+        return Machine(
+            "door",
+            states=[State("shut", initial=True), State("open"), State("gone", final=True)],
+            transitions=[
+                ("shut", "open", "open"),
+                ("open", "close", "shut"),
+                ("open", "go", "gone"),
+            ],
+        )
+
+    def test_state_lookup(self) -> None:
+        """state() finds a state by name, or names the states there are."""
+        door = self.build()
+        assert door.state("open") is door.states[1]
+        with pytest.raises(KeyError, match="no state 'x'; states: 'shut', 'open', 'gone'"):
+            door.state("x")
+
+    def test_immutable(self) -> None:
+        """A built machine refuses changes, naming itself."""
+        door = self.build()
+        with pytest.raises(AttributeError, match="machine 'door' is immutable"):
+            door.name = "other"
+
+    def test_rows_from(self) -> None:
+        """rows_from gives a state's rows in table order."""
+        door = self.build()
+        assert door.rows_from("open") == door.transitions[1:]
+        assert door.rows_from("gone") == ()
+
+    def test_repr(self) -> None:
+        """repr counts states and rows."""
+        assert repr(self.build()) == "<Machine 'door': 3 states, 3 rows>"
+
+    def test_generic_subscription(self) -> None:
+        """Machine[S] stands for Machine[S, Any]; Machine[S, P] is taken as given."""
+        assert Machine[str].__args__ == (str, Any)  # type: ignore[attr-defined]
+        assert Machine[str, int].__args__ == (str, int)  # type: ignore[attr-defined]
+
+
+class TestRestoreWith:
+    """restore() takes the stored context and the run's collaborators."""
+
+    def test_context_and_steps(self) -> None:
+        """The restored run sees its context and calls its steps object."""
+
+        class Steps:
+            def charge(self, context: dict[str, Any], key: str) -> Charged | Refused:
+                return Charged() if context["amount"] < 10 else Refused()
+
+        class ChargeSteps(Protocol):
+            def charge(self, context: dict[str, Any], key: str) -> Charged | Refused: ...
+
+        m = Machine(
+            "m",
+            steps=ChargeSteps,
+            states=[
+                State("charging", initial=True, action=ChargeSteps.charge, external=True),
+                State("done", final=True),
+                State("refused", final=True),
+            ],
+            transitions=[("charging", Charged, "done"), ("charging", Refused, "refused")],
+        )
+        run = m.restore("r1", "charging", {"amount": 50}, steps=Steps())
+        assert run.context == {"amount": 50}
+        assert run.advance().state == "refused"
+
+    def test_history_from_an_unknown_state(self) -> None:
+        """A record leaving a state the machine lacks is a RestoreError naming machine and row."""
+        with pytest.raises(RestoreError) as caught:
+            ping.restore("r1", "busy", history=[("nowhere", "start", "busy", None)])
+        assert caught.value.machine == "ping" and caught.value.run_id == "r1"
+        assert (
+            caught.value.reason
+            == "history record 0: the table has no row 'nowhere' --'start'--> 'busy'"
+        )

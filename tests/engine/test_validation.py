@@ -6,11 +6,12 @@ import enum
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 import pytest
 
 from fsm import AsyncRequired, DefinitionError, Machine, Row, State
+from fsm.validation import outcome_family, state_outcomes
 
 
 def problems_of(states: list[State[Any]], rows: list[Any], name: str = "m") -> tuple[str, ...]:
@@ -672,4 +673,333 @@ class TestAllAtOnce:
             "handles it",
             "state 'capture_failed' is unreachable from the initial state 'capture'",
             "state 'voided' is unreachable from the initial state 'capture'",
+        )
+
+
+class TestWholeMessages:
+    """Each problem reads in full as the user sees it: what is wrong, and the way out."""
+
+    def test_no_initial_and_no_final(self) -> None:
+        """The two missing markers say which flag to set."""
+        assert only(problems_of([State("a"), C], [("a", "go", "c")])) == (
+            "no initial state; mark exactly one State(..., initial=True)"
+        )
+        assert only(problems_of([A, State("b")], [("a", "go", "b"), ("b", "back", "a")])) == (
+            "no final state; mark at least one State(..., final=True)"
+        )
+
+    def test_states_of_two_types(self) -> None:
+        """Two types are already one too many."""
+        states: list[State[Any]] = [
+            State(Colour.RED, initial=True),
+            State("fail", final=True),
+            State("done", final=True),
+        ]
+        rows = [(Colour.RED, "go", "done"), (Colour.RED, "no", "fail")]
+        assert only(problems_of(states, rows)) == (
+            "states are of 2 types (Colour: Colour.RED; str: 'fail', 'done'); name every state "
+            "with a member of one Enum, or every state with a string"
+        )
+
+    def test_rows_naming_unknown_or_unusable_parts(self) -> None:
+        """Unknown states list the declared ones; an unusable trigger or state says why."""
+        rows: list[Any] = [
+            ("a", "go", "c"),
+            ("x", "go", "c"),
+            ("a", ["t"], "c"),
+            (["s"], "go", "c"),
+        ]
+        assert problems_of([A, C], rows) == (
+            "row 2 ('x', 'go', 'c'): unknown source state 'x'; states: 'a', 'c'",
+            "row 3 ('a', ['t'], 'c'): trigger ['t'] is not usable; a trigger is an event name, "
+            "an Enum member or an outcome class",
+            "row 4 (['s'], 'go', 'c'): unknown source state ['s']; states: 'a', 'c'",
+        )
+
+    def test_rows_when_no_state_is_usable(self) -> None:
+        """With no usable state the list of states says none."""
+        problems = problems_of([State(None, initial=True)], [("a", "go", "b")])
+        assert "row 1 ('a', 'go', 'b'): unknown source state 'a'; states: none" in problems
+
+    def test_guard_not_callable_and_shadowed_row(self) -> None:
+        """The guard and the row that always wins are named."""
+        assert only(problems_of([A, C], [("a", "go", "c", "yes")])) == (
+            "row 1 ('a', 'go', 'c', 'yes'): guard 'yes' is not callable"
+        )
+        assert only(problems_of([A, C], [("a", "go", "c"), ("a", "go", "c", bool)])) == (
+            "row ('a', 'go', 'c', bool) can never fire: the earlier row ('a', 'go', 'c') has "
+            "no guard and always wins"
+        )
+
+    def test_graph_problems(self) -> None:
+        """Dead ends, loops without exit and final states with actions, in full."""
+        assert only(problems_of([A, B, C], [("a", "go", "b"), ("a", "end", "c")])) == (
+            "state 'b' is not final and has no outgoing row; add a row from it or mark it "
+            "final=True"
+        )
+        rows = [("a", "go", "b"), ("a", "end", "c"), ("b", "retry", "b")]
+        assert only(problems_of([A, B, C], rows)) == (
+            "state 'b' can never reach a final state (a loop with no way out)"
+        )
+        states = [A, State("c", final=True, action=lambda ctx: Ok())]
+        assert only(problems_of(states, [("a", "go", "c")])) == (
+            "final state 'c' has action <lambda>; a final state cannot follow an outcome"
+        )
+
+    def test_steps_not_a_class(self) -> None:
+        """steps= takes the protocol class."""
+        with pytest.raises(DefinitionError) as caught:
+            Machine("m", steps="Steps", states=[A, C], transitions=[("a", "go", "c")])  # type: ignore[arg-type]
+        assert caught.value.problems == (
+            "steps='Steps' is not a class; give the protocol whose methods the actions are "
+            "(action=Steps.method)",
+        )
+
+
+def charge(context: dict[str, Any], key: str) -> Ok | NotFound:
+    """An external action: context and idempotency key."""
+    return Ok()
+
+
+def local(context: dict[str, Any]) -> Ok | NotFound:
+    """A local action: the context only."""
+    return Ok()
+
+
+class TestActionsAndTheirCalls:
+    """Actions are checked against the way the runtime will call them."""
+
+    ROWS: ClassVar[list[Any]] = [("a", Ok, "c"), ("a", NotFound, "c")]
+
+    def test_external_action_taking_only_the_context(self) -> None:
+        """An external action must take the key too."""
+        states = [State("a", initial=True, action=local, external=True), C]
+        assert only(problems_of(states, self.ROWS)) == (
+            "state 'a': action local takes (context); an external action is called with the "
+            "context and the step's idempotency key"
+        )
+
+    def test_local_action_taking_the_key(self) -> None:
+        """A local action is called with the context alone."""
+        states = [State("a", initial=True, action=charge), C]
+        assert only(problems_of(states, self.ROWS)) == (
+            "state 'a': action charge takes (context, key); an action is called with the context"
+        )
+
+    def test_external_steps_method(self) -> None:
+        """A protocol method is called with self first: (self, context, key) is right."""
+
+        class Steps(Protocol):
+            def charge(self, context: dict[str, Any], key: str) -> Ok | NotFound: ...
+
+        machine = Machine(
+            "m",
+            steps=Steps,
+            states=[State("a", initial=True, action=Steps.charge, external=True), C],
+            transitions=self.ROWS,
+        )
+        assert machine.step_names == ("charge",)
+
+    def test_external_without_action_and_action_not_callable(self) -> None:
+        """Both are named with their state; problems of several states are all kept."""
+        not_callable: Any = "charge"
+        states = [
+            State("a", initial=True, external=True),
+            State("b", action=not_callable),
+            State("d", action=local),
+            C,
+        ]
+        rows = [("a", "go", "b"), ("b", "go", "d"), ("d", Ok, "c"), ("d", NotFound, "c")]
+        assert problems_of(states, rows) == (
+            "state 'a' is external=True but has no action to call",
+            "state 'b': action 'charge' is not callable",
+        )
+
+    def test_outcome_checks_continue_past_states_without_actions(self) -> None:
+        """A state without action before the action state does not end the outcome check."""
+        states = [A, State("b", action=local), C]
+        assert only(problems_of(states, [("a", "go", "b"), ("b", Ok, "c")])) == (
+            "state 'b': action local can return NotFound but no row from 'b' handles it"
+        )
+
+    def test_outcome_checks_continue_past_open_families(self) -> None:
+        """An action with an open annotation before another action state ends nothing."""
+
+        def as_str(context: dict[str, Any]) -> str:
+            return "go"
+
+        states = [State("a", initial=True, action=as_str), State("b", action=local), C]
+        rows = [("a", "go", "b"), ("b", Ok, "c")]
+        assert only(problems_of(states, rows)) == (
+            "state 'b': action local can return NotFound but no row from 'b' handles it"
+        )
+
+    def test_outcome_checks_continue_past_final_states(self) -> None:
+        """A final state listed before the action state does not end the check either."""
+        states = [C, State("a", initial=True, action=local)]
+        assert only(problems_of(states, [("a", Ok, "c")])) == (
+            "state 'a': action local can return NotFound but no row from 'a' handles it"
+        )
+
+
+class TestFamilies:
+    """How a family is read from outcomes= and from annotations."""
+
+    def test_open_annotation_with_outcomes(self) -> None:
+        """An open annotation (-> str) leaves the family to outcomes=."""
+
+        def act(context: dict[str, Any]) -> str:
+            return "ok"
+
+        states = [State("a", initial=True, action=act, outcomes=("ok", "no")), C]
+        assert only(problems_of(states, [("a", "ok", "c")])) == (
+            "state 'a': action act can return 'no' but no row from 'a' handles it"
+        )
+
+    def test_none_in_outcomes_is_none_type(self) -> None:
+        """None listed in outcomes= is handled by a row on NoneType, as in an annotation."""
+        none_type: Any = type(None)
+        state = State("a", initial=True, action=lambda ctx: None, outcomes=(Ok, None))
+        machine = Machine(
+            "m", states=[state, C], transitions=[("a", Ok, "c"), ("a", none_type, "c")]
+        )
+        assert machine.start().finished
+        assert state_outcomes(state) == (Ok, none_type)
+
+    def test_unhashable_value_in_outcomes(self) -> None:
+        """A value that cannot be a trigger is named."""
+        listed: Any = (Ok, ["x"])
+        state = State("a", initial=True, action=lambda ctx: Ok(), outcomes=listed)
+        assert only(problems_of([state, C], [("a", Ok, "c")])) == (
+            "state 'a': action <lambda>: outcomes= lists ['x'], which cannot be a trigger"
+        )
+
+    def test_unreadable_annotation(self) -> None:
+        """An annotation that raises when read is reported with the error."""
+
+        def act(context: dict[str, Any]) -> Ok:
+            return Ok()
+
+        act.__annotations__["return"] = "Ok | 1"  # int | Ok fails when evaluated
+
+        problem = only(problems_of([State("a", initial=True, action=act), C], [("a", Ok, "c")]))
+        assert problem.startswith("state 'a': action act: its return annotation cannot be read (")
+        assert problem.endswith(
+            "); define the outcome types where the action's module can see them"
+        )
+        assert "TypeError" in problem
+
+    def test_annotated_return(self) -> None:
+        """Annotated[X, ...] names X's family."""
+
+        def act(context: dict[str, Any]) -> Annotated[Ok | NotFound, "doc"]:
+            return Ok()
+
+        states = [State("a", initial=True, action=act), C]
+        assert only(problems_of(states, [("a", Ok, "c")])) == (
+            "state 'a': action act can return NotFound but no row from 'a' handles it"
+        )
+
+    def test_local_enum_resolves_through_the_table(self) -> None:
+        """A locally defined Enum in a string annotation resolves through the table's rows."""
+
+        class Answer(enum.Enum):
+            YES = "yes"
+            NO = "no"
+
+        def act(context: dict[str, Any]) -> Answer:
+            return Answer.YES
+
+        act.__annotations__["return"] = "Answer"
+        states = [State("a", initial=True, action=act), C]
+        assert only(problems_of(states, [("a", Answer.YES, "c")])) == (
+            "state 'a': action act can return Answer.NO but no row from 'a' handles it"
+        )
+
+    def test_literal_values_handled_by_their_class(self) -> None:
+        """A row on str handles every str value of a Literal; a row on another value, none."""
+
+        def act(context: dict[str, Any]) -> Literal["ok", "retry"]:
+            return "ok"
+
+        states = [State("a", initial=True, action=act), C]
+        assert Machine("m", states=states, transitions=[("a", str, "c")]).start().finished
+        assert only(problems_of(states, [("a", str, "c"), ("a", "never", "c")])) == (
+            "row ('a', 'never', 'c') can never fire: act returns only 'ok', 'retry'"
+        )
+
+    def test_unhashable_literal_value(self) -> None:
+        """A Literal value that cannot be a dict key is compared, not looked up."""
+
+        def act(context: dict[str, Any]) -> Ok:
+            return Ok()
+
+        act.__annotations__["return"] = Literal[["x"]]
+        states = [State("a", initial=True, action=act), C]
+        assert problems_of(states, [("a", "x", "c")]) == (
+            "state 'a': action act can return ['x'] but no row from 'a' handles it",
+            "row ('a', 'x', 'c') can never fire: act returns only ['x']",
+        )
+        assert Machine("m", states=states, transitions=[("a", list, "c")]).transitions
+
+    def test_state_outcomes_resolve_local_classes_through_known(self) -> None:
+        """Given the table's triggers, a locally defined outcome class resolves."""
+
+        @dataclass(frozen=True)
+        class Local: ...
+
+        def act(context: dict[str, Any]) -> Local:
+            return Local()
+
+        act.__annotations__["return"] = "Local"
+        assert state_outcomes(State("a", action=act), known=(Local, "go")) == (Local,)
+        with pytest.raises(NameError):
+            state_outcomes(State("a", action=act))
+
+    def test_state_outcomes_and_outcome_family(self) -> None:
+        """The toolkit reads a state's family: outcomes= first, else the annotation."""
+        assert state_outcomes(State("a", action=local)) == (Ok, NotFound)
+        assert state_outcomes(State("a", action=local, outcomes=(Ok,))) == (Ok,)
+        assert state_outcomes(State("a", outcomes=(Colour,))) == (Colour.RED, Colour.GREEN)
+        assert state_outcomes(State("a")) is None
+        assert outcome_family(local) == (Ok, NotFound)
+        assert outcome_family(lambda ctx: Ok()) is None
+
+        def as_str(context: dict[str, Any]) -> str:
+            return ""
+
+        assert outcome_family(as_str) is None
+
+
+class TestAliasesOfSeveralStates:
+    """Former names are checked across every state, each alias on its own."""
+
+    def test_different_aliases_do_not_clash(self) -> None:
+        """Two states with a former name each is a valid machine."""
+        states = [A, State("b", aliases=("old_b",)), State("c", final=True, aliases=("old_c",))]
+        machine = Machine("m", states=states, transitions=[("a", "go", "b"), ("b", Ok, "c")])
+        assert machine.state("c").aliases == ("old_c",)
+
+    def test_a_clash_on_a_second_alias(self) -> None:
+        """The clash is found on a state's second former name too."""
+        states = [A, State("b", aliases=("x", "y")), State("c", final=True, aliases=("y",))]
+        assert only(alias_problems(states)) == (
+            "former name 'y' is given to states 'b' and 'c'; it can stand for one state only"
+        )
+
+    def test_wrong_aliases_on_two_states(self) -> None:
+        """Each state's wrong alias is named."""
+        states = [A, State("b", aliases=("",)), State("c", final=True, aliases=("a",))]
+        assert alias_problems(states) == (
+            "state 'b': alias '' is not a name; an alias is a former stored name of the state, "
+            "a non-empty string",
+            "state 'c': alias 'a' is the stored name of state 'a' now; an alias must be a name "
+            "no state has",
+        )
+
+    def test_an_unhashable_alias_target(self) -> None:
+        """A former name mapped to an unhashable value is neither trigger nor type."""
+        assert only(alias_problems([A, B, C], aliases={"went": ["go"]})) == (
+            "aliases: 'went' maps to ['go'], which is neither a trigger of the table nor a "
+            "dataclass or Enum; map a former name to what it became"
         )

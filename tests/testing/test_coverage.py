@@ -6,7 +6,7 @@ import pytest
 
 from fsm import Machine, State
 from fsm.coverage import Coverage, CoverageError, resolve_machines
-from fsm.examples import hold, ping, update
+from fsm.examples import hold, payment, ping, update
 from fsm.runtime import _observers
 from fsm.testing import Stepper
 
@@ -138,6 +138,7 @@ class TestScope:
             ("fsm.examples:ping", ping),
             ("fsm.examples:update", update),
             ("fsm.examples:hold", hold),
+            ("fsm.examples:payment", payment),
         ]
 
     @pytest.mark.parametrize(

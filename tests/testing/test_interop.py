@@ -106,7 +106,11 @@ class TestDifferential:
     @settings(
         max_examples=EXAMPLES,
         deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        suppress_health_check=[
+            *settings().suppress_health_check,
+            HealthCheck.too_slow,
+            HealthCheck.filter_too_much,
+        ],
     )
     @given(st.data(), machines(with_actions=True), flags)
     def test_random_sequences(
@@ -120,7 +124,11 @@ class TestDifferential:
     @settings(
         max_examples=EXAMPLES,
         deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        suppress_health_check=[
+            *settings().suppress_health_check,
+            HealthCheck.too_slow,
+            HealthCheck.filter_too_much,
+        ],
     )
     @given(st.data(), machines(with_actions=True), flags)
     def test_valid_walks(
@@ -204,7 +212,11 @@ class TestDifferentialWithActions:
     @settings(
         max_examples=EXAMPLES,
         deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        suppress_health_check=[
+            *settings().suppress_health_check,
+            HealthCheck.too_slow,
+            HealthCheck.filter_too_much,
+        ],
     )
     @given(st.data(), machines(with_actions=True, runnable=True), flags, st.integers(0, 12))
     def test_random_runs(

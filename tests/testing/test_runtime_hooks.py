@@ -7,8 +7,19 @@ from typing import Any
 import pytest
 
 from adapters.memory import InMemoryUnitOfWork
-from fsm import CallbackError, InvalidEvent, PersistentMachine, Run, Transition, UnhandledOutcome
-from fsm.examples import ping, update
+from fsm import (
+    CallbackError,
+    GuardRejected,
+    InvalidEvent,
+    Machine,
+    PersistentMachine,
+    Row,
+    Run,
+    State,
+    Transition,
+    UnhandledOutcome,
+)
+from fsm.examples import Authorized, CaptureFailed, Declined, payment, ping, update
 from fsm.runtime import RunHandle, _observers, observe
 from fsm.testing import Stepper
 
@@ -34,6 +45,45 @@ class TestFire:
         with pytest.raises(InvalidEvent) as caught:
             update.create().fire("nope")
         assert not isinstance(caught.value, UnhandledOutcome)
+
+    def test_answer_stands_in_for_the_guards(self) -> None:
+        """answer= is asked about each guarded row tried, in table order; no guard is called."""
+        asked: list[Row[str]] = []
+
+        def answer(row: Row[str]) -> bool:
+            asked.append(row)
+            return False
+
+        run = payment.create({"attempts": 0})
+        run.fire(Authorized(), outcome=True)
+        run.fire(CaptureFailed(), outcome=True)
+        run.fire("retry", answer=answer)
+        assert run.state == "voided"
+        assert asked == [payment.transitions[4]]
+
+    def test_answer_for_outcomes(self) -> None:
+        """answer= works for an outcome's rows too, and its refusal is GuardRejected."""
+        machine = Machine(
+            "gated",
+            states=[
+                State("a", initial=True, action=lambda context: "ok", outcomes=("ok",)),
+                State("b", final=True),
+            ],
+            transitions=[("a", "ok", "b", lambda run: True)],
+        )
+        with pytest.raises(GuardRejected):
+            machine.create().fire("ok", outcome=True, answer=lambda row: False)
+        assert machine.create().fire("ok", outcome=True, answer=lambda row: True).target == "b"
+
+    def test_rows_for(self) -> None:
+        """rows_for lists the rows a value would try from here, for events and outcomes."""
+        run = payment.create()
+        assert run.rows_for(Declined(), outcome=True) == (payment.transitions[1],)
+        assert run.rows_for(Declined()) == ()
+        assert run.rows_for("retry") == ()
+        failed = payment.restore("r", "capture_failed")
+        assert failed.rows_for("retry") == payment.transitions[4:]
+        assert failed.rows_for("retry", outcome=True) == ()
 
     def test_history_and_outcome(self) -> None:
         """A fired row is in the history and becomes the run's outcome."""

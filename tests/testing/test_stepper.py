@@ -7,8 +7,28 @@ from typing import Any
 
 import pytest
 
-from fsm import CallbackError, GuardRejected, InvalidEvent, Machine, State, UnhandledOutcome
-from fsm.examples import Updated, UserNotFound, ping, update
+from fsm import (
+    BindError,
+    CallbackError,
+    GuardRejected,
+    InvalidEvent,
+    Machine,
+    RunError,
+    State,
+    UnhandledOutcome,
+)
+from fsm.examples import (
+    Authorized,
+    Captured,
+    CaptureFailed,
+    Declined,
+    PaymentSteps,
+    Updated,
+    UserNotFound,
+    payment,
+    ping,
+    update,
+)
 from fsm.testing import ScriptError, Stepper
 
 from .machines import PublishDown, PublishFailed, Rejected, Saved, Sent, calls, flow
@@ -195,23 +215,31 @@ class TestMessages:
             Stepper(flow).step()
 
     def test_send_while_an_action_is_pending(self) -> None:
-        """send() before step() on an action state is a mistake, said plainly."""
-        with pytest.raises(ScriptError, match=r"action save still to run; call step\(\)"):
+        """An event sent before the action ran is the engine's InvalidEvent, as for a run."""
+        with pytest.raises(InvalidEvent, match="runs action save and takes no events") as caught:
             Stepper(flow).send("retry")
+        assert caught.value.state == "received"
+        assert "action save not stepped yet (step() runs it)" in caught.value.__notes__[0]
 
     def test_step_without_action(self) -> None:
-        """step() on a waiting state says to use send()."""
-        with pytest.raises(ScriptError, match="no action to step"):
+        """step() on a waiting or finished state is the engine's RunError: nothing to call."""
+        with pytest.raises(RunError, match="state 'idle' has no action to call"):
             Stepper(ping).step()
+        with pytest.raises(RunError, match="state 'done' has no action to call"):
+            Stepper(ping, at="done").step()
 
     def test_script_unknown_state(self) -> None:
-        """Scripting a state the machine lacks lists the states."""
-        with pytest.raises(ScriptError, match="has no state 'nowhere'; states: 'received'"):
+        """Scripting a state or action the machine lacks lists states and actions."""
+        with pytest.raises(
+            ScriptError,
+            match=r"has no state or action 'nowhere'; states: 'received', .*"
+            r"states with actions: 'received' \(save\), 'saved' \(publish\)",
+        ):
             Stepper(flow).script("nowhere", Saved())
 
     def test_script_state_without_action(self) -> None:
         """Scripting a state without action lists those that have one."""
-        with pytest.raises(ScriptError, match="states with actions: 'received', 'saved'"):
+        with pytest.raises(ScriptError, match=r"states with actions: 'received' \(save\), 'saved'"):
             Stepper(flow).script("publish_failed", Saved())
 
 
@@ -264,3 +292,237 @@ class TestRealActionsAndLeftovers:
             stepper.assert_script_used()
         stepper.step()
         stepper.assert_script_used()
+
+
+class Gateway:
+    """A card gateway fake that records its calls: the collaborator a real run would get."""
+
+    def __init__(self, captures: list[Captured | CaptureFailed] | None = None) -> None:
+        self.calls: list[tuple[str, str | None]] = []
+        self.captures = list(captures or [Captured()])
+
+    def authorize(self, context: dict[str, Any]) -> Authorized | Declined:
+        self.calls.append(("authorize", None))
+        return Authorized() if context.get("amount", 0) <= 100 else Declined()
+
+    def capture(self, context: dict[str, Any], key: str) -> Captured | CaptureFailed:
+        self.calls.append(("capture", key))
+        context["attempts"] = context.get("attempts", 0) + 1
+        return self.captures.pop(0)
+
+
+class TestCollaborator:
+    """Scripts name a state or an action; real= runs the bound collaborator's methods."""
+
+    def test_script_by_action_name_serves_every_state_running_it(self) -> None:
+        """Outcomes scripted for 'capture' are used wherever capture runs, in order."""
+        stepper = Stepper(
+            payment,
+            outcomes={"authorize": [Authorized()], "capture": [CaptureFailed(), Captured()]},
+        )
+        stepper.step()
+        stepper.step()
+        stepper.send("retry")
+        stepper.step()
+        stepper.assert_path(["created", "authorized", "capture_failed", "authorized", "captured"])
+        stepper.assert_script_used()
+
+    def test_script_by_the_protocol_method(self) -> None:
+        """The protocol's method itself is a key; remaining() shows it as given."""
+        stepper = Stepper(payment).script(PaymentSteps.authorize, Declined(), Authorized())
+        stepper.step()
+        stepper.expect("declined")
+        assert stepper.remaining() == {PaymentSteps.authorize: [Authorized()]}
+        with pytest.raises(AssertionError, match=r"never used: authorize: Authorized\(\)"):
+            stepper.assert_script_used()
+
+    def test_a_state_script_comes_before_its_action_script(self) -> None:
+        """Scripted for both the state and its action, the state's own outcome is used first."""
+        stepper = Stepper(
+            payment,
+            {"attempts": 0},
+            outcomes={"capture": [Captured()], "authorized": [CaptureFailed()]},
+            at="authorized",
+        )
+        stepper.step()
+        stepper.expect("capture_failed").send("retry")
+        stepper.step()
+        stepper.expect("captured")
+
+    def test_action_scripts_are_checked_against_its_family(self) -> None:
+        """An outcome the protocol method's annotation cannot return is refused."""
+        with pytest.raises(ScriptError, match=r"action capture cannot return Declined\(\)"):
+            Stepper(payment).script("capture", Declined())
+
+    def test_real_collaborator_for_some_actions(self) -> None:
+        """real=['authorize'] calls the object's method; capture stays scripted."""
+        gateway = Gateway()
+        stepper = Stepper(
+            payment,
+            {"amount": 40},
+            steps=gateway,
+            real=["authorize"],
+            outcomes={"capture": [CaptureFailed()]},
+        )
+        stepper.step()
+        stepper.step()
+        stepper.expect("capture_failed")
+        assert gateway.calls == [("authorize", None)]
+        assert stepper.history[0].outcome == Authorized()
+
+    def test_real_external_action_gets_the_step_key(self) -> None:
+        """An external action run for real is called with the context and the step's key."""
+        gateway = Gateway([CaptureFailed(), Captured()])
+        stepper = Stepper(payment, steps=gateway, real=[PaymentSteps.capture], run_id="r1")
+        stepper.step(Authorized())
+        stepper.step()
+        stepper.send("retry")
+        stepper.step()
+        assert gateway.calls == [("capture", "r1:2"), ("capture", "r1:4")]
+        assert stepper.context["attempts"] == 2
+        stepper.expect("captured")
+
+    def test_real_collaborator_failing(self) -> None:
+        """A collaborator's method that raises fails the step as CallbackError; the run stays."""
+
+        class Down(Gateway):
+            def authorize(self, context: dict[str, Any]) -> Authorized | Declined:
+                raise ConnectionError("issuer unreachable")
+
+        stepper = Stepper(payment, steps=Down(), real=["created"])
+        with pytest.raises(CallbackError) as caught:
+            stepper.step()
+        assert isinstance(caught.value.__cause__, ConnectionError)
+        assert caught.value.name == "authorize"
+        stepper.expect("created")
+
+    def test_real_step_action_without_steps(self) -> None:
+        """Running a protocol method for real with no collaborator is the engine's BindError."""
+        stepper = Stepper(payment, real=["authorize"])
+        with pytest.raises(BindError, match="runs authorize of PaymentSteps") as caught:
+            stepper.step()
+        assert caught.value.missing == ("authorize",)
+
+    def test_an_incomplete_collaborator_is_refused(self) -> None:
+        """The steps object is bound as for a run: missing methods are one BindError."""
+
+        class HalfGateway:
+            def authorize(self, context: dict[str, Any]) -> Authorized | Declined:
+                return Authorized()
+
+        with pytest.raises(BindError) as caught:
+            Stepper(payment, steps=HalfGateway())
+        assert caught.value.missing == ("capture",)
+
+    def test_a_name_for_two_actions_is_ambiguous(self) -> None:
+        """A name two different callables share must be scripted by state or callable."""
+
+        def go(context: dict[str, Any]) -> str:
+            return "ok"
+
+        def other_go(context: dict[str, Any]) -> str:
+            return "ok"
+
+        other_go.__name__ = "go"
+        machine = Machine(
+            "twice",
+            states=[
+                State("a", initial=True, action=go),
+                State("b", action=other_go),
+                State("c", final=True),
+            ],
+            transitions=[("a", "ok", "b"), ("b", "ok", "c")],
+        )
+        with pytest.raises(ScriptError) as caught:
+            Stepper(machine).script("go", "ok")
+        assert str(caught.value) == (
+            "'go' names several actions of 'twice'; script each by its state or by the "
+            "callable itself"
+        )
+        Stepper(machine).script(go, "ok").script("b", "ok").settle()
+
+
+class TestTake:
+    """take=row forces the guards so that row fires; asked records what guards answered."""
+
+    RETRY, GIVE_UP = payment.transitions[4], payment.transitions[5]
+
+    def test_take_the_fallback_row(self) -> None:
+        """Forcing the unguarded fallback: attempts_left refuses without being called."""
+        stepper = Stepper(payment, {"attempts": 0}, at="capture_failed")
+        stepper.send("retry", take=self.GIVE_UP)
+        stepper.expect("voided")
+        assert stepper.asked == [(self.RETRY, False)]
+
+    def test_take_the_guarded_row(self) -> None:
+        """Forcing the guarded row: it passes although the real guard would refuse."""
+        stepper = Stepper(payment, {"attempts": 9}, at="capture_failed")
+        stepper.send("retry", take=self.RETRY)
+        stepper.expect("authorized")
+        assert stepper.asked == [(self.RETRY, True)]
+
+    def test_asked_records_the_real_guards(self) -> None:
+        """Without take= the real guard is called and its answer recorded."""
+        stepper = Stepper(payment, {"attempts": 9}, at="capture_failed")
+        stepper.send("retry")
+        stepper.expect("voided")
+        assert stepper.asked == [(self.RETRY, False)]
+
+    def test_take_on_an_outcome(self) -> None:
+        """take= works on a stepped outcome too (here a row with no rival)."""
+        stepper = Stepper(payment)
+        stepper.step(Declined(), take=payment.transitions[1])
+        stepper.expect("declined")
+        assert stepper.asked == []
+
+    def test_take_a_row_the_value_does_not_try(self) -> None:
+        """A row that is not among those the value tries is a script mistake; nothing moves."""
+        stepper = Stepper(payment, at="capture_failed")
+        with pytest.raises(ScriptError, match="take=\\('created', Declined, 'declined'\\) is not"):
+            stepper.send("retry", take=payment.transitions[1])
+        stepper.expect("capture_failed")
+
+
+class TestMoreMessages:
+    """The Stepper's own messages, in full."""
+
+    def test_repr(self) -> None:
+        """repr names the machine and the state."""
+        assert repr(Stepper(ping)) == "<Stepper of 'ping' in 'idle'>"
+
+    def test_leftovers_of_several_keys(self) -> None:
+        """Each key's leftovers are listed, separated."""
+        stepper = Stepper(payment, outcomes={"created": [Declined(), Authorized()]})
+        stepper.script("capture", Captured())
+        with pytest.raises(AssertionError) as caught:
+            stepper.assert_script_used()
+        assert str(caught.value).splitlines()[0] == (
+            "scripted outcomes never used: 'created': Declined(), Authorized(); capture: Captured()"
+        )
+
+    def test_assert_path_and_finished(self) -> None:
+        """Both paths are shown; an unfinished run names its state; a final one allows nothing."""
+        stepper = Stepper(ping).follow("start")
+        with pytest.raises(AssertionError) as caught:
+            stepper.assert_path(["idle"])
+        assert str(caught.value).splitlines()[:2] == [
+            "expected the path 'idle'",
+            "     got the path 'idle' -> 'busy'",
+        ]
+        with pytest.raises(AssertionError) as caught:
+            stepper.assert_finished()
+        assert str(caught.value).splitlines()[0] == (
+            "expected the run of 'ping' to be finished, it is in 'busy'"
+        )
+        done = Stepper(ping, at="done")
+        assert done.describe() == "path so far: 'done'\nallowed from 'done': nothing (final)"
+
+    def test_keys_of_a_machine_without_actions(self) -> None:
+        """Scripting a machine with no action says so; an unhashable key is no state."""
+        with pytest.raises(ScriptError) as caught:
+            Stepper(ping).script("idle", "x")
+        assert str(caught.value) == (
+            "state 'idle' of 'ping' has no action to script; states with actions: none"
+        )
+        with pytest.raises(ScriptError, match=r"has no state or action \['idle'\]"):
+            Stepper(ping).script(["idle"], "x")

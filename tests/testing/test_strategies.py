@@ -35,7 +35,13 @@ class TestWalks:
         assert "done" not in walk.states
         assert len(walk.steps) <= 8
 
-    @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    @settings(
+        suppress_health_check=[
+            *settings().suppress_health_check,
+            HealthCheck.too_slow,
+            HealthCheck.filter_too_much,
+        ]
+    )
     @given(st.data(), machines(with_actions=True))
     def test_random_machines(self, data: st.DataObject, machine: Machine[str]) -> None:
         """On any valid machine a walk replays, and stops at an action only when it must."""

@@ -1,0 +1,181 @@
+"""Mutation testing of fsm/ with mutmut: the score per module, and the gate on the engine core.
+
+`python -m tests.mutation core --fail-under 90` (make mutation-gate) mutates validation,
+runtime, definition and table and runs the engine's tests against each mutant; `python -m
+tests.mutation all` (make mutation) mutates every module of fsm/ against the fast suite.
+Each profile runs in a folder of its own, .mutation/PROFILE/, with a copy of fsm/ and
+tests/ and a pyproject.toml that adds the profile's [tool.mutmut] (mutmut reads its
+settings from the current folder only); inspect a mutant there with `mutmut show NAME`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mutmut.stats import status_by_exit_code
+
+ROOT = Path(__file__).resolve().parents[1]
+
+KILLED = {"killed", "timeout", "caught by type check"}
+"""mutmut statuses that count as killed; the score is killed / all mutants of the module
+(a mutant no test ran counts as not killed)."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What one run mutates and which tests judge the mutants."""
+
+    modules: tuple[str, ...]
+    """Glob patterns of the files to mutate (mutmut's only_mutate)."""
+    tests: tuple[str, ...]
+    """pytest arguments choosing the tests (mutmut's pytest_add_cli_args_test_selection)."""
+
+
+PROFILES = {
+    "core": Profile(
+        modules=("fsm/validation.py", "fsm/runtime.py", "fsm/definition.py", "fsm/table.py"),
+        tests=("tests/engine", "tests/testing/test_runtime_hooks.py"),
+    ),
+    "all": Profile(
+        modules=("fsm/*",),
+        tests=("tests", "-m", "not integration", "--ignore=tests/campaign"),
+    ),
+}
+
+READ_BY_TESTS = ("docs", "diagrams", "README.md")
+"""What tests read besides the code (the documentation's examples, the committed diagrams)."""
+
+PYTEST_ARGS = (
+    "-p",
+    "no:cacheprovider",
+    "--hypothesis-profile=mutation",
+    # mypy over the mutated copy reads mutmut's trampolines, not the code under test.
+    "--ignore=tests/engine/test_typing.py",
+)
+
+
+@dataclass(frozen=True)
+class Score:
+    """How the mutants of one module fared."""
+
+    module: str
+    counts: Counter[str]
+
+    @property
+    def total(self) -> int:
+        """All mutants of the module."""
+        return sum(self.counts.values())
+
+    @property
+    def killed(self) -> int:
+        """Mutants some test failed on (a timeout counts)."""
+        return sum(n for status, n in self.counts.items() if status in KILLED)
+
+    @property
+    def percent(self) -> float:
+        """Killed mutants out of all, 0 to 100 (100 for a module without mutants)."""
+        return 100.0 * self.killed / self.total if self.total else 100.0
+
+
+def prepare(folder: Path, profile: Profile) -> None:
+    """A fresh folder with a copy of fsm/ and tests/ and the profile's mutmut settings."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", ".hypothesis")
+    for name in ("fsm", "tests", *READ_BY_TESTS):
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, folder / name, ignore=ignore)
+        else:
+            shutil.copy2(ROOT / name, folder / name)
+    settings = {
+        "source_paths": ["fsm/"],
+        "also_copy": list(READ_BY_TESTS),
+        "only_mutate": list(profile.modules),
+        "pytest_add_cli_args_test_selection": list(profile.tests),
+        "pytest_add_cli_args": list(PYTEST_ARGS),
+    }
+    lines = [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
+    text = (ROOT / "pyproject.toml").read_text()
+    (folder / "pyproject.toml").write_text(text + "\n[tool.mutmut]\n" + "\n".join(lines) + "\n")
+
+
+def scores(folder: Path) -> list[Score]:
+    """The score of each mutated module, from the results mutmut left in mutants/."""
+    found = []
+    for meta in sorted((folder / "mutants").glob("fsm/**/*.py.meta")):
+        codes = json.loads(meta.read_text())["exit_code_by_key"].values()
+        counts = Counter(status_by_exit_code[code] for code in codes)
+        found.append(Score(str(meta.relative_to(folder / "mutants"))[: -len(".meta")], counts))
+    return found
+
+
+def overall(found: Sequence[Score]) -> Score:
+    """All modules' mutants together."""
+    return Score("TOTAL", sum((s.counts for s in found), Counter()))
+
+
+def report(found: Sequence[Score]) -> list[str]:
+    """One line per module, then the total."""
+    total = overall(found)
+    width = max(len(s.module) for s in [*found, total])
+    lines = [f"{'module':<{width}}  mutants  killed  survived  no tests   score"]
+    for s in [*found, total]:
+        lines.append(
+            f"{s.module:<{width}}  {s.total:>7}  {s.killed:>6}  {s.counts['survived']:>8}  "
+            f"{s.counts['no tests']:>8}  {s.percent:>5.1f}%"
+        )
+    return lines
+
+
+def survivors(folder: Path) -> list[str]:
+    """The names of the mutants no test killed (survived, or no test ran them)."""
+    names = []
+    for meta in sorted((folder / "mutants").glob("fsm/**/*.py.meta")):
+        by_key = json.loads(meta.read_text())["exit_code_by_key"]
+        names += [name for name, code in by_key.items() if status_by_exit_code[code] not in KILLED]
+    return names
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.mutation", description=__doc__)
+    parser.add_argument("profile", choices=sorted(PROFILES))
+    parser.add_argument(
+        "--fail-under", type=float, metavar="PERCENT", help="exit 1 when fewer were killed"
+    )
+    parser.add_argument(
+        "--survivors", action="store_true", help="also list the mutants that were not killed"
+    )
+    args = parser.parse_args(argv)
+    folder = ROOT / ".mutation" / args.profile
+    prepare(folder, PROFILES[args.profile])
+    mutmut = Path(sys.executable).with_name("mutmut")
+    log = folder / "mutmut.log"
+    with log.open("w") as out:
+        done = subprocess.run([mutmut, "run"], cwd=folder, stdout=out, stderr=out, env=os.environ)
+    found = scores(folder)
+    if done.returncode != 0 or not found:
+        tail = log.read_text()[-3000:]
+        print(f"{tail}\nmutmut failed (exit {done.returncode}); its output: {log}")
+        return 1
+    print("\n".join(report(found)))
+    if args.survivors:
+        print("\n".join(["not killed:", *survivors(folder)]))
+    if args.fail_under is None:
+        return 0
+    score = overall(found).percent
+    verdict = "is under" if score < args.fail_under else "reaches"
+    print(f"mutation score {score:.1f}% {verdict} the required {args.fail_under:g}%")
+    return 1 if score < args.fail_under else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
