@@ -65,7 +65,9 @@ class TestCoverageOfTheExamples:
         """Run this module in an inner session that fails under 100% transition coverage of
         ping, update and hold (payment has its own, tests/testing/test_payment.py)."""
         here = FilePath(__file__)
-        pytester.makeini("[pytest]\naddopts = -p no:hypothesispytest -p no:cacheprovider -p no:asyncio\n")
+        pytester.makeini(
+            "[pytest]\naddopts = -p no:hypothesispytest -p no:cacheprovider -p no:asyncio\n"
+        )
         result = pytester.runpytest_subprocess(
             str(here),
             "--fsm-coverage-fail-under=100",

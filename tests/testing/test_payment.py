@@ -23,7 +23,9 @@ class TestCoverageOfThePaths:
         """In an inner session running only test_payment_paths: every path passes, none is
         skipped, and the session's transition coverage of payment is 100%."""
         here = FilePath(__file__)
-        pytester.makeini("[pytest]\naddopts = -p no:hypothesispytest -p no:cacheprovider -p no:asyncio\n")
+        pytester.makeini(
+            "[pytest]\naddopts = -p no:hypothesispytest -p no:cacheprovider -p no:asyncio\n"
+        )
         result = pytester.runpytest_subprocess(
             f"{here}::test_payment_paths",
             "--fsm-coverage-fail-under=100",
