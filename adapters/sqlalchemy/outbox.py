@@ -62,22 +62,7 @@ class SqlOutbox:
     def add(self, message: OutboxMessage) -> None:
         _check_message(message)
         created = message.created_at or self._clock()
-        added = insert_row(
-            self._session,
-            self._table,
-            event_id=message.event_id,
-            topic=message.topic,
-            key=message.key,
-            value=message.value,
-            headers=[
-                [name, base64.b64encode(value).decode("ascii")] for name, value in message.headers
-            ],
-            status=PENDING,
-            attempts=message.attempts,
-            next_attempt_at=created,
-            run_id=message.run_id,
-            created_at=created,
-        )
+        added = insert_row(self._session, self._table, **message_row(message, created=created))
         if not added:
             # The value stays out: a stored error names the field, never the data.
             raise InvalidRecord("an outbox message with this event_id exists already")
@@ -297,6 +282,24 @@ class SqlOutbox:
         if status is None:
             raise InvalidRecord(f"no outbox message has event id {event_id!r}")
         return str(status)
+
+
+def message_row(message: OutboxMessage, *, created: datetime) -> dict[str, Any]:
+    """The outbox row of a new message, as `add` inserts it (headers as base64 text)."""
+    return {
+        "event_id": message.event_id,
+        "topic": message.topic,
+        "key": message.key,
+        "value": message.value,
+        "headers": [
+            [name, base64.b64encode(value).decode("ascii")] for name, value in message.headers
+        ],
+        "status": PENDING,
+        "attempts": message.attempts,
+        "next_attempt_at": created,
+        "run_id": message.run_id,
+        "created_at": created,
+    }
 
 
 def _message(row: Row[Any]) -> OutboxMessage:
