@@ -59,8 +59,10 @@ class SqlOutbox:
         self._clock = clock
         self._table = tables.outbox
 
-    def add(self, message: OutboxMessage) -> None:
+    def add(self, message: OutboxMessage, *, hold_until: datetime | None = None) -> None:
         _check_message(message)
+        if hold_until is not None:
+            checks.aware("hold_until", hold_until)
         created = message.created_at or self._clock()
         added = insert_row(
             self._session,
@@ -74,7 +76,7 @@ class SqlOutbox:
             ],
             status=PENDING,
             attempts=message.attempts,
-            next_attempt_at=created,
+            next_attempt_at=hold_until or created,
             run_id=message.run_id,
             created_at=created,
         )
@@ -254,13 +256,6 @@ class SqlOutbox:
             .where(outbox.c.key == key, outbox.c.status == PENDING)
         ).scalar_one()
         return int(count)
-
-    def hold(self, event_id: str, *, until: datetime) -> None:
-        """Make a pending, unleased message unclaimable before `until`."""
-        c = self._table.c
-        unleased = (c.event_id == event_id, c.lease_owner.is_(None))
-        if self._update(*unleased, next_attempt_at=until) != 1:
-            raise InvalidRecord(f"outbox message {event_id!r} is not pending and unleased")
 
     def counts(self) -> dict[str, int]:
         """How many messages are pending, published and dead."""
