@@ -8,9 +8,9 @@ piece of the user's own code) is skipped, and only those are.
 from __future__ import annotations
 
 import re
-from collections import Counter
 import sys
 import types
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
