@@ -58,16 +58,22 @@ counts are read after the engines' pooled connections are closed, and this long 
 
 @dataclass
 class EngineCounter:
-    """Commits and statements SQLAlchemy saw on the engines it listens to (statements run in
-    autocommit are transactions PostgreSQL counts but SQLAlchemy sees no commit of)."""
+    """Commits, statements and pool checkouts SQLAlchemy saw on the engines it listens to.
+
+    A checkout of a pooled connection with pool_pre_ping (DBOS's default for its system
+    database, and this project's) runs `select 1` in autocommit: a transaction PostgreSQL
+    counts as a commit, which neither the commit nor the statement event sees.
+    """
 
     commits: int = 0
     statements: int = 0
+    checkouts: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def listen(self, engine: Engine) -> None:
         event.listen(engine, "commit", self._commit)
         event.listen(engine, "before_cursor_execute", self._statement)
+        event.listen(engine.pool, "checkout", self._checkout)
 
     def _commit(self, *_: Any) -> None:
         with self.lock:
@@ -77,9 +83,13 @@ class EngineCounter:
         with self.lock:
             self.statements += 1
 
-    def snapshot(self) -> tuple[int, int]:
+    def _checkout(self, *_: Any) -> None:
         with self.lock:
-            return self.commits, self.statements
+            self.checkouts += 1
+
+    def snapshot(self) -> tuple[int, int, int]:
+        with self.lock:
+            return self.commits, self.statements, self.checkouts
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,7 @@ class Commits:
     database: int
     engine_commits: int
     statements: int
+    checkouts: int
     background: float = 0.0
     """Of `database`, an estimate of what background threads committed: their rate while idle
     (measured just before) times the run's duration."""
@@ -289,9 +300,13 @@ def dbos_run(
 
 
 def _commits(
-    database: int, before: tuple[int, int], after: tuple[int, int], background: float = 0.0
+    database: int,
+    before: tuple[int, int, int],
+    after: tuple[int, int, int],
+    background: float = 0.0,
 ) -> Commits:
-    return Commits(database, after[0] - before[0], after[1] - before[1], background)
+    commits, statements, checkouts = (a - b for a, b in zip(after, before, strict=True))
+    return Commits(database, commits, statements, checkouts, background)
 
 
 def _system_engine(dbos: Any) -> Engine | None:
@@ -356,27 +371,29 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.rounds} rounds of {args.count} updates, one at a time; medians\n")
     print(
         "| path | updates/s | ratio | commits/update (database) | of which background "
-        "| commits/update (SQLAlchemy) | statements/update |"
+        "| commits/update (SQLAlchemy) | pool checkouts/update | statements/update |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     hand = statistics.median(rate for rate, _ in results["hand-written loop"])
     for name, values in results.items():
         rate = statistics.median(r for r, _ in values)
         per = {
             what: statistics.median(getattr(c, what) for _, c in values) / args.count
-            for what in ("database", "background", "engine_commits", "statements")
+            for what in ("database", "background", "engine_commits", "checkouts", "statements")
         }
         print(
             f"| {name} | {rate:,.0f} | {rate / hand:.2f}x | {per['database']:.1f} "
-            f"| {per['background']:.1f} | {per['engine_commits']:.1f} | {per['statements']:.1f} |"
+            f"| {per['background']:.1f} | {per['engine_commits']:.1f} | {per['checkouts']:.1f} "
+            f"| {per['statements']:.1f} |"
         )
     for name, values in results.items():
         print(f"\n{name}, updates/s by round: " + ", ".join(f"{r:,.1f}" for r, _ in values))
     print(
         "\ncommits (database): pg_stat_database.xact_commit of the run's own database; of which "
         "background: DBOS's idle commit rate times the run's duration; (SQLAlchemy): commit "
-        "events on the engines listened to (statements in autocommit have none); statements: "
-        "SQLAlchemy's, background included"
+        "events on the engines listened to; pool checkouts: on an engine with pool_pre_ping "
+        "(DBOS's system database engine) each is a `select 1` in autocommit, which PostgreSQL "
+        "counts as a commit; statements: SQLAlchemy's, background included"
     )
     return 0
 
