@@ -9,14 +9,19 @@ interleaved in rounds so that the ratios hold on a noisy machine:
   row, COMMIT; send to Kafka and wait for the acknowledgement; UPDATE the row published,
   COMMIT (the same guarantees as the flow, none of its bookkeeping);
 - the flow: `FlowApp.orchestrator().perform(payload)`, one update at a time, then with N
-  threads (one orchestrator each, distinct users);
+  threads and with N processes (one orchestrator each, distinct users);
 - the relay draining a backlog of pending events (their runs in publish_failed), with one
   relay and with three;
 - raw produce: kafka-python sending the same number of messages, acks=all, idempotent,
-  waiting only once at the end.
+  waiting only once at the end;
+- on PostgreSQL, the peer for durable steps: DBOS Transact doing the same job as a workflow
+  (benchmarks/dbos_peer.py);
+- after the rounds, the peak memory (tracemalloc) of one relay draining a tenth of the
+  backlog and the whole of it.
 
-It prints rates, ratios, SQL statements per update and per relayed event, and checks at the
-end that every committed event was acknowledged and every run is final.
+It prints rates, ratios, SQL statements per update and per relayed event, each of issue 15's
+goals with its verdict, and checks at the end that every committed event was acknowledged
+and every run is final.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from dbos_peer import dbos_updates  # benchmarks/ is this script's directory
 from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.engine import make_url
 
@@ -52,6 +58,7 @@ from userstatus.events import UserStatusChanged
 from userstatus.flow import FlowState
 from userstatus.sql import FLOW_TABLES, users
 
+DBOS = "DBOS Transact workflow, one at a time"
 DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 NEW = UserStatus.SUSPENDED
 """Each user is updated once, active to suspended."""
@@ -421,6 +428,7 @@ def main(argv: list[str] | None = None) -> None:
         flow(bench, 20)
         rates: dict[str, list[float]] = {}
         statements: dict[str, list[float]] = {}
+        commits: list[float] = []
         relays = f"relay draining {args.backlog:,}"
         for _ in range(args.rounds):
             rates.setdefault("hand-written loop", []).append(hand_written(bench, args.updates))
@@ -438,6 +446,10 @@ def main(argv: list[str] | None = None) -> None:
             rates.setdefault("raw produce (kafka-python)", []).append(
                 raw_produce(bench, args.backlog)
             )
+            if args.db_url.startswith("postgresql"):  # DBOS's system database: PostgreSQL
+                rate, per = dbos_updates(args.db_url, broker.bootstrap_servers, args.updates)
+                rates.setdefault(DBOS, []).append(rate)
+                commits.append(per)
         small = max(args.backlog // 10, 5 * RELAY.batch_size)  # several batches
         peak_memory(bench, small)  # warm up: the first drain fills caches that stay
         memory = {size: peak_memory(bench, size) for size in (small, args.backlog)}
@@ -485,6 +497,10 @@ def main(argv: list[str] | None = None) -> None:
     print("\n| goal | ratio | bar | |\n|---|---:|---:|---|")
     for goal in goals:
         print(goal)
+    if commits:
+        print(f"\nDBOS commits per update (pg_stat_database): {statistics.median(commits):.1f}")
+        if one is not None:
+            print(f"the flow one at a time vs DBOS: {one / median[DBOS]:.2f}x")
     print(f"\ncheck: {verdict}")
 
 
