@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -27,7 +27,7 @@ from adapters.kafka.retry import RetryPolicy
 from adapters.memory import FakePublisher
 from adapters.sqlalchemy import create_engine
 from adapters.sqlalchemy.tables import TABLES
-from fsm.outbox import Publisher
+from fsm.outbox import OutboxMessage, Publisher, PublishError
 from fsm.relay import RelayReport, RelaySettings
 from tests.clock import Clock
 from tests.conftest import POSTGRES_URL
@@ -231,10 +231,26 @@ def _clear(db_url: str) -> None:
         engine.dispose()
 
 
+class BatchFake(FakePublisher):
+    """A fake that publishes a batch as KafkaPublisher does (fsm.outbox.BatchPublisher): the
+    relay then takes the same path, and sends the same statements, as with the real one."""
+
+    def publish_batch(self, messages: Sequence[OutboxMessage]) -> list[Exception | None]:
+        answers: list[Exception | None] = []
+        for message in messages:
+            try:
+                self.publish(message)
+            except PublishError as error:
+                answers.append(error)
+            else:
+                answers.append(None)
+        return answers
+
+
 @functools.cache
 def enumerated(backend: str) -> dict[str, DryRun] | None:
     """The dry runs of every scenario on `backend`, once per session (None: no PostgreSQL)."""
-    working = FakePublisher()
+    working = BatchFake()
     failing = FakePublisher()
     failing.failing = True
     with scratch_database(backend) as db_url:
