@@ -177,9 +177,7 @@ def _database(args: argparse.Namespace) -> Iterator[tuple[SqlUnitOfWork, str]]:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from sqlalchemy import func, or_, select
-
-    from fsm.timers import timeout_of
+    from sqlalchemy import func, select
 
     if args.stuck and (args.machine is None or ":" not in args.machine):
         raise UsageError("--stuck needs the definition: give --machine MODULE:ATTR")
@@ -213,17 +211,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
         if args.older_than is not None:
             query = query.where(runs.c.updated_at < now - args.older_than)
         if stored is not None and args.stuck:
-            claimable = or_(runs.c.claimed_until.is_(None), runs.c.claimed_until <= now)
-            timed = [s.name for s in stored.machine.states if timeout_of(s) is not None]
-            left = runs.c.state.in_(stored.resumable_states) & (
-                runs.c.updated_at < now - args.grace
-            )
-            due = runs.c.state.in_(stored.labels(timed)) & (runs.c.due_at <= now)
-            query = query.where(claimable, runs.c.finished.is_(False), left | due)
+            query = query.where(runs.c.id.in_(_stuck(stored, args.grace, now, args.limit)))
         with uow:
             records = list(uow.session.execute(query))
             total = uow.session.scalar(select(func.count()).select_from(runs))
-    found = [_run_json(row, now) for row in records]
+    found = [
+        _record_json(row) | {"idle_seconds": int((now - row.updated_at).total_seconds())}
+        for row in records
+    ]
     if args.json:
         return _print_json({"runs": found})
     if not found:
@@ -246,28 +241,28 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stuck(stored: PersistentMachine[Any], grace: timedelta, now: datetime, limit: int) -> set[str]:
+    """What a worker would act on now (the worker's own lookups): runs left in a state with
+    a pending action past `grace`, held by no live claim, and runs whose timeout is due."""
+    name = stored.machine.name
+    with stored.uow as uow:
+        left = uow.runs.find(
+            name,
+            states=stored.resumable_states,
+            finished=False,
+            updated_before=now - grace,
+            claimable_at=now,
+            limit=limit,
+        )
+        return {*left, *uow.runs.find_due(name, now, limit)}
+
+
 def _known(what: str, value: str, known: Any) -> None:
     """UsageError naming the known values unless `value` is one of them."""
     values = sorted(set(known))
     if value not in values:
         listed = ", ".join(values) or "none"
         raise UsageError(f"--{what} {value!r}: no such {what}; known: {listed}")
-
-
-def _run_json(row: Any, now: datetime) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "machine": row.machine,
-        "state": row.state,
-        "finished": row.finished,
-        "version": row.version,
-        "created_at": _time(row.created_at),
-        "updated_at": _time(row.updated_at),
-        "idle_seconds": int((now - row.updated_at).total_seconds()),
-        "claimed_by": row.claimed_by,
-        "claimed_until": _time(row.claimed_until),
-        "due_at": _time(row.due_at),
-    }
 
 
 def _note(row: Any, now: datetime) -> str:
@@ -345,7 +340,8 @@ def _shipped_spec(name: str) -> str:
     return next((s for s in specs if load_machine(s).name == name), "MODULE:ATTR")
 
 
-def _record_json(record: RunRecord) -> dict[str, Any]:
+def _record_json(record: RunRecord | Any) -> dict[str, Any]:
+    """A run as stored (a RunRecord, or a row of the runs table: the same names)."""
     return {
         "id": record.id,
         "machine": record.machine,
