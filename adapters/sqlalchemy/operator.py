@@ -20,6 +20,8 @@ from fsm.errors import show
 from fsm.labels import state_label, trigger_label
 
 if TYPE_CHECKING:
+    from sqlalchemy import Select
+
     from adapters.sqlalchemy.outbox import OutboxEntry
     from adapters.sqlalchemy.uow import SqlUnitOfWork
     from fsm.persistence import PersistentMachine, PersistentRun
@@ -181,40 +183,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     if args.stuck and (args.machine is None or ":" not in args.machine):
         raise UsageError("--stuck needs the definition: give --machine MODULE:ATTR")
+    now = utc_now()
     with _database(args) as (uow, _):
-        runs = uow.tables.runs
-        now = utc_now()
-        query = select(runs).order_by(runs.c.updated_at, runs.c.id).limit(args.limit)
-        stored: PersistentMachine[Any] | None = None
-        if args.machine is not None:
-            if ":" in args.machine:
-                stored = _runs(args.machine, uow)
-            else:
-                with uow:
-                    names = uow.session.scalars(select(runs.c.machine).distinct())
-                    _known("machine", args.machine, names)
-            name = stored.machine.name if stored is not None else args.machine
-            query = query.where(runs.c.machine == name)
-        if args.state is not None:
-            asked: Sequence[str] = [args.state]
-            if stored is not None:
-                by_label = {state_label(s.name): s.name for s in stored.machine.states}
-                _known("state", args.state, by_label)
-                asked = stored.labels([by_label[args.state]])  # with its former labels
-            else:
-                states = select(runs.c.state).distinct()
-                if args.machine is not None:
-                    states = states.where(runs.c.machine == args.machine)
-                with uow:
-                    _known("state", args.state, uow.session.scalars(states))
-            query = query.where(runs.c.state.in_(asked))
-        if args.older_than is not None:
-            query = query.where(runs.c.updated_at < now - args.older_than)
-        if stored is not None and args.stuck:
-            query = query.where(runs.c.id.in_(_stuck(stored, args.grace, now, args.limit)))
+        query = _filtered(args, uow, now)
         with uow:
             records = list(uow.session.execute(query))
-            total = uow.session.scalar(select(func.count()).select_from(runs))
+            total = uow.session.scalar(select(func.count()).select_from(uow.tables.runs))
     found = [
         _record_json(row) | {"idle_seconds": int((now - row.updated_at).total_seconds())}
         for row in records
@@ -228,17 +202,54 @@ def _cmd_list(args: argparse.Namespace) -> int:
         ["ID", "MACHINE", "STATE", "IDLE", "UPDATED", "NOTE"],
         [
             [
-                r["id"],
-                r["machine"],
-                r["state"],
+                row.id,
+                row.machine,
+                row.state,
                 _age(row.updated_at, now),
                 _at(row.updated_at),
                 _note(row, now),
             ]
-            for r, row in zip(found, records, strict=True)
+            for row in records
         ],
     )
     return 0
+
+
+def _filtered(args: argparse.Namespace, uow: SqlUnitOfWork, now: datetime) -> Select[Any]:
+    """The runs `fsm runs list` asks for, least recently changed first; UsageError naming
+    the known ones for a machine or state that is not."""
+    from sqlalchemy import select
+
+    runs = uow.tables.runs
+    query = select(runs).order_by(runs.c.updated_at, runs.c.id).limit(args.limit)
+    stored: PersistentMachine[Any] | None = None
+    if args.machine is not None:
+        if ":" in args.machine:
+            stored = _runs(args.machine, uow)
+        else:
+            with uow:
+                names = uow.session.scalars(select(runs.c.machine).distinct())
+                _known("machine", args.machine, names)
+        name = stored.machine.name if stored is not None else args.machine
+        query = query.where(runs.c.machine == name)
+    if args.state is not None:
+        asked: Sequence[str] = [args.state]
+        if stored is not None:
+            by_label = {state_label(s.name): s.name for s in stored.machine.states}
+            _known("state", args.state, by_label)
+            asked = stored.labels([by_label[args.state]])  # with its former labels
+        else:
+            states = select(runs.c.state).distinct()
+            if args.machine is not None:
+                states = states.where(runs.c.machine == args.machine)
+            with uow:
+                _known("state", args.state, uow.session.scalars(states))
+        query = query.where(runs.c.state.in_(asked))
+    if args.older_than is not None:
+        query = query.where(runs.c.updated_at < now - args.older_than)
+    if stored is not None and args.stuck:
+        query = query.where(runs.c.id.in_(_stuck(stored, args.grace, now, args.limit)))
+    return query
 
 
 def _stuck(stored: PersistentMachine[Any], grace: timedelta, now: datetime, limit: int) -> set[str]:
