@@ -412,7 +412,19 @@ def _operated(runs: PersistentMachine[Any], run_id: str) -> PersistentRun[Any]:
 
 
 def _cmd_send(args: argparse.Namespace) -> int:
-    return _move(args, lambda runs, run: resolve_event(run.run, args.event))
+    def event(runs: PersistentMachine[Any], run: PersistentRun[Any]) -> object:
+        trigger = resolve_event(run.run, args.event)
+        if isinstance(trigger, type):
+            # An outcome says what an action or the relay found; an operator's is made up.
+            sendable = [show(t) for t in run.run.allowed if not isinstance(t, type)]
+            raise UsageError(
+                f"{trigger.__name__} is an outcome: actions and the relay report those, "
+                f"operators do not; events to send from {show(run.state)}: "
+                f"{', '.join(sendable) or 'none'}"
+            )
+        return trigger
+
+    return _move(args, event)
 
 
 def _cmd_cancel(args: argparse.Namespace) -> int:

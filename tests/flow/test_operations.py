@@ -229,6 +229,8 @@ class TestRunsShow:
         """A run that is not stored: one line."""
         line = one_line_error(capsys, ["runs", "show", "nope", "--db-url", seeded.url])
         assert "no stored run has id 'nope'" in line
+        argv = ["runs", "send", "nope", "capture", "--machine", HOLD, "--db-url", seeded.url]
+        assert "no stored run has id 'nope'" in one_line_error(capsys, argv)
 
 
 class TestRunsSend:
@@ -252,6 +254,13 @@ class TestRunsSend:
             ),
             ("captured", "capture", HOLD, "captured"),
             ("authorized", "capture", FLOW, "belongs to machine 'hold', not 'user_status_upd"),
+            (
+                "publish_failed",
+                "Published",
+                FLOW,
+                "Published is an outcome: actions and the relay report those, operators do not;"
+                " events to send from 'publish_failed': none",
+            ),
             ("authorized", "capture", "fsm.examples:nope", "has no attribute 'nope'"),
         ],
     )
