@@ -419,7 +419,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
             sendable = [show(t) for t in run.run.allowed if not isinstance(t, type)]
             raise UsageError(
                 f"{trigger.__name__} is an outcome: actions and the relay report those, "
-                f"operators do not; events to send from {show(run.state)}: "
+                f"operators do not; events to send from {state_label(run.state)!r}: "
                 f"{', '.join(sendable) or 'none'}"
             )
         return trigger
