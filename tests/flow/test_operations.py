@@ -243,6 +243,17 @@ class TestRunsSend:
         assert f"run {run_id}: authorized --capture--> captured" in out
         assert history(seeded, run_id) == [("authorized", "capture", "captured")]
 
+    def test_json(self, seeded: Seeded, capsys: Any) -> None:
+        """--json: the run's state afterwards and each step the event led to."""
+        run_id = seeded.runs["authorized"]
+        argv = ["runs", "send", run_id, "expire", "--machine", HOLD, "--db-url", seeded.url]
+        assert json.loads(fsm(capsys, *argv, "--json")) == {
+            "run": run_id,
+            "state": "voided",
+            "finished": True,
+            "steps": [{"source": "authorized", "trigger": "expire", "target": "voided"}],
+        }
+
     @pytest.mark.parametrize(
         ("run", "event", "machine", "message"),
         [
