@@ -70,8 +70,8 @@ class TestDocumentation:
             "docs/persistence.md:173",
             "docs/persistence.md:270",
             "docs/persistence.md:402",
-            "docs/persistence.md:429",
-            "docs/persistence.md:478",
+            "docs/persistence.md:435",
+            "docs/persistence.md:484",
         ]
 
     @pytest.mark.parametrize("block", BLOCKS, ids=str)
