@@ -345,10 +345,9 @@ def _shipped_spec(name: str) -> str:
     from fsm.errors import FSMError
 
     try:
-        specs = load_config().specs
-    except FSMError:
+        return next(s for s in load_config().specs if load_machine(s).name == name)
+    except (FSMError, StopIteration):  # not shipped here, or not loadable: the reader knows
         return "MODULE:ATTR"
-    return next((s for s in specs if load_machine(s).name == name), "MODULE:ATTR")
 
 
 def _record_json(record: RunRecord | Any) -> dict[str, Any]:
