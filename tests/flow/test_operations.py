@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from adapters.kafka.broker import LocalBroker
 from adapters.kafka.consumer import AuditConsumer
@@ -76,8 +77,7 @@ def seeded(db_url: str, broker: LocalBroker) -> Any:
     }
     relay = app.relay(down)
     with app.unit_of_work() as uow:  # the immediate publish's hold, let go for the relay
-        for entry in uow.outbox.entries(status="pending"):
-            uow.outbox.hold(entry.message.event_id, until=utc_now())
+        uow.session.execute(update(uow.tables.outbox).values(next_attempt_at=utc_now()))
     report = relay.run(until_idle=True, max_seconds=30)
     assert len(report.dead_events) == 1
     runs["publish_failed"] = app.orchestrator(down).perform(payload(3)).id

@@ -142,9 +142,10 @@ class TestWithAWorker:
         with pytest.raises(RunNotSettled) as stopped:
             app.orchestrator(Exploding()).perform(UpdateUserStatusPayload(1, UserStatus.SUSPENDED))
         run_id = stopped.value.run_id
-        with app.unit_of_work() as uow:  # only the worker may move it
-            (entry,) = uow.outbox.entries()
-            uow.outbox.hold(entry.message.event_id, until=utc_now() + timedelta(hours=1))
+        with app.unit_of_work() as uow:  # only the worker may move it: the event held away
+            outbox = uow.tables.outbox
+            later = utc_now() + timedelta(hours=1)
+            uow.session.execute(update(outbox).values(next_attempt_at=later))
         args = [*relay_args(db_url), "--worker", "--worker-grace-seconds", "0.1"]
         process = subprocess.Popen(
             [sys.executable, "-m", "fsm", *args], cwd=ROOT, stderr=subprocess.PIPE, text=True
