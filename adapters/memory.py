@@ -139,6 +139,14 @@ class InMemoryOutbox:
         record.last_error = error
         record.lease_owner = record.lease_until = None
 
+    def redrive(self, event_id: str, *, now: datetime) -> None:
+        record = self._get(event_id)
+        if record.status != DEAD:
+            raise InvalidRecord(f"outbox message {event_id!r} is {record.status}, not dead")
+        record.status = PENDING
+        record.attempts = 0
+        record.next_attempt_at = now
+
     def _get(self, event_id: str) -> OutboxRecord:
         record = self.records.get(event_id)
         if record is None:
@@ -342,7 +350,12 @@ class InMemoryUnitOfWork:
             self._open = False
 
     def left_behind(
-        self, machine: str, *, limit: int, skip: Collection[str] = ()
+        self,
+        machine: str,
+        *,
+        limit: int,
+        skip: Collection[str] = (),
+        parked: Collection[str] = (),
     ) -> list[LeftBehind]:
         """Unfinished runs of `machine` whose outbox event is published or dead."""
         found = [
@@ -352,6 +365,7 @@ class InMemoryUnitOfWork:
             and run.machine == machine
             and not run.finished
             and run.id not in skip
+            and run.state not in parked
         ]
         return found[:limit]
 

@@ -68,6 +68,7 @@ class Machine(Generic[S, P]):
         transitions: Iterable[RowSpec[S]],
         steps: type | None = None,
         aliases: Mapping[str, Hashable] | None = None,
+        cancel: Hashable | None = None,
     ) -> None:
         self.name = name
         self.steps = steps
@@ -87,6 +88,9 @@ class Machine(Generic[S, P]):
         contexts and outcomes ('payments.flow.Failed') to the dataclass or Enum. Stored runs
         that hold them load; what is written uses the current names."""
         self.transitions: tuple[Row[S], ...] = tuple(rows)
+        self.cancel = cancel
+        """The trigger that cancels a run (`fsm runs cancel`), if the machine has one: it
+        fires a row of the table like any event, so only from the states that have one."""
         problems += validate(self)
         if problems:
             raise DefinitionError(name, problems)

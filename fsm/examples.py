@@ -80,10 +80,13 @@ hold: Machine[str] = Machine(
     transitions=[
         ("authorized", "capture", "captured"),
         ("authorized", "expire", "voided"),
+        ("authorized", "void", "voided"),
     ],
+    cancel="void",
 )
 """A waiting state with a timeout: an authorization not captured within 7 days is voided
-(`fsm worker` sends "expire" when it is due)."""
+(`fsm worker` sends "expire" when it is due), or at once by an operator (`fsm runs cancel`
+sends "void", the machine's cancel trigger)."""
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,16 @@ and published later, by the step after the commit or by a relay (fsm.relay)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from fsm.errors import FSMError
 from fsm.ports import UnitOfWork
+
+if TYPE_CHECKING:
+    from fsm.definition import Machine
 
 
 class PublishError(FSMError):
@@ -117,6 +120,11 @@ class Outbox(Protocol):
         """How many messages are pending, published and dead."""
         ...
 
+    def redrive(self, event_id: str, *, now: datetime) -> None:
+        """Send a dead message back to pending, due at `now`, its attempts counted from 0
+        again (an operator's redrive); InvalidRecord, with nothing changed, if it is not dead."""
+        ...
+
 
 class LeaseLost(FSMError):
     """The outbox message is no longer leased to this owner (its lease expired and was taken)."""
@@ -159,6 +167,25 @@ Delivery = Published | PublishFailed | DeadLettered
 """What one attempt to publish an outbox message can come to (a relay's closed family)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Redriven:
+    """An operator sent a dead-lettered event back to pending (`fsm outbox redrive`).
+
+    A machine whose runs wait for outbox events gives it a row from the state its
+    DeadLettered row leads to (back to where the run waits for the relay): the redrive is
+    then a transition like any other, recorded in the run's history with this event id."""
+
+    event_id: str
+
+
+def redrivable(machine: Machine[Any]) -> tuple[Hashable, ...]:
+    """The states with a Redriven row: their runs' event was dead-lettered and they wait for
+    an operator, not for the relay or a worker."""
+    return tuple(
+        dict.fromkeys(row.source for row in machine.transitions if row.trigger is Redriven)
+    )
+
+
 class OutboxUnitOfWork(UnitOfWork, Protocol):
     """A unit of work whose transaction also reaches an outbox."""
 
@@ -168,10 +195,16 @@ class OutboxUnitOfWork(UnitOfWork, Protocol):
         ...
 
     def left_behind(
-        self, machine: str, *, limit: int, skip: Collection[str] = ()
+        self,
+        machine: str,
+        *,
+        limit: int,
+        skip: Collection[str] = (),
+        parked: Collection[str] = (),
     ) -> list[LeftBehind]:
         """Unfinished runs of `machine` whose outbox message is published or dead, oldest
-        first, leaving out the runs in `skip` (those found unable to move before).
+        first, leaving out the runs in `skip` (those found unable to move before) and those
+        stored in a `parked` state (waiting for an operator: see `redrivable`).
 
         A relay settles a run and its message in one transaction, so this finds only runs
         an operator or an older version left so; the relay finishes them.

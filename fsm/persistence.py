@@ -162,11 +162,16 @@ class StoredMachine(Generic[S, U, H]):
         """Stored labels of the non-final states with an action: a run stored in one of them
         has a step left to take by itself (its process stopped between two steps). Each
         label is followed by the state's former labels (aliases=, an Enum state's name)."""
+        states = self.machine.states
+        return self.labels(s.name for s in states if s.action is not None and not s.final)
+
+    def labels(self, states: Iterable[Hashable]) -> tuple[str, ...]:
+        """The stored labels of `states`, each followed by the state's former labels (what
+        `RunStore.find(states=...)` needs to see runs stored under either)."""
         labels: list[str] = []
-        for state in self.machine.states:
-            if state.action is not None and not state.final:
-                labels.append(state_label(state.name))
-                labels.extend(old for old, named in self._aliases.items() if named == state.name)
+        for name in states:
+            labels.append(state_label(name))
+            labels.extend(old for old, named in self._aliases.items() if named == name)
         return tuple(labels)
 
     # -- what differs between the sync and the async runner ---------------------------------

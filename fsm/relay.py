@@ -10,7 +10,7 @@ import os
 import random
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -153,6 +153,9 @@ class RunSettler(Protocol):
     machine: str
     """The machine whose runs wait for the messages (for runs left behind, see
     OutboxUnitOfWork.left_behind)."""
+    parked: Collection[str]
+    """Stored labels of the states whose runs wait for an operator, not for the relay (a
+    dead-lettered event's run, see fsm.outbox.redrivable): never taken as left behind."""
 
     def settle(self, message: OutboxMessage, outcome: Delivery, effect: Effect) -> bool:
         """Move the run `message.run_id` by `outcome`, running `effect(uow)` (the outbox row)
@@ -523,7 +526,10 @@ class OutboxRelay(Stoppable):
         try:
             with self.uow:
                 found = self.uow.left_behind(
-                    self.settler.machine, limit=self.settings.batch_size, skip=self._stuck
+                    self.settler.machine,
+                    limit=self.settings.batch_size,
+                    skip=self._stuck,
+                    parked=self.settler.parked,
                 )
         except Exception as error:
             report.errors += 1

@@ -74,6 +74,7 @@ def validate(machine: Machine[Any]) -> list[str]:
     problems += check_timeouts(states, rows)
     problems += _check_state_aliases(states)
     problems += _check_aliases(machine.aliases, rows)
+    problems += _check_cancel(machine.cancel, rows)
     problems += _check_graph(states, rows)
     return problems
 
@@ -276,6 +277,21 @@ def _check_aliases(aliases: Mapping[str, Hashable], rows: list[Row[Any]]) -> lis
                 "nor a dataclass or Enum; map a former name to what it became"
             )
     return problems
+
+
+def _check_cancel(cancel: Hashable | None, rows: list[Row[Any]]) -> list[str]:
+    """cancel= must name the trigger of a row: cancelling goes through the table."""
+    if cancel is None or any(_same(row.trigger, cancel) for row in rows):
+        return []
+    triggers = ", ".join(dict.fromkeys(show(row.trigger) for row in rows)) or "none"
+    return [
+        f"cancel={show(cancel)} is the trigger of no row; add a row for it from each state a "
+        f"run may be cancelled in, or name one of the triggers: {triggers}"
+    ]
+
+
+def _same(trigger: Hashable, value: object) -> bool:
+    return not unhashable(value) and trigger == value
 
 
 def _check_graph(states: list[State[Any]], rows: list[Row[Any]]) -> list[str]:

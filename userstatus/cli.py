@@ -8,11 +8,17 @@ import logging
 import math
 import os
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fsm.cli import UsageError
 from fsm.errors import FSMError
+
+if TYPE_CHECKING:
+    from userstatus.app import FlowApp
 
 
 class CommandError(FSMError):
@@ -196,6 +202,18 @@ def register_relay(commands: Any) -> None:
     tuning.add_argument(
         "--owner", type=_owner, default=None, help="the name this relay leases events under"
     )
+    tuning.add_argument(
+        "--worker",
+        action="store_true",
+        help="also run a worker for the flow's runs in this process (fsm worker "
+        "userstatus.relay:flow_runs): it resumes runs left between steps; both stop on SIGTERM",
+    )
+    tuning.add_argument(
+        "--worker-grace-seconds",
+        type=_bounded(float, MAX_LEASE_SECONDS),
+        default=60.0,
+        help="with --worker: how long a run may wait for its pending step before it is resumed",
+    )
     relay.set_defaults(handler=_cmd_relay)
 
 
@@ -225,7 +243,8 @@ def _cmd_relay(args: argparse.Namespace) -> int:
         relay = app.relay(owner=args.owner)
         relay.install_signal_handlers()
         logging.info("relay %s: started on %s", relay.owner, config.bootstrap_servers)
-        report = relay.run(until_idle=args.until_idle)
+        with _beside(app, relay.owner, args.worker_grace_seconds) if args.worker else nullcontext():
+            report = relay.run(until_idle=args.until_idle)
         logging.info(
             "relay %s: stopped; published %d, failed %d, dead-lettered %d, pending %d",
             relay.owner,
@@ -245,6 +264,33 @@ def _cmd_relay(args: argparse.Namespace) -> int:
         return 1 if args.until_idle and (report.dead or report.unsettled_runs) else 0
     finally:
         app.close()
+
+
+@contextmanager
+def _beside(app: FlowApp, name: str, grace_seconds: float) -> Iterator[None]:
+    """A worker for the flow's runs in a thread of its own while the block runs (the relay,
+    in the main thread, takes the signals); stopped and joined when the block ends."""
+    from fsm.worker import Worker, WorkerSettings
+    from userstatus.relay import flow_runs
+
+    runs = flow_runs(app.unit_of_work(), worker=name, clock=app.clock)
+    worker = Worker(
+        [runs], settings=WorkerSettings(grace=timedelta(seconds=grace_seconds)), name=name
+    )
+
+    def work() -> None:
+        try:
+            worker.run()
+        except Exception as error:  # the database went away for good: the relay goes on
+            logging.error("worker %s: stopped by %r", name, error)
+
+    thread = threading.Thread(target=work, name="fsm-worker", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        worker.stop()
+        thread.join()
 
 
 def register_demo(commands: Any) -> None:

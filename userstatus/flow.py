@@ -13,6 +13,7 @@ from userstatus.outcomes import (
     Published,
     PublishFailed,
     PublishOutcome,
+    Redriven,
     StorageError,
     UpdateOutcome,
     UserNotFound,
@@ -74,9 +75,8 @@ machine: Machine[FlowState, FlowSteps] = Machine(
         ),
         State(
             F.DEAD_LETTERED,
-            final=True,
             failure=True,
-            description="the relay gave up; the event needs people",
+            description="the relay gave up; an operator re-drives the event (fsm outbox redrive)",
         ),
     ],
     # The delivery outcomes moved from userstatus.outcomes to fsm.outbox: runs stored before
@@ -100,6 +100,8 @@ machine: Machine[FlowState, FlowSteps] = Machine(
         (F.PUBLISH_FAILED, Published, F.PUBLISHED),
         (F.PUBLISH_FAILED, PublishFailed, F.PUBLISH_FAILED),
         (F.PUBLISH_FAILED, DeadLettered, F.DEAD_LETTERED),
+        # Not final: the event goes back to pending and the run back to the relay.
+        (F.DEAD_LETTERED, Redriven, F.PUBLISH_FAILED),
     ],
 )
 """The flow: `fsm check userstatus.flow:machine`, `fsm diagram userstatus.flow:machine`."""

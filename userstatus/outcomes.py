@@ -9,6 +9,7 @@ from fsm.outbox import DeadLettered as DeadLettered  # the outbox's delivery out
 from fsm.outbox import Delivery
 from fsm.outbox import Published as Published
 from fsm.outbox import PublishFailed as PublishFailed
+from fsm.outbox import Redriven as Redriven  # an operator's: `fsm outbox redrive`
 from userstatus.domain import UserStatus
 
 

@@ -4,15 +4,23 @@ moves each event's run by the outcome of the relay's attempt."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from fsm.defaults import utc_now
 from fsm.errors import FSMError
-from fsm.outbox import DeadLettered, Delivery, OutboxMessage, Published, Publisher, PublishFailed
+from fsm.outbox import (
+    DeadLettered,
+    Delivery,
+    OutboxMessage,
+    Published,
+    Publisher,
+    PublishFailed,
+    redrivable,
+)
 from fsm.persistence import Effect, PersistentMachine
-from fsm.ports import RunNotFound
+from fsm.ports import RunNotFound, UnitOfWork
 from fsm.relay import OutboxRelay as Relay
 from fsm.relay import default_owner
 from userstatus.domain import UserStatus
@@ -29,9 +37,8 @@ class FlowSettler:
     machine = machine.name
 
     def __init__(self, uow: FlowUnitOfWork, *, clock: Callable[[], datetime], worker: str) -> None:
-        self.runs: PersistentMachine[FlowState] = PersistentMachine(
-            machine, uow, types=[UserStatus], clock=clock, steps=_RelaySteps(), worker=worker
-        )
+        self.runs = flow_runs(uow, worker=worker, clock=clock)
+        self.parked: Collection[str] = self.runs.labels(redrivable(machine))
 
     def settle(self, message: OutboxMessage, outcome: Delivery, effect: Effect) -> bool:
         assert message.run_id is not None
@@ -51,14 +58,37 @@ class FlowSettler:
         except RunNotFound:
             log.warning("relay: run %s of event %s is not stored", run_id, event_id)
             return False
-        if run.finished:
-            return False  # settled already (a duplicate send after an expired lease)
+        if run.finished or run.state == FlowState.DEAD_LETTERED:
+            # Settled already (a duplicate send after an expired lease), or parked for an
+            # operator: the relay never moves a dead-lettered run, a redrive does.
+            return False
         if run.state == FlowState.STATUS_UPDATED:
             # The process that committed stopped before publishing: that publish failed.
             # Its step is recorded first; the relay's own outcome follows from publish_failed.
             run.advance()
         run.send(outcome, effect=effect)
         return True
+
+
+def flow_runs(
+    uow: UnitOfWork,
+    *,
+    worker: str,
+    lease: timedelta = timedelta(seconds=30),
+    clock: Callable[[], datetime] = utc_now,
+) -> PersistentMachine[FlowState]:
+    """The flow's stored runs as the relay moves them (its context's types, the relay's
+    steps): what `fsm worker`, `fsm runs` and `fsm outbox redrive` take as
+    userstatus.relay:flow_runs (an fsm.worker.RunsFactory)."""
+    return PersistentMachine(
+        machine,
+        uow,
+        types=[UserStatus],
+        clock=clock,
+        steps=_RelaySteps(),
+        worker=worker,
+        lease=lease,
+    )
 
 
 class OutboxRelay(Relay):

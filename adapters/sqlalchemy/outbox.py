@@ -219,19 +219,31 @@ class SqlOutbox:
         row = self._session.execute(
             select(outbox).where(outbox.c.event_id == event_id)
         ).one_or_none()
-        if row is None:
-            return None
-        return OutboxEntry(
-            message=_message(row),
-            status=row.status,
-            next_attempt_at=row.next_attempt_at,
-            last_error=row.last_error,
-            lease_owner=row.lease_owner,
-            lease_expires_at=row.lease_expires_at,
-            published_at=row.published_at,
-            published_by=row.published_by,
-            dead_at=row.dead_at,
+        return None if row is None else _entry(row)
+
+    def entries(self, *, status: str | None = None, limit: int = 100) -> list[OutboxEntry]:
+        """Stored messages, oldest first: all, or those of one `status` (pending,
+        published or dead), at most `limit`."""
+        checks.positive_int("limit", limit, 10_000)
+        outbox = self._table
+        query = select(outbox).order_by(outbox.c.id).limit(limit)
+        if status is not None:
+            query = query.where(outbox.c.status == status)
+        return [_entry(row) for row in self._session.execute(query)]
+
+    def redrive(self, event_id: str, *, now: datetime) -> None:
+        checks.text("event id", event_id, ID_LENGTH)
+        checks.aware("now", now)
+        c = self._table.c
+        # The error and dead_at stay: what went wrong last time is worth keeping to read.
+        result = self._session.execute(
+            update(self._table)
+            .where(c.event_id == event_id, c.status == DEAD)
+            .values(status=PENDING, attempts=0, next_attempt_at=now)
         )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            status = self._status(event_id)
+            raise InvalidRecord(f"outbox message {event_id!r} is {status}, not dead")
 
     def pending_for_key(self, key: str) -> int:
         """How many messages of `key` are neither published nor dead."""
@@ -278,6 +290,20 @@ class SqlOutbox:
         if status is None:
             raise InvalidRecord(f"no outbox message has event id {event_id!r}")
         return str(status)
+
+
+def _entry(row: Row[Any]) -> OutboxEntry:
+    return OutboxEntry(
+        message=_message(row),
+        status=row.status,
+        next_attempt_at=row.next_attempt_at,
+        last_error=row.last_error,
+        lease_owner=row.lease_owner,
+        lease_expires_at=row.lease_expires_at,
+        published_at=row.published_at,
+        published_by=row.published_by,
+        dead_at=row.dead_at,
+    )
 
 
 def message_row(

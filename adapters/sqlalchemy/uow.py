@@ -101,7 +101,12 @@ class SqlUnitOfWork:
         self.session.rollback()
 
     def left_behind(
-        self, machine: str, *, limit: int, skip: Collection[str] = ()
+        self,
+        machine: str,
+        *,
+        limit: int,
+        skip: Collection[str] = (),
+        parked: Collection[str] = (),
     ) -> list[LeftBehind]:
         """Unfinished runs of `machine` whose outbox message is published or dead."""
         runs, outbox = self.tables.runs, self.tables.outbox
@@ -119,6 +124,7 @@ class SqlUnitOfWork:
                 runs.c.finished.is_(False),
                 outbox.c.status.in_((PUBLISHED, DEAD)),
                 runs.c.id.not_in(list(skip)),
+                runs.c.state.not_in(list(parked)),
             )
             .order_by(runs.c.updated_at, runs.c.id)
             .limit(limit)

@@ -30,6 +30,7 @@ class TestDeclaring:
         assert {str(p) for p in row_paths(hold)} == {
             "authorized-capture->captured",
             "authorized-expire->voided",
+            "authorized-void->voided",
         }
 
     @pytest.mark.parametrize(

@@ -1003,3 +1003,27 @@ class TestAliasesOfSeveralStates:
             "aliases: 'went' maps to ['go'], which is neither a trigger of the table nor a "
             "dataclass or Enum; map a former name to what it became"
         )
+
+
+class TestCancel:
+    def test_cancel_names_a_rows_trigger(self) -> None:
+        """cancel= is kept when a row has that trigger."""
+        machine = Machine(
+            "m", states=[A, B, C], transitions=[("a", "go", "b"), ("b", "stop", "c")], cancel="stop"
+        )
+        assert machine.cancel == "stop"
+
+    def test_a_trigger_without_a_row_is_refused(self) -> None:
+        """cancel= naming no row's trigger lists the triggers there are."""
+        with pytest.raises(DefinitionError) as caught:
+            Machine("m", states=[A, C], transitions=[("a", "go", "c")], cancel="stop")
+        assert only(caught.value.problems) == (
+            "cancel='stop' is the trigger of no row; add a row for it from each state a run "
+            "may be cancelled in, or name one of the triggers: 'go'"
+        )
+
+    def test_an_unhashable_cancel_is_refused(self) -> None:
+        """A list can be no trigger: refused, not a TypeError."""
+        with pytest.raises(DefinitionError) as caught:
+            Machine("m", states=[A, C], transitions=[("a", "go", "c")], cancel=["go"])  # type: ignore[arg-type]
+        assert "cancel=['go'] is the trigger of no row" in only(caught.value.problems)

@@ -5,7 +5,7 @@ failed attempts retried, a customer nobody can reach dead-lettered, every run se
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -88,6 +88,7 @@ class InvoiceSettler:
     """The invoices' settle hook: a relay's outcome is sent to the invoice's run."""
 
     machine = invoices.name
+    parked: Collection[str] = ()
 
     def __init__(self, uow: OutboxUnitOfWork) -> None:
         self.runs = PersistentMachine(invoices, uow)

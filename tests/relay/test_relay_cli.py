@@ -6,6 +6,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from adapters.sqlalchemy.tables import TABLES
 from fsm.cli import main
 from userstatus.app import FlowApp
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
+from userstatus.flow import FlowState
 
 ROOT = Path(__file__).resolve().parents[2]
 UNREACHABLE = "127.0.0.1:1"
@@ -112,3 +115,50 @@ class TestShortLease:
         assert "lease_seconds 10 is shorter than one publish attempt" in err
         assert "give at least 20" in err
         assert not (tmp_path / "relay.sqlite3").exists()
+
+
+class Exploding:
+    """A publisher whose call fails outright: the process that took the step stops there."""
+
+    def publish(self, message: object) -> None:
+        raise RuntimeError("the process died mid-publish")
+
+
+class TestWithAWorker:
+    def test_the_worker_resumes_beside_the_relay_and_both_stop(self, tmp_path: Path) -> None:
+        """`fsm relay --worker`: a run left in status_updated (its event held away from the
+        relay) is resumed by the worker in the same process; SIGTERM stops both, status 0."""
+        from adapters.sqlalchemy import create_engine, init_db
+        from fsm.defaults import utc_now
+        from userstatus.orchestrator import RunNotSettled
+        from userstatus.sql import FLOW_TABLES
+
+        db_url = f"sqlite:///{tmp_path / 'relay.sqlite3'}"
+        engine = create_engine(db_url)
+        init_db(engine, extra=FLOW_TABLES)
+        app = FlowApp(engine, KafkaConfig(bootstrap_servers=UNREACHABLE))
+        with app.unit_of_work() as uow:
+            uow.users.create(1, "active")
+        with pytest.raises(RunNotSettled) as stopped:
+            app.orchestrator(Exploding()).perform(UpdateUserStatusPayload(1, UserStatus.SUSPENDED))
+        run_id = stopped.value.run_id
+        with app.unit_of_work() as uow:  # only the worker may move it: the event held away
+            outbox = uow.tables.outbox
+            later = utc_now() + timedelta(hours=1)
+            uow.session.execute(update(outbox).values(next_attempt_at=later))
+        args = [*relay_args(db_url), "--worker", "--worker-grace-seconds", "0.1"]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fsm", *args], cwd=ROOT, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while app.runs().load(run_id).state != FlowState.PUBLISH_FAILED:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.2)
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=20)
+        finally:
+            process.kill()
+            app.close()
+        assert process.returncode == 0, err
+        assert "resumed 1 runs" in err and "relay " in err and ": stopped;" in err, err

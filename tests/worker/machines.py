@@ -16,6 +16,8 @@ EFFECTS = "FSM_TEST_EFFECTS"
 """The file each `note` appends its run's name to (one line per call)."""
 SLOW_GUARD = "FSM_TEST_SLOW_GUARD"
 """Seconds the expire row's guard sleeps: holds a worker between its claim and the step."""
+GUARD_MARK = "FSM_TEST_GUARD_MARK"
+"""A file the expire row's guard creates before it sleeps: its process is inside the step."""
 SLOW_NOTE = "FSM_TEST_SLOW_NOTE"
 """Seconds each note takes after writing its line: widens the window two workers resuming
 one run would overlap in (the claim is what closes it)."""
@@ -34,6 +36,8 @@ class ReminderSteps(Protocol):
 
 def patient(run: Run[Any]) -> bool:
     """The guard of the expire row: sleeps $FSM_TEST_SLOW_GUARD seconds, then lets it fire."""
+    if os.environ.get(GUARD_MARK):
+        Path(os.environ[GUARD_MARK]).touch()
     time.sleep(float(os.environ.get(SLOW_GUARD) or 0))
     return True
 
