@@ -27,6 +27,7 @@ from fsm.codec import Codec, DecodeError
 from fsm.defaults import new_id, utc_now
 from fsm.drive import Steps, call, run_async, run_sync, settle
 from fsm.errors import CallbackError, FSMError, RestoreError, show
+from fsm.hooks import CommitHook, FailureHook, StepCommitted, StepFailed, committed, failed
 from fsm.labels import former_labels, trigger_label
 from fsm.labels import state_label as state_label  # its home before fsm.labels: still named here
 from fsm.ports import (
@@ -91,8 +92,11 @@ class StoredMachine(Generic[S, U, H]):
 
     `listeners` are called after each transition inside the step's transaction, before it
     commits: what they write through the unit of work commits with the step, and if one
-    raises the step rolls back. `types` are the dataclasses and Enums the context may hold
-    beyond the machine's own outcome and state types (see fsm.codec.Codec.for_machine).
+    raises the step rolls back. `after_commit` hooks are called once a step has committed,
+    and `after_failure` hooks once one has rolled back, each with what happened (see
+    fsm.hooks, which also logs each step); they never change the step. `types` are the
+    dataclasses and Enums the context may hold beyond the machine's own outcome and state
+    types (see fsm.codec.Codec.for_machine).
     """
 
     def __init__(
@@ -107,6 +111,8 @@ class StoredMachine(Generic[S, U, H]):
         steps: P | Binding | None = None,
         worker: str | None = None,
         lease: timedelta = timedelta(seconds=30),
+        after_commit: Iterable[CommitHook] = (),
+        after_failure: Iterable[FailureHook] = (),
     ) -> None:
         if lease <= timedelta(0):
             raise ValueError(f"lease must be positive, got {lease}")
@@ -121,6 +127,8 @@ class StoredMachine(Generic[S, U, H]):
         self.codec = codec if codec is not None else Codec.for_machine(machine, types)
         self.clock = clock
         self._listeners = tuple(listeners)
+        self.after_commit = tuple(after_commit)
+        self.after_failure = tuple(after_failure)
         self._states: dict[str, S] = {}
         for state in machine.states:
             label = state_label(state.name)
@@ -212,6 +220,7 @@ class StoredMachine(Generic[S, U, H]):
         run = self._new_run(context, run_id)
         handle._adopt(run)
         now = self.clock()
+        handle._entered = now
         handle._due = due_at(self.machine, run.state, now)
         record = handle._record(created=True, now=now)
         handle._committed = record.context
@@ -330,9 +339,12 @@ class StoredRun(RunHandle[S]):
 
     __slots__ = (
         "_active",
+        "_attempt",
+        "_began",
         "_claim",
         "_committed",
         "_due",
+        "_entered",
         "_owner",
         "_redo",
         "_run",
@@ -358,6 +370,12 @@ class StoredRun(RunHandle[S]):
         self._stale = False
         self._due: datetime | None = None
         """When the current state's timeout is due, as last read or written."""
+        self._entered: datetime | None = None
+        """When the run entered its current state, as last read or written."""
+        self._began = owner.clock()
+        """When the step under way began (see StepCommitted.began_at)."""
+        self._attempt: tuple[str, str, str] | None = None
+        """The source, trigger and target of the transition being committed (for a failure)."""
 
     def __repr__(self) -> str:
         run = self._run
@@ -405,6 +423,7 @@ class StoredRun(RunHandle[S]):
         self._committed = record.context
         self._claim = (record.claimed_by, record.claimed_until, record.attempt)
         self._due = record.due_at
+        self._entered = history[-1].at if history else record.created_at
         self.version = record.version
         self._seq = len(history)
         self._stale = False
@@ -428,18 +447,20 @@ class StoredRun(RunHandle[S]):
         """Call the claimed run's external action with no transaction open; record its
         outcome (and the local steps after it) in a new transaction that checks the claim."""
         run = self.run
+        began = self._owner.clock()
         try:
             outcome = yield from run.call_steps()
-        except BaseException:
+        except BaseException as error:
             yield from self._recover()  # what committed is the truth: drop the call's changes
             yield from self._release()
+            yield from self._failed(error, began)
             raise
 
         def record() -> Steps[None]:
             yield from run.fire_steps(outcome, outcome=True)
             yield from run.advance_steps()
 
-        yield from self._step(record)
+        yield from self._step(record, began)
 
     def _claim_run(self) -> Steps[bool]:
         """Commit this worker's claim on the run for its external step: True once it holds,
@@ -517,9 +538,10 @@ class StoredRun(RunHandle[S]):
         version: int = yield from settle(self._owner.uow.runs.save(record))
         return version
 
-    def _step(self, act: Callable[[], Steps[object]]) -> Steps[None]:
+    def _step(self, act: Callable[[], Steps[object]], began: datetime | None = None) -> Steps[None]:
         if self._stale:
             yield from self._reload_steps()
+        self._began = began if began is not None else self._owner.clock()
 
         def active() -> Steps[None]:
             self._active = True
@@ -534,6 +556,7 @@ class StoredRun(RunHandle[S]):
             read_at = self.version
             yield from self._recover()
             shown, cause = self._explain(error, read_at)
+            yield from self._failed(shown, self._began)
             if shown is error:
                 raise
             raise shown from cause
@@ -558,6 +581,23 @@ class StoredRun(RunHandle[S]):
             # very run: say so in the run's terms.
             return ConcurrencyError("run", self.id, expected=read_at, found=self.version), shown
         return shown, cause
+
+    def _failed(self, error: BaseException, began: datetime) -> Steps[None]:
+        """Log the step that just rolled back and tell the machine's failure hooks."""
+        owner = self._owner
+        source, trigger, target = self._attempt or (state_label(self.run.state), None, None)
+        self._attempt = None
+        step = StepFailed(
+            machine=owner.machine.name,
+            run_id=self.id,
+            source=source,
+            trigger=trigger,
+            target=target,
+            error=error,
+            began_at=began,
+            at=owner.clock(),
+        )
+        yield from failed(step, owner.after_failure)
 
     def _recover(self) -> Steps[None]:
         try:
@@ -589,14 +629,30 @@ class StoredRun(RunHandle[S]):
             at=now,
         )
         uow = owner.uow
+        self._attempt = (entry.source, entry.trigger, entry.target)
         new_version = yield from self._save(record)
         yield from call(uow.runs.append, entry)
         yield from call(uow.commit)
+        self._attempt = None
         self.version = new_version
         self._seq += 1
         self._committed = record.context
         self._claim = (None, None, 0)
         self._redo = None
+        step = StepCommitted(
+            machine=owner.machine.name,
+            run_id=run.id,
+            seq=entry.seq,
+            source=entry.source,
+            trigger=entry.trigger,
+            target=entry.target,
+            outcome=transition.outcome,
+            began_at=self._began,
+            at=now,
+            entered_at=self._entered,
+        )
+        self._entered = self._began = now
+        yield from committed(step, owner.after_commit)
 
     def _rollback(self) -> Steps[None]:
         """An action raised Rollback: drop the step's writes and its context changes; the
