@@ -118,6 +118,10 @@ class Outbox(Protocol):
         """How many messages are pending, published and dead."""
         ...
 
+    def oldest_pending(self) -> datetime | None:
+        """When the oldest message neither published nor dead was added; None if none is."""
+        ...
+
 
 class LeaseLost(FSMError):
     """The outbox message is no longer leased to this owner (its lease expired and was taken)."""
