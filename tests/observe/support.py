@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, func, select
 
 from adapters.sqlalchemy import TABLES
 from fsm.examples import Authorized, Captured, CaptureFailed, Declined
 from fsm.hooks import StepCommitted, StepFailed
+from tests.faults.injector import Fault, FaultInjector
+
+
+@contextmanager
+def failing_commit(engine: Engine) -> Iterator[None]:
+    """The block's first commit on `engine` fails (the connection lost, the database rolls
+    back), and the block must raise that error."""
+    injector = FaultInjector(engine)
+    try:
+        injector.arm(Fault("commit", 1))
+        with pytest.raises(Exception, match="injected fault"):
+            yield
+        assert injector.fired == "commit 1 (transient)"
+    finally:
+        injector.detach()
 
 
 @dataclass

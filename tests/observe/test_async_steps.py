@@ -4,28 +4,15 @@ rules as the sync runner's, `async def` hooks awaited."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from adapters.sqlalchemy import AsyncSqlUnitOfWork, create_async_engine
+from adapters.sqlalchemy import AsyncSqlUnitOfWork
 from fsm import AsyncPersistentMachine, ConcurrencyError
 from fsm.examples import ping
 from fsm.hooks import StepCommitted
-from tests.faults.injector import Fault, FaultInjector
-from tests.observe.support import Told
-
-
-@pytest.fixture
-async def async_engine(engine: Engine, db_url: str) -> AsyncIterator[AsyncEngine]:
-    """An asyncio engine on `db_url`, whose tables the `engine` fixture created."""
-    created = create_async_engine(db_url)
-    try:
-        yield created
-    finally:
-        await created.dispose()
+from tests.observe.support import Told, failing_commit
 
 
 class AsyncTold(Told):
@@ -64,14 +51,8 @@ class TestAsyncHooks:
         caplog.set_level(logging.DEBUG, logger="fsm.steps")
         told = AsyncTold()
         run = await pings(async_engine, told).start()
-        injector = FaultInjector(async_engine.sync_engine)
-        try:
-            injector.arm(Fault("commit", 1))
-            with pytest.raises(Exception, match="injected fault"):
-                await run.send("start")
-            assert injector.fired == "commit 1 (transient)"
-        finally:
-            injector.detach()
+        with failing_commit(async_engine.sync_engine):
+            await run.send("start")
         assert (told.committed, run.state) == ([], "idle")
         (failure,) = told.failed
         assert (failure.source, failure.trigger, failure.target) == ("idle", "start", "busy")

@@ -14,14 +14,25 @@ from fsm import CallbackError, ConcurrencyError, InvalidEvent, PersistentMachine
 from fsm.examples import payment, ping
 from fsm.hooks import StepCommitted, StepFailed, watch_steps
 from tests.clock import T0, Clock
-from tests.faults.injector import Fault, FaultInjector
-from tests.observe.support import Gateway, Told
+from tests.observe.support import Gateway, Told, failing_commit
 
 FIELDS = ("fsm_machine", "fsm_run_id", "fsm_source", "fsm_trigger", "fsm_target")
+IDLE_TO_BUSY = ["idle", "start", "busy"]
 
 
 def pings(engine: Engine, told: Told, clock: Clock) -> PersistentMachine[str]:
     return PersistentMachine(ping, SqlUnitOfWork(engine, clock=clock), clock=clock, **told.hooks())
+
+
+def failed_payment(engine: Engine, gateway: Gateway, error: str) -> tuple[StepFailed, Told]:
+    """Start payment p-1 on a gateway that fails with `error`: the one failure its hooks
+    were told, and the hooks."""
+    told = Told()
+    machine = PersistentMachine(payment, SqlUnitOfWork(engine), steps=gateway, **told.hooks())
+    with pytest.raises(CallbackError, match=error):
+        machine.start(run_id="p-1")
+    (failure,) = told.failed
+    return failure, told
 
 
 def step_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -85,14 +96,8 @@ class TestAfterCommit:
         """A commit that fails: no after-commit call, one failure call; the retry is told once."""
         told, clock = Told(), Clock()
         run = pings(engine, told, clock).start()
-        injector = FaultInjector(engine)
-        try:
-            injector.arm(Fault("commit", 1))
-            with pytest.raises(Exception, match="injected fault"):
-                run.send("start")
-            assert injector.fired == "commit 1 (transient)"
-        finally:
-            injector.detach()
+        with failing_commit(engine):
+            run.send("start")
         assert (told.committed, run.state, run.version) == ([], "idle", 1)
         (failure,) = told.failed
         assert (failure.machine, failure.run_id, failure.source) == ("ping", run.id, "idle")
@@ -128,13 +133,7 @@ class TestAfterFailure:
 
     def test_action_error(self, engine: Engine) -> None:
         """An action that raises: told with the state the run stays in, and the error."""
-        told = Told()
-        machine = PersistentMachine(
-            payment, SqlUnitOfWork(engine), steps=Gateway(down=True), **told.hooks()
-        )
-        with pytest.raises(CallbackError, match="gateway unreachable"):
-            machine.start(run_id="p-1")
-        (failure,) = told.failed
+        failure, told = failed_payment(engine, Gateway(down=True), "gateway unreachable")
         assert (failure.machine, failure.run_id, failure.source) == ("payment", "p-1", "created")
         assert (failure.trigger, failure.target) == (None, None)
         assert isinstance(failure.error, CallbackError)
@@ -164,14 +163,8 @@ class TestAfterFailure:
 
     def test_external_call_error(self, engine: Engine) -> None:
         """An external action that raises (no transaction open) is a failed step too."""
-        told = Told()
-        machine = PersistentMachine(
-            payment, SqlUnitOfWork(engine), steps=Gateway(unanswered=True), **told.hooks()
-        )
-        with pytest.raises(CallbackError, match="no answer"):
-            machine.start(run_id="p-2")
+        failure, told = failed_payment(engine, Gateway(unanswered=True), "no answer")
         assert told.moves() == [("created", "Authorized", "authorized")]
-        (failure,) = told.failed
         assert (failure.source, failure.trigger) == ("authorized", None)
 
 
@@ -207,13 +200,7 @@ class TestStepLogs:
         (record,) = step_records(caplog)
         assert record.levelno == logging.DEBUG
         assert record.getMessage() == f"ping run {run.id}: step 1 committed: idle --start--> busy"
-        assert [getattr(record, name) for name in FIELDS] == [
-            "ping",
-            run.id,
-            "idle",
-            "start",
-            "busy",
-        ]
+        assert [getattr(record, name) for name in FIELDS] == ["ping", run.id, *IDLE_TO_BUSY]
         assert record.fsm_seq == 1  # type: ignore[attr-defined]
 
     def test_rolled_back_step_at_warning_only(
@@ -222,22 +209,11 @@ class TestStepLogs:
         """A step whose commit failed logs one WARNING and no committed line."""
         caplog.set_level(logging.DEBUG, logger="fsm.steps")
         run = pings(engine, Told(), Clock()).start()
-        injector = FaultInjector(engine)
-        try:
-            injector.arm(Fault("commit", 1))
-            with pytest.raises(Exception, match="injected fault"):
-                run.send("start")
-        finally:
-            injector.detach()
+        with failing_commit(engine):
+            run.send("start")
         (record,) = step_records(caplog)
         assert record.levelno == logging.WARNING
-        assert [getattr(record, name) for name in FIELDS] == [
-            "ping",
-            run.id,
-            "idle",
-            "start",
-            "busy",
-        ]
+        assert [getattr(record, name) for name in FIELDS] == ["ping", run.id, *IDLE_TO_BUSY]
         assert "OperationalError" in record.fsm_error  # type: ignore[attr-defined]
         assert record.getMessage().startswith(
             f"ping run {run.id}: step from idle (--start--> busy) failed, rolled back: "
