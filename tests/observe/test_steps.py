@@ -127,6 +127,22 @@ class TestAfterCommit:
         assert "hook broken failed (the step is committed all the same)" in error.getMessage()
         assert error.exc_info is not None and "metrics backend away" in str(error.exc_info[1])
 
+    def test_an_async_hook_in_a_sync_run(
+        self, engine: Engine, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A sync runner cannot await an `async def` hook: that is logged as the hook's
+        error, and the step stays committed."""
+        told = Told()
+
+        async def awaited(step: StepCommitted) -> None:
+            told.after_commit(step)
+
+        machine = PersistentMachine(ping, SqlUnitOfWork(engine), after_commit=[awaited])
+        run = machine.start().send("start")
+        assert (machine.load(run.id).state, told.committed) == ("busy", [])
+        assert "hook awaited failed (the step is committed all the same)" in caplog.text
+        assert "AsyncRequired" in caplog.text
+
 
 class TestAfterFailure:
     """The failure hook is told of each step that rolled back, with what is known of it."""
