@@ -343,6 +343,7 @@ class StoredRun(RunHandle[S]):
         "_began",
         "_claim",
         "_committed",
+        "_committing",
         "_due",
         "_entered",
         "_owner",
@@ -374,8 +375,10 @@ class StoredRun(RunHandle[S]):
         """When the run entered its current state, as last read or written."""
         self._began = owner.clock()
         """When the step under way began (see StepCommitted.began_at)."""
-        self._attempt: tuple[str, str, str] | None = None
-        """The source, trigger and target of the transition being committed (for a failure)."""
+        self._attempt: StepCommitted | None = None
+        """The step being committed, until its commit returned."""
+        self._committing = False
+        """True while the commit of `_attempt` is under way (its writes were accepted)."""
 
     def __repr__(self) -> str:
         run = self._run
@@ -556,7 +559,11 @@ class StoredRun(RunHandle[S]):
             read_at = self.version
             yield from self._recover()
             shown, cause = self._explain(error, read_at)
-            yield from self._failed(shown, self._began)
+            stored = self._stored_anyway()
+            if stored is not None:
+                yield from committed(stored, self._owner.after_commit)
+            else:
+                yield from self._failed(shown, self._began)
             if shown is error:
                 raise
             raise shown from cause
@@ -582,17 +589,32 @@ class StoredRun(RunHandle[S]):
             return ConcurrencyError("run", self.id, expected=read_at, found=self.version), shown
         return shown, cause
 
+    def _stored_anyway(self) -> StepCommitted | None:
+        """After a failed step and a reload: the step, when its commit failed but the store
+        has it all the same (the commit happened, its acknowledgement was lost)."""
+        attempt, committing = self._attempt, self._committing
+        self._committing = False
+        if (
+            attempt is None
+            or not committing
+            or self._stale
+            or (self._seq, self._entered) != (attempt.seq, attempt.at)
+            or state_label(self.run.state) != attempt.target
+        ):
+            return None
+        self._attempt = None
+        return attempt
+
     def _failed(self, error: BaseException, began: datetime) -> Steps[None]:
         """Log the step that just rolled back and tell the machine's failure hooks."""
-        owner = self._owner
-        source, trigger, target = self._attempt or (state_label(self.run.state), None, None)
+        owner, attempt = self._owner, self._attempt
         self._attempt = None
         step = StepFailed(
             machine=owner.machine.name,
             run_id=self.id,
-            source=source,
-            trigger=trigger,
-            target=target,
+            source=attempt.source if attempt else state_label(self.run.state),
+            trigger=attempt.trigger if attempt else None,
+            target=attempt.target if attempt else None,
             error=error,
             began_at=began,
             at=owner.clock(),
@@ -629,17 +651,7 @@ class StoredRun(RunHandle[S]):
             at=now,
         )
         uow = owner.uow
-        self._attempt = (entry.source, entry.trigger, entry.target)
-        new_version = yield from self._save(record)
-        yield from call(uow.runs.append, entry)
-        yield from call(uow.commit)
-        self._attempt = None
-        self.version = new_version
-        self._seq += 1
-        self._committed = record.context
-        self._claim = (None, None, 0)
-        self._redo = None
-        step = StepCommitted(
+        self._attempt = step = StepCommitted(
             machine=owner.machine.name,
             run_id=run.id,
             seq=entry.seq,
@@ -651,6 +663,16 @@ class StoredRun(RunHandle[S]):
             at=now,
             entered_at=self._entered,
         )
+        new_version = yield from self._save(record)
+        yield from call(uow.runs.append, entry)
+        self._committing = True
+        yield from call(uow.commit)
+        self._attempt, self._committing = None, False
+        self.version = new_version
+        self._seq += 1
+        self._committed = record.context
+        self._claim = (None, None, 0)
+        self._redo = None
         self._entered = self._began = now
         yield from committed(step, owner.after_commit)
 

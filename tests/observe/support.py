@@ -13,19 +13,19 @@ from sqlalchemy import Engine, func, select
 from adapters.sqlalchemy import TABLES
 from fsm.examples import Authorized, Captured, CaptureFailed, Declined
 from fsm.hooks import StepCommitted, StepFailed
-from tests.faults.injector import Fault, FaultInjector
+from tests.faults.injector import Fault, FaultInjector, Kind
 
 
 @contextmanager
-def failing_commit(engine: Engine) -> Iterator[None]:
-    """The block's first commit on `engine` fails (the connection lost, the database rolls
-    back), and the block must raise that error."""
+def failing_commit(engine: Engine, kind: Kind = "transient") -> Iterator[None]:
+    """The block's first commit on `engine` fails (the connection lost: the database rolls
+    back, or with "lost-ack" commits first), and the block must raise that error."""
     injector = FaultInjector(engine)
     try:
-        injector.arm(Fault("commit", 1))
+        injector.arm(Fault("commit", 1, kind))
         with pytest.raises(Exception, match="injected fault"):
             yield
-        assert injector.fired == "commit 1 (transient)"
+        assert injector.fired == f"commit 1 ({kind})"
     finally:
         injector.detach()
 

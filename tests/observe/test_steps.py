@@ -105,6 +105,18 @@ class TestAfterCommit:
         run.send("start")
         assert told.moves() == [("idle", "start", "busy")]
 
+    def test_a_lost_acknowledgement(self, engine: Engine) -> None:
+        """A commit that happened though the caller got an error: told as committed, once,
+        and never as failed (the run as reloaded is in the step's target)."""
+        told = Told()
+        run = pings(engine, told, Clock()).start()
+        with failing_commit(engine, "lost-ack"):
+            run.send("start")
+        assert (run.state, told.failed) == ("busy", [])
+        assert told.moves() == [("idle", "start", "busy")]
+        run.send("finish")
+        assert [s.seq for s in told.committed] == [1, 2]
+
     def test_a_hook_error_changes_nothing(
         self, engine: Engine, caplog: pytest.LogCaptureFixture
     ) -> None:
