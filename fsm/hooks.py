@@ -84,6 +84,14 @@ class StepFailed:
     at: datetime
     """When the failure was seen."""
 
+    @classmethod
+    def of(cls, step: StepCommitted, error: BaseException, at: datetime) -> StepFailed:
+        """`step`, prepared but rolled back with `error` (a batch of steps that failed)."""
+        return cls(
+            step.machine, step.run_id, step.source, step.trigger, step.target, error,
+            step.began_at, at,
+        )  # fmt: skip
+
     def fields(self) -> dict[str, object]:
         """The log record's `extra` fields."""
         return {

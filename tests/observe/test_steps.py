@@ -196,6 +196,38 @@ class TestAfterFailure:
         assert (failure.source, failure.trigger) == ("authorized", None)
 
 
+class TestBatch:
+    """send_many's steps share one transaction: told after it commits, or told failed."""
+
+    def test_told_after_the_batch_commits(self, engine: Engine) -> None:
+        """Each run's step is told once, after the batch's one commit (another connection
+        sees every history row by then)."""
+        told = Told(engine)
+        machine = pings(engine, told, Clock())
+        ids = [machine.start().id for _ in range(3)]
+        machine.send_many([(run_id, "start") for run_id in ids])
+        assert [(s.run_id, s.seq, s.target) for s in told.committed] == [
+            (run_id, 1, "busy") for run_id in ids
+        ]
+        assert told.seen == [3, 3, 3]
+
+    def test_a_failed_batch(self, engine: Engine) -> None:
+        """A batch that rolls back (one run's event refused) is never told as committed;
+        the steps prepared before the refusal are told failed."""
+        told = Told()
+        machine = pings(engine, told, Clock())
+        first, second = machine.start(), machine.start()
+        second.send("start")
+        told.committed.clear()
+        with pytest.raises(InvalidEvent):
+            machine.send_many([(first.id, "start"), (second.id, "start")])
+        assert told.committed == []
+        assert [(f.run_id, f.source, f.trigger, f.target) for f in told.failed] == [
+            (first.id, "idle", "start", "busy")
+        ]
+        assert isinstance(told.failed[0].error, InvalidEvent)
+
+
 class TestWatchSteps:
     """watch_steps tells its hooks of every persistent machine's steps, until stopped."""
 
