@@ -168,6 +168,10 @@ class InMemoryOutbox:
             found[record.status] += 1
         return found
 
+    def oldest_pending(self) -> datetime | None:
+        pending = [r.message.created_at for r in self.records.values() if r.status == PENDING]
+        return min((at for at in pending if at is not None), default=None)
+
     def by_status(self, status: str) -> list[OutboxRecord]:
         """The records in `status` (pending, published, dead), oldest first."""
         return sorted((r for r in self.records.values() if r.status == status), key=lambda r: r.seq)

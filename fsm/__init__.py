@@ -15,6 +15,7 @@ from fsm.errors import (
     RunFinished,
     UnhandledOutcome,
 )
+from fsm.hooks import StepCommitted, StepFailed, watch_steps
 from fsm.persistence import (
     AsyncPersistentMachine,
     AsyncPersistentRun,
@@ -56,6 +57,9 @@ __all__ = [
     "RunFinished",
     "RunNotFound",
     "State",
+    "StepCommitted",
+    "StepFailed",
     "Transition",
     "UnhandledOutcome",
+    "watch_steps",
 ]

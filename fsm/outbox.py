@@ -125,6 +125,10 @@ class Outbox(Protocol):
         again (an operator's redrive); InvalidRecord, with nothing changed, if it is not dead."""
         ...
 
+    def oldest_pending(self) -> datetime | None:
+        """When the oldest message neither published nor dead was added; None if none is."""
+        ...
+
 
 class LeaseLost(FSMError):
     """The outbox message is no longer leased to this owner (its lease expired and was taken)."""

@@ -27,6 +27,7 @@ from fsm.codec import Codec, DecodeError
 from fsm.defaults import new_id, utc_now
 from fsm.drive import Steps, call, run_async, run_sync, settle
 from fsm.errors import CallbackError, FSMError, RestoreError, show
+from fsm.hooks import CommitHook, FailureHook, StepCommitted, StepFailed, committed, failed
 from fsm.labels import former_labels, trigger_label
 from fsm.labels import state_label as state_label  # its home before fsm.labels: still named here
 from fsm.ports import (
@@ -94,8 +95,11 @@ class StoredMachine(Generic[S, U, H]):
 
     `listeners` are called after each transition inside the step's transaction, before it
     commits: what they write through the unit of work commits with the step, and if one
-    raises the step rolls back. `types` are the dataclasses and Enums the context may hold
-    beyond the machine's own outcome and state types (see fsm.codec.Codec.for_machine).
+    raises the step rolls back. `after_commit` hooks are called once a step has committed,
+    and `after_failure` hooks once one has rolled back, each with what happened (see
+    fsm.hooks, which also logs each step); they never change the step. `types` are the
+    dataclasses and Enums the context may hold beyond the machine's own outcome and state
+    types (see fsm.codec.Codec.for_machine).
     """
 
     def __init__(
@@ -110,6 +114,8 @@ class StoredMachine(Generic[S, U, H]):
         steps: P | Binding | None = None,
         worker: str | None = None,
         lease: timedelta = timedelta(seconds=30),
+        after_commit: Iterable[CommitHook] = (),
+        after_failure: Iterable[FailureHook] = (),
     ) -> None:
         if lease <= timedelta(0):
             raise ValueError(f"lease must be positive, got {lease}")
@@ -124,6 +130,8 @@ class StoredMachine(Generic[S, U, H]):
         self.codec = codec if codec is not None else Codec.for_machine(machine, types)
         self.clock = clock
         self._listeners = tuple(listeners)
+        self.after_commit = tuple(after_commit)
+        self.after_failure = tuple(after_failure)
         self._states: dict[str, S] = {}
         for state in machine.states:
             label = state_label(state.name)
@@ -220,6 +228,7 @@ class StoredMachine(Generic[S, U, H]):
         run = self._new_run(context, run_id)
         handle._adopt(run)
         now = self.clock()
+        handle._entered = now
         handle._due = due_at(self.machine, run.state, now)
         record = handle._record(created=True, now=now)
         handle._committed = record.context
@@ -245,7 +254,7 @@ class StoredMachine(Generic[S, U, H]):
         twice = sorted({run_id for run_id in ids if ids.count(run_id) > 1})
         if twice:
             raise FSMError(f"send_many takes one event per run; given twice: {twice}")
-        staged: list[tuple[RunRecord, HistoryRecord]] = []
+        staged: list[tuple[RunRecord, HistoryRecord, StepCommitted]] = []
 
         def body() -> Steps[list[H]]:
             runs = self.uow.runs
@@ -271,13 +280,20 @@ class StoredMachine(Generic[S, U, H]):
                         f"to {show(handle.run.state)}, which has an action: send it alone"
                     )
                 handles.append(handle)
-            yield from call(runs.save_many, [record for record, _ in staged])
-            yield from call(runs.append_many, [entry for _, entry in staged])
+            yield from call(runs.save_many, [record for record, _, _ in staged])
+            yield from call(runs.append_many, [entry for _, entry, _ in staged])
             if effect is not None:
                 yield from call(effect, self.uow)
             return handles
 
-        handles: list[H] = yield from self._transaction(body)
+        try:
+            handles: list[H] = yield from self._transaction(body)
+        except BaseException as error:
+            for _, _, step in staged:
+                yield from failed(StepFailed.of(step, error, self.clock()), self.after_failure)
+            raise
+        for _, _, step in staged:
+            yield from committed(step, self.after_commit)
         return handles
 
     def _load_steps(self, run_id: str) -> Steps[H]:
@@ -381,10 +397,14 @@ class StoredRun(RunHandle[S]):
 
     __slots__ = (
         "_active",
+        "_attempt",
+        "_began",
         "_claim",
         "_claimed_in_step",
         "_committed",
+        "_committing",
         "_due",
+        "_entered",
         "_owner",
         "_redo",
         "_run",
@@ -414,7 +434,15 @@ class StoredRun(RunHandle[S]):
         self._stale = False
         self._due: datetime | None = None
         """When the current state's timeout is due, as last read or written."""
-        self._staged: list[tuple[RunRecord, HistoryRecord]] | None = None
+        self._entered: datetime | None = None
+        """When the run entered its current state, as last read or written."""
+        self._began = owner.clock()
+        """When the step under way began (see StepCommitted.began_at)."""
+        self._attempt: StepCommitted | None = None
+        """The step being committed, until its commit returned."""
+        self._committing = False
+        """True while the commit of `_attempt` is under way (its writes were accepted)."""
+        self._staged: list[tuple[RunRecord, HistoryRecord, StepCommitted]] | None = None
         """Where a step is kept to be written with other runs' (send_many), if it is."""
 
     def __repr__(self) -> str:
@@ -468,6 +496,7 @@ class StoredRun(RunHandle[S]):
         self._committed = record.context
         self._claim = (record.claimed_by, record.claimed_until, record.attempt)
         self._due = record.due_at
+        self._entered = history[-1].at if history else record.created_at
         self.version = record.version
         self._seq = len(history)
         self._stale = False
@@ -491,18 +520,20 @@ class StoredRun(RunHandle[S]):
         """Call the claimed run's external action with no transaction open; record its
         outcome (and the local steps after it) in a new transaction that checks the claim."""
         run = self.run
+        began = self._owner.clock()
         try:
             outcome = yield from run.call_steps()
-        except BaseException:
+        except BaseException as error:
             yield from self._recover()  # what committed is the truth: drop the call's changes
             yield from self._release()
+            yield from self._failed(error, began)
             raise
 
         def record() -> Steps[None]:
             yield from run.fire_steps(outcome, outcome=True)
             yield from run.advance_steps()
 
-        yield from self._step(record)
+        yield from self._step(record, began)
 
     def _claim_run(self) -> Steps[bool]:
         """Commit this worker's claim on the run for its external step: True once it holds,
@@ -583,9 +614,10 @@ class StoredRun(RunHandle[S]):
         version: int = yield from settle(self._owner.uow.runs.save(record))
         return version
 
-    def _step(self, act: Callable[[], Steps[object]]) -> Steps[None]:
+    def _step(self, act: Callable[[], Steps[object]], began: datetime | None = None) -> Steps[None]:
         if self._stale:
             yield from self._reload_steps()
+        self._began = began if began is not None else self._owner.clock()
 
         def active() -> Steps[None]:
             self._active = True
@@ -600,6 +632,11 @@ class StoredRun(RunHandle[S]):
             read_at = self.version
             yield from self._recover()
             shown, cause = self._explain(error, read_at)
+            stored = self._stored_anyway()
+            if stored is not None:
+                yield from committed(stored, self._owner.after_commit)
+            else:
+                yield from self._failed(shown, self._began)
             if shown is error:
                 raise
             raise shown from cause
@@ -624,6 +661,34 @@ class StoredRun(RunHandle[S]):
             # very run: say so in the run's terms.
             return ConcurrencyError("run", self.id, expected=read_at, found=self.version), shown
         return shown, cause
+
+    def _stored_anyway(self) -> StepCommitted | None:
+        """After a failed step and a reload: the step, when its commit failed but the store
+        has it all the same (the commit happened, its acknowledgement was lost)."""
+        attempt, committing = self._attempt, self._committing
+        self._committing = False
+        if (
+            attempt is None
+            or not committing
+            or self._stale
+            or (self._seq, self._entered) != (attempt.seq, attempt.at)
+            or state_label(self.run.state) != attempt.target
+        ):
+            return None
+        self._attempt = None
+        return attempt
+
+    def _failed(self, error: BaseException, began: datetime) -> Steps[None]:
+        """Log the step that just rolled back and tell the machine's failure hooks."""
+        owner, attempt, at = self._owner, self._attempt, self._owner.clock()
+        self._attempt = None
+        step = (
+            StepFailed(owner.machine.name, self.id, state_label(self.run.state), None, None,
+                       error, began, at)
+            if attempt is None
+            else StepFailed.of(attempt, error, at)
+        )  # fmt: skip
+        yield from failed(step, owner.after_failure)
 
     def _recover(self) -> Steps[None]:
         try:
@@ -662,19 +727,38 @@ class StoredRun(RunHandle[S]):
             at=now,
         )
         uow = owner.uow
-        if self._staged is not None:  # written with the batch's other steps (send_many)
-            self._staged.append((record, entry))
+        step = StepCommitted(
+            machine=owner.machine.name,
+            run_id=run.id,
+            seq=entry.seq,
+            source=entry.source,
+            trigger=entry.trigger,
+            target=entry.target,
+            outcome=transition.outcome,
+            began_at=self._began,
+            at=now,
+            entered_at=self._entered,
+        )
+        staged = self._staged
+        if staged is not None:  # written with the batch's other steps (send_many)
+            staged.append((record, entry, step))
             new_version = record.version + 1
         else:
+            self._attempt = step
             new_version = yield from self._save(record)
             yield from call(uow.runs.append, entry)
+            self._committing = True
             yield from call(uow.commit)
+            self._attempt, self._committing = None, False
         self.version = new_version
         self._seq += 1
         self._committed = record.context
         self._claim = (record.claimed_by, record.claimed_until, record.attempt)
         self._claimed_in_step = claimed
         self._redo = None
+        self._entered = self._began = now
+        if staged is None:  # a batch's steps are told once the batch committed
+            yield from committed(step, owner.after_commit)
 
     def _rollback(self) -> Steps[None]:
         """An action raised Rollback: drop the step's writes and its context changes; the

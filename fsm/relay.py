@@ -31,7 +31,7 @@ from fsm.outbox import (
 )
 from fsm.persistence import Effect
 from fsm.retry import STEP_RETRY, RetryPolicy, backoff, retry
-from fsm.stopping import Stoppable
+from fsm.stopping import Stoppable, Tally
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ class RelaySettings:
     """How long to wait when nothing is due."""
     sweep_interval: float = 60.0
     """How often (seconds) to look for runs whose event is settled but which are not."""
+    report_interval: float = 60.0
+    """Seconds between the one-line summaries logged at INFO."""
     step_retry: RetryPolicy = STEP_RETRY
     """How a failed database step (recording an attempt, moving its run) is tried again."""
 
@@ -82,6 +84,7 @@ class RelaySettings:
                 ("backoff_initial", self.backoff_initial),
                 ("idle_interval", self.idle_interval),
                 ("sweep_interval", self.sweep_interval),
+                ("report_interval", self.report_interval),
             )
             if not value > 0
         ]
@@ -127,6 +130,13 @@ class RelayReport:
     dead_events: list[str] = field(default_factory=list)
     unsettled_runs: list[str] = field(default_factory=list)
     """Runs whose event was recorded but which could not be moved: for operators."""
+
+    def summary(self) -> str:
+        """One line: `published 3, failed 1, dead-lettered 0, claimed 4, errors 0`."""
+        return (
+            f"published {self.published}, failed {self.failed}, dead-lettered {self.dead}, "
+            f"claimed {self.claimed}, errors {self.errors}"
+        )
 
     def add(self, other: RelayReport) -> None:
         """Add another report's counts to this one."""
@@ -281,17 +291,19 @@ class OutboxRelay(Stoppable):
     def run(self, *, until_idle: bool = False, max_seconds: float | None = None) -> RelayReport:
         """Work until stopped; with `until_idle`, also return once nothing is pending.
 
-        `max_seconds` bounds the time on the relay's clock (for demos and tests).
+        `max_seconds` bounds the time on the relay's clock (for demos and tests). A one-line
+        summary is logged every `report_interval`.
         """
-        total = RelayReport()
         started = swept = self.clock()
+        tally = Tally(self, RelayReport, self.settings.report_interval, started, log)
+        total = tally.total
         self.settle_left_behind(total)
         while not self.stopping:
             report = self.run_once()
-            total.add(report)
             if (self.clock() - swept).total_seconds() >= self.settings.sweep_interval:
                 swept = self.clock()
-                self.settle_left_behind(total)
+                self.settle_left_behind(report)
+            tally.add(report, self.clock())
             if until_idle and report.claimed == 0 and self._idle():
                 break
             if max_seconds is not None and (self.clock() - started).total_seconds() > max_seconds:

@@ -5,8 +5,26 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Generic, Protocol, Self, TypeVar
 
 log = logging.getLogger(__name__)
+
+
+class Report(Protocol):
+    """What a loop did in some rounds, counted (a relay's, a worker's)."""
+
+    def add(self, other: Self) -> None:
+        """Add another report's counts to this one."""
+        ...
+
+    def summary(self) -> str:
+        """The counts in one line."""
+        ...
+
+
+R = TypeVar("R", bound=Report)
 
 
 class Stoppable:
@@ -55,3 +73,34 @@ class Stoppable:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+
+
+class Tally(Generic[R]):
+    """A loop's reports added up, in `total`; every `interval` seconds (on the loop's clock)
+    the reports since the last such line are logged at INFO in one line, through `log`."""
+
+    def __init__(
+        self,
+        loop: Stoppable,
+        new: Callable[[], R],
+        interval: float,
+        now: datetime,
+        log: logging.Logger = log,
+    ) -> None:
+        self.total = new()
+        self._log = log
+        self._loop = loop
+        self._new = new
+        self._interval = interval
+        self._recent = new()
+        self._since = now
+
+    def add(self, report: R, now: datetime) -> None:
+        """Count `report`; log the summary line if `interval` has passed since the last."""
+        self.total.add(report)
+        self._recent.add(report)
+        seconds = (now - self._since).total_seconds()
+        if seconds >= self._interval:
+            loop, recent = self._loop, self._recent.summary()
+            self._log.info("%s %s: %s (last %.0f s)", loop.KIND, loop.name, recent, seconds)
+            self._recent, self._since = self._new(), now

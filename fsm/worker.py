@@ -17,7 +17,7 @@ from fsm.definition import Machine
 from fsm.errors import FSMError
 from fsm.persistence import PersistentMachine, PersistentRun, default_worker
 from fsm.ports import ConcurrencyError, RunClaimed, RunNotFound, UnitOfWork
-from fsm.stopping import Stoppable
+from fsm.stopping import Stoppable, Tally
 from fsm.timers import timeout_of
 
 log = logging.getLogger(__name__)
@@ -154,17 +154,13 @@ class Worker(Stoppable):
 
         `max_seconds` bounds the time on the worker's clock (for demos and tests). A
         one-line summary is logged every `report_interval` and when it returns."""
-        total, recent = WorkerReport(), WorkerReport()
-        started = reported = self.clock()
+        started = self.clock()
+        tally = Tally(self, WorkerReport, self.settings.report_interval, started, log)
+        total = tally.total
         while not self.stopping:
             report = self.run_once()
-            total.add(report)
-            recent.add(report)
             now = self.clock()
-            if (now - reported).total_seconds() >= self.settings.report_interval:
-                seconds = (now - reported).total_seconds()
-                log.info("worker %s: %s (last %.0f s)", self.name, recent.summary(), seconds)
-                recent, reported = WorkerReport(), now
+            tally.add(report, now)
             if until_idle and report.found == 0:
                 break
             if max_seconds is not None and (now - started).total_seconds() > max_seconds:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -13,6 +13,7 @@ from tests.schemas import fresh_schema
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 POSTGRES_URL = os.environ.get(
     "FSM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -79,6 +80,18 @@ def db_url(
     server: str = request.getfixturevalue("postgres_server")
     with fresh_schema(server, "fsm_test") as url:
         yield url
+
+
+@pytest.fixture
+async def async_engine(engine: Engine, db_url: str) -> AsyncIterator[AsyncEngine]:
+    """An asyncio engine on `db_url`, whose tables the `engine` fixture created."""
+    from adapters.sqlalchemy import create_async_engine
+
+    created = create_async_engine(db_url)
+    try:
+        yield created
+    finally:
+        await created.dispose()
 
 
 @pytest.fixture

@@ -112,6 +112,7 @@ def relay_settings(args: argparse.Namespace) -> Any:
             max_attempts=args.max_attempts,
             max_age=max_age,
             idle_interval=args.idle_interval,
+            report_interval=args.report_interval,
         )
     except (ValueError, OverflowError) as error:
         raise UsageError(f"relay settings: {error}") from error
@@ -140,6 +141,8 @@ MAX_AGE_HOURS = 87_600.0
 """Ten years."""
 MAX_IDLE_SECONDS = 3_600.0
 """An hour between polls of an idle outbox."""
+MAX_REPORT_SECONDS = 86_400.0
+"""A day between summary lines."""
 MAX_OWNER_LENGTH = 200
 """The outbox's lease_owner column."""
 
@@ -196,6 +199,12 @@ def register_relay(commands: Any) -> None:
     tuning.add_argument("--max-attempts", type=_bounded(int, MAX_ATTEMPTS), default=10)
     tuning.add_argument("--max-age-hours", type=_bounded(float, MAX_AGE_HOURS), default=24.0)
     tuning.add_argument("--idle-interval", type=_bounded(float, MAX_IDLE_SECONDS), default=1.0)
+    tuning.add_argument(
+        "--report-interval",
+        type=_bounded(float, MAX_REPORT_SECONDS),
+        default=60.0,
+        help="seconds between one-line summaries",
+    )
     tuning.add_argument(
         "--until-idle", action="store_true", help="exit once nothing is pending (for jobs)"
     )

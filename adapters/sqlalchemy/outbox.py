@@ -265,6 +265,14 @@ class SqlOutbox:
             found[status] = count
         return found
 
+    def oldest_pending(self) -> datetime | None:
+        """When the oldest message neither published nor dead was added; None if none is."""
+        c = self._table.c
+        oldest: datetime | None = self._session.execute(
+            select(func.min(c.created_at)).where(c.status == PENDING)
+        ).scalar_one()
+        return oldest
+
     def _update_held(self, event_id: str, owner: str, **values: object) -> None:
         """Update a pending message held by `owner` (or by nobody); LeaseLost otherwise."""
         checks.text("owner", owner, NAME_LENGTH)

@@ -29,6 +29,8 @@ class TestRelayFlags:
             ("--max-age-hours", "inf", "a number above 0 and at most 87600"),
             ("--idle-interval", "1e20", "a number above 0 and at most 3600"),
             ("--idle-interval", "NaN", "a number above 0 and at most 3600"),
+            ("--report-interval", "0", "a number above 0 and at most 86400"),
+            ("--report-interval", "1e9", "a number above 0 and at most 86400"),
             ("--batch-size", "20000", "an integer from 1 to 10000"),
             ("--batch-size", "1.5", "an integer from 1 to 10000"),
             ("--batch-size", "0", "an integer from 1 to 10000"),
@@ -95,7 +97,7 @@ class TestSettingsErrors:
         """A ValueError or OverflowError building RelaySettings becomes one UsageError line."""
         args = argparse.Namespace(
             batch_size=10, lease_seconds=float("nan"), max_attempts=3, max_age_hours=1.0,
-            idle_interval=1.0,
+            idle_interval=1.0, report_interval=60.0,
         )  # fmt: skip
         with pytest.raises(UsageError, match=r"^relay settings: lease_seconds must be positive"):
             relay_settings(args)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -48,16 +47,6 @@ from tests.persistence.external_support import (
     another_writer_commits,
     session_states,
 )
-
-
-@pytest.fixture
-async def async_engine(engine: Engine, db_url: str) -> AsyncIterator[AsyncEngine]:
-    """An asyncio engine on `db_url`, whose tables the `engine` fixture created."""
-    created = create_async_engine(db_url)
-    try:
-        yield created
-    finally:
-        await created.dispose()
 
 
 def messages(engine: Engine) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -151,3 +152,17 @@ class TestDeadStaysDead:
         transact(lambda o: o.mark_dead("e1", owner="a", error="gave up", now=at(1)))
         transact(lambda o: o.mark_published("e1", owner="late", now=at(2)))
         assert transact(lambda o: o.counts()) == {"pending": 0, "published": 0, "dead": 1}
+
+
+class TestOldestPending:
+    def test_the_oldest_message_still_pending(self, transact: Transact) -> None:
+        """oldest_pending is when the oldest pending message was added; None once none is."""
+        assert transact(lambda o: o.oldest_pending()) is None
+        added = [replace(message(f"e{n}"), created_at=at(s)) for n, s in enumerate((0, 60, 90))]
+        transact(lambda o: [o.add(m) for m in added])
+        assert transact(lambda o: o.oldest_pending()) == T0
+        transact(lambda o: o.mark_published("e0", owner="a", now=at(100)))
+        transact(lambda o: o.mark_dead("e1", owner="a", error="gave up", now=at(100)))
+        assert transact(lambda o: o.oldest_pending()) == at(90)
+        transact(lambda o: o.mark_published("e2", owner="a", now=at(100)))
+        assert transact(lambda o: o.oldest_pending()) is None
