@@ -1,20 +1,29 @@
-"""UserStatusUpdateOrchestrator: runs the flow machine, one committed transaction per step."""
+"""The flow's orchestrators, sync and async: they run the flow machine, one committed
+transaction per step, with one set of rules."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from fsm.defaults import new_id, utc_now
+from fsm.drive import Steps, run_async, run_sync, settle
 from fsm.errors import FSMError
 from fsm.faults import causes, describe_error, is_retryable, is_transient
-from fsm.persistence import PersistentMachine, PersistentRun
+from fsm.persistence import (
+    AsyncPersistentMachine,
+    AsyncPersistentRun,
+    PersistentMachine,
+    PersistentRun,
+    StoredRun,
+)
 from fsm.ports import RunExists, RunNotFound
-from fsm.retry import STEP_RETRY, RetryPolicy, retry
+from fsm.retry import STEP_RETRY, RetryPolicy, retry_steps
 from fsm.runtime import Rollback, Run, Transition
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.events import TOPIC, UserStatusChanged
@@ -27,9 +36,17 @@ from userstatus.outcomes import (
     UpdateOutcome,
     UserStatusUpdated,
 )
-from userstatus.ports import EventPublisher, FlowUnitOfWork, StatusManager
+from userstatus.ports import (
+    AsyncEventPublisher,
+    AsyncFlowUnitOfWork,
+    EventPublisher,
+    FlowStores,
+    FlowUnitOfWork,
+    StatusManager,
+)
 
 log = logging.getLogger(__name__)
+H = TypeVar("H", bound=StoredRun[FlowState])
 
 STORAGE_ERROR = "storage_error"
 """Context key: a first step that failed outside its action (its commit) or kept failing
@@ -88,38 +105,28 @@ class RunNotSettled(FSMError):
         )
 
 
-class UserStatusUpdateOrchestrator:
-    """Calls the status manager, then the publisher, and records every step of the run.
-
-    Step 1 (one transaction): the manager changes the user, the event goes into the outbox,
-    the run is stored with its new state and history row; all of it commits or none.
-    Step 2 (after that commit): the event is published. `published` commits with the
-    outbox row marked published; `publish_failed` commits with the row still pending (the
-    failed attempt counted), for the relay. Until step 2 ends, or `publish_grace` passes
-    if this process dies first, relays leave the new event alone. A step whose database
-    work fails transiently (a lost connection, a lost commit acknowledgement) is tried
-    again under `step_retry`, after reading what the store holds; the publish is never
-    repeated for that. The table, not this class, decides where each outcome leads. One
-    orchestrator (and its unit of work) serves one thread at a time.
-    """
+class _Orchestration(Generic[H]):
+    """What the sync and the async orchestrator share: every rule of `perform` as Steps
+    (fsm.drive), and the actions' own work. A subclass supplies the runner (`runs`), the
+    three calls into it as Steps, and the actions' signatures (plain or `async def`)."""
 
     def __init__(
         self,
         manager: StatusManager,
-        publisher: EventPublisher,
-        uow: FlowUnitOfWork,
+        publisher: EventPublisher | AsyncEventPublisher,
+        uow: FlowStores,
         *,
-        topic: str = TOPIC,
-        owner: str = "orchestrator",
-        clock: Callable[[], datetime] = utc_now,
-        ids: Callable[[], str] = new_id,
-        publish_grace: timedelta = timedelta(seconds=30),
-        step_retry: RetryPolicy = STEP_RETRY,
-        sleep: Callable[[float], None] = time.sleep,
+        topic: str,
+        owner: str,
+        clock: Callable[[], datetime],
+        ids: Callable[[], str],
+        publish_grace: timedelta,
+        step_retry: RetryPolicy,
+        sleep: Callable[[float], object],
     ) -> None:
         self.manager = manager
         self.publisher = publisher
-        self.uow = uow
+        self.stores = uow
         self.topic = topic
         self.owner = owner
         self.clock = clock
@@ -128,28 +135,24 @@ class UserStatusUpdateOrchestrator:
         self.step_retry = step_retry
         self.sleep = sleep
         self.machine = machine
-        self.runs: PersistentMachine[FlowState] = PersistentMachine(
-            machine,
-            uow,
-            types=[UserStatus],
-            clock=clock,
-            listeners=[self._settle_outbox],
-            steps=self,  # the runs' actions call this object's update_status, publish_event
-            lease=publish_grace,  # relays keep off the event as long (the outbox hold)
-        )
         self._publishes: dict[str, PublishOutcome] = {}
 
-    def perform(
-        self, payload: UpdateUserStatusPayload, *, idempotency_key: str | None = None
-    ) -> PersistentRun[FlowState]:
-        """Run one status update to `published`, `publish_failed` or `update_failed`.
+    # -- the runner, in the subclass's kind
 
-        Returns the stored run. With `idempotency_key`, a request already performed under
-        that key returns its run (as it is now) and changes nothing; the same key with a
-        different change raises IdempotencyConflict, and one whose update failed transiently
-        raises UpdateAborted and stores nothing (send it again). RunNotSettled if the update
-        committed but the database kept failing afterwards: the relay finishes that run.
-        """
+    def _started(self, context: dict[str, Any], run_id: str) -> Steps[H]:
+        raise NotImplementedError
+
+    def _loaded(self, run_id: str) -> Steps[H]:
+        raise NotImplementedError
+
+    def _advanced(self, run: H) -> Steps[H]:
+        raise NotImplementedError
+
+    # -- perform's rules
+
+    def _perform_steps(
+        self, payload: UpdateUserStatusPayload, idempotency_key: str | None
+    ) -> Steps[H]:
         if not isinstance(payload, UpdateUserStatusPayload):
             raise TypeError(f"payload must be an UpdateUserStatusPayload, got {payload!r}")
         context: dict[str, Any] = {
@@ -162,25 +165,25 @@ class UserStatusUpdateOrchestrator:
         else:
             run_id = key_run_id(idempotency_key)
             context["idempotency_key"] = idempotency_key
-            earlier = self._stored(run_id, context)
+            earlier = yield from self._stored(run_id, context)
             if earlier is not None:
                 log.info("run %s: idempotency key seen before; nothing done", run_id)
                 return _settled(earlier)
         context["run_id"] = run_id
         try:
-            handle = self._first_step(run_id, context)
+            handle = yield from self._first_step(run_id, context)
             if handle.context.get("request") != context["request"]:
                 return _settled(handle)  # another call with this key got there first
-            handle = self._second_step(handle)
+            handle = yield from self._second_step(handle)
         finally:
             self._publishes.clear()
         self._log(handle)
         return handle
 
-    def _first_step(self, run_id: str, context: dict[str, Any]) -> PersistentRun[FlowState]:
+    def _first_step(self, run_id: str, context: dict[str, Any]) -> Steps[H]:
         """Store the run with its update; a failure that stays is recorded as update_failed."""
         try:
-            return self._start(run_id, context)
+            return (yield from self._start(run_id, context))
         except (IdempotencyConflict, RunNotSettled):
             raise
         except Exception as error:
@@ -200,26 +203,26 @@ class UserStatusUpdateOrchestrator:
                 context["user_id"],
                 outcome.error,
             )
-            return self._start(run_id, context | {STORAGE_ERROR: outcome})
+            return (yield from self._start(run_id, context | {STORAGE_ERROR: outcome}))
 
-    def _start(self, run_id: str, context: dict[str, Any]) -> PersistentRun[FlowState]:
+    def _start(self, run_id: str, context: dict[str, Any]) -> Steps[H]:
         exists = False  # once the store said so, a failure is no longer the update's
 
-        def attempt(number: int) -> PersistentRun[FlowState]:
+        def attempt(number: int) -> Steps[H]:
             nonlocal exists
             try:
-                return self.runs.start(context, run_id=run_id)
+                return (yield from self._started(context, run_id))
             except Exception as error:
                 # A lost commit acknowledgement, or step 2 failing after step 1 committed:
                 # what the store holds decides.
                 exists = exists or isinstance(error, RunExists)
-                stored = self._stored(run_id, context)
+                stored = yield from self._stored(run_id, context)
                 if stored is None:
                     raise
                 return stored
 
         try:
-            return self._retry(attempt, run_id, "the update step", _retryable)
+            return (yield from self._retry(attempt, run_id, "the update step", _retryable))
         except IdempotencyConflict:
             raise
         except Exception as error:
@@ -227,31 +230,33 @@ class UserStatusUpdateOrchestrator:
                 raise RunNotSettled(run_id, describe_error(error)) from error
             raise
 
-    def _second_step(self, handle: PersistentRun[FlowState]) -> PersistentRun[FlowState]:
+    def _second_step(self, handle: H) -> Steps[H]:
         """Take the publish step if the run still waits for it (its outcome is kept, so a
         step tried again never publishes twice)."""
 
-        def attempt(number: int) -> PersistentRun[FlowState]:
-            run = handle if number == 1 else self.runs.load(handle.id)
+        def attempt(number: int) -> Steps[H]:
+            run = handle if number == 1 else (yield from self._loaded(handle.id))
             if run.state == FlowState.STATUS_UPDATED:
-                run.advance()
+                run = yield from self._advanced(run)
             return run
 
         try:
             # A conflict: a relay settled the run after the hold ran out; read it again.
-            return self._retry(attempt, handle.id, "recording the publish", is_retryable)
+            return (
+                yield from self._retry(attempt, handle.id, "recording the publish", is_retryable)
+            )
         except Exception as error:
             log.error("run %s: the publish step could not be recorded: %r", handle.id, error)
             raise RunNotSettled(handle.id, describe_error(error)) from error
 
     def _retry(
         self,
-        attempt: Callable[[int], PersistentRun[FlowState]],
+        attempt: Callable[[int], Steps[H]],
         run_id: str,
         what: str,
         retry_on: Callable[[Exception], bool],
-    ) -> PersistentRun[FlowState]:
-        return retry(
+    ) -> Steps[H]:
+        return retry_steps(
             attempt,
             self.step_retry,
             retry_on=retry_on,
@@ -265,11 +270,11 @@ class UserStatusUpdateOrchestrator:
             ),
         )
 
-    def _stored(self, run_id: str, context: dict[str, Any]) -> PersistentRun[FlowState] | None:
+    def _stored(self, run_id: str, context: dict[str, Any]) -> Steps[H | None]:
         """The stored run of this id, None if there is none; IdempotencyConflict if it is
         another change's."""
         try:
-            run = self.runs.load(run_id)
+            run = yield from self._loaded(run_id)
         except RunNotFound:
             return None
         fields = ("user_id", "new_status")
@@ -277,9 +282,9 @@ class UserStatusUpdateOrchestrator:
             raise IdempotencyConflict(str(context.get("idempotency_key")), run.context, context)
         return run
 
-    # -- the actions (their return annotations are the closed families the table handles)
+    # -- the actions' work
 
-    def update_status(self, context: dict[str, Any]) -> UpdateOutcome:
+    def _update_status(self, context: dict[str, Any]) -> UpdateOutcome:
         """Change the user and add the event to the outbox, in the step's transaction.
 
         A storage failure undoes the step: a transient one is raised for perform() to try
@@ -312,7 +317,7 @@ class UserStatusUpdateOrchestrator:
             run_id=context["run_id"],
         )
         message = event.to_message(self.topic)
-        outbox = self.uow.outbox
+        outbox = self.stores.outbox
         earlier = outbox.pending_for_key(message.key)
         outbox.add(message)
         if not earlier:
@@ -322,7 +327,7 @@ class UserStatusUpdateOrchestrator:
         context["event"] = event.to_json()
         context["queued_behind"] = earlier
 
-    def publish_event(self, context: dict[str, Any], key: str) -> PublishOutcome:
+    def _publish_steps(self, context: dict[str, Any]) -> Steps[PublishOutcome]:
         """Publish the committed event now, unless an earlier one of the user is pending.
 
         An external action: no transaction is open while the broker is called. The event
@@ -340,13 +345,13 @@ class UserStatusUpdateOrchestrator:
             )
         outcome = self._publishes.get(event.event_id)
         if outcome is None:
-            outcome = self._publishes[event.event_id] = self.publisher.publish(event)
+            # The sync or the async publisher's outcome (mypy cannot split the union).
+            sent = yield from settle(self.publisher.publish(event))
+            outcome = self._publishes[event.event_id] = cast(PublishOutcome, sent)
         return outcome
 
-    # -- recording
-
-    def _settle_outbox(self, run: Run[Any], transition: Transition[Any]) -> None:
-        """Listener: the outbox row follows the publish outcome, in the same transaction.
+    def _settle(self, transition: Transition[Any]) -> None:
+        """The outbox row follows the publish outcome, in the step's transaction.
 
         Published: it leaves the pending set. A failed attempt: it is counted, its error
         kept, and it is due for the relay at once (the hold is released).
@@ -354,13 +359,13 @@ class UserStatusUpdateOrchestrator:
         outcome = transition.outcome
         now = self.clock()
         if isinstance(outcome, Published):
-            self.uow.outbox.mark_published(outcome.event_id, owner=self.owner, now=now)
+            self.stores.outbox.mark_published(outcome.event_id, owner=self.owner, now=now)
         elif isinstance(outcome, PublishFailed) and outcome.attempts > 0:
-            self.uow.outbox.mark_failed(
+            self.stores.outbox.mark_failed(
                 outcome.event_id, owner=self.owner, error=outcome.error, retry_at=now
             )
 
-    def _log(self, run: PersistentRun[FlowState]) -> None:
+    def _log(self, run: H) -> None:
         outcome = run.outcome
         if run.state == FlowState.PUBLISHED:
             log.info("run %s: user %s updated and published", run.id, run.context["user_id"])
@@ -374,11 +379,176 @@ class UserStatusUpdateOrchestrator:
             log.info("run %s: %s (%r)", run.id, run.state, outcome)
 
 
+class UserStatusUpdateOrchestrator(_Orchestration[PersistentRun[FlowState]]):
+    """Calls the status manager, then the publisher, and records every step of the run.
+
+    Step 1 (one transaction): the manager changes the user, the event goes into the outbox,
+    the run is stored with its new state and history row; all of it commits or none.
+    Step 2 (after that commit): the event is published. `published` commits with the
+    outbox row marked published; `publish_failed` commits with the row still pending (the
+    failed attempt counted), for the relay. Until step 2 ends, or `publish_grace` passes
+    if this process dies first, relays leave the new event alone. A step whose database
+    work fails transiently (a lost connection, a lost commit acknowledgement) is tried
+    again under `step_retry`, after reading what the store holds; the publish is never
+    repeated for that. The table, not this class, decides where each outcome leads. One
+    orchestrator (and its unit of work) serves one thread at a time.
+    """
+
+    def __init__(
+        self,
+        manager: StatusManager,
+        publisher: EventPublisher,
+        uow: FlowUnitOfWork,
+        *,
+        topic: str = TOPIC,
+        owner: str = "orchestrator",
+        clock: Callable[[], datetime] = utc_now,
+        ids: Callable[[], str] = new_id,
+        publish_grace: timedelta = timedelta(seconds=30),
+        step_retry: RetryPolicy = STEP_RETRY,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(
+            manager,
+            publisher,
+            uow,
+            topic=topic,
+            owner=owner,
+            clock=clock,
+            ids=ids,
+            publish_grace=publish_grace,
+            step_retry=step_retry,
+            sleep=sleep,
+        )
+        self.uow = uow
+        self.runs: PersistentMachine[FlowState] = PersistentMachine(
+            machine,
+            uow,
+            types=[UserStatus],
+            clock=clock,
+            listeners=[self._settle_outbox],
+            steps=self,  # the runs' actions call this object's update_status, publish_event
+            lease=publish_grace,  # relays keep off the event as long (the outbox hold)
+        )
+
+    def perform(
+        self, payload: UpdateUserStatusPayload, *, idempotency_key: str | None = None
+    ) -> PersistentRun[FlowState]:
+        """Run one status update to `published`, `publish_failed` or `update_failed`.
+
+        Returns the stored run. With `idempotency_key`, a request already performed under
+        that key returns its run (as it is now) and changes nothing; the same key with a
+        different change raises IdempotencyConflict, and one whose update failed transiently
+        raises UpdateAborted and stores nothing (send it again). RunNotSettled if the update
+        committed but the database kept failing afterwards: the relay finishes that run.
+        """
+        return run_sync(self._perform_steps(payload, idempotency_key))
+
+    def _started(self, context: dict[str, Any], run_id: str) -> Steps[PersistentRun[FlowState]]:
+        return settle(self.runs.start(context, run_id=run_id))
+
+    def _loaded(self, run_id: str) -> Steps[PersistentRun[FlowState]]:
+        return settle(self.runs.load(run_id))
+
+    def _advanced(self, run: PersistentRun[FlowState]) -> Steps[PersistentRun[FlowState]]:
+        return settle(run.advance())
+
+    # -- the actions (their return annotations are the closed families the table handles)
+
+    def update_status(self, context: dict[str, Any]) -> UpdateOutcome:
+        """Change the user and add the event to the outbox, in the step's transaction."""
+        return self._update_status(context)
+
+    def publish_event(self, context: dict[str, Any], key: str) -> PublishOutcome:
+        """Publish the committed event now, unless an earlier one of the user is pending."""
+        return run_sync(self._publish_steps(context))
+
+    def _settle_outbox(self, run: Run[Any], transition: Transition[Any]) -> None:
+        """Listener: the outbox row follows the publish outcome, in the same transaction."""
+        self._settle(transition)
+
+
+class AsyncUserStatusUpdateOrchestrator(_Orchestration[AsyncPersistentRun[FlowState]]):
+    """UserStatusUpdateOrchestrator for asyncio: the same steps, rules and guarantees, on an
+    AsyncPersistentMachine and an AsyncFlowUnitOfWork, publishing through an async
+    publisher (the broker is awaited with no transaction open), waiting with `sleep`
+    (asyncio.sleep). The writes of step 1 and of the publish outcome are the sync
+    orchestrator's own code, run on the unit of work's session (`uow.run_sync`). One
+    orchestrator (and its unit of work) serves one task at a time."""
+
+    def __init__(
+        self,
+        manager: StatusManager,
+        publisher: AsyncEventPublisher,
+        uow: AsyncFlowUnitOfWork,
+        *,
+        topic: str = TOPIC,
+        owner: str = "orchestrator",
+        clock: Callable[[], datetime] = utc_now,
+        ids: Callable[[], str] = new_id,
+        publish_grace: timedelta = timedelta(seconds=30),
+        step_retry: RetryPolicy = STEP_RETRY,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        super().__init__(
+            manager,
+            publisher,
+            uow,
+            topic=topic,
+            owner=owner,
+            clock=clock,
+            ids=ids,
+            publish_grace=publish_grace,
+            step_retry=step_retry,
+            sleep=sleep,
+        )
+        self.uow = uow
+        self.runs: AsyncPersistentMachine[FlowState] = AsyncPersistentMachine(
+            machine,
+            uow,
+            types=[UserStatus],
+            clock=clock,
+            listeners=[self._settle_outbox],
+            # FlowSteps spells its actions as plain defs; an async run awaits these.
+            steps=machine.bind(self),  # type: ignore[arg-type]
+            lease=publish_grace,
+        )
+
+    async def perform(
+        self, payload: UpdateUserStatusPayload, *, idempotency_key: str | None = None
+    ) -> AsyncPersistentRun[FlowState]:
+        """See UserStatusUpdateOrchestrator.perform."""
+        return await run_async(self._perform_steps(payload, idempotency_key))
+
+    def _started(
+        self, context: dict[str, Any], run_id: str
+    ) -> Steps[AsyncPersistentRun[FlowState]]:
+        return settle(self.runs.start(context, run_id=run_id))
+
+    def _loaded(self, run_id: str) -> Steps[AsyncPersistentRun[FlowState]]:
+        return settle(self.runs.load(run_id))
+
+    def _advanced(self, run: AsyncPersistentRun[FlowState]) -> Steps[AsyncPersistentRun[FlowState]]:
+        return settle(run.advance())
+
+    async def update_status(self, context: dict[str, Any]) -> UpdateOutcome:
+        """Change the user and add the event to the outbox, in the step's transaction."""
+        return await self.uow.run_sync(lambda: self._update_status(context))
+
+    async def publish_event(self, context: dict[str, Any], key: str) -> PublishOutcome:
+        """Publish the committed event now, unless an earlier one of the user is pending."""
+        return await run_async(self._publish_steps(context))
+
+    async def _settle_outbox(self, run: Run[Any], transition: Transition[Any]) -> None:
+        """Listener: the outbox row follows the publish outcome, in the same transaction."""
+        await self.uow.run_sync(lambda: self._settle(transition))
+
+
 def _aborted(error: BaseException) -> UpdateAborted | None:
     return next((e for e in causes(error) if isinstance(e, UpdateAborted)), None)
 
 
-def _settled(run: PersistentRun[FlowState]) -> PersistentRun[FlowState]:
+def _settled(run: H) -> H:
     """A run another call started, unless its publish step is still to be recorded."""
     if run.state == FlowState.STATUS_UPDATED:
         raise RunNotSettled(run.id, "another call with this idempotency key is taking it")
