@@ -11,7 +11,9 @@ class LoopLag:
     """Wakes every `interval` seconds and records how much later than asked it woke.
 
     A loop that some call blocks (a sync driver, a blocking send) wakes it late by as long
-    as the call took: `max_ms` is the worst seen since `reset`.
+    as the call took; so does a loop kept busy by many ready tasks, or a process the
+    operating system did not run (an oversubscribed machine). `reset` reports the worst
+    lateness since the last reset, the 99th percentile and how many ticks were 50 ms late.
     """
 
     def __init__(
@@ -19,8 +21,7 @@ class LoopLag:
     ) -> None:
         self.interval = interval
         self.clock = clock
-        self.max_ms = 0.0
-        self.ticks = 0
+        self._late: list[float] = []
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -35,15 +36,20 @@ class LoopLag:
             await asyncio.gather(task, return_exceptions=True)
 
     def reset(self) -> dict[str, float]:
-        """What was measured since the last reset (max_ms, ticks); then start over."""
-        seen = {"max_ms": round(self.max_ms, 2), "ticks": self.ticks}
-        self.max_ms, self.ticks = 0.0, 0
-        return seen
+        """What was measured since the last reset (max_ms, p99_ms, over_50ms, ticks); then
+        start over."""
+        late, self._late = sorted(self._late), []
+        if not late:
+            return {"max_ms": 0.0, "p99_ms": 0.0, "over_50ms": 0, "ticks": 0}
+        return {
+            "max_ms": round(late[-1], 2),
+            "p99_ms": round(late[int(len(late) * 0.99)], 2),
+            "over_50ms": sum(1 for ms in late if ms >= 50),
+            "ticks": len(late),
+        }
 
     async def _tick(self) -> None:
         while True:
             asked = self.clock()
             await asyncio.sleep(self.interval)
-            late = (self.clock() - asked - self.interval) * 1000
-            self.max_ms = max(self.max_ms, late)
-            self.ticks += 1
+            self._late.append((self.clock() - asked - self.interval) * 1000)
