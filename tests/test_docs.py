@@ -64,7 +64,7 @@ class TestDocumentation:
 
     def test_the_pages_have_blocks(self) -> None:
         """The extraction finds the blocks, indented ones too, and few fragments."""
-        assert len(BLOCKS) == 22
+        assert len(BLOCKS) == 23
         assert [str(b) for b in BLOCKS if b.fragment] == [
             "docs/async.md:15",
             "docs/persistence.md:173",
