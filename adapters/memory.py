@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import weakref
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
@@ -114,13 +114,15 @@ class InMemoryOutbox:
                 claimed.append(replace(record.message, attempts=record.attempts))
         return claimed
 
-    def renew(self, event_id: str, *, owner: str, lease_seconds: float, now: datetime) -> bool:
-        record = self._get(event_id)
-        held = record.lease_until is not None and record.lease_until > now
-        if record.status != PENDING or record.lease_owner != owner or not held:
-            return False
-        record.lease_until = now + timedelta(seconds=lease_seconds)
-        return True
+    def renew(self, *event_ids: str, owner: str, lease_seconds: float, now: datetime) -> set[str]:
+        renewed = set()
+        for event_id in event_ids:
+            record = self._get(event_id)
+            held = record.lease_until is not None and record.lease_until > now
+            if record.status == PENDING and record.lease_owner == owner and held:
+                record.lease_until = now + timedelta(seconds=lease_seconds)
+                renewed.add(event_id)
+        return renewed
 
     def release(self, event_ids: list[str], *, owner: str) -> int:
         released = 0
@@ -131,15 +133,15 @@ class InMemoryOutbox:
                 released += 1
         return released
 
-    def mark_published(self, event_id: str, *, owner: str, now: datetime) -> None:
+    def mark_published(self, *event_ids: str, owner: str, now: datetime) -> None:
         # Published is a fact whoever holds the lease: the broker has the message. A dead
         # message stays dead (operators act on that state). The first publisher is kept.
-        record = self._get(event_id)
-        if record.status == PENDING:
-            record.status = PUBLISHED
-            record.published_at = now
-            record.published_by = owner
-            record.lease_owner = record.lease_until = None
+        for record in [self._get(event_id) for event_id in event_ids]:
+            if record.status == PENDING:
+                record.status = PUBLISHED
+                record.published_at = now
+                record.published_by = owner
+                record.lease_owner = record.lease_until = None
 
     def mark_failed(self, event_id: str, *, owner: str, error: str, retry_at: datetime) -> None:
         record = self._held(event_id, owner)
@@ -222,10 +224,26 @@ class InMemoryRunStore:
         return record.version + 1
 
     def append(self, entry: HistoryRecord) -> None:
-        self.histories.setdefault(entry.run_id, []).append(entry)
+        history = self.histories.setdefault(entry.run_id, [])
+        if entry.seq != len(history) + 1:  # as a database's key on (run, seq) would refuse
+            raise ConcurrencyError(
+                "run history", entry.run_id, expected=entry.seq - 1, found=len(history)
+            )
+        history.append(entry)
 
     def history(self, run_id: str) -> list[HistoryRecord]:
         return list(self.histories.get(run_id, []))
+
+    def load_many(self, run_ids: Sequence[str]) -> list[RunRecord]:
+        return [self.runs[run_id] for run_id in run_ids if run_id in self.runs]
+
+    def save_many(self, records: Sequence[RunRecord]) -> None:
+        for record in records:
+            self.save(record)
+
+    def append_many(self, entries: Sequence[HistoryRecord]) -> None:
+        for entry in entries:
+            self.append(entry)
 
     def find(
         self,
@@ -403,6 +421,18 @@ class AsyncInMemoryRunStore:
     async def history(self, run_id: str) -> list[HistoryRecord]:
         await asyncio.sleep(0)
         return self.sync.history(run_id)
+
+    async def load_many(self, run_ids: Sequence[str]) -> list[RunRecord]:
+        await asyncio.sleep(0)
+        return self.sync.load_many(run_ids)
+
+    async def save_many(self, records: Sequence[RunRecord]) -> None:
+        await asyncio.sleep(0)
+        self.sync.save_many(records)
+
+    async def append_many(self, entries: Sequence[HistoryRecord]) -> None:
+        await asyncio.sleep(0)
+        self.sync.append_many(entries)
 
 
 _WRITE_LOCKS: weakref.WeakKeyDictionary[InMemoryRunStore, asyncio.Lock] = (

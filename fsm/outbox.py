@@ -85,11 +85,12 @@ class Outbox(Protocol):
         """Lease up to `limit` due messages, only the oldest pending one of each key."""
         ...
 
-    def mark_published(self, event_id: str, *, owner: str, now: datetime) -> None:
-        """The broker acknowledged the message: it leaves the pending set (a dead one stays).
+    def mark_published(self, *event_ids: str, owner: str, now: datetime) -> None:
+        """The broker acknowledged the messages: they leave the pending set (a dead one
+        stays).
 
-        The first call keeps `owner` and `now` as who published it and when; later ones
-        change nothing.
+        The first call keeps `owner` and `now` as who published each and when; later ones
+        change nothing. Many ids are marked at once (a relay's batch).
         """
         ...
 
@@ -101,11 +102,12 @@ class Outbox(Protocol):
         """Give up on the message (attempts or age exhausted); it stays, loudly, for people."""
         ...
 
-    def renew(self, event_id: str, *, owner: str, lease_seconds: float, now: datetime) -> bool:
-        """Extend `owner`'s unexpired lease on a pending message to `now` + `lease_seconds`.
+    def renew(self, *event_ids: str, owner: str, lease_seconds: float, now: datetime) -> set[str]:
+        """Extend `owner`'s unexpired leases on pending messages to `now` + `lease_seconds`;
+        the ids renewed.
 
-        False (and nothing changed) when the lease expired, went to someone else, or the
-        message left the pending set: the caller must then not publish it.
+        A message is left out (and unchanged) when its lease expired, went to someone else,
+        or it left the pending set: the caller must then not publish it.
         """
         ...
 

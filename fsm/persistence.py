@@ -34,6 +34,7 @@ from fsm.ports import (
     ConcurrencyError,
     HistoryRecord,
     RunClaimed,
+    RunNotFound,
     RunRecord,
     UnitOfWork,
 )
@@ -229,6 +230,49 @@ class StoredMachine(Generic[S, U, H]):
         yield from handle._steps(first_steps)
         return handle
 
+    def _send_many_steps(
+        self, events: Sequence[tuple[str, object]], effect: Callable[[Any], object] | None
+    ) -> Steps[list[H]]:
+        """Each run its event, one step each, all in one transaction (see send_many)."""
+        ids = [run_id for run_id, _ in events]
+        twice = sorted({run_id for run_id in ids if ids.count(run_id) > 1})
+        if twice:
+            raise FSMError(f"send_many takes one event per run; given twice: {twice}")
+        staged: list[tuple[RunRecord, HistoryRecord]] = []
+
+        def body() -> Steps[list[H]]:
+            runs = self.uow.runs
+            records: list[RunRecord] = yield from call(runs.load_many, ids)
+            found = {record.id: record for record in records}
+            handles: list[H] = []
+            for run_id, event in events:
+                if run_id not in found:
+                    raise RunNotFound(run_id)
+                history: list[HistoryRecord] = yield from call(runs.history, run_id)
+                handle = self._handle(0, 0)
+                handle._read(found[run_id], history)
+                handle._staged = staged
+                handle._active = True
+                try:
+                    yield from handle.run.fire_steps(event)
+                finally:
+                    handle._active = False
+                    handle._staged = None
+                if handle.run.pending:
+                    raise FSMError(
+                        f"send_many moves each run one step, and run {run_id}'s event leads "
+                        f"to {show(handle.run.state)}, which has an action: send it alone"
+                    )
+                handles.append(handle)
+            yield from call(runs.save_many, [record for record, _ in staged])
+            yield from call(runs.append_many, [entry for _, entry in staged])
+            if effect is not None:
+                yield from call(effect, self.uow)
+            return handles
+
+        handles: list[H] = yield from self._transaction(body)
+        return handles
+
     def _load_steps(self, run_id: str) -> Steps[H]:
         handle = self._handle(0, 0)
         yield from handle._reload_steps(run_id)
@@ -337,6 +381,7 @@ class StoredRun(RunHandle[S]):
         "_redo",
         "_run",
         "_seq",
+        "_staged",
         "_stale",
         "version",
     )
@@ -358,6 +403,8 @@ class StoredRun(RunHandle[S]):
         self._stale = False
         self._due: datetime | None = None
         """When the current state's timeout is due, as last read or written."""
+        self._staged: list[tuple[RunRecord, HistoryRecord]] | None = None
+        """Where a step is kept to be written with other runs' (send_many), if it is."""
 
     def __repr__(self) -> str:
         run = self._run
@@ -401,14 +448,18 @@ class StoredRun(RunHandle[S]):
             return record, history
 
         record, history = yield from owner._transaction(read)
-        self._adopt(owner._restore(record, history))
+        self._read(record, history)
+        return self
+
+    def _read(self, record: RunRecord, history: Sequence[HistoryRecord]) -> None:
+        """Hold the run as stored, dropping whatever this handle held."""
+        self._adopt(self._owner._restore(record, history))
         self._committed = record.context
         self._claim = (record.claimed_by, record.claimed_until, record.attempt)
         self._due = record.due_at
         self.version = record.version
         self._seq = len(history)
         self._stale = False
-        return self
 
     def _adopt(self, run: Run[S]) -> None:
         self._run = run
@@ -589,9 +640,13 @@ class StoredRun(RunHandle[S]):
             at=now,
         )
         uow = owner.uow
-        new_version = yield from self._save(record)
-        yield from call(uow.runs.append, entry)
-        yield from call(uow.commit)
+        if self._staged is not None:  # written with the batch's other steps (send_many)
+            self._staged.append((record, entry))
+            new_version = record.version + 1
+        else:
+            new_version = yield from self._save(record)
+            yield from call(uow.runs.append, entry)
+            yield from call(uow.commit)
         self.version = new_version
         self._seq += 1
         self._committed = record.context
@@ -663,6 +718,20 @@ class PersistentMachine(StoredMachine[S, UnitOfWork, "PersistentRun[S]"]):
     def send(self, run_id: str, event: object, *, effect: Effect | None = None) -> PersistentRun[S]:
         """Load a run and send it `event`, committing each step that follows (see `effect`)."""
         return self.load(run_id).send(event, effect=effect)
+
+    def send_many(
+        self, events: Sequence[tuple[str, object]], *, effect: Effect | None = None
+    ) -> list[PersistentRun[S]]:
+        """Send each run (run id, event) its event, every step in one transaction with
+        `effect(uow)`, in a few statements for all of them: a relay settling a batch.
+
+        Each run takes exactly the row its event fires; an event leading to a state with
+        an action is refused (send it alone). All or nothing: a run not stored, changed
+        by someone else since (ConcurrencyError), refusing its event, or any failed
+        write, and nothing of any of them is written; the caller may then send them one
+        at a time to find out which. Listeners are called as in `send`.
+        """
+        return run_sync(self._send_many_steps(events, effect))
 
     def survey(self, runs: Iterable[tuple[str, str]]) -> StoredRuns:
         """Load each of `runs`, given as (run id, stored state label), with this definition,
@@ -753,6 +822,12 @@ class AsyncPersistentMachine(StoredMachine[S, AsyncUnitOfWork, "AsyncPersistentR
     ) -> AsyncPersistentRun[S]:
         """Load a run and send it `event`, committing each step that follows."""
         return await (await self.load(run_id)).send(event, effect=effect)
+
+    async def send_many(
+        self, events: Sequence[tuple[str, object]], *, effect: AsyncEffect | None = None
+    ) -> list[AsyncPersistentRun[S]]:
+        """See PersistentMachine.send_many."""
+        return await run_async(self._send_many_steps(events, effect))
 
     async def survey(self, runs: Iterable[tuple[str, str]]) -> StoredRuns:
         """See PersistentMachine.survey."""

@@ -4,7 +4,7 @@ The outbox, an optional part, has its own ports in fsm.outbox."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -141,6 +141,20 @@ class RunStore(Protocol):
         """The run's transitions, oldest first."""
         ...
 
+    def load_many(self, run_ids: Sequence[str]) -> list[RunRecord]:
+        """The stored runs among `run_ids` (those not stored are left out), read at once;
+        `history` of each is then read with them."""
+        ...
+
+    def save_many(self, records: Sequence[RunRecord]) -> None:
+        """`save` each run (each id once); ConcurrencyError if any stored version differs,
+        and then the caller must roll back: some of the others may be written."""
+        ...
+
+    def append_many(self, entries: Sequence[HistoryRecord]) -> None:
+        """`append` each entry; ConcurrencyError if a run's step is stored already."""
+        ...
+
     def find(
         self,
         machine: str,
@@ -193,6 +207,12 @@ class AsyncRunStore(Protocol):
     async def append(self, entry: HistoryRecord) -> None: ...
 
     async def history(self, run_id: str) -> list[HistoryRecord]: ...
+
+    async def load_many(self, run_ids: Sequence[str]) -> list[RunRecord]: ...
+
+    async def save_many(self, records: Sequence[RunRecord]) -> None: ...
+
+    async def append_many(self, entries: Sequence[HistoryRecord]) -> None: ...
 
 
 class AsyncUnitOfWork(Protocol):

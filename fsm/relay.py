@@ -10,7 +10,7 @@ import os
 import random
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -164,6 +164,12 @@ class RunSettler(Protocol):
         """Finish a run left behind whose message the outbox settled without it."""
         ...
 
+    def settle_many(self, pairs: Sequence[tuple[OutboxMessage, Delivery]], effect: Effect) -> None:
+        """Move each message's run by its outcome, all in one transaction with `effect(uow)`
+        (the outbox rows). All or nothing: it raises, with nothing written, if any run
+        cannot take its outcome in one step; the relay then settles each alone."""
+        ...
+
 
 class OutboxRelay(Stoppable):
     """A long-lived worker: claim due events, publish, settle the outbox and the run.
@@ -242,8 +248,15 @@ class OutboxRelay(Stoppable):
             # At most one message per key: send them all, then wait for every answer.
             held = self._renew(claimed, report)
             answers = self.publisher.publish_batch(held) if held else []
-            for message, answer in zip(held, answers, strict=True):
-                self._settle(message, self._outcome(message, answer), report)
+            outcomes = [
+                (message, self._outcome(message, answer))
+                for message, answer in zip(held, answers, strict=True)
+            ]
+            published = [pair for pair in outcomes if isinstance(pair[1], Published)]
+            if self._settle_published(published, report):
+                outcomes = [pair for pair in outcomes if not isinstance(pair[1], Published)]
+            for message, outcome in outcomes:
+                self._settle(message, outcome, report)
         else:
             for index, message in enumerate(claimed):
                 if self.stopping:
@@ -290,16 +303,13 @@ class OutboxRelay(Stoppable):
         still this relay's (skip the rest: another relay publishes them in order)."""
         try:
             with self.uow:
-                held = [
-                    message
-                    for message in messages
-                    if self.uow.outbox.renew(
-                        message.event_id,
-                        owner=self.owner,
-                        lease_seconds=self.settings.lease_seconds,
-                        now=self.clock(),
-                    )
-                ]
+                renewed = self.uow.outbox.renew(
+                    *(message.event_id for message in messages),
+                    owner=self.owner,
+                    lease_seconds=self.settings.lease_seconds,
+                    now=self.clock(),
+                )
+            held = [message for message in messages if message.event_id in renewed]
         except Exception as error:
             report.errors += 1
             log.error(
@@ -427,15 +437,48 @@ class OutboxRelay(Stoppable):
                 outcome.error,
             )
 
+    def _settle_published(
+        self, pairs: list[tuple[OutboxMessage, Delivery]], report: RelayReport
+    ) -> bool:
+        """Record a batch's published events and move their runs in one transaction, in a
+        few statements for all of them. False, with nothing written, when that failed (a
+        run moved meanwhile, or already finished, the database away): each is then
+        settled alone, with `_settle`'s retries and checks."""
+        if len(pairs) < 2:
+            return False
+        ids = [message.event_id for message, _ in pairs]
+
+        def mark(uow: OutboxUnitOfWork) -> None:
+            uow.outbox.mark_published(*ids, owner=self.owner, now=self.clock())
+
+        waiting = [pair for pair in pairs if pair[0].run_id is not None]
+        try:
+            if self.settler is not None and waiting:
+                self.settler.settle_many(waiting, lambda uow: mark(self.uow))
+            else:
+                with self.uow:
+                    mark(self.uow)
+        except Exception as error:
+            log.info(
+                "relay %s: settling %d published events at once failed (%s); settling each alone",
+                self.owner,
+                len(pairs),
+                describe_error(error),
+            )
+            return False
+        report.published += len(pairs)
+        return True
+
     def _still_held(self, message: OutboxMessage) -> bool:
         """True while the event is pending and leased to this relay (renewing the lease)."""
         with self.uow:
-            return self.uow.outbox.renew(
+            renewed = self.uow.outbox.renew(
                 message.event_id,
                 owner=self.owner,
                 lease_seconds=self.settings.lease_seconds,
                 now=self.clock(),
             )
+        return bool(renewed)
 
     def _mark_alone(
         self,

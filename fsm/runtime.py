@@ -287,6 +287,11 @@ class Run(Generic[S]):
         return row
 
     @property
+    def pending(self) -> bool:
+        """True when the current state has an action still to run (`advance` runs it)."""
+        return self._node.action is not None
+
+    @property
     def external(self) -> bool:
         """True when the current state's action is external (it calls another system)."""
         return self._node.external

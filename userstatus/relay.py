@@ -4,7 +4,7 @@ moves each event's run by the outcome of the relay's attempt."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +39,9 @@ class FlowSettler:
 
     def finish(self, run_id: str, outcome: Published | DeadLettered) -> None:
         self._move(run_id, outcome.event_id, outcome)
+
+    def settle_many(self, pairs: Sequence[tuple[OutboxMessage, Delivery]], effect: Effect) -> None:
+        self.runs.send_many([(str(m.run_id), outcome) for m, outcome in pairs], effect=effect)
 
     def _move(
         self, run_id: str, event_id: str, outcome: Delivery, effect: Effect | None = None

@@ -121,16 +121,30 @@ class SqlOutbox:
         )
         return [_message(row) for row in rows]
 
-    def renew(self, event_id: str, *, owner: str, lease_seconds: float, now: datetime) -> bool:
+    def renew(self, *event_ids: str, owner: str, lease_seconds: float, now: datetime) -> set[str]:
         # One conditional UPDATE: the check and the extension cannot be split by another
         # relay's claim, which needs the lease expired first.
-        checks.text("event id", event_id, ID_LENGTH)
+        for event_id in event_ids:
+            checks.text("event id", event_id, ID_LENGTH)
         checks.text("owner", owner, NAME_LENGTH)
         _check_lease(lease_seconds)
         checks.aware("now", now)
-        c = self._table.c
-        held = (c.event_id == event_id, c.lease_owner == owner, c.lease_expires_at > now)
-        return self._update(*held, lease_expires_at=now + timedelta(seconds=lease_seconds)) == 1
+        if not event_ids:
+            return set()
+        table = self._table
+        c = table.c
+        renewed = self._session.execute(
+            update(table)
+            .where(
+                c.status == PENDING,
+                c.event_id.in_(event_ids),
+                c.lease_owner == owner,
+                c.lease_expires_at > now,
+            )
+            .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+            .returning(c.event_id)
+        )
+        return set(renewed.scalars())
 
     def release(self, event_ids: list[str], *, owner: str) -> int:
         checks.text("owner", owner, NAME_LENGTH)
@@ -146,29 +160,44 @@ class SqlOutbox:
             lease_expires_at=None,
         )
 
-    def mark_published(self, event_id: str, *, owner: str, now: datetime) -> None:
+    def mark_published(self, *event_ids: str, owner: str, now: datetime) -> None:
         # No lease check: the broker has the message, whoever sent it (the immediate publish
         # after commit holds no lease; a relay whose lease expired still delivered it).
         # A dead message stays dead: operators act on that state, and its run says so.
         # Only a pending message changes, so the first publisher and its time are kept.
-        checks.text("event id", event_id, ID_LENGTH)
+        for event_id in event_ids:
+            checks.text("event id", event_id, ID_LENGTH)
         checks.text("owner", owner, NAME_LENGTH)
         checks.aware("now", now)
+        if not event_ids:
+            return
         changed = self._update(
-            self._table.c.event_id == event_id,
+            self._table.c.event_id.in_(event_ids),
             status=PUBLISHED,
             published_at=now,
             published_by=owner,
             lease_owner=None,
             lease_expires_at=None,
         )
-        # Unknown ids are an error (_status raises); published already is fine.
-        if changed == 0 and self._status(event_id) == DEAD:
-            log.warning(
-                "outbox message %s was published (by %s) after it was dead-lettered; it stays dead",
-                event_id,
-                owner,
-            )
+        if changed == len(set(event_ids)):
+            return
+        # Some were not pending. Unknown ids are an error; published already is fine.
+        outbox = self._table
+        rows = self._session.execute(
+            select(outbox.c.event_id, outbox.c.status).where(outbox.c.event_id.in_(event_ids))
+        )
+        found = {row.event_id: row.status for row in rows}
+        for event_id in event_ids:
+            status = found.get(event_id)
+            if status is None:
+                raise InvalidRecord(f"no outbox message has event id {event_id!r}")
+            if status == DEAD:
+                log.warning(
+                    "outbox message %s was published (by %s) after it was dead-lettered; it "
+                    "stays dead",
+                    event_id,
+                    owner,
+                )
 
     def mark_failed(self, event_id: str, *, owner: str, error: str, retry_at: datetime) -> None:
         checks.text("event id", event_id, ID_LENGTH)

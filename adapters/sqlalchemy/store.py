@@ -8,11 +8,22 @@ AsyncSqlRunStore awaits them on an AsyncSession.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Executable, Table, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Row,
+    Table,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -59,6 +70,12 @@ class RunStatements:
         result: Result[Any] = yield from settle(self._session.execute(statement))
         return result
 
+    def _execute_many(
+        self, statement: Executable, rows: list[dict[str, Any]]
+    ) -> Steps[Result[Any]]:
+        result: Result[Any] = yield from settle(self._session.execute(statement, rows))
+        return result
+
     def _insert(self, table: Table, **values: object) -> Steps[bool]:
         """INSERT one row unless one with the same key exists; False then (see insert_new)."""
         result = yield from self._execute(insert_new(self._session, table, values))
@@ -89,33 +106,50 @@ class RunStatements:
             raise RunExists(record.id)
 
     def load_steps(self, run_id: str) -> Steps[RunRecord]:
-        checks.text("run id", run_id, ID_LENGTH)
+        found = yield from self.load_many_steps([run_id])
+        if not found:
+            raise RunNotFound(run_id)
+        return found[0]
+
+    def load_many_steps(self, run_ids: Sequence[str]) -> Steps[list[RunRecord]]:
+        """The stored runs among `run_ids`, each with its history, in one statement."""
+        for run_id in run_ids:
+            checks.text("run id", run_id, ID_LENGTH)
         runs, steps = self._runs, self._steps
         step_columns = [c.label(f"step_{c.name}") for c in steps.c]
         try:
             result = yield from self._execute(
                 select(runs, *step_columns)
                 .outerjoin(steps, steps.c.run_id == runs.c.id)
-                .where(runs.c.id == run_id)
-                .order_by(steps.c.seq)
+                .where(runs.c.id.in_(run_ids))
+                .order_by(runs.c.id, steps.c.seq)
             )
             found = result.all()
         except json.JSONDecodeError as error:
-            raise (yield from self._corrupt(run_id, "context or history", error)) from error
-        if not found:
-            raise RunNotFound(run_id)
-        row = found[0]
-        self._history[run_id] = [
-            _entry(*(getattr(step, f"step_{c.name}") for c in steps.c))
-            for step in found
-            if step.step_seq is not None
-        ]
+            if len(run_ids) > 1:  # one at a time, to name the run whose JSON is corrupt
+                each: list[RunRecord] = []
+                for run_id in run_ids:
+                    each += yield from self.load_many_steps([run_id])
+                return each
+            where = "context or history"
+            raise (yield from self._corrupt(run_ids[0], where, error)) from error
+        records: list[RunRecord] = []
+        for row in found:
+            if not records or records[-1].id != row.id:
+                records.append(self._record(row))
+                self._history[row.id] = []
+            if row.step_seq is not None:
+                entry = _entry(*(getattr(row, f"step_{c.name}") for c in steps.c))
+                self._history[row.id].append(entry)
+        return records
+
+    def _record(self, row: Row[Any]) -> RunRecord:
         context = row.context
         if not isinstance(context, dict):
             raise DecodeError(
                 f"the stored context is {type(context).__name__}, not a JSON object",
                 machine=row.machine,
-                run_id=run_id,
+                run_id=row.id,
                 where="context",
             )
         return RunRecord(
@@ -160,12 +194,7 @@ class RunStatements:
         return new_version
 
     def append_steps(self, entry: HistoryRecord) -> Steps[None]:
-        checks.text("run id", entry.run_id, ID_LENGTH)
-        for field in ("source", "trigger", "target"):
-            checks.text(f"history {field}", getattr(entry, field), NAME_LENGTH)
-        checks.positive_int("history seq", entry.seq, 2**31 - 1)
-        checks.aware("history time", entry.at)
-        checks.json_value("history outcome", entry.outcome)
+        _check_entry(entry)
         self._history.pop(entry.run_id, None)
         steps = self._steps
         try:
@@ -188,6 +217,86 @@ class RunStatements:
             raise ConcurrencyError(
                 "run history", entry.run_id, expected=entry.seq - 1, found=last.scalar_one_or_none()
             )
+
+    def save_many_steps(self, records: Sequence[RunRecord]) -> Steps[None]:
+        """The versions read and locked in one statement (a moved run is named), then every
+        save in one executemany."""
+        for record in records:
+            _check_run(record)
+            self._history.pop(record.id, None)
+        if len({record.id for record in records}) != len(records):
+            raise InvalidRecord("save_many takes each run once")
+        if not records:
+            return
+        runs = self._runs
+        stored = yield from self._execute(
+            select(runs.c.id, runs.c.version)
+            .where(runs.c.id.in_([record.id for record in records]))
+            .order_by(runs.c.id)  # locked in one order by every writer: no deadlock
+            .with_for_update()
+        )
+        versions: dict[str, int] = {row.id: row.version for row in stored}
+        for record in records:
+            found = versions.get(record.id)
+            if found != record.version:
+                raise ConcurrencyError("run", record.id, expected=record.version, found=found)
+        now = self._clock()
+        result = yield from self._execute_many(
+            update(runs)
+            .where(runs.c.id == bindparam("b_id"), runs.c.version == bindparam("b_version"))
+            .values(version=bindparam("b_version") + 1),
+            [
+                {
+                    "b_id": r.id,
+                    "b_version": r.version,
+                    "state": r.state,
+                    "context": r.context,
+                    "finished": r.finished,
+                    "updated_at": r.updated_at or now,
+                    "claimed_by": r.claimed_by,
+                    "claimed_until": r.claimed_until,
+                    "attempt": r.attempt,
+                    "due_at": r.due_at,
+                }
+                for r in records
+            ],
+        )
+        changed = result.rowcount  # type: ignore[attr-defined]
+        if changed != len(records):  # the rows are locked: only a driver's miscount gets here
+            raise ConcurrencyError("run", records[0].id, expected=records[0].version, found=None)
+
+    def append_many_steps(self, entries: Sequence[HistoryRecord]) -> Steps[None]:
+        """Every entry in one multi-row INSERT; ConcurrencyError if a step is stored already."""
+        for entry in entries:
+            _check_entry(entry)
+            self._history.pop(entry.run_id, None)
+        if not entries:
+            return
+        steps = self._steps
+        try:
+            result = yield from self._execute_many(
+                insert_new(self._session, steps, None),
+                [
+                    {
+                        "run_id": e.run_id,
+                        "seq": e.seq,
+                        "source": e.source,
+                        "trigger": e.trigger,
+                        "target": e.target,
+                        "outcome": e.outcome,
+                        "at": e.at,
+                    }
+                    for e in entries
+                ],
+            )
+            stored: set[tuple[str, int]] = {(row.run_id, row.seq) for row in result}
+        except IntegrityError as error:  # the foreign key: a run is gone
+            raise RunNotFound(entries[0].run_id) from error
+        for entry in entries:
+            if (entry.run_id, entry.seq) not in stored:
+                raise ConcurrencyError(
+                    "run history", entry.run_id, expected=entry.seq - 1, found=None
+                )
 
     def find_steps(
         self,
@@ -288,6 +397,15 @@ class SqlRunStore(RunStatements):
     def history(self, run_id: str) -> list[HistoryRecord]:
         return run_sync(self.history_steps(run_id))
 
+    def load_many(self, run_ids: Sequence[str]) -> list[RunRecord]:
+        return run_sync(self.load_many_steps(run_ids))
+
+    def save_many(self, records: Sequence[RunRecord]) -> None:
+        run_sync(self.save_many_steps(records))
+
+    def append_many(self, entries: Sequence[HistoryRecord]) -> None:
+        run_sync(self.append_many_steps(entries))
+
     def find(
         self,
         machine: str,
@@ -342,6 +460,15 @@ class AsyncSqlRunStore(RunStatements):
     async def history(self, run_id: str) -> list[HistoryRecord]:
         return await run_async(self.history_steps(run_id))
 
+    async def load_many(self, run_ids: Sequence[str]) -> list[RunRecord]:
+        return await run_async(self.load_many_steps(run_ids))
+
+    async def save_many(self, records: Sequence[RunRecord]) -> None:
+        await run_async(self.save_many_steps(records))
+
+    async def append_many(self, entries: Sequence[HistoryRecord]) -> None:
+        await run_async(self.append_many_steps(entries))
+
     async def find(
         self,
         machine: str,
@@ -359,18 +486,23 @@ class AsyncSqlRunStore(RunStatements):
 
 
 def insert_new(
-    session: Session | AsyncSession, table: Table, values: dict[str, object]
+    session: Session | AsyncSession, table: Table, values: dict[str, object] | None
 ) -> Executable:
-    """INSERT one row unless one with the same key exists: ON CONFLICT DO NOTHING, RETURNING
+    """INSERT a row unless one with the same key exists: ON CONFLICT DO NOTHING, RETURNING
     its key (a row back: it went in). One statement and no savepoint, and a taken key leaves
-    the transaction usable (rowcount cannot tell here: some drivers report -1)."""
+    the transaction usable (rowcount cannot tell here: some drivers report -1). With no
+    `values`, the rows are the parameters it is executed with (one key back per row in)."""
     key = list(table.primary_key.columns)
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        return postgresql.insert(table).values(**values).on_conflict_do_nothing().returning(*key)
-    if dialect == "sqlite":
-        return sqlite.insert(table).values(**values).on_conflict_do_nothing().returning(*key)
-    return insert(table).values(**values).returning(*key)  # elsewhere a taken key raises
+        statement: Any = postgresql.insert(table).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        statement = sqlite.insert(table).on_conflict_do_nothing()
+    else:
+        statement = insert(table)  # elsewhere a taken key raises
+    if values is not None:
+        statement = statement.values(**values)
+    return statement.returning(*key)  # type: ignore[no-any-return]
 
 
 def insert_row(session: Session, table: Table, **values: object) -> bool:
@@ -383,6 +515,15 @@ def _entry(
 ) -> HistoryRecord:
     """A history record from a row's columns, in the table's order."""
     return HistoryRecord(run_id, seq, source, trigger, target, outcome, at)
+
+
+def _check_entry(entry: HistoryRecord) -> None:
+    checks.text("run id", entry.run_id, ID_LENGTH)
+    for field in ("source", "trigger", "target"):
+        checks.text(f"history {field}", getattr(entry, field), NAME_LENGTH)
+    checks.positive_int("history seq", entry.seq, 2**31 - 1)
+    checks.aware("history time", entry.at)
+    checks.json_value("history outcome", entry.outcome)
 
 
 def _check_run(record: RunRecord) -> None:

@@ -547,6 +547,18 @@ class TestExternalActions:
         assert not run.external
         assert not ping.create().external
 
+    def test_pending_says_whether_an_action_is_left_to_run(self) -> None:
+        """pending is True in a state with an action (local or external), False in a wait
+        and in a final state."""
+        run = self.machine([]).create()
+        run.hold_external = True
+        assert run.pending
+        run.advance()
+        assert (run.state, run.pending) == ("charging", True)
+        run.hold_external = False
+        assert (run.advance().state, run.pending) == ("done", False)
+        assert not ping.create().pending
+
     def test_advance_stops_at_a_wait_reached_on_its_last_allowed_step(self) -> None:
         """max_steps counts actions: reaching a wait or an external hold with none left is fine."""
         run = self.machine([]).create()

@@ -5,6 +5,7 @@ failed attempts retried, a customer nobody can reach dead-lettered, every run se
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -101,6 +102,9 @@ class InvoiceSettler:
 
     def finish(self, run_id: str, outcome: Published | DeadLettered) -> None:
         self.runs.send(run_id, outcome)
+
+    def settle_many(self, pairs: Sequence[tuple[OutboxMessage, Delivery]], effect: Effect) -> None:
+        self.runs.send_many([(str(m.run_id), outcome) for m, outcome in pairs], effect=effect)
 
 
 class Mailer:

@@ -1,0 +1,201 @@
+"""The relay settles a batch of published events in one transaction, on SQLite and PostgreSQL
+with the real broker: a few statements per batch whatever its size, and any one fault in it
+(a statement, a commit, a commit whose acknowledgement is lost) recovered from with every
+run published once and every event on the topic."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import count
+
+import pytest
+from sqlalchemy import func, select
+
+from adapters.kafka.broker import LocalBroker
+from adapters.kafka.consumer import AuditConsumer
+from adapters.kafka.publisher import KafkaPublisher
+from adapters.kafka.retry import RetryPolicy
+from adapters.memory import FakePublisher
+from adapters.sqlalchemy.tables import TABLES
+from fsm.outbox import Published
+from fsm.relay import RelaySettings
+from tests.clock import Clock
+from tests.faults.injector import Fault, FaultInjector
+from userstatus.app import FlowApp, publish_grace
+from userstatus.demo import init_schema
+from userstatus.domain import UpdateUserStatusPayload, UserStatus
+from userstatus.flow import FlowState
+from userstatus.relay import FlowSettler
+
+from .conftest import fast_config
+
+TOPIC = "UserUpdateTopic"
+LEASE = 30.0
+SETTINGS = RelaySettings(
+    batch_size=50, lease_seconds=LEASE, max_attempts=50, backoff_initial=0.05, backoff_max=0.2
+)
+
+
+@dataclass
+class World:
+    """The flow on one database and the real broker, on a hand-moved clock."""
+
+    app: FlowApp
+    clock: Clock
+    injector: FaultInjector
+    publisher: KafkaPublisher
+    users: Iterator[int]
+
+    def backlog(self, size: int) -> list[str]:
+        """`size` committed updates of new users whose immediate publish failed: their runs
+        wait in publish_failed, their events pending for the relay."""
+        down = FakePublisher()
+        down.failing = True
+        orchestrator = self.app.orchestrator(down)
+        ids = [next(self.users) for _ in range(size)]
+        with self.app.unit_of_work() as uow:
+            for user in ids:
+                uow.users.create(user, "active")
+        runs = [
+            orchestrator.perform(UpdateUserStatusPayload(user, UserStatus.SUSPENDED))
+            for user in ids
+        ]
+        assert {run.state for run in runs} == {FlowState.PUBLISH_FAILED}
+        # Past the hold a failed immediate publish leaves on its event.
+        hold = publish_grace(self.app.retry, self.app.kafka).total_seconds()
+        self.clock.advance(hold + 1)
+        return [run.id for run in runs]
+
+    def relay_once(self, owner: str) -> int:
+        """One batch: claim, publish, settle; how many were published."""
+        relay = self.app.relay(self.publisher, owner=owner)
+        relay.sleep = self.clock.sleep
+        return relay.run_once().published
+
+    def recover(self) -> None:
+        """Past the lease, a fault-free relay works until nothing is pending."""
+        self.injector.reset()
+        self.clock.advance(LEASE + 1)
+        relay = self.app.relay(self.publisher, owner="recovery")
+        relay.sleep = self.clock.sleep
+        relay.run(until_idle=True, max_seconds=300)
+
+    def problems(self, run_ids: list[str]) -> list[str]:
+        """How the runs, their history and their outbox rows disagree with 'published once'."""
+        runs, history, outbox = TABLES.runs, TABLES.history, TABLES.outbox
+        found: list[str] = []
+        with self.app.engine.connect() as connection:
+            for run_id in run_ids:
+                state = connection.execute(
+                    select(runs.c.state).where(runs.c.id == run_id)
+                ).scalar_one()
+                into = connection.execute(
+                    select(func.count())
+                    .select_from(history)
+                    .where(history.c.run_id == run_id, history.c.target == "published")
+                ).scalar_one()
+                status = connection.execute(
+                    select(outbox.c.status).where(outbox.c.run_id == run_id)
+                ).scalar_one()
+                if (state, into, status) != ("published", 1, "published"):
+                    found.append(
+                        f"run {run_id[:8]}: {state}, {into} step(s) into published, event {status}"
+                    )
+        return found
+
+
+@contextmanager
+def world(db_url: str, broker: LocalBroker) -> Iterator[World]:
+    init_schema(db_url)
+    clock = Clock()
+    kafka = fast_config(broker)
+    app = FlowApp.connect(
+        db_url, kafka, retry=RetryPolicy(attempts=1), relay_settings=SETTINGS, clock=clock
+    )
+    publisher = KafkaPublisher(kafka)
+    try:
+        yield World(app, clock, FaultInjector(app.engine), publisher, count(1))
+    finally:
+        publisher.close()
+        app.close()
+
+
+def event_ids(app: FlowApp) -> set[str]:
+    with app.engine.connect() as connection:
+        return set(connection.execute(select(TABLES.outbox.c.event_id)).scalars())
+
+
+class TestOneTransaction:
+    def test_a_batch_costs_the_same_statements_whatever_its_size(
+        self, db_url: str, broker: LocalBroker
+    ) -> None:
+        """Claim, renew and settle: three commits and the same statements for 3 events as
+        for 30; every run published once, every event on the topic."""
+        with world(db_url, broker) as w:
+            seen = []
+            for size in (3, 30):
+                runs = w.backlog(size)
+                w.injector.reset()
+                assert w.relay_once(f"relay-{size}") == size
+                seen.append((len(w.injector.statements), w.injector.commits))
+                assert w.problems(runs) == []
+            assert seen[0] == seen[1]
+            assert seen[0][1] == 3
+            expected = event_ids(w.app)
+            audit = AuditConsumer(w.app.kafka, TOPIC).read_all(expect=expected, timeout=15)
+            assert expected <= audit.events.keys()
+
+    def test_a_run_that_moved_sends_the_batch_one_by_one(
+        self, db_url: str, broker: LocalBroker
+    ) -> None:
+        """One run of the batch is finished already (by another relay, its lease run out,
+        say): the batch's transaction fails, and each is settled alone; all end published,
+        none twice."""
+        with world(db_url, broker) as w:
+            runs = w.backlog(3)
+            with w.app.unit_of_work() as uow:
+                event = uow.session.execute(
+                    select(TABLES.outbox.c.event_id).where(TABLES.outbox.c.run_id == runs[1])
+                ).scalar_one()
+            other = FlowSettler(w.app.unit_of_work(), clock=w.clock, worker="other")
+            other.finish(runs[1], Published(event))
+            w.injector.reset()
+            assert w.relay_once("relay") == 3
+            assert w.injector.commits > 3  # the batch's settle rolled back, then one by one
+            assert w.problems(runs) == []
+
+
+class TestOneFault:
+    @pytest.mark.parametrize("size", [3])
+    def test_any_one_fault_in_a_batch_then_recovery(
+        self, db_url: str, broker: LocalBroker, size: int
+    ) -> None:
+        """Every statement of a batch's claim, renew and settle with a transient fault, every
+        commit with both kinds: after a fault-free relay every run is published once."""
+        with world(db_url, broker) as w:
+            runs = w.backlog(size)
+            w.injector.reset()
+            assert w.relay_once("dry-run") == size
+            statements, commits = len(w.injector.statements), w.injector.commits
+            faults = [Fault("stmt", n) for n in range(1, statements + 1)] + [
+                Fault("commit", n, kind)
+                for n in range(1, commits + 1)
+                for kind in ("transient", "lost-ack")
+            ]
+            failures: list[str] = []
+            for fault in faults:
+                runs = w.backlog(size)
+                w.injector.arm(fault)
+                try:
+                    w.relay_once("faulted")
+                except Exception as error:  # allowed: what matters is what is stored after
+                    failures.append(f"{fault}: the relay raised {error!r}")
+                fired = w.injector.fired
+                w.recover()
+                failures += [f"{fault} ({fired}): {p}" for p in w.problems(runs)]
+            assert failures == []
+            expected = event_ids(w.app)
+            audit = AuditConsumer(w.app.kafka, TOPIC).read_all(expect=expected, timeout=15)
+            assert expected <= audit.events.keys()

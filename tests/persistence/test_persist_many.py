@@ -1,0 +1,176 @@
+"""Many runs moved in one transaction: PersistentMachine.send_many and the stores' *_many
+calls, in memory and on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any, Literal
+
+import pytest
+from sqlalchemy import Engine
+
+from adapters.memory import AsyncInMemoryUnitOfWork, InMemoryUnitOfWork
+from adapters.sqlalchemy import SqlUnitOfWork
+from fsm import FSMError, Machine, PersistentMachine, RunFinished, State
+from fsm.persistence import AsyncPersistentMachine
+from fsm.ports import ConcurrencyError, HistoryRecord, RunNotFound, UnitOfWork
+from tests.clock import T0, Clock
+
+
+def check(context: dict[str, Any]) -> Literal["ok"]:
+    return "ok"
+
+
+orders = Machine(
+    "orders",
+    states=[
+        State("waiting", initial=True),
+        State("checking", action=check),
+        State("done", final=True),
+        State("checked", final=True),
+    ],
+    transitions=[
+        ("waiting", "finish", "done"),
+        ("waiting", "check", "checking"),
+        ("checking", "ok", "checked"),
+    ],
+)
+
+
+@pytest.fixture(params=["sql", "memory"])
+def uow(request: pytest.FixtureRequest, engine: Engine) -> UnitOfWork:
+    """A unit of work on the `engine` (SQLite and PostgreSQL), or an in-memory one (which
+    ignores the engine: it runs once per database, cheap)."""
+    if request.param == "memory":
+        return InMemoryUnitOfWork()
+    return SqlUnitOfWork(engine, clock=Clock())
+
+
+def started(uow: UnitOfWork, *ids: str) -> PersistentMachine[str]:
+    runs = PersistentMachine(orders, uow, clock=Clock())
+    for run_id in ids:
+        runs.start({"n": run_id}, run_id=run_id)
+    return runs
+
+
+def states(runs: PersistentMachine[str], *ids: str) -> list[tuple[str, int, int]]:
+    """(state, version, history length) of each run, as stored."""
+    found = [runs.load(run_id) for run_id in ids]
+    return [(str(h.state), h.version, len(h.run.history)) for h in found]
+
+
+class TestSendMany:
+    def test_every_run_takes_its_step_in_one_transaction(self, uow: UnitOfWork) -> None:
+        """Each run moves by its event, with its history row and version, and the effect
+        writes in the same transaction."""
+        runs = started(uow, "a", "b", "c")
+        written: list[str] = []
+        moved = runs.send_many(
+            [("a", "finish"), ("c", "finish")], effect=lambda u: written.append("effect")
+        )
+        assert [(h.id, h.state, h.version) for h in moved] == [("a", "done", 2), ("c", "done", 2)]
+        assert written == ["effect"]
+        assert states(runs, "a", "b", "c") == [("done", 2, 1), ("waiting", 1, 0), ("done", 2, 1)]
+        step = runs.load("c").run.history[0]
+        assert (step.source, step.trigger, step.target) == ("waiting", "finish", "done")
+
+    def test_a_refused_event_writes_nothing_for_any_run(self, uow: UnitOfWork) -> None:
+        """One run cannot take its event (it is finished): none of the batch moves."""
+        runs = started(uow, "a", "b")
+        runs.send("a", "finish")
+        with pytest.raises(RunFinished):
+            runs.send_many([("b", "finish"), ("a", "finish")])
+        assert states(runs, "a", "b") == [("done", 2, 1), ("waiting", 1, 0)]
+
+    def test_a_run_not_stored_writes_nothing(self, uow: UnitOfWork) -> None:
+        runs = started(uow, "a")
+        with pytest.raises(RunNotFound, match="nope"):
+            runs.send_many([("a", "finish"), ("nope", "finish")])
+        assert states(runs, "a") == [("waiting", 1, 0)]
+
+    def test_an_event_leading_to_an_action_is_refused(self, uow: UnitOfWork) -> None:
+        """send_many takes one step per run: a state with an action left would need more."""
+        runs = started(uow, "a", "b")
+        with pytest.raises(FSMError, match=r"run b's event leads to 'checking'.*send it alone"):
+            runs.send_many([("a", "finish"), ("b", "check")])
+        assert states(runs, "a", "b") == [("waiting", 1, 0), ("waiting", 1, 0)]
+        assert runs.send("b", "check").state == "checked"  # alone, its action runs
+
+    def test_a_failing_effect_writes_nothing(self, uow: UnitOfWork) -> None:
+        runs = started(uow, "a")
+
+        def refuse(_: object) -> None:
+            raise RuntimeError("the outbox is away")
+
+        with pytest.raises(RuntimeError, match="outbox is away"):
+            runs.send_many([("a", "finish")], effect=refuse)
+        assert states(runs, "a") == [("waiting", 1, 0)]
+
+    def test_a_run_given_twice_is_refused_before_anything_is_read(self, uow: UnitOfWork) -> None:
+        runs = started(uow, "a")
+        with pytest.raises(FSMError, match=r"one event per run; given twice: \['a'\]"):
+            runs.send_many([("a", "finish"), ("a", "check")])
+
+    def test_listeners_hear_each_step(self, uow: UnitOfWork) -> None:
+        heard: list[str] = []
+        runs = PersistentMachine(
+            orders, uow, clock=Clock(), listeners=[lambda run, t: heard.append(run.id)]
+        )
+        for run_id in ("a", "b"):
+            runs.start(run_id=run_id)
+        runs.send_many([("b", "finish"), ("a", "finish")])
+        assert heard == ["b", "a"]
+
+    def test_async_runs_too(self) -> None:
+        """The async runner shares the rules: the same steps, awaited."""
+
+        async def scenario() -> list[str]:
+            uow = AsyncInMemoryUnitOfWork()
+            runs = AsyncPersistentMachine(orders, uow, clock=Clock())
+            for run_id in ("a", "b"):
+                await runs.start(run_id=run_id)
+            moved = await runs.send_many([("a", "finish"), ("b", "finish")])
+            return [str((await runs.load(h.id)).state) for h in moved]
+
+        assert asyncio.run(scenario()) == ["done", "done"]
+
+
+class TestStoreMany:
+    def test_load_many_leaves_out_runs_not_stored(self, uow: UnitOfWork) -> None:
+        """The stored ones, each with its history readable right after."""
+        runs = started(uow, "a", "b")
+        runs.send("b", "finish")
+        with uow:
+            found = uow.runs.load_many(["b", "nope", "a"])
+            histories = {record.id: uow.runs.history(record.id) for record in found}
+        assert sorted(record.id for record in found) == ["a", "b"]
+        assert [len(histories["a"]), len(histories["b"])] == [0, 1]
+
+    def test_save_many_names_the_run_that_moved(self, uow: UnitOfWork) -> None:
+        """A stale version anywhere in the batch: ConcurrencyError for that run, and after
+        the rollback nothing of the batch is written."""
+        started(uow, "a", "b", "c")
+        with uow:
+            records = uow.runs.load_many(["a", "b", "c"])
+        with uow:
+            uow.runs.save(records[1])  # b moves on: version 2
+        with pytest.raises(ConcurrencyError, match="run b") as raised, uow:
+            uow.runs.save_many([replace(r, state="done") for r in records])
+        assert (raised.value.expected, raised.value.found) == (1, 2)
+        with uow:
+            after = {r.id: (r.state, r.version) for r in uow.runs.load_many(["a", "b", "c"])}
+        assert after == {"a": ("waiting", 1), "b": ("waiting", 2), "c": ("waiting", 1)}
+
+    def test_append_many_refuses_a_step_stored_already(self, uow: UnitOfWork) -> None:
+        started(uow, "a", "b")
+
+        def entry(run_id: str, seq: int) -> HistoryRecord:
+            return HistoryRecord(run_id, seq, "waiting", "finish", "done", None, T0)
+
+        with uow:
+            uow.runs.append_many([entry("a", 1)])
+        with pytest.raises(ConcurrencyError, match="a"), uow:
+            uow.runs.append_many([entry("b", 1), entry("a", 1)])
+        with uow:
+            assert [len(uow.runs.history(run_id)) for run_id in ("a", "b")] == [1, 0]
