@@ -199,7 +199,8 @@ class AsyncKafkaPublisher(_Producer):
         answer: asyncio.Future[object] = loop.create_future()
 
         def arrived(value: object) -> None:  # in kafka-python's sender thread
-            loop.call_soon_threadsafe(_resolve, answer, value)
+            if not loop.is_closed():  # a publish abandoned with its loop: nobody waits
+                loop.call_soon_threadsafe(_resolve, answer, value)
 
         sent.add_callback(arrived)
         sent.add_errback(arrived)
