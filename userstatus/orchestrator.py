@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar, cast
 
@@ -47,6 +47,8 @@ from userstatus.ports import (
 
 log = logging.getLogger(__name__)
 H = TypeVar("H", bound=StoredRun[FlowState])
+U = TypeVar("U", bound=FlowStores)
+E = TypeVar("E", bound=EventPublisher | AsyncEventPublisher)
 
 STORAGE_ERROR = "storage_error"
 """Context key: a first step that failed outside its action (its commit) or kept failing
@@ -105,39 +107,49 @@ class RunNotSettled(FSMError):
         )
 
 
-class _Orchestration(Generic[H]):
-    """What the sync and the async orchestrator share: every rule of `perform` as Steps
-    (fsm.drive), and the actions' own work. A subclass supplies the runner (`runs`), the
-    three calls into it as Steps, and the actions' signatures (plain or `async def`)."""
+class _Orchestration(Generic[H, U, E]):
+    """What the sync and the async orchestrator share: the settings, every rule of
+    `perform` as Steps (fsm.drive), and the actions' own work. A subclass supplies the
+    runner (`_runner` sets `runs`), the three calls into it as Steps, the default `sleep`
+    and the actions' signatures (plain or `async def`)."""
 
     def __init__(
         self,
         manager: StatusManager,
-        publisher: EventPublisher | AsyncEventPublisher,
-        uow: FlowStores,
+        publisher: E,
+        uow: U,
         *,
-        topic: str,
-        owner: str,
-        clock: Callable[[], datetime],
-        ids: Callable[[], str],
-        publish_grace: timedelta,
-        step_retry: RetryPolicy,
-        sleep: Callable[[float], object],
+        topic: str = TOPIC,
+        owner: str = "orchestrator",
+        clock: Callable[[], datetime] = utc_now,
+        ids: Callable[[], str] = new_id,
+        publish_grace: timedelta = timedelta(seconds=30),
+        step_retry: RetryPolicy = STEP_RETRY,
+        sleep: Callable[[float], object] | None = None,
     ) -> None:
         self.manager = manager
         self.publisher = publisher
-        self.stores = uow
+        self.uow = uow
         self.topic = topic
         self.owner = owner
         self.clock = clock
         self.ids = ids
         self.publish_grace = publish_grace
         self.step_retry = step_retry
-        self.sleep = sleep
+        self.sleep = sleep if sleep is not None else self._default_sleep()
         self.machine = machine
         self._publishes: dict[str, PublishOutcome] = {}
+        self._runner()
 
     # -- the runner, in the subclass's kind
+
+    def _runner(self) -> None:
+        """Set `runs`: the persistent machine of the subclass's kind on `uow`, its actions
+        this object's, its listener `_settle_outbox`, its lease the publish grace."""
+        raise NotImplementedError
+
+    def _default_sleep(self) -> Callable[[float], object]:
+        raise NotImplementedError
 
     def _started(self, context: dict[str, Any], run_id: str) -> Steps[H]:
         raise NotImplementedError
@@ -317,7 +329,7 @@ class _Orchestration(Generic[H]):
             run_id=context["run_id"],
         )
         message = event.to_message(self.topic)
-        outbox = self.stores.outbox
+        outbox = self.uow.outbox
         earlier = outbox.pending_for_key(message.key)
         outbox.add(message)
         if not earlier:
@@ -359,9 +371,9 @@ class _Orchestration(Generic[H]):
         outcome = transition.outcome
         now = self.clock()
         if isinstance(outcome, Published):
-            self.stores.outbox.mark_published(outcome.event_id, owner=self.owner, now=now)
+            self.uow.outbox.mark_published(outcome.event_id, owner=self.owner, now=now)
         elif isinstance(outcome, PublishFailed) and outcome.attempts > 0:
-            self.stores.outbox.mark_failed(
+            self.uow.outbox.mark_failed(
                 outcome.event_id, owner=self.owner, error=outcome.error, retry_at=now
             )
 
@@ -379,7 +391,9 @@ class _Orchestration(Generic[H]):
             log.info("run %s: %s (%r)", run.id, run.state, outcome)
 
 
-class UserStatusUpdateOrchestrator(_Orchestration[PersistentRun[FlowState]]):
+class UserStatusUpdateOrchestrator(
+    _Orchestration[PersistentRun[FlowState], FlowUnitOfWork, EventPublisher]
+):
     """Calls the status manager, then the publisher, and records every step of the run.
 
     Step 1 (one transaction): the manager changes the user, the event goes into the outbox,
@@ -394,42 +408,19 @@ class UserStatusUpdateOrchestrator(_Orchestration[PersistentRun[FlowState]]):
     orchestrator (and its unit of work) serves one thread at a time.
     """
 
-    def __init__(
-        self,
-        manager: StatusManager,
-        publisher: EventPublisher,
-        uow: FlowUnitOfWork,
-        *,
-        topic: str = TOPIC,
-        owner: str = "orchestrator",
-        clock: Callable[[], datetime] = utc_now,
-        ids: Callable[[], str] = new_id,
-        publish_grace: timedelta = timedelta(seconds=30),
-        step_retry: RetryPolicy = STEP_RETRY,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        super().__init__(
-            manager,
-            publisher,
-            uow,
-            topic=topic,
-            owner=owner,
-            clock=clock,
-            ids=ids,
-            publish_grace=publish_grace,
-            step_retry=step_retry,
-            sleep=sleep,
-        )
-        self.uow = uow
+    def _runner(self) -> None:
         self.runs: PersistentMachine[FlowState] = PersistentMachine(
             machine,
-            uow,
+            self.uow,
             types=[UserStatus],
-            clock=clock,
+            clock=self.clock,
             listeners=[self._settle_outbox],
             steps=self,  # the runs' actions call this object's update_status, publish_event
-            lease=publish_grace,  # relays keep off the event as long (the outbox hold)
+            lease=self.publish_grace,  # relays keep off the event as long (the outbox hold)
         )
+
+    def _default_sleep(self) -> Callable[[float], object]:
+        return time.sleep
 
     def perform(
         self, payload: UpdateUserStatusPayload, *, idempotency_key: str | None = None
@@ -468,7 +459,9 @@ class UserStatusUpdateOrchestrator(_Orchestration[PersistentRun[FlowState]]):
         self._settle(transition)
 
 
-class AsyncUserStatusUpdateOrchestrator(_Orchestration[AsyncPersistentRun[FlowState]]):
+class AsyncUserStatusUpdateOrchestrator(
+    _Orchestration[AsyncPersistentRun[FlowState], AsyncFlowUnitOfWork, AsyncEventPublisher]
+):
     """UserStatusUpdateOrchestrator for asyncio: the same steps, rules and guarantees, on an
     AsyncPersistentMachine and an AsyncFlowUnitOfWork, publishing through an async
     publisher (the broker is awaited with no transaction open), waiting with `sleep`
@@ -476,43 +469,20 @@ class AsyncUserStatusUpdateOrchestrator(_Orchestration[AsyncPersistentRun[FlowSt
     orchestrator's own code, run on the unit of work's session (`uow.run_sync`). One
     orchestrator (and its unit of work) serves one task at a time."""
 
-    def __init__(
-        self,
-        manager: StatusManager,
-        publisher: AsyncEventPublisher,
-        uow: AsyncFlowUnitOfWork,
-        *,
-        topic: str = TOPIC,
-        owner: str = "orchestrator",
-        clock: Callable[[], datetime] = utc_now,
-        ids: Callable[[], str] = new_id,
-        publish_grace: timedelta = timedelta(seconds=30),
-        step_retry: RetryPolicy = STEP_RETRY,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        super().__init__(
-            manager,
-            publisher,
-            uow,
-            topic=topic,
-            owner=owner,
-            clock=clock,
-            ids=ids,
-            publish_grace=publish_grace,
-            step_retry=step_retry,
-            sleep=sleep,
-        )
-        self.uow = uow
+    def _runner(self) -> None:
         self.runs: AsyncPersistentMachine[FlowState] = AsyncPersistentMachine(
             machine,
-            uow,
+            self.uow,
             types=[UserStatus],
-            clock=clock,
+            clock=self.clock,
             listeners=[self._settle_outbox],
             # FlowSteps spells its actions as plain defs; an async run awaits these.
             steps=machine.bind(self),  # type: ignore[arg-type]
-            lease=publish_grace,
+            lease=self.publish_grace,
         )
+
+    def _default_sleep(self) -> Callable[[float], object]:
+        return asyncio.sleep
 
     async def perform(
         self, payload: UpdateUserStatusPayload, *, idempotency_key: str | None = None
