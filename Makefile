@@ -4,17 +4,23 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The benchmarks' peers (DBOS): installed for bench-flow only, so `make test` never needs them.
+BENCH_STAMP := $(VENV)/.installed-bench
 # The test run fails unless every row of the shipped machines fired (see pyproject's
 # fsm_coverage_machines); pass PYTEST_ARGS to run a subset without the gate.
 PYTEST_ARGS ?= --fsm-coverage --fsm-coverage-fail-under=100
 
-.PHONY: demo service test test-fast lint mutation mutation-gate bench bench-flow diagrams clean
+.PHONY: demo service test test-fast lint mutation mutation-gate bench bench-flow bench-dbos diagrams clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/fsm demo $(DEMO_ARGS)
@@ -52,8 +58,12 @@ diagrams: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/transitions_per_second.py
 
-bench-flow: $(STAMP)
+bench-flow: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/flow_throughput.py
+
+# DBOS Transact alone against the hand-written loop, in one process (benchmarks/dbos_peer.py).
+bench-dbos: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/dbos_peer.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -83,7 +83,7 @@ class InMemoryOutbox:
         self.clock = clock
         self._seq = 0
 
-    def add(self, message: OutboxMessage) -> None:
+    def add(self, message: OutboxMessage, *, hold_until: datetime | None = None) -> None:
         if message.event_id in self.records:
             raise InvalidRecord(f"an outbox message with event id {message.event_id!r} exists")
         self._seq += 1
@@ -92,7 +92,7 @@ class InMemoryOutbox:
             replace(message, created_at=created),
             self._seq,
             attempts=message.attempts,
-            next_attempt_at=created,
+            next_attempt_at=hold_until or created,
         )
 
     def claim(
@@ -167,12 +167,6 @@ class InMemoryOutbox:
         if record.status != PENDING or record.lease_owner not in (None, owner):
             raise LeaseLost(event_id, owner)
         return record
-
-    def hold(self, event_id: str, *, until: datetime) -> None:
-        record = self._get(event_id)
-        if record.status != PENDING or record.lease_owner is not None:
-            raise InvalidRecord(f"outbox message {event_id!r} is not pending and unleased")
-        record.next_attempt_at = until
 
     def pending_for_key(self, key: str) -> int:
         return sum(1 for r in self.records.values() if r.status == PENDING and r.message.key == key)

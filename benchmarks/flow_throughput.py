@@ -9,16 +9,21 @@ interleaved in rounds so that the ratios hold on a noisy machine:
   row, COMMIT; send to Kafka and wait for the acknowledgement; UPDATE the row published,
   COMMIT (the same guarantees as the flow, none of its bookkeeping);
 - the flow: `FlowApp.orchestrator().perform(payload)`, one update at a time, then with N
-  threads (one orchestrator each, distinct users);
+  threads and with N processes (one orchestrator each, distinct users);
 - the async flow: `AsyncFlowApp.orchestrator().perform(payload)` with N tasks in one event
   loop (one orchestrator per update, distinct users), against the flow's N threads;
 - the relay draining a backlog of pending events (their runs in publish_failed), with one
   relay and with three;
 - raw produce: kafka-python sending the same number of messages, acks=all, idempotent,
-  waiting only once at the end.
+  waiting only once at the end;
+- on PostgreSQL, the peer for durable steps: DBOS Transact doing the same job as a workflow
+  (benchmarks/dbos_peer.py);
+- after the rounds, the peak memory (tracemalloc) of one relay draining a tenth of the
+  backlog and the whole of it.
 
-It prints rates, ratios, SQL statements per update and per relayed event, and checks at the
-end that every committed event was acknowledged and every run is final.
+It prints rates, ratios, SQL statements per update and per relayed event, each of issue 15's
+goals with its verdict, and checks at the end that every committed event was acknowledged
+and every run is final.
 """
 
 from __future__ import annotations
@@ -26,16 +31,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import multiprocessing
 import os
 import platform
 import statistics
 import threading
 import time
+import tracemalloc
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from dbos_peer import dbos_updates  # benchmarks/ is this script's directory
 from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.engine import make_url
 
@@ -43,13 +51,17 @@ from adapters.kafka.broker import LocalBroker
 from adapters.kafka.config import KafkaConfig
 from adapters.memory import FakePublisher
 from adapters.sqlalchemy import TABLES, create_async_engine, create_engine, init_db
+from adapters.sqlalchemy.outbox import message_row
+from fsm.defaults import new_id
 from fsm.relay import RelaySettings
 from fsm.retry import RetryPolicy
 from userstatus.app import AsyncFlowApp, FlowApp
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
+from userstatus.events import UserStatusChanged
 from userstatus.flow import FlowState
 from userstatus.sql import FLOW_TABLES, users
 
+DBOS = "DBOS Transact workflow, one at a time"
 DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 NEW = UserStatus.SUSPENDED
 """Each user is updated once, active to suspended."""
@@ -72,7 +84,8 @@ class Bench:
     engine: Engine
     kafka: KafkaConfig
     counter: Counter
-    next_user: int = 1
+    next_user: int = 1000
+    """User ids start here: well clear of the small integers a stored row holds."""
 
     def users(self, count: int) -> list[int]:
         """`count` new active users."""
@@ -196,6 +209,54 @@ def flow(bench: Bench, count: int, threads: int = 1) -> tuple[float, float]:
     return per * threads / elapsed, counted["statements"] / (per * threads)
 
 
+def flow_processes(bench: Bench, count: int, processes: int) -> float:
+    """Updates per second of the flow in `processes` processes (one orchestrator each,
+    distinct users), as a service scales past one interpreter's lock; timed from the moment
+    every process is ready to the last one's end."""
+    per = count // processes
+    batches = [bench.users(per + 1) for _ in range(processes)]  # the first warms up
+    url = bench.engine.url.render_as_string(hide_password=False)
+    context = multiprocessing.get_context("spawn")
+    ready = context.Barrier(processes + 1)
+    spans: Any = context.Queue()
+    workers = [
+        context.Process(
+            target=_perform_all, args=(url, bench.kafka.bootstrap_servers, ids, ready, spans)
+        )
+        for ids in batches
+    ]
+    for worker in workers:
+        worker.start()
+    ready.wait(timeout=120)
+    times: list[tuple[float, float]] = [spans.get(timeout=600) for _ in workers]
+    for worker in workers:
+        worker.join()
+    assert all(worker.exitcode == 0 for worker in workers), [w.exitcode for w in workers]
+    started = min(start for start, _ in times)
+    ended = max(end for _, end in times)
+    return per * processes / (ended - started)
+
+
+def _perform_all(url: str, servers: str, ids: list[int], ready: Any, spans: Any) -> None:
+    """In a worker process: the flow on its own engine, each user updated once; puts (start,
+    end) on the wall clock on `spans`."""
+    logging.basicConfig(level=logging.ERROR)
+    engine = create_engine(url)
+    app = FlowApp(engine, KafkaConfig(bootstrap_servers=servers), relay_settings=RELAY)
+    orchestrator = app.orchestrator()
+    try:
+        orchestrator.perform(UpdateUserStatusPayload(ids[0], NEW))  # connections, metadata
+        ready.wait(timeout=120)
+        started = time.time()
+        for user_id in ids[1:]:
+            run = orchestrator.perform(UpdateUserStatusPayload(user_id, NEW))
+            assert run.state == FlowState.PUBLISHED, (run.state, run.outcome)
+        spans.put((started, time.time()))
+    finally:
+        app.close()
+        engine.dispose()
+
+
 # -- the async flow (issue 11): N tasks in one event loop against N threads -------------------
 
 
@@ -227,13 +288,63 @@ def async_flow(bench: Bench, count: int, tasks: int) -> float:
 
 
 def backlog(bench: Bench, count: int) -> None:
-    """`count` committed updates whose immediate publish failed: pending for the relay."""
+    """`count` committed updates whose immediate publish failed, pending for the relay: one
+    made by the flow, the others copies of its rows (user, run, history, outbox row) with
+    their own user, run and event ids, events encoded by the flow's own code. Making 10,000
+    through the flow would take most of the run."""
     app = FlowApp(bench.engine, bench.kafka, retry=RetryPolicy(attempts=1))
     down = FakePublisher()
     down.failing = True
-    orchestrator = app.orchestrator(down)
-    for user_id in bench.users(count):
-        orchestrator.perform(UpdateUserStatusPayload(user_id, NEW))
+    [user] = bench.users(1)
+    assert user >= 1000, "the copies replace the template's user id wherever it is a value"
+    run = app.orchestrator(down).perform(UpdateUserStatusPayload(user, NEW))
+    app.close()
+    assert run.state == FlowState.PUBLISH_FAILED, run.state
+    runs, history, outbox = TABLES.runs, TABLES.history, TABLES.outbox
+    with bench.engine.begin() as connection:
+        [row] = connection.execute(select(runs).where(runs.c.id == run.id)).mappings()
+        steps = list(
+            connection.execute(select(history).where(history.c.run_id == run.id)).mappings()
+        )
+        [message] = connection.execute(select(outbox).where(outbox.c.run_id == run.id)).mappings()
+        made = UserStatusChanged.from_json(row["context"]["event"])
+        copies: dict[str, list[dict[str, Any]]] = {"runs": [], "history": [], "outbox": []}
+        ids = bench.users(count - 1)
+        for user_id in ids:
+            copy = replace(made, event_id=uuid.uuid4().hex, user_id=user_id, run_id=new_id())
+            names = {made.event_id: copy.event_id, made.run_id: copy.run_id, user: user_id}
+            context = _renamed(row["context"], names) | {"event": copy.to_json()}
+            copies["runs"].append(_renamed(dict(row), names) | {"context": context})
+            copies["history"] += [_renamed(dict(step), names) for step in steps]
+            # The template's delivery state (its failed attempt), the copy's own message.
+            state = {k: v for k, v in message.items() if k not in ("id", "headers")}
+            fresh = message_row(copy.to_message(message["topic"]), created=message["created_at"])
+            copies["outbox"].append(_renamed(state, names) | fresh | _delivery(message))
+        connection.execute(runs.insert(), copies["runs"])
+        connection.execute(history.insert(), copies["history"])
+        connection.execute(outbox.insert(), copies["outbox"])
+        connection.execute(
+            users.update()
+            .where(users.c.id.in_(ids))
+            .values(status=NEW.value, version=users.c.version + 1)
+        )
+
+
+def _delivery(row: Any) -> dict[str, Any]:
+    """What an outbox row says of its delivery attempts so far."""
+    names = ("status", "attempts", "next_attempt_at", "last_error")
+    return {name: row[name] for name in names}
+
+
+def _renamed(value: Any, names: dict[Any, Any]) -> Any:
+    """`value` with every leaf equal to a key of `names` replaced (JSON values, rows)."""
+    if isinstance(value, dict):
+        return {key: _renamed(item, names) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_renamed(item, names) for item in value]
+    if isinstance(value, str | int) and not isinstance(value, bool) and value in names:
+        return names[value]
+    return value
 
 
 def relay(bench: Bench, count: int, relays: int) -> tuple[float, float]:
@@ -294,16 +405,50 @@ def check(bench: Bench) -> str:
     return f"all {sum(states.values())} runs published, every outbox row published"
 
 
+def peak_memory(bench: Bench, count: int) -> float:
+    """MiB at most allocated (tracemalloc) by one relay draining a backlog of `count`."""
+    backlog(bench, count)
+    app = bench.app()
+    relay = app.relay(owner="bench-memory")
+    tracemalloc.start()
+    try:
+        published = relay.run(until_idle=True, max_seconds=600).published
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        app.close()
+    assert published == count, (published, count)
+    return peak / 2**20
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One of issue 15's goals: a ratio of two measured rates (or sizes), and its bar."""
+
+    name: str
+    ratio: float
+    bar: float
+    at_most: bool = False
+
+    def __str__(self) -> str:
+        met = self.ratio <= self.bar if self.at_most else self.ratio >= self.bar
+        sign = "<=" if self.at_most else ">="
+        met_or_not = "met" if met else "NOT met"
+        return f"| {self.name} | {self.ratio:.2f}x | {sign} {self.bar:.1f}x | {met_or_not} |"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db-url", default=os.environ.get("FSM_BENCH_DB_URL", DEFAULT_DB))
     parser.add_argument("--updates", type=int, default=300, help="updates per timing")
-    parser.add_argument("--backlog", type=int, default=1000, help="events per relay timing")
+    parser.add_argument("--backlog", type=int, default=10_000, help="events per relay timing")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", default="1,2,4,8")
+    parser.add_argument("--processes", default="2,8", help="'' for none")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)  # the backlog's failed publishes are on purpose
     threads = [int(n) for n in args.threads.split(",")]
+    processes = [int(n) for n in args.processes.split(",") if n]
 
     with LocalBroker() as broker, schema(args.db_url) as url:
         engine = create_engine(url)
@@ -316,41 +461,82 @@ def main(argv: list[str] | None = None) -> None:
         flow(bench, 20)
         rates: dict[str, list[float]] = {}
         statements: dict[str, list[float]] = {}
+        commits: list[float] = []
+        relays = f"relay draining {args.backlog:,}"
         for _ in range(args.rounds):
             rates.setdefault("hand-written loop", []).append(hand_written(bench, args.updates))
             for n in threads:
                 rate, per = flow(bench, args.updates, n)
                 rates.setdefault(f"flow, {n} thread(s)", []).append(rate)
                 statements.setdefault("per update (flow)", []).append(per)
+            for n in processes:
+                rate = flow_processes(bench, args.updates, n)
+                rates.setdefault(f"flow, {n} process(es)", []).append(rate)
             for n in threads:
                 rate = async_flow(bench, args.updates, n)
                 rates.setdefault(f"async flow, {n} task(s)", []).append(rate)
             for n in (1, 3):
                 rate, per = relay(bench, args.backlog, n)
-                rates.setdefault(f"relay draining {args.backlog}, {n} relay(s)", []).append(rate)
+                rates.setdefault(f"{relays}, {n} relay(s)", []).append(rate)
                 statements.setdefault("per relayed event", []).append(per)
             rates.setdefault("raw produce (kafka-python)", []).append(
                 raw_produce(bench, args.backlog)
             )
+            if args.db_url.startswith("postgresql"):  # DBOS's system database: PostgreSQL
+                rate, per = dbos_updates(args.db_url, broker.bootstrap_servers, args.updates)
+                rates.setdefault(DBOS, []).append(rate)
+                commits.append(per)
+        small = max(args.backlog // 10, 5 * RELAY.batch_size)  # several batches
+        peak_memory(bench, small)  # warm up: the first drain fills caches that stay
+        memory = {size: peak_memory(bench, size) for size in (small, args.backlog)}
         verdict = check(bench)
         engine.dispose()
 
+    median = {name: statistics.median(values) for name, values in rates.items()}
     shown = make_url(args.db_url).set(password=None).render_as_string()
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}; database {shown}; broker Tansu (local)"
     )
     print(f"{args.rounds} rounds, {args.updates} updates, backlog {args.backlog}; median rates\n")
-    hand = statistics.median(rates["hand-written loop"])
-    raw = statistics.median(rates["raw produce (kafka-python)"])
+    hand = median["hand-written loop"]
+    raw = median["raw produce (kafka-python)"]
     print("| path | rate (/s) | ratio |\n|---|---:|---:|")
-    for name, values in rates.items():
-        rate = statistics.median(values)
+    for name, rate in median.items():
         base = raw if name.startswith(("relay", "raw")) else hand
         against = "raw produce" if base is raw else "hand-written"
         print(f"| {name} | {rate:,.0f} | {rate / base:.2f}x {against} |")
     for name, values in statements.items():
-        print(f"\nSQL statements {name}: {statistics.median(values):.1f}")
+        print(f"\nSQL statements {name}: {statistics.median(values):.2f}")
+    print(
+        "\npeak memory of one relay draining (tracemalloc): "
+        + ", ".join(f"{size:,} events {mib:.1f} MiB" for size, mib in memory.items())
+    )
+    one = median.get("flow, 1 thread(s)")
+    eight = max(median.get("flow, 8 thread(s)", 0), median.get("flow, 8 process(es)", 0))
+    goals = [
+        Goal("relay vs raw produce", median[f"{relays}, 1 relay(s)"] / raw, 0.5),
+        Goal(
+            "3 relays vs 1", median[f"{relays}, 3 relay(s)"] / median[f"{relays}, 1 relay(s)"], 1.0
+        ),
+        Goal(
+            f"relay memory, {args.backlog:,} vs {small:,} events",
+            memory[args.backlog] / memory[small],
+            1.2,
+            at_most=True,
+        ),
+    ]
+    if one is not None:
+        goals.insert(0, Goal("flow one at a time vs hand-written", one / hand, 1.0))
+        if eight:
+            goals.insert(1, Goal("8 workers (threads or processes) vs 1", eight / one, 2.0))
+    print("\n| goal | ratio | bar | |\n|---|---:|---:|---|")
+    for goal in goals:
+        print(goal)
+    if commits:
+        print(f"\nDBOS commits per update (pg_stat_database): {statistics.median(commits):.1f}")
+        if one is not None:
+            print(f"the flow one at a time vs DBOS: {one / median[DBOS]:.2f}x")
     print(f"\ncheck: {verdict}")
 
 

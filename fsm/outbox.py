@@ -75,8 +75,10 @@ class BatchPublisher(Publisher, Protocol):
 class Outbox(Protocol):
     """Messages added in the same transaction as the change they announce, published later."""
 
-    def add(self, message: OutboxMessage) -> None:
-        """Add a message within the caller's current transaction."""
+    def add(self, message: OutboxMessage, *, hold_until: datetime | None = None) -> None:
+        """Add a message within the caller's current transaction; with `hold_until`, no
+        relay claims it before then (the process that added it publishes it itself
+        meanwhile)."""
         ...
 
     def claim(
@@ -117,11 +119,6 @@ class Outbox(Protocol):
 
     def pending_for_key(self, key: str) -> int:
         """How many messages of `key` are neither published nor dead."""
-        ...
-
-    def hold(self, event_id: str, *, until: datetime) -> None:
-        """Make a pending, unleased message unclaimable before `until` (in this transaction):
-        the process that added it publishes it itself meanwhile."""
         ...
 
     def counts(self) -> dict[str, int]:

@@ -84,7 +84,9 @@ class StoredMachine(Generic[S, U, H]):
 
     An external step (`State(..., external=True)`) takes three parts: a transaction that
     claims the run for `worker` until `lease` from now (RunClaimed if another worker's
-    claim has not run out; nothing is called then), the action called with no transaction
+    claim has not run out; nothing is called then; the step that enters the state claims
+    it in its own transaction, so a run moving straight on needs none), the action called
+    with no transaction
     open and the step's idempotency key, and a transaction that records its outcome if the
     run was not claimed by anyone else meanwhile (ConcurrencyError otherwise). A worker that
     dies mid-call leaves the claim to run out; then any worker takes the step again, with
@@ -375,6 +377,7 @@ class StoredRun(RunHandle[S]):
     __slots__ = (
         "_active",
         "_claim",
+        "_claimed_in_step",
         "_committed",
         "_due",
         "_owner",
@@ -393,6 +396,9 @@ class StoredRun(RunHandle[S]):
         """The stored version this handle last read or wrote."""
         self._claim: tuple[str | None, datetime | None, int] = (None, None, 0)
         """The stored claim as last read or written: worker, until when, attempt."""
+        self._claimed_in_step = False
+        """The step just committed entered an external state and claimed the run for its
+        call in the same write (see _commit_step)."""
         self._seq = seq
         self._committed: dict[str, object] = {}
         """The context as last read or written (encoded): what a rollback returns to."""
@@ -460,6 +466,7 @@ class StoredRun(RunHandle[S]):
         self.version = record.version
         self._seq = len(history)
         self._stale = False
+        self._claimed_in_step = False
 
     def _adopt(self, run: Run[S]) -> None:
         self._run = run
@@ -496,6 +503,9 @@ class StoredRun(RunHandle[S]):
         """Commit this worker's claim on the run for its external step: True once it holds,
         False when the run turned out to have moved on; RunClaimed if another worker's
         claim has not run out (nothing is written then)."""
+        if self._claimed_in_step:  # the step that entered the state claimed it already
+            self._claimed_in_step = False
+            return True
         for fresh in (self._stale, True):
             if fresh:
                 yield from self._reload_steps()  # someone moved or claimed the run since
@@ -628,6 +638,13 @@ class StoredRun(RunHandle[S]):
         # Encode everything before writing anything: a value that cannot be stored is refused.
         self._due = due_at(owner.machine, transition.target, now)
         record = self._record(created=False, now=now)
+        # A step entering an external state claims the run for its call in the same write:
+        # one commit fewer than a claim of its own (see _claim_run).
+        claimed = run.external and self._staged is None
+        if claimed:
+            record = replace(
+                record, claimed_by=owner.worker, claimed_until=now + owner.lease, attempt=1
+            )
         entry = HistoryRecord(
             run_id=run.id,
             seq=self._seq + 1,
@@ -650,7 +667,8 @@ class StoredRun(RunHandle[S]):
         self.version = new_version
         self._seq += 1
         self._committed = record.context
-        self._claim = (None, None, 0)
+        self._claim = (record.claimed_by, record.claimed_until, record.attempt)
+        self._claimed_in_step = claimed
         self._redo = None
 
     def _rollback(self) -> Steps[None]:

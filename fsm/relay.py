@@ -245,12 +245,12 @@ class OutboxRelay(Stoppable):
             return report
         report.claimed = len(claimed)
         if isinstance(self.publisher, BatchPublisher) and not self.stopping:
-            # At most one message per key: send them all, then wait for every answer.
-            held = self._renew(claimed, report)
-            answers = self.publisher.publish_batch(held) if held else []
+            # At most one message per key: send them all, then wait for every answer. The
+            # leases were taken a moment ago, for at least one attempt: nothing to renew.
+            answers = self.publisher.publish_batch(claimed) if claimed else []
             outcomes = [
                 (message, self._outcome(message, answer))
-                for message, answer in zip(held, answers, strict=True)
+                for message, answer in zip(claimed, answers, strict=True)
             ]
             published = [pair for pair in outcomes if isinstance(pair[1], Published)]
             if self._settle_published(published, report):
@@ -262,7 +262,7 @@ class OutboxRelay(Stoppable):
                 if self.stopping:
                     self._release(claimed[index:], report)
                     break
-                if self._renew([message], report):
+                if self._renew(message, report):
                     self._settle(message, self.attempt(message), report)
         if claimed:
             log.info(
@@ -298,36 +298,28 @@ class OutboxRelay(Stoppable):
                 self.sleep(self.settings.idle_interval)
         return total
 
-    def _renew(self, messages: list[OutboxMessage], report: RelayReport) -> list[OutboxMessage]:
-        """Extend the leases on `messages` for one attempt, in one transaction; the ones
-        still this relay's (skip the rest: another relay publishes them in order)."""
+    def _renew(self, message: OutboxMessage, report: RelayReport) -> bool:
+        """Extend the lease on `message` for one attempt; False when it is no longer this
+        relay's (skip it: another relay publishes it in order) or the renewal failed."""
         try:
-            with self.uow:
-                renewed = self.uow.outbox.renew(
-                    *(message.event_id for message in messages),
-                    owner=self.owner,
-                    lease_seconds=self.settings.lease_seconds,
-                    now=self.clock(),
-                )
-            held = [message for message in messages if message.event_id in renewed]
+            held = self._still_held(message)
         except Exception as error:
             report.errors += 1
             log.error(
-                "relay %s: renewing the leases on %d event(s) failed: %r; skipped",
+                "relay %s: renewing the lease on event %s failed: %r; skipped",
                 self.owner,
-                len(messages),
+                message.event_id,
                 error,
             )
-            return []
-        for message in messages:
-            if message not in held:
-                report.lost += 1
-                log.warning(
-                    "relay %s: the lease on event %s ran out before its publish; skipped "
-                    "(another relay publishes it in order)",
-                    self.owner,
-                    message.event_id,
-                )
+            return False
+        if not held:
+            report.lost += 1
+            log.warning(
+                "relay %s: the lease on event %s ran out before its publish; skipped "
+                "(another relay publishes it in order)",
+                self.owner,
+                message.event_id,
+            )
         return held
 
     def _release(self, messages: list[OutboxMessage], report: RelayReport) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import sys
 import types
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,16 +64,12 @@ class TestDocumentation:
     """Each block executes after the ones before it on its page, and its tests pass."""
 
     def test_the_pages_have_blocks(self) -> None:
-        """The extraction finds the blocks, indented ones too, and few fragments."""
-        assert len(BLOCKS) == 23
-        assert [str(b) for b in BLOCKS if b.fragment] == [
-            "docs/async.md:15",
-            "docs/persistence.md:173",
-            "docs/persistence.md:270",
-            "docs/persistence.md:402",
-            "docs/persistence.md:429",
-            "docs/persistence.md:478",
-        ]
+        """The extraction finds the blocks, and few fragments: each page's fragments are
+        counted here, so marking one more is a choice made on purpose."""
+        fragments = Counter(str(b.page.relative_to(ROOT)) for b in BLOCKS if b.fragment)
+        assert fragments == {"docs/async.md": 1, "docs/persistence.md": 5}
+        assert len(BLOCKS) >= 22
+        assert sum(fragments.values()) * 3 < len(BLOCKS)
 
     @pytest.mark.parametrize("block", BLOCKS, ids=str)
     def test_block(self, block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -331,11 +331,11 @@ class _Orchestration(Generic[H, U, E]):
         message = event.to_message(self.topic)
         outbox = self.uow.outbox
         earlier = outbox.pending_for_key(message.key)
-        outbox.add(message)
-        if not earlier:
-            # This process publishes it in a moment: keep relays off it meanwhile, so they
-            # do not send it a second time. If the process dies, they take over after this.
-            outbox.hold(message.event_id, until=event.occurred_at + self.publish_grace)
+        # With no earlier event of the user pending, this process publishes it in a moment:
+        # relays keep off it meanwhile, so they do not send it a second time. If the process
+        # dies, they take over after the hold.
+        hold = None if earlier else event.occurred_at + self.publish_grace
+        outbox.add(message, hold_until=hold)
         context["event"] = event.to_json()
         context["queued_behind"] = earlier
 

@@ -59,25 +59,13 @@ class SqlOutbox:
         self._clock = clock
         self._table = tables.outbox
 
-    def add(self, message: OutboxMessage) -> None:
+    def add(self, message: OutboxMessage, *, hold_until: datetime | None = None) -> None:
         _check_message(message)
+        if hold_until is not None:
+            checks.aware("hold_until", hold_until)
         created = message.created_at or self._clock()
-        added = insert_row(
-            self._session,
-            self._table,
-            event_id=message.event_id,
-            topic=message.topic,
-            key=message.key,
-            value=message.value,
-            headers=[
-                [name, base64.b64encode(value).decode("ascii")] for name, value in message.headers
-            ],
-            status=PENDING,
-            attempts=message.attempts,
-            next_attempt_at=created,
-            run_id=message.run_id,
-            created_at=created,
-        )
+        row = message_row(message, created=created, hold_until=hold_until)
+        added = insert_row(self._session, self._table, **row)
         if not added:
             # The value stays out: a stored error names the field, never the data.
             raise InvalidRecord("an outbox message with this event_id exists already")
@@ -255,13 +243,6 @@ class SqlOutbox:
         ).scalar_one()
         return int(count)
 
-    def hold(self, event_id: str, *, until: datetime) -> None:
-        """Make a pending, unleased message unclaimable before `until`."""
-        c = self._table.c
-        unleased = (c.event_id == event_id, c.lease_owner.is_(None))
-        if self._update(*unleased, next_attempt_at=until) != 1:
-            raise InvalidRecord(f"outbox message {event_id!r} is not pending and unleased")
-
     def counts(self) -> dict[str, int]:
         """How many messages are pending, published and dead."""
         found = dict.fromkeys((PENDING, PUBLISHED, DEAD), 0)
@@ -297,6 +278,26 @@ class SqlOutbox:
         if status is None:
             raise InvalidRecord(f"no outbox message has event id {event_id!r}")
         return str(status)
+
+
+def message_row(
+    message: OutboxMessage, *, created: datetime, hold_until: datetime | None = None
+) -> dict[str, Any]:
+    """The outbox row of a new message, as `add` inserts it (headers as base64 text)."""
+    return {
+        "event_id": message.event_id,
+        "topic": message.topic,
+        "key": message.key,
+        "value": message.value,
+        "headers": [
+            [name, base64.b64encode(value).decode("ascii")] for name, value in message.headers
+        ],
+        "status": PENDING,
+        "attempts": message.attempts,
+        "next_attempt_at": hold_until or created,
+        "run_id": message.run_id,
+        "created_at": created,
+    }
 
 
 def _message(row: Row[Any]) -> OutboxMessage:

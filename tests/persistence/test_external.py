@@ -74,6 +74,13 @@ class Workers:
 def test_an_external_action_runs_with_no_transaction_open_and_gets_the_step_key() -> None:
     """The claim commits first; the call sees no transaction; the outcome commits after."""
     workers = Workers()
+    during: list[tuple[str, str | None, int, int]] = []
+
+    def look() -> None:
+        stored = workers.store.load("pay-1")
+        during.append((stored.state, stored.claimed_by, stored.attempt, stored.version))
+
+    workers.a.on_call = look
     run = workers.runs_a.start({"payment": "p-1"}, run_id="pay-1")
     assert run.state is Stage.CAPTURED
     assert workers.a.keys == ["pay-1:2"]
@@ -81,7 +88,9 @@ def test_an_external_action_runs_with_no_transaction_open_and_gets_the_step_key(
     stored = workers.store.load("pay-1")
     assert (stored.claimed_by, stored.claimed_until, stored.attempt) == (None, None, 0)
     assert stored.context["gateway_ref"] == "ref-1"  # the call's context changes are kept
-    assert stored.version == 4  # created, moved to capturing, claimed, captured
+    assert stored.version == 3  # created, moved to capturing (claimed in that step), captured
+    # The step that entered the external state claimed the run for the call in its write.
+    assert during == [("capturing", "a", 1, 2)]
 
 
 def test_a_failed_call_gives_the_claim_back_and_keeps_the_key() -> None:
