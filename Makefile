@@ -10,7 +10,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 # fsm_coverage_machines); pass PYTEST_ARGS to run a subset without the gate.
 PYTEST_ARGS ?= --fsm-coverage --fsm-coverage-fail-under=100
 
-.PHONY: demo test test-fast lint mutation mutation-gate bench bench-flow bench-dbos diagrams clean
+.PHONY: demo service test test-fast lint mutation mutation-gate bench bench-flow bench-dbos diagrams clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ $(BENCH_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(BIN)/fsm demo $(DEMO_ARGS)
 
+# The example ASGI service (examples/service) on $$FSM_DB_URL and $$FSM_KAFKA_BOOTSTRAP_SERVERS;
+# SERVICE_ARGS adds flags (python -m examples.service --help).
+service: $(STAMP)
+	$(BIN)/python -m examples.service $(SERVICE_ARGS)
+
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -35,7 +40,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy fsm adapters userstatus tests benchmarks
+	$(BIN)/mypy fsm adapters userstatus tests benchmarks examples
 
 # Mutation testing with mutmut (tests/mutation.py): every module of fsm/ against the fast
 # suite, the score per module; long, by hand. Survivors: docs/testing.md.

@@ -25,7 +25,7 @@ from fsm.ports import (
 PENDING, PUBLISHED, DEAD = "pending", "published", "dead"
 
 
-class FakePublisher:
+class _Recorder:
     """Records every message in `.sent`; `fail_next` or `failing` make publishes raise."""
 
     def __init__(self) -> None:
@@ -34,12 +34,29 @@ class FakePublisher:
         self.failing = False
         self.fail_next = 0
 
-    def publish(self, message: OutboxMessage) -> None:
+    def _take(self, message: OutboxMessage) -> None:
         self.attempts += 1
         if self.failing or self.fail_next > 0:
             self.fail_next = max(0, self.fail_next - 1)
             raise PublishError(f"broker unavailable (fake), event {message.event_id}")
         self.sent.append(message)
+
+
+class FakePublisher(_Recorder):
+    """Records every message in `.sent`; `fail_next` or `failing` make publishes raise."""
+
+    def publish(self, message: OutboxMessage) -> None:
+        self._take(message)
+
+
+class AsyncFakePublisher(_Recorder):
+    """FakePublisher for asyncio (fsm.outbox.AsyncPublisher); `delay` seconds per publish."""
+
+    delay = 0.0
+
+    async def publish(self, message: OutboxMessage) -> None:
+        await asyncio.sleep(self.delay)
+        self._take(message)
 
 
 @dataclass

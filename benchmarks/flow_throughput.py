@@ -10,6 +10,8 @@ interleaved in rounds so that the ratios hold on a noisy machine:
   COMMIT (the same guarantees as the flow, none of its bookkeeping);
 - the flow: `FlowApp.orchestrator().perform(payload)`, one update at a time, then with N
   threads and with N processes (one orchestrator each, distinct users);
+- the async flow: `AsyncFlowApp.orchestrator().perform(payload)` with N tasks in one event
+  loop (one orchestrator per update, distinct users), against the flow's N threads;
 - the relay draining a backlog of pending events (their runs in publish_failed), with one
   relay and with three;
 - raw produce: kafka-python sending the same number of messages, acks=all, idempotent,
@@ -27,6 +29,7 @@ and every run is final.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -47,12 +50,12 @@ from sqlalchemy.engine import make_url
 from adapters.kafka.broker import LocalBroker
 from adapters.kafka.config import KafkaConfig
 from adapters.memory import FakePublisher
-from adapters.sqlalchemy import TABLES, create_engine, init_db
+from adapters.sqlalchemy import TABLES, create_async_engine, create_engine, init_db
 from adapters.sqlalchemy.outbox import message_row
 from fsm.defaults import new_id
 from fsm.relay import RelaySettings
 from fsm.retry import RetryPolicy
-from userstatus.app import FlowApp
+from userstatus.app import AsyncFlowApp, FlowApp
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.events import UserStatusChanged
 from userstatus.flow import FlowState
@@ -254,6 +257,36 @@ def _perform_all(url: str, servers: str, ids: list[int], ready: Any, spans: Any)
         engine.dispose()
 
 
+# -- the async flow (issue 11): N tasks in one event loop against N threads -------------------
+
+
+def async_flow(bench: Bench, count: int, tasks: int) -> float:
+    """Updates per second of the async flow (AsyncFlowApp) with `tasks` concurrent tasks in
+    one event loop, each with its own orchestrator, on distinct users: the sync flow's
+    `flow(bench, count, threads=tasks)` in asyncio."""
+    per = count // tasks
+    batches = [bench.users(per) for _ in range(tasks)]
+    url = bench.engine.url.render_as_string(hide_password=False)
+
+    async def timed() -> float:
+        app = AsyncFlowApp(create_async_engine(url), bench.kafka)
+
+        async def work(ids: list[int]) -> None:
+            for user_id in ids:
+                run = await app.orchestrator().perform(UpdateUserStatusPayload(user_id, NEW))
+                assert run.state == FlowState.PUBLISHED, (run.state, run.outcome)
+
+        try:
+            await work(bench.users(2))  # warm up: connections, the producer
+            started = time.perf_counter()
+            await asyncio.gather(*(work(ids) for ids in batches))
+            return per * tasks / (time.perf_counter() - started)
+        finally:
+            await app.close()
+
+    return asyncio.run(timed())
+
+
 def backlog(bench: Bench, count: int) -> None:
     """`count` committed updates whose immediate publish failed, pending for the relay: one
     made by the flow, the others copies of its rows (user, run, history, outbox row) with
@@ -439,6 +472,9 @@ def main(argv: list[str] | None = None) -> None:
             for n in processes:
                 rate = flow_processes(bench, args.updates, n)
                 rates.setdefault(f"flow, {n} process(es)", []).append(rate)
+            for n in threads:
+                rate = async_flow(bench, args.updates, n)
+                rates.setdefault(f"async flow, {n} task(s)", []).append(rate)
             for n in (1, 3):
                 rate, per = relay(bench, args.backlog, n)
                 rates.setdefault(f"{relays}, {n} relay(s)", []).append(rate)

@@ -57,6 +57,14 @@ class Publisher(Protocol):
         ...
 
 
+class AsyncPublisher(Protocol):
+    """Publisher for asyncio: sends one message without blocking the event loop."""
+
+    async def publish(self, message: OutboxMessage) -> None:
+        """Return once the broker acknowledged the message; raise PublishError otherwise."""
+        ...
+
+
 @runtime_checkable
 class BatchPublisher(Publisher, Protocol):
     """A publisher that sends a batch at once and then waits for every acknowledgement (a

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from fsm.drive import Steps, run_sync, settle
+
 T = TypeVar("T")
 
 
@@ -85,18 +87,42 @@ def retry(
     """`call(attempt)` until it returns, an error `retry_on` refuses, or the policy gives up.
 
     The last error is raised as it is. `on_retry(attempt, error, wait)` is told before
-    each wait.
+    each wait. (`retry_steps` is the same loop for sync and async callers.)
     """
+    steps = retry_steps(
+        lambda attempt: settle(call(attempt)),
+        policy,
+        retry_on=retry_on,
+        sleep=sleep,
+        clock=clock,
+        rand=rand,
+        on_retry=on_retry,
+    )
+    return run_sync(steps)
+
+
+def retry_steps(
+    call: Callable[[int], Steps[T]],
+    policy: RetryPolicy,
+    *,
+    retry_on: Callable[[Exception], bool],
+    sleep: Callable[[float], object] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    rand: Callable[[], float] = random.random,
+    on_retry: Callable[[int, Exception, float], None] | None = None,
+) -> Steps[T]:
+    """`retry` as Steps (fsm.drive): `call(attempt)` is a computation, and `sleep` may
+    return an awaitable (`asyncio.sleep`), awaited by an async driver."""
     started = clock()
     attempt = 1
     while True:
         try:
-            return call(attempt)
+            return (yield from call(attempt))
         except Exception as error:
             wait = policy.wait(attempt, rand)
             if not retry_on(error) or policy.gives_up(attempt, clock() - started, wait):
                 raise
             if on_retry is not None:
                 on_retry(attempt, error, wait)
-        sleep(wait)
+        yield from settle(sleep(wait))
         attempt += 1

@@ -1,4 +1,5 @@
-"""Wiring: the flow on SQLAlchemy and Kafka, as the demo, the relay command and tests build it."""
+"""Wiring: the flow on SQLAlchemy and Kafka, sync (the demo, the relay command) and asyncio
+(a service such as examples/service)."""
 
 from __future__ import annotations
 
@@ -9,24 +10,28 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.kafka.config import KafkaConfig
-from adapters.kafka.publisher import KafkaPublisher
-from adapters.kafka.retry import RetryingPublisher
-from adapters.sqlalchemy import create_engine, require_tables
+from adapters.kafka.publisher import AsyncKafkaPublisher, KafkaPublisher
+from adapters.kafka.retry import AsyncRetryingPublisher, RetryingPublisher
+from adapters.sqlalchemy import create_async_engine, create_engine, require_tables
 from fsm.defaults import utc_now
-from fsm.outbox import Publisher
+from fsm.outbox import AsyncPublisher, Publisher
 from fsm.persistence import PersistentMachine
 from fsm.relay import RelaySettings
 from fsm.retry import STEP_RETRY, RetryPolicy
 from userstatus.domain import UserStatus
 from userstatus.flow import FlowState, machine
 from userstatus.manager import UserStatusManager
-from userstatus.orchestrator import UserStatusUpdateOrchestrator
+from userstatus.orchestrator import (
+    AsyncUserStatusUpdateOrchestrator,
+    UserStatusUpdateOrchestrator,
+)
 from userstatus.ports import CurrentUsers
-from userstatus.publisher import UserUpdatePublisher
+from userstatus.publisher import AsyncUserUpdatePublisher, UserUpdatePublisher
 from userstatus.relay import OutboxRelay
-from userstatus.sql import FLOW_TABLES, FlowSqlUnitOfWork
+from userstatus.sql import FLOW_TABLES, AsyncFlowSqlUnitOfWork, FlowSqlUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -113,15 +118,12 @@ class FlowApp:
         uow = uow or self.unit_of_work()
         kafka = immediate_kafka(self.kafka, self.retry)
         retrying = RetryingPublisher(publisher or self.publisher(kafka), self.retry)
-        grace = self.publish_grace
-        if grace is None:
-            grace = publish_grace(self.retry, kafka)
         return UserStatusUpdateOrchestrator(
             UserStatusManager(CurrentUsers(uow)),
             UserUpdatePublisher(retrying),
             uow,
             clock=self.clock,
-            publish_grace=grace,
+            publish_grace=self.publish_grace or publish_grace(self.retry, kafka),
         )
 
     def runs(self) -> PersistentMachine[FlowState]:
@@ -156,3 +158,62 @@ class FlowApp:
                 log.warning("closing a Kafka producer failed: %r", error)
         self._publishers.clear()
         self.engine.dispose()
+
+
+@dataclass
+class AsyncFlowApp:
+    """FlowApp for asyncio: one async engine and one Kafka producer, shared by the tasks;
+    each task gets its own orchestrator and unit of work (`orchestrator()`).
+
+    The immediate publish runs as FlowApp's does (its Kafka time bounds cut to the retry
+    deadline, retried under `retry`), through an AsyncKafkaPublisher: no call blocks the
+    loop. Failed publishes are left to a relay (`fsm relay`, its own process).
+    """
+
+    engine: AsyncEngine
+    kafka: KafkaConfig
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    clock: Callable[[], datetime] = utc_now
+    publish_grace: timedelta | None = None
+    """How long relays leave a new event to its orchestrator; None: `publish_grace()`."""
+    _publisher: AsyncPublisher | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def connect(cls, db_url: str, kafka: KafkaConfig, **options: Any) -> AsyncFlowApp:
+        """Open `db_url`, which `fsm db init --with userstatus` made (SchemaMissing if it lacks
+        a table, checked with a sync connection once; nothing is created)."""
+        check = create_engine(db_url)
+        try:
+            require_tables(check, extra=FLOW_TABLES)
+        finally:
+            check.dispose()
+        return cls(create_async_engine(db_url), kafka, **options)
+
+    def unit_of_work(self) -> AsyncFlowSqlUnitOfWork:
+        """A new unit of work on the database (for one task)."""
+        return AsyncFlowSqlUnitOfWork(self.engine, clock=self.clock)
+
+    def orchestrator(
+        self, publisher: AsyncPublisher | None = None, *, uow: AsyncFlowSqlUnitOfWork | None = None
+    ) -> AsyncUserStatusUpdateOrchestrator:
+        """An orchestrator for one task, on its own unit of work and the shared producer."""
+        uow = uow or self.unit_of_work()
+        kafka = immediate_kafka(self.kafka, self.retry)
+        if publisher is None:
+            if self._publisher is None:
+                self._publisher = AsyncKafkaPublisher(kafka)
+            publisher = self._publisher
+        return AsyncUserStatusUpdateOrchestrator(
+            UserStatusManager(CurrentUsers(uow)),
+            AsyncUserUpdatePublisher(AsyncRetryingPublisher(publisher, self.retry)),
+            uow,
+            clock=self.clock,
+            publish_grace=self.publish_grace or publish_grace(self.retry, kafka),
+        )
+
+    async def close(self) -> None:
+        """Close the producer and release the database connections."""
+        publisher, self._publisher = self._publisher, None
+        if isinstance(publisher, AsyncKafkaPublisher):
+            await publisher.close()
+        await self.engine.dispose()

@@ -25,7 +25,7 @@ class CommandError(FSMError):
     """The database or the broker could not be reached: printed as one line, exit status 2."""
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     original = getattr(error, "orig", None)  # SQLAlchemy wraps the driver's error
     if isinstance(original, BaseException):
         error = original
@@ -247,7 +247,7 @@ def _cmd_relay(args: argparse.Namespace) -> int:
     try:
         app = FlowApp.connect(db_url, config, users=False, relay_settings=settings)
     except SQLAlchemyError as error:
-        raise CommandError(f"cannot open the database: {_first_line(error)}") from error
+        raise CommandError(f"cannot open the database: {first_line(error)}") from error
     try:
         relay = app.relay(owner=args.owner)
         relay.install_signal_handlers()
@@ -337,7 +337,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     try:
         summary = run_demo(options)
     except (SQLAlchemyError, BrokerError) as error:
-        raise CommandError(f"the demo cannot run: {_first_line(error)}") from error
+        raise CommandError(f"the demo cannot run: {first_line(error)}") from error
     if args.json:
         print(json.dumps(summary, sort_keys=True))
     else:

@@ -1,20 +1,29 @@
-"""UserStatusUpdateOrchestrator: runs the flow machine, one committed transaction per step."""
+"""The flow's orchestrators, sync and async: they run the flow machine, one committed
+transaction per step, with one set of rules."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from fsm.defaults import new_id, utc_now
+from fsm.drive import Steps, run_async, run_sync, settle
 from fsm.errors import FSMError
 from fsm.faults import causes, describe_error, is_retryable, is_transient
-from fsm.persistence import PersistentMachine, PersistentRun
+from fsm.persistence import (
+    AsyncPersistentMachine,
+    AsyncPersistentRun,
+    PersistentMachine,
+    PersistentRun,
+    StoredRun,
+)
 from fsm.ports import RunExists, RunNotFound
-from fsm.retry import STEP_RETRY, RetryPolicy, retry
+from fsm.retry import STEP_RETRY, RetryPolicy, retry_steps
 from fsm.runtime import Rollback, Run, Transition
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.events import TOPIC, UserStatusChanged
@@ -27,9 +36,19 @@ from userstatus.outcomes import (
     UpdateOutcome,
     UserStatusUpdated,
 )
-from userstatus.ports import EventPublisher, FlowUnitOfWork, StatusManager
+from userstatus.ports import (
+    AsyncEventPublisher,
+    AsyncFlowUnitOfWork,
+    EventPublisher,
+    FlowStores,
+    FlowUnitOfWork,
+    StatusManager,
+)
 
 log = logging.getLogger(__name__)
+H = TypeVar("H", bound=StoredRun[FlowState])
+U = TypeVar("U", bound=FlowStores)
+E = TypeVar("E", bound=EventPublisher | AsyncEventPublisher)
 
 STORAGE_ERROR = "storage_error"
 """Context key: a first step that failed outside its action (its commit) or kept failing
@@ -88,26 +107,17 @@ class RunNotSettled(FSMError):
         )
 
 
-class UserStatusUpdateOrchestrator:
-    """Calls the status manager, then the publisher, and records every step of the run.
-
-    Step 1 (one transaction): the manager changes the user, the event goes into the outbox,
-    the run is stored with its new state and history row; all of it commits or none.
-    Step 2 (after that commit): the event is published. `published` commits with the
-    outbox row marked published; `publish_failed` commits with the row still pending (the
-    failed attempt counted), for the relay. Until step 2 ends, or `publish_grace` passes
-    if this process dies first, relays leave the new event alone. A step whose database
-    work fails transiently (a lost connection, a lost commit acknowledgement) is tried
-    again under `step_retry`, after reading what the store holds; the publish is never
-    repeated for that. The table, not this class, decides where each outcome leads. One
-    orchestrator (and its unit of work) serves one thread at a time.
-    """
+class _Orchestration(Generic[H, U, E]):
+    """What the sync and the async orchestrator share: the settings, every rule of
+    `perform` as Steps (fsm.drive), and the actions' own work. A subclass supplies the
+    runner (`_runner` sets `runs`), the three calls into it as Steps, the default `sleep`
+    and the actions' signatures (plain or `async def`)."""
 
     def __init__(
         self,
         manager: StatusManager,
-        publisher: EventPublisher,
-        uow: FlowUnitOfWork,
+        publisher: E,
+        uow: U,
         *,
         topic: str = TOPIC,
         owner: str = "orchestrator",
@@ -115,7 +125,7 @@ class UserStatusUpdateOrchestrator:
         ids: Callable[[], str] = new_id,
         publish_grace: timedelta = timedelta(seconds=30),
         step_retry: RetryPolicy = STEP_RETRY,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
     ) -> None:
         self.manager = manager
         self.publisher = publisher
@@ -126,30 +136,35 @@ class UserStatusUpdateOrchestrator:
         self.ids = ids
         self.publish_grace = publish_grace
         self.step_retry = step_retry
-        self.sleep = sleep
+        self.sleep = sleep if sleep is not None else self._default_sleep()
         self.machine = machine
-        self.runs: PersistentMachine[FlowState] = PersistentMachine(
-            machine,
-            uow,
-            types=[UserStatus],
-            clock=clock,
-            listeners=[self._settle_outbox],
-            steps=self,  # the runs' actions call this object's update_status, publish_event
-            lease=publish_grace,  # relays keep off the event as long (the outbox hold)
-        )
         self._publishes: dict[str, PublishOutcome] = {}
+        self._runner()
 
-    def perform(
-        self, payload: UpdateUserStatusPayload, *, idempotency_key: str | None = None
-    ) -> PersistentRun[FlowState]:
-        """Run one status update to `published`, `publish_failed` or `update_failed`.
+    # -- the runner, in the subclass's kind
 
-        Returns the stored run. With `idempotency_key`, a request already performed under
-        that key returns its run (as it is now) and changes nothing; the same key with a
-        different change raises IdempotencyConflict, and one whose update failed transiently
-        raises UpdateAborted and stores nothing (send it again). RunNotSettled if the update
-        committed but the database kept failing afterwards: the relay finishes that run.
-        """
+    def _runner(self) -> None:
+        """Set `runs`: the persistent machine of the subclass's kind on `uow`, its actions
+        this object's, its listener `_settle_outbox`, its lease the publish grace."""
+        raise NotImplementedError
+
+    def _default_sleep(self) -> Callable[[float], object]:
+        raise NotImplementedError
+
+    def _started(self, context: dict[str, Any], run_id: str) -> Steps[H]:
+        raise NotImplementedError
+
+    def _loaded(self, run_id: str) -> Steps[H]:
+        raise NotImplementedError
+
+    def _advanced(self, run: H) -> Steps[H]:
+        raise NotImplementedError
+
+    # -- perform's rules
+
+    def _perform_steps(
+        self, payload: UpdateUserStatusPayload, idempotency_key: str | None
+    ) -> Steps[H]:
         if not isinstance(payload, UpdateUserStatusPayload):
             raise TypeError(f"payload must be an UpdateUserStatusPayload, got {payload!r}")
         context: dict[str, Any] = {
@@ -162,25 +177,25 @@ class UserStatusUpdateOrchestrator:
         else:
             run_id = key_run_id(idempotency_key)
             context["idempotency_key"] = idempotency_key
-            earlier = self._stored(run_id, context)
+            earlier = yield from self._stored(run_id, context)
             if earlier is not None:
                 log.info("run %s: idempotency key seen before; nothing done", run_id)
                 return _settled(earlier)
         context["run_id"] = run_id
         try:
-            handle = self._first_step(run_id, context)
+            handle = yield from self._first_step(run_id, context)
             if handle.context.get("request") != context["request"]:
                 return _settled(handle)  # another call with this key got there first
-            handle = self._second_step(handle)
+            handle = yield from self._second_step(handle)
         finally:
             self._publishes.clear()
         self._log(handle)
         return handle
 
-    def _first_step(self, run_id: str, context: dict[str, Any]) -> PersistentRun[FlowState]:
+    def _first_step(self, run_id: str, context: dict[str, Any]) -> Steps[H]:
         """Store the run with its update; a failure that stays is recorded as update_failed."""
         try:
-            return self._start(run_id, context)
+            return (yield from self._start(run_id, context))
         except (IdempotencyConflict, RunNotSettled):
             raise
         except Exception as error:
@@ -200,26 +215,26 @@ class UserStatusUpdateOrchestrator:
                 context["user_id"],
                 outcome.error,
             )
-            return self._start(run_id, context | {STORAGE_ERROR: outcome})
+            return (yield from self._start(run_id, context | {STORAGE_ERROR: outcome}))
 
-    def _start(self, run_id: str, context: dict[str, Any]) -> PersistentRun[FlowState]:
+    def _start(self, run_id: str, context: dict[str, Any]) -> Steps[H]:
         exists = False  # once the store said so, a failure is no longer the update's
 
-        def attempt(number: int) -> PersistentRun[FlowState]:
+        def attempt(number: int) -> Steps[H]:
             nonlocal exists
             try:
-                return self.runs.start(context, run_id=run_id)
+                return (yield from self._started(context, run_id))
             except Exception as error:
                 # A lost commit acknowledgement, or step 2 failing after step 1 committed:
                 # what the store holds decides.
                 exists = exists or isinstance(error, RunExists)
-                stored = self._stored(run_id, context)
+                stored = yield from self._stored(run_id, context)
                 if stored is None:
                     raise
                 return stored
 
         try:
-            return self._retry(attempt, run_id, "the update step", _retryable)
+            return (yield from self._retry(attempt, run_id, "the update step", _retryable))
         except IdempotencyConflict:
             raise
         except Exception as error:
@@ -227,31 +242,33 @@ class UserStatusUpdateOrchestrator:
                 raise RunNotSettled(run_id, describe_error(error)) from error
             raise
 
-    def _second_step(self, handle: PersistentRun[FlowState]) -> PersistentRun[FlowState]:
+    def _second_step(self, handle: H) -> Steps[H]:
         """Take the publish step if the run still waits for it (its outcome is kept, so a
         step tried again never publishes twice)."""
 
-        def attempt(number: int) -> PersistentRun[FlowState]:
-            run = handle if number == 1 else self.runs.load(handle.id)
+        def attempt(number: int) -> Steps[H]:
+            run = handle if number == 1 else (yield from self._loaded(handle.id))
             if run.state == FlowState.STATUS_UPDATED:
-                run.advance()
+                run = yield from self._advanced(run)
             return run
 
         try:
             # A conflict: a relay settled the run after the hold ran out; read it again.
-            return self._retry(attempt, handle.id, "recording the publish", is_retryable)
+            return (
+                yield from self._retry(attempt, handle.id, "recording the publish", is_retryable)
+            )
         except Exception as error:
             log.error("run %s: the publish step could not be recorded: %r", handle.id, error)
             raise RunNotSettled(handle.id, describe_error(error)) from error
 
     def _retry(
         self,
-        attempt: Callable[[int], PersistentRun[FlowState]],
+        attempt: Callable[[int], Steps[H]],
         run_id: str,
         what: str,
         retry_on: Callable[[Exception], bool],
-    ) -> PersistentRun[FlowState]:
-        return retry(
+    ) -> Steps[H]:
+        return retry_steps(
             attempt,
             self.step_retry,
             retry_on=retry_on,
@@ -265,11 +282,11 @@ class UserStatusUpdateOrchestrator:
             ),
         )
 
-    def _stored(self, run_id: str, context: dict[str, Any]) -> PersistentRun[FlowState] | None:
+    def _stored(self, run_id: str, context: dict[str, Any]) -> Steps[H | None]:
         """The stored run of this id, None if there is none; IdempotencyConflict if it is
         another change's."""
         try:
-            run = self.runs.load(run_id)
+            run = yield from self._loaded(run_id)
         except RunNotFound:
             return None
         fields = ("user_id", "new_status")
@@ -277,9 +294,9 @@ class UserStatusUpdateOrchestrator:
             raise IdempotencyConflict(str(context.get("idempotency_key")), run.context, context)
         return run
 
-    # -- the actions (their return annotations are the closed families the table handles)
+    # -- the actions' work
 
-    def update_status(self, context: dict[str, Any]) -> UpdateOutcome:
+    def _update_status(self, context: dict[str, Any]) -> UpdateOutcome:
         """Change the user and add the event to the outbox, in the step's transaction.
 
         A storage failure undoes the step: a transient one is raised for perform() to try
@@ -322,7 +339,7 @@ class UserStatusUpdateOrchestrator:
         context["event"] = event.to_json()
         context["queued_behind"] = earlier
 
-    def publish_event(self, context: dict[str, Any], key: str) -> PublishOutcome:
+    def _publish_steps(self, context: dict[str, Any]) -> Steps[PublishOutcome]:
         """Publish the committed event now, unless an earlier one of the user is pending.
 
         An external action: no transaction is open while the broker is called. The event
@@ -340,13 +357,13 @@ class UserStatusUpdateOrchestrator:
             )
         outcome = self._publishes.get(event.event_id)
         if outcome is None:
-            outcome = self._publishes[event.event_id] = self.publisher.publish(event)
+            # The sync or the async publisher's outcome (mypy cannot split the union).
+            sent = yield from settle(self.publisher.publish(event))
+            outcome = self._publishes[event.event_id] = cast(PublishOutcome, sent)
         return outcome
 
-    # -- recording
-
-    def _settle_outbox(self, run: Run[Any], transition: Transition[Any]) -> None:
-        """Listener: the outbox row follows the publish outcome, in the same transaction.
+    def _settle(self, transition: Transition[Any]) -> None:
+        """The outbox row follows the publish outcome, in the step's transaction.
 
         Published: it leaves the pending set. A failed attempt: it is counted, its error
         kept, and it is due for the relay at once (the hold is released).
@@ -360,7 +377,7 @@ class UserStatusUpdateOrchestrator:
                 outcome.event_id, owner=self.owner, error=outcome.error, retry_at=now
             )
 
-    def _log(self, run: PersistentRun[FlowState]) -> None:
+    def _log(self, run: H) -> None:
         outcome = run.outcome
         if run.state == FlowState.PUBLISHED:
             log.info("run %s: user %s updated and published", run.id, run.context["user_id"])
@@ -374,11 +391,134 @@ class UserStatusUpdateOrchestrator:
             log.info("run %s: %s (%r)", run.id, run.state, outcome)
 
 
+class UserStatusUpdateOrchestrator(
+    _Orchestration[PersistentRun[FlowState], FlowUnitOfWork, EventPublisher]
+):
+    """Calls the status manager, then the publisher, and records every step of the run.
+
+    Step 1 (one transaction): the manager changes the user, the event goes into the outbox,
+    the run is stored with its new state and history row; all of it commits or none.
+    Step 2 (after that commit): the event is published. `published` commits with the
+    outbox row marked published; `publish_failed` commits with the row still pending (the
+    failed attempt counted), for the relay. Until step 2 ends, or `publish_grace` passes
+    if this process dies first, relays leave the new event alone. A step whose database
+    work fails transiently (a lost connection, a lost commit acknowledgement) is tried
+    again under `step_retry`, after reading what the store holds; the publish is never
+    repeated for that. The table, not this class, decides where each outcome leads. One
+    orchestrator (and its unit of work) serves one thread at a time.
+    """
+
+    def _runner(self) -> None:
+        self.runs: PersistentMachine[FlowState] = PersistentMachine(
+            machine,
+            self.uow,
+            types=[UserStatus],
+            clock=self.clock,
+            listeners=[self._settle_outbox],
+            steps=self,  # the runs' actions call this object's update_status, publish_event
+            lease=self.publish_grace,  # relays keep off the event as long (the outbox hold)
+        )
+
+    def _default_sleep(self) -> Callable[[float], object]:
+        return time.sleep
+
+    def perform(
+        self, payload: UpdateUserStatusPayload, *, idempotency_key: str | None = None
+    ) -> PersistentRun[FlowState]:
+        """Run one status update to `published`, `publish_failed` or `update_failed`.
+
+        Returns the stored run. With `idempotency_key`, a request already performed under
+        that key returns its run (as it is now) and changes nothing; the same key with a
+        different change raises IdempotencyConflict, and one whose update failed transiently
+        raises UpdateAborted and stores nothing (send it again). RunNotSettled if the update
+        committed but the database kept failing afterwards: the relay finishes that run.
+        """
+        return run_sync(self._perform_steps(payload, idempotency_key))
+
+    def _started(self, context: dict[str, Any], run_id: str) -> Steps[PersistentRun[FlowState]]:
+        return settle(self.runs.start(context, run_id=run_id))
+
+    def _loaded(self, run_id: str) -> Steps[PersistentRun[FlowState]]:
+        return settle(self.runs.load(run_id))
+
+    def _advanced(self, run: PersistentRun[FlowState]) -> Steps[PersistentRun[FlowState]]:
+        return settle(run.advance())
+
+    # -- the actions (their return annotations are the closed families the table handles)
+
+    def update_status(self, context: dict[str, Any]) -> UpdateOutcome:
+        """Change the user and add the event to the outbox, in the step's transaction."""
+        return self._update_status(context)
+
+    def publish_event(self, context: dict[str, Any], key: str) -> PublishOutcome:
+        """Publish the committed event now, unless an earlier one of the user is pending."""
+        return run_sync(self._publish_steps(context))
+
+    def _settle_outbox(self, run: Run[Any], transition: Transition[Any]) -> None:
+        """Listener: the outbox row follows the publish outcome, in the same transaction."""
+        self._settle(transition)
+
+
+class AsyncUserStatusUpdateOrchestrator(
+    _Orchestration[AsyncPersistentRun[FlowState], AsyncFlowUnitOfWork, AsyncEventPublisher]
+):
+    """UserStatusUpdateOrchestrator for asyncio: the same steps, rules and guarantees, on an
+    AsyncPersistentMachine and an AsyncFlowUnitOfWork, publishing through an async
+    publisher (the broker is awaited with no transaction open), waiting with `sleep`
+    (asyncio.sleep). The writes of step 1 and of the publish outcome are the sync
+    orchestrator's own code, run on the unit of work's session (`uow.run_sync`). One
+    orchestrator (and its unit of work) serves one task at a time."""
+
+    def _runner(self) -> None:
+        self.runs: AsyncPersistentMachine[FlowState] = AsyncPersistentMachine(
+            machine,
+            self.uow,
+            types=[UserStatus],
+            clock=self.clock,
+            listeners=[self._settle_outbox],
+            # FlowSteps spells its actions as plain defs; an async run awaits these.
+            steps=machine.bind(self),  # type: ignore[arg-type]
+            lease=self.publish_grace,
+        )
+
+    def _default_sleep(self) -> Callable[[float], object]:
+        return asyncio.sleep
+
+    async def perform(
+        self, payload: UpdateUserStatusPayload, *, idempotency_key: str | None = None
+    ) -> AsyncPersistentRun[FlowState]:
+        """See UserStatusUpdateOrchestrator.perform."""
+        return await run_async(self._perform_steps(payload, idempotency_key))
+
+    def _started(
+        self, context: dict[str, Any], run_id: str
+    ) -> Steps[AsyncPersistentRun[FlowState]]:
+        return settle(self.runs.start(context, run_id=run_id))
+
+    def _loaded(self, run_id: str) -> Steps[AsyncPersistentRun[FlowState]]:
+        return settle(self.runs.load(run_id))
+
+    def _advanced(self, run: AsyncPersistentRun[FlowState]) -> Steps[AsyncPersistentRun[FlowState]]:
+        return settle(run.advance())
+
+    async def update_status(self, context: dict[str, Any]) -> UpdateOutcome:
+        """Change the user and add the event to the outbox, in the step's transaction."""
+        return await self.uow.run_sync(lambda: self._update_status(context))
+
+    async def publish_event(self, context: dict[str, Any], key: str) -> PublishOutcome:
+        """Publish the committed event now, unless an earlier one of the user is pending."""
+        return await run_async(self._publish_steps(context))
+
+    async def _settle_outbox(self, run: Run[Any], transition: Transition[Any]) -> None:
+        """Listener: the outbox row follows the publish outcome, in the same transaction."""
+        await self.uow.run_sync(lambda: self._settle(transition))
+
+
 def _aborted(error: BaseException) -> UpdateAborted | None:
     return next((e for e in causes(error) if isinstance(e, UpdateAborted)), None)
 
 
-def _settled(run: PersistentRun[FlowState]) -> PersistentRun[FlowState]:
+def _settled(run: H) -> H:
     """A run another call started, unless its publish step is still to be recorded."""
     if run.state == FlowState.STATUS_UPDATED:
         raise RunNotSettled(run.id, "another call with this idempotency key is taking it")

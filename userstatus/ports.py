@@ -3,14 +3,18 @@ collaborators."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from fsm.outbox import OutboxUnitOfWork
+from fsm.outbox import Outbox, OutboxUnitOfWork
+from fsm.ports import AsyncUnitOfWork
 from userstatus.domain import UpdateUserStatusPayload
 from userstatus.events import UserStatusChanged
 from userstatus.outcomes import PublishOutcome, UpdateOutcome
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +51,30 @@ class UserRepository(Protocol):
         ...
 
 
-class FlowUnitOfWork(OutboxUnitOfWork, Protocol):
-    """A unit of work whose transaction reaches the runs, the outbox and the users."""
+class FlowStores(Protocol):
+    """What the flow's own writes reach in a unit of work's transaction: users and outbox."""
 
     @property
     def users(self) -> UserRepository:
         """The users, in this unit's transaction."""
+        ...
+
+    @property
+    def outbox(self) -> Outbox:
+        """The outbox, in this unit's transaction."""
+        ...
+
+
+class FlowUnitOfWork(OutboxUnitOfWork, FlowStores, Protocol):
+    """A unit of work whose transaction reaches the runs, the outbox and the users."""
+
+
+class AsyncFlowUnitOfWork(AsyncUnitOfWork, FlowStores, Protocol):
+    """An async unit of work whose transaction reaches the runs, and, inside `run_sync`,
+    the users and the outbox (their repositories are the sync ones, on its connection)."""
+
+    async def run_sync(self, work: Callable[[], T]) -> T:
+        """`work()` in the open transaction, where `users` and `outbox` may be used."""
         ...
 
 
@@ -63,7 +85,7 @@ class CurrentUsers:
     a unit of work opens a new session per transaction: this bridges the two.
     """
 
-    def __init__(self, uow: FlowUnitOfWork) -> None:
+    def __init__(self, uow: FlowStores) -> None:
         self.uow = uow
 
     def get(self, user_id: int) -> UserRecord | None:
@@ -84,6 +106,14 @@ class StatusManager(Protocol):
 
     def update_user_status(self, payload: UpdateUserStatusPayload) -> UpdateOutcome:
         """Change the user's status, or say why not."""
+        ...
+
+
+class AsyncEventPublisher(Protocol):
+    """EventPublisher for asyncio (AsyncUserUpdatePublisher is one)."""
+
+    async def publish(self, event: UserStatusChanged) -> PublishOutcome:
+        """Send the event, or say why it could not be sent."""
         ...
 
 

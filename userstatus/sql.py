@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -21,6 +22,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from adapters.sqlalchemy import checks
+from adapters.sqlalchemy.aio import AsyncSqlUnitOfWork
+from adapters.sqlalchemy.outbox import SqlOutbox
 from adapters.sqlalchemy.store import insert_row
 from adapters.sqlalchemy.tables import NAMING_CONVENTION, UTCDateTime
 from adapters.sqlalchemy.uow import SqlUnitOfWork
@@ -28,6 +31,7 @@ from fsm.ports import ConcurrencyError, InvalidRecord
 from userstatus.ports import UserRecord
 
 STATUS_LENGTH = 64
+T = TypeVar("T")
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 """The reference flow's own tables (its users), apart from the engine's."""
@@ -106,3 +110,22 @@ class FlowSqlUnitOfWork(SqlUnitOfWork):
         self.session  # noqa: B018 - raises the clear error outside a block
         assert self._users is not None
         return self._users
+
+
+class AsyncFlowSqlUnitOfWork(AsyncSqlUnitOfWork):
+    """AsyncSqlUnitOfWork whose transaction also reaches the users and the outbox
+    (AsyncFlowUnitOfWork): the sync repositories, on the AsyncSession's own connection,
+    used inside `await uow.run_sync(work)` (SQLAlchemy runs `work` in a greenlet, so its
+    statements are awaited and the loop runs meanwhile; outside it they raise)."""
+
+    async def run_sync(self, work: Callable[[], T]) -> T:
+        """`work()` in the open transaction, where `users` and `outbox` may be used."""
+        return await self.session.run_sync(lambda _: work())
+
+    @property
+    def users(self) -> SqlUserRepository:
+        return SqlUserRepository(self.session.sync_session, clock=self.clock)
+
+    @property
+    def outbox(self) -> SqlOutbox:
+        return SqlOutbox(self.session.sync_session, clock=self.clock, tables=self.tables)

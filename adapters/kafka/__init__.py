@@ -1,10 +1,17 @@
-"""Kafka adapters: the publisher, its retry policy, an audit consumer and a local broker."""
+"""Kafka adapters: the publishers (sync, asyncio), retries, an audit consumer, a local broker."""
 
 from adapters.kafka.config import KafkaConfig, KafkaConfigError
-from adapters.kafka.publisher import KafkaPublisher
-from adapters.kafka.retry import RetriesExhausted, RetryingPublisher, RetryPolicy
+from adapters.kafka.publisher import AsyncKafkaPublisher, KafkaPublisher
+from adapters.kafka.retry import (
+    AsyncRetryingPublisher,
+    RetriesExhausted,
+    RetryingPublisher,
+    RetryPolicy,
+)
 
 __all__ = [
+    "AsyncKafkaPublisher",
+    "AsyncRetryingPublisher",
     "KafkaConfig",
     "KafkaConfigError",
     "KafkaPublisher",

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from fsm.drive import Steps, settle
 from fsm.faults import TransientError
 from fsm.outbox import OutboxMessage
 from fsm.relay import RelayReport, RelaySettings
@@ -249,10 +250,10 @@ class TestIdempotency:
         other = UpdateUserStatusPayload(2, S.ACTIVE)
         stored_first = flow.orchestrator._stored
 
-        def racing(run_id: str, context: dict[str, typing.Any]) -> typing.Any:
+        def racing(run_id: str, context: dict[str, typing.Any]) -> Steps[None]:
             flow.orchestrator._stored = stored_first  # type: ignore[method-assign]
             flow.orchestrator.perform(other, idempotency_key="req-1")  # the other request
-            return None  # this request's own check saw nothing yet
+            return (yield from settle(None))  # this request's own check saw nothing yet
 
         flow.orchestrator._stored = racing  # type: ignore[method-assign]
         with pytest.raises(IdempotencyConflict):

@@ -1,0 +1,1 @@
+"""Tests of the example ASGI service (examples/service), over HTTP against a real uvicorn."""
