@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Hashable, Sequence
@@ -337,6 +338,11 @@ def _unavailable(commands: Any, name: str, error: ImportError) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fsm` command; returns the exit status."""
+    if not logging.getLogger().handlers:
+        # A failed step is the command's own one-line error; its WARNING record would print
+        # a second line through logging's last resort. Commands that log (fsm relay, fsm
+        # worker) configure logging first, and then it goes where they send it.
+        logging.getLogger("fsm.steps").addHandler(logging.NullHandler())
     try:
         args = build_parser().parse_args(argv)
         handler: Callable[[argparse.Namespace], int] = args.handler
