@@ -330,14 +330,6 @@ class Awaiting(Protocol):
     async def check(self, context: dict[str, Any]) -> Fetched | Missing: ...
 
 
-declared: Machine[str] = Machine(
-    "declared",
-    steps=Awaiting,
-    states=[State("a", initial=True, action=Awaiting.check), State("b", final=True)],
-    transitions=[("a", Fetched, "b"), ("a", Missing, "b")],
-)
-
-
 class TestSyncRunRefusesAsync:
     """A sync run is refused at creation, in one line naming what it cannot await."""
 
@@ -367,4 +359,10 @@ class TestSyncRunRefusesAsync:
     def test_the_bound_object_decides_not_the_protocol(self) -> None:
         """A protocol declaring `async def` does not make the run async: a plain object
         bound to it runs in a sync run, since its method is the one called."""
+        declared = Machine(
+            "declared",
+            steps=Awaiting,
+            states=[State("a", initial=True, action=Awaiting.check), State("b", final=True)],
+            transitions=[("a", Fetched, "b"), ("a", Missing, "b")],
+        )
         assert declared.start(steps=PlainSteps()).outcome == Fetched(1)
