@@ -417,14 +417,14 @@ class Run(Generic[S]):
         if outcome:
             edge = yield from self._follow(value, answer)
         else:
-            edge = yield from self._choose(self._resolve(value), value, answer)
+            edge = yield from self._choose(self._resolve(value), answer)
             yield from self._fire(edge, value)
         return _record(edge, value)
 
     def _send(self, edges: tuple[_Edge, ...], event: object) -> Steps[None]:
         edge = edges[0]
         if edge.guard is not None:
-            edge = yield from self._choose(edges, event)
+            edge = yield from self._choose(edges)
         yield from self._fire(edge, event)
         if edge.target.action is not None:
             yield from self.advance_steps()
@@ -448,7 +448,7 @@ class Run(Generic[S]):
         if edges is None:
             action = callable_name(node.action) if node.action is not None else "(none)"
             raise UnhandledOutcome(outcome, tuple(node.outcomes), action, **self._where())
-        edge = yield from self._choose(edges, outcome, answer)
+        edge = yield from self._choose(edges, answer)
         yield from self._fire(edge, outcome)
         return edge
 
@@ -476,9 +476,7 @@ class Run(Generic[S]):
             raise InvalidEvent(event, (), **self._where(), why=why)
         raise InvalidEvent(event, self.allowed, **self._where())
 
-    def _choose(
-        self, edges: tuple[_Edge, ...], value: object, answer: Answer[S] | None = None
-    ) -> Steps[_Edge]:
+    def _choose(self, edges: tuple[_Edge, ...], answer: Answer[S] | None = None) -> Steps[_Edge]:
         """The first edge whose guard passes (or `answer` says yes to), in table order
         (awaited in an async run)."""
         if not self._awaits or answer is not None:

@@ -13,7 +13,9 @@ from fsm import (
     AsyncRequired,
     CallbackError,
     GuardRejected,
+    InvalidEvent,
     Machine,
+    RestoreError,
     Rollback,
     Run,
     RunError,
@@ -203,6 +205,101 @@ class TestAsyncRun:
         assert run.state == "a" and run.history == []
 
 
+@dataclass(frozen=True)
+class Order:
+    """An event object: it fires the row of its class and is kept as the outcome."""
+
+    value: int
+
+
+orders: Machine[str] = Machine(
+    "orders",
+    states=[
+        State("waiting", initial=True),
+        State("fetching", action=fetch),
+        State("fetched", final=True),
+        State("missing", final=True, failure=True),
+    ],
+    transitions=[
+        ("waiting", Order, "fetching"),
+        ("fetching", Fetched, "fetched"),
+        ("fetching", Missing, "missing"),
+    ],
+)
+
+
+class TestAsyncRunApi:
+    """What an AsyncRun is given and does is the sync run's: ids, steps, events, errors."""
+
+    async def test_the_given_run_id_and_steps_are_kept(self) -> None:
+        """start_async and restore_async keep the run id they are given; restore_async
+        binds the steps object it is given."""
+        assert (await lookup.start_async({}, run_id="r7")).id == "r7"
+        run = checked.restore_async("r8", "a", steps=PlainSteps())
+        assert run.id == "r8" and run.step_key == "r8:1"
+        assert (await run.advance()).outcome == Fetched(1)
+
+    async def test_restore_async_refuses_a_broken_history_like_restore(self) -> None:
+        """A stored history that is not a path of the table is a RestoreError naming the
+        machine and the run."""
+        with pytest.raises(RestoreError) as caught:
+            lookup.restore_async("r9", "large", history=[("fetching", Missing, "large", None)])
+        assert (caught.value.machine, caught.value.run_id) == ("lookup", "r9")
+        assert "the table has no row 'fetching' --Missing--> 'large'" in str(caught.value)
+
+    async def test_an_event_into_an_action_state_runs_the_action(self) -> None:
+        """The event's row fires with the event as its outcome, then the target's action
+        runs and its outcome's row fires."""
+        run = await orders.start_async({"value": 4})
+        await run.send(Order(4))
+        assert run.history == [
+            Transition("waiting", Order, "fetching", Order(4)),
+            Transition("fetching", Fetched, "fetched", Fetched(4)),
+        ]
+
+    async def test_refused_events_are_the_sync_runs(self) -> None:
+        """An unknown or unhashable event is InvalidEvent naming it and the allowed ones;
+        the run does not move."""
+        run = lookup.restore_async("r1", "fetched", {"value": 1})
+        with pytest.raises(InvalidEvent) as caught:
+            await run.send("fetch")
+        assert (caught.value.event, caught.value.allowed) == ("fetch", ("classify",))
+        with pytest.raises(InvalidEvent) as caught:
+            await run.send(["classify"])
+        assert caught.value.event == ["classify"]
+        assert run.state == "fetched" and run.history == []
+
+    async def test_call_runs_the_action_and_fires_no_row(self) -> None:
+        """call() awaits the action and returns its outcome; the run stays in its state."""
+        run = lookup.create_async({"value": 2})
+        assert await run.call() == Fetched(2)
+        assert run.state == "fetching" and run.history == [] and run.context["fetched"]
+
+    async def test_fire_follows_one_row_and_runs_no_action(self) -> None:
+        """fire() takes an event, or with outcome=True an action's outcome, through the
+        real table and guards (awaited), and runs no action."""
+        run = orders.create_async({"value": 1})
+        assert await run.fire(Order(1)) == Transition("waiting", Order, "fetching", Order(1))
+        assert run.state == "fetching" and "fetched" not in run.context
+        assert await run.fire(Missing(), outcome=True) == Transition(
+            "fetching", Missing, "missing", Missing()
+        )
+        guarded = lookup.restore_async("r2", "fetched", {"value": 3})
+        assert (await guarded.fire("classify")).target == "small"
+
+    def test_repr_names_the_run_and_its_state(self) -> None:
+        assert repr(lookup.create_async(run_id="r1")) == "<AsyncRun r1 of 'lookup' in 'fetching'>"
+
+    async def test_the_held_run_moved_by_the_sync_api_refuses_an_async_guard(self) -> None:
+        """`AsyncRun.run` is for reading: moving it with the sync API raises at the async
+        guard instead of taking a row on an answer nobody awaited."""
+        run = await lookup.start_async({"value": 3})
+        with pytest.raises(CallbackError, match="guard big raised AsyncRequired") as caught:
+            run.run.send("classify")
+        assert isinstance(caught.value.error, AsyncRequired)
+        assert run.state == "fetched" and len(run.history) == 1
+
+
 class Steps(Protocol):
     """A steps protocol whose implementation decides sync or async."""
 
@@ -225,6 +322,12 @@ checked: Machine[str] = Machine(  # unchecked steps: AsyncSteps is not a Steps t
     states=[State("a", initial=True, action=Steps.check), State("b", final=True)],
     transitions=[("a", Fetched, "b"), ("a", Missing, "b")],
 )
+
+
+class Awaiting(Protocol):
+    """A steps protocol that declares its method async."""
+
+    async def check(self, context: dict[str, Any]) -> Fetched | Missing: ...
 
 
 class TestSyncRunRefusesAsync:
@@ -252,3 +355,14 @@ class TestSyncRunRefusesAsync:
         assert checked.start(steps=PlainSteps()).outcome == Fetched(1)
         run = asyncio.run(checked.start_async(steps=AsyncSteps()))
         assert run.outcome == Missing()
+
+    def test_the_bound_object_decides_not_the_protocol(self) -> None:
+        """A protocol declaring `async def` does not make the run async: a plain object
+        bound to it runs in a sync run, since its method is the one called."""
+        declared = Machine(
+            "declared",
+            steps=Awaiting,
+            states=[State("a", initial=True, action=Awaiting.check), State("b", final=True)],
+            transitions=[("a", Fetched, "b"), ("a", Missing, "b")],
+        )
+        assert declared.start(steps=PlainSteps()).outcome == Fetched(1)

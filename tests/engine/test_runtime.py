@@ -406,6 +406,26 @@ class TestListeners:
             run.send("finish")
         assert run.state == "busy" and len(run.history) == 1 and run.outcome == "start"
 
+    def test_a_failing_commit_hook_undoes_the_transition(self) -> None:
+        """The commit hook (where a persistent runner stores the step) runs after the
+        listeners; if it raises, the transition is undone and the error names the hook."""
+        heard: list[str] = []
+
+        def store(run: Run[str], transition: Transition[str]) -> Steps[None]:
+            if transition.trigger == "finish":
+                raise OSError("database gone")
+            yield from ()
+
+        run = ping.start(listeners=[lambda r, t: heard.append(t.target)]).send("start")
+        run.commit_hook = store
+        with pytest.raises(CallbackError) as caught:
+            run.send("finish")
+        assert str(caught.value).startswith("listener store raised OSError: database gone")
+        assert isinstance(caught.value.error, OSError) and caught.value.state == "busy"
+        assert run.state == "busy" and len(run.history) == 1 and run.outcome == "start"
+        assert heard == ["busy", "done"]
+        assert run.send("pause").state == "idle"
+
 
 class TestRestore:
     """Rebuilding a run from stored parts."""
