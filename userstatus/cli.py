@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from fsm.cli import UsageError
 from fsm.errors import FSMError
+from fsm.faults import describe_error, is_retryable
+from fsm.retry import RetryPolicy, retry
 
 if TYPE_CHECKING:
     from userstatus.app import FlowApp
@@ -23,6 +25,10 @@ if TYPE_CHECKING:
 
 class CommandError(FSMError):
     """The database or the broker could not be reached: printed as one line, exit status 2."""
+
+
+START_RETRY = RetryPolicy(attempts=4, initial_backoff=0.5, max_backoff=2.0, deadline=5.0)
+"""How `fsm relay` tries to open the database when it starts."""
 
 
 def first_line(error: BaseException) -> str:
@@ -245,7 +251,18 @@ def _cmd_relay(args: argparse.Namespace) -> int:
         raise UsageError("give --db-url (or set $FSM_DB_URL): the database fsm db init made")
     db_url = _check_db_url(db_url)
     try:
-        app = FlowApp.connect(db_url, config, users=False, relay_settings=settings)
+        # A dropped connection at start (a database restarting) is tried again for a few
+        # seconds, as the relay does once it runs; a database that stays away is the error.
+        app = retry(
+            lambda _: FlowApp.connect(db_url, config, users=False, relay_settings=settings),
+            START_RETRY,
+            retry_on=is_retryable,
+            on_retry=lambda n, error, wait: logging.warning(
+                "relay: opening the database failed (%s); trying again in %.1f s",
+                describe_error(error),
+                wait,
+            ),
+        )
     except SQLAlchemyError as error:
         raise CommandError(f"cannot open the database: {first_line(error)}") from error
     try:

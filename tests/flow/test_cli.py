@@ -9,11 +9,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from adapters.kafka.broker import LocalBroker
 from fsm.cli import main
+from userstatus.app import FlowApp
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 
 from .conftest import sql_app
@@ -62,6 +65,32 @@ class TestRelayCommand:
         assert main([*args, "--until-idle", "--idle-interval", "0.05"]) == 0
         assert app.runs().load(run.id).state == "published"
         app.close()
+
+    def test_a_connection_dropped_at_start_is_tried_again(
+        self,
+        tmp_path: Path,
+        broker: LocalBroker,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """The database drops the relay's first connection (restarting, say): the relay
+        tries again, logs why, and runs."""
+        db_url = f"sqlite:///{tmp_path / 'relay.sqlite3'}"
+        assert main(["db", "init", "--db-url", db_url, "--with", "userstatus"]) == 0
+        connect = FlowApp.connect
+        dropped: list[str] = []
+
+        def flaky(*args: Any, **options: Any) -> FlowApp:
+            if not dropped:
+                dropped.append("once")
+                raise OperationalError("select 1", {}, Exception("server closed the connection"))
+            return connect(*args, **options)
+
+        monkeypatch.setattr(FlowApp, "connect", flaky)
+        args = ["relay", "--db-url", db_url, "--bootstrap-servers", broker.bootstrap_servers]
+        assert main([*args, "--until-idle"]) == 0
+        assert dropped == ["once"]
+        assert "opening the database failed (OperationalError" in caplog.text
 
     def test_sigterm_stops_cleanly(self, tmp_path: Path, broker: LocalBroker) -> None:
         """A running relay stops on SIGTERM within a second or so, exit status 0."""
