@@ -176,7 +176,7 @@ class AsyncFlowApp:
     clock: Callable[[], datetime] = utc_now
     publish_grace: timedelta | None = None
     """How long relays leave a new event to its orchestrator; None: `publish_grace()`."""
-    _publisher: AsyncPublisher | None = field(default=None, init=False, repr=False)
+    _publisher: AsyncKafkaPublisher | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def connect(cls, db_url: str, kafka: KafkaConfig, **options: Any) -> AsyncFlowApp:
@@ -198,22 +198,29 @@ class AsyncFlowApp:
     ) -> AsyncUserStatusUpdateOrchestrator:
         """An orchestrator for one task, on its own unit of work and the shared producer."""
         uow = uow or self.unit_of_work()
-        kafka = immediate_kafka(self.kafka, self.retry)
-        if publisher is None:
-            if self._publisher is None:
-                self._publisher = AsyncKafkaPublisher(kafka)
-            publisher = self._publisher
+        shared = self._shared()
         return AsyncUserStatusUpdateOrchestrator(
             UserStatusManager(CurrentUsers(uow)),
-            AsyncUserUpdatePublisher(AsyncRetryingPublisher(publisher, self.retry)),
+            AsyncUserUpdatePublisher(AsyncRetryingPublisher(publisher or shared, self.retry)),
             uow,
             clock=self.clock,
-            publish_grace=self.publish_grace or publish_grace(self.retry, kafka),
+            publish_grace=self.publish_grace or publish_grace(self.retry, shared.config),
         )
+
+    def _shared(self) -> AsyncKafkaPublisher:
+        """The producer the orchestrators share (made on first use, not connected yet)."""
+        if self._publisher is None:
+            self._publisher = AsyncKafkaPublisher(immediate_kafka(self.kafka, self.retry))
+        return self._publisher
+
+    async def start(self) -> bool:
+        """Connect the shared producer before the first request (see
+        AsyncKafkaPublisher.connect); False when no broker answered yet."""
+        return await self._shared().connect()
 
     async def close(self) -> None:
         """Close the producer and release the database connections."""
         publisher, self._publisher = self._publisher, None
-        if isinstance(publisher, AsyncKafkaPublisher):
+        if publisher is not None:
             await publisher.close()
         await self.engine.dispose()

@@ -49,6 +49,13 @@ class _Producer:
         self._unreachable = None
         return producer
 
+    def _ready(self) -> Any:
+        """The producer, made first if there is none."""
+        with self._lock:
+            if self._producer is None:
+                self._producer = self._make()
+            return self._producer
+
     def _new_producer(self) -> Any:
         factory = self._factory
         if factory is None:
@@ -66,11 +73,10 @@ class _Producer:
         with self._lock:
             sent: list[Any] = []
             try:
-                if self._producer is None:
-                    self._producer = self._make()
+                producer = self._ready()
                 for message in messages:
                     sent.append(
-                        self._producer.send(
+                        producer.send(
                             message.topic,
                             key=message.key.encode(),
                             value=message.value,
@@ -175,6 +181,21 @@ class AsyncKafkaPublisher(_Producer):
     Publishes of several tasks share the producer and are in flight together; messages of
     one key keep the order in which their sends were made. One instance serves one loop.
     """
+
+    async def connect(self) -> bool:
+        """Make the producer now, in a worker thread, rather than at the first publish: its
+        bootstrap is about 0.1 s of Python that would compete with the loop for the GIL while
+        the first requests are served. False, logged, when no broker answered: the first
+        publish tries again."""
+        try:
+            await asyncio.to_thread(self._ready)
+        except Exception as error:
+            log.warning(
+                "no Kafka broker answered yet (%s); the first publish tries again",
+                self.config.scrub(_describe(error)),
+            )
+            return False
+        return True
 
     async def publish(self, message: OutboxMessage) -> None:
         """Return once the broker acknowledged; PublishError otherwise (within the bounds)."""

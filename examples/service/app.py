@@ -66,6 +66,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         prepare_database(db_url, seed_users)
         flow.append(AsyncFlowApp.connect(db_url, kafka, retry=retry or RetryPolicy()))
+        await flow[0].start()  # the producer now, not during the first requests
         lag.start()
         try:
             yield

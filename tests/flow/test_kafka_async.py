@@ -38,6 +38,24 @@ class TestAsyncKafkaPublisher:
             assert [e.event_id for e in events] == [f"k{key}-0", f"k{key}-1"]
         assert publisher.producers_created == 1
 
+    async def test_connect_makes_the_producer_before_the_first_publish(
+        self, broker: LocalBroker, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """connect() makes the producer the publishes then use; with no broker it says so
+        and the first publish after the broker is back makes one."""
+        config = fast_config(broker)
+        broker.stop()
+        publisher = AsyncKafkaPublisher(config)
+        assert await publisher.connect() is False
+        assert "no Kafka broker answered yet" in caplog.text
+        assert publisher.producers_created == 0
+        broker.start()
+        await asyncio.sleep(config.max_block_ms / 1000)  # the failure is no longer fresh
+        assert await publisher.connect() is True
+        await publisher.publish(message("connected"))
+        await publisher.close()
+        assert publisher.producers_created == 1
+
     async def test_broker_down_fails_cleanly_retried_and_the_loop_stays_free(
         self, broker: LocalBroker
     ) -> None:
