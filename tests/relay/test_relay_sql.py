@@ -15,7 +15,7 @@ from adapters.kafka.config import KafkaConfig
 from adapters.kafka.retry import RetryPolicy
 from adapters.sqlalchemy import create_async_engine
 from adapters.sqlalchemy.tables import TABLES
-from fsm.outbox import OutboxMessage, PublishError
+from fsm.outbox import OutboxMessage, Published, PublishError, PublishFailed
 from fsm.relay import RelaySettings
 from tests.clock import Clock
 from userstatus.app import AsyncFlowApp, FlowApp
@@ -275,6 +275,20 @@ class TestRunThatCannotSettle:
             clock.advance(1)
             relays.drive(relay.run_once())
         assert topic.by_key("1") == event_ids(app, "1")
+
+
+class TestOneAttempt:
+    def test_an_attempt_says_what_came_of_it(self, relays: Relays) -> None:
+        """attempt() publishes once and records nothing: Published, or PublishFailed
+        counting this attempt."""
+        message = OutboxMessage("e1", "UserUpdateTopic", key="1", value=b"{}")
+        publisher = Publisher("relay", Topic())
+        relay = relays.make(publisher, owner="relay")
+        assert relays.drive(relay.attempt(message)) == Published("e1")
+        publisher.down = True
+        failed = relays.drive(relay.attempt(message))
+        assert isinstance(failed, PublishFailed)
+        assert (failed.attempts, failed.error) == (1, "broker down (relay)")
 
 
 class TestLeaseSettings:
