@@ -4,16 +4,18 @@ and published later, by the step after the commit or by a relay (fsm.relay)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from fsm.errors import FSMError
-from fsm.ports import UnitOfWork
+from fsm.ports import AsyncUnitOfWork, UnitOfWork
 
 if TYPE_CHECKING:
     from fsm.definition import Machine
+
+T = TypeVar("T")
 
 
 class PublishError(FSMError):
@@ -71,6 +73,15 @@ class BatchPublisher(Publisher, Protocol):
     relay's batch holds at most one message per key, so their order does not matter)."""
 
     def publish_batch(self, messages: Sequence[OutboxMessage]) -> list[Exception | None]:
+        """For each message: None once the broker stored it, else why not."""
+        ...
+
+
+@runtime_checkable
+class AsyncBatchPublisher(AsyncPublisher, Protocol):
+    """BatchPublisher for asyncio (AsyncKafkaPublisher is one)."""
+
+    async def publish_batch(self, messages: Sequence[OutboxMessage]) -> list[Exception | None]:
         """For each message: None once the broker stored it, else why not."""
         ...
 
@@ -198,8 +209,9 @@ def redrivable(machine: Machine[Any]) -> tuple[Hashable, ...]:
     )
 
 
-class OutboxUnitOfWork(UnitOfWork, Protocol):
-    """A unit of work whose transaction also reaches an outbox."""
+class OutboxStores(Protocol):
+    """What a unit of work's transaction reaches of the outbox: the outbox, and the runs
+    whose message it settled without them."""
 
     @property
     def outbox(self) -> Outbox:
@@ -221,4 +233,18 @@ class OutboxUnitOfWork(UnitOfWork, Protocol):
         A relay settles a run and its message in one transaction, so this finds only runs
         an operator or an older version left so; the relay finishes them.
         """
+        ...
+
+
+class OutboxUnitOfWork(UnitOfWork, OutboxStores, Protocol):
+    """A unit of work whose transaction also reaches an outbox."""
+
+
+class AsyncOutboxUnitOfWork(AsyncUnitOfWork, OutboxStores, Protocol):
+    """An async unit of work whose transaction reaches the runs, and, inside `run_sync`,
+    the outbox (the sync Outbox port, on its connection: SQLAlchemy's greenlets await its
+    statements, so the loop runs meanwhile; see adapters.sqlalchemy.AsyncSqlUnitOfWork)."""
+
+    async def run_sync(self, work: Callable[[], T]) -> T:
+        """`work()` in the open transaction, where `outbox` and `left_behind` may be used."""
         ...

@@ -1,39 +1,50 @@
 """The outbox relay, a generic worker: claims due messages (the oldest pending one of each
 key, leased), publishes them, backs off, dead-letters, and hands each attempt's outcome to a
 settle hook (`RunSettler`) that moves the run waiting for it, in the same transaction as the
-message's outbox row. A flow's relay is its settle hook plus wiring (userstatus.relay)."""
+message's outbox row. A flow's relay is its settle hook plus wiring (userstatus.relay).
+
+`OutboxRelay` (threads) and `AsyncOutboxRelay` (asyncio) share every rule, written once as
+Steps (fsm.drive) in `_Relay`: each is a thin wrapper driving them with run_sync or run_async."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import random
 import socket
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from fsm.defaults import utc_now
+from fsm.drive import Steps, run_async, run_sync, settle
 from fsm.errors import FSMError
 from fsm.faults import describe_error, is_retryable
 from fsm.outbox import (
+    AsyncBatchPublisher,
+    AsyncOutboxUnitOfWork,
+    AsyncPublisher,
     BatchPublisher,
     DeadLettered,
     Delivery,
     LeaseLost,
     OutboxMessage,
+    OutboxStores,
     OutboxUnitOfWork,
     Published,
     Publisher,
     PublishFailed,
 )
-from fsm.persistence import Effect
-from fsm.retry import STEP_RETRY, RetryPolicy, backoff, retry
+from fsm.persistence import AsyncEffect, Effect
+from fsm.retry import STEP_RETRY, RetryPolicy, backoff, retry_steps
 from fsm.stopping import Stoppable, Tally
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LEASE_MARGIN = 5.0
 """Seconds a lease must outlast one publish attempt: the renew before it, the settle after."""
@@ -184,33 +195,53 @@ class RunSettler(Protocol):
         ...
 
 
-class OutboxRelay(Stoppable):
-    """A long-lived worker: claim due events, publish, settle the outbox and the run.
+class AsyncRunSettler(Protocol):
+    """RunSettler for asyncio (AsyncOutboxRelay): the same calls, awaited; `effect(uow)`
+    returns an awaitable, which the settler's async runner awaits in the step's transaction."""
 
-    Claims follow the Outbox contract (only the oldest pending event of each key, leased),
-    so several relays keep per-user order. Each attempt's outcome is recorded in one
-    transaction: the outbox row (published, failed with its next attempt time, or dead)
-    and the run's transition. Just before each publish the relay renews that event's
-    lease; if the lease ran out meanwhile (another relay may have it) the event is
-    skipped, so a slow relay never re-sends an old event after a newer one of its key.
-    `stop()` (or SIGTERM/SIGINT through `install_signal_handlers`) lets the event in hand
-    finish and releases the rest of the batch, so other relays take it at once.
+    machine: str
+    parked: Collection[str]
+
+    async def settle(self, message: OutboxMessage, outcome: Delivery, effect: AsyncEffect) -> bool:
+        """See RunSettler.settle."""
+        ...
+
+    async def finish(self, run_id: str, outcome: Published | DeadLettered) -> None:
+        """See RunSettler.finish."""
+        ...
+
+    async def settle_many(
+        self, pairs: Sequence[tuple[OutboxMessage, Delivery]], effect: AsyncEffect
+    ) -> None:
+        """See RunSettler.settle_many."""
+        ...
+
+
+class _Relay(Stoppable):
+    """What OutboxRelay and AsyncOutboxRelay share: every rule of the relay, once, as Steps.
+
+    The unit of work's, the publisher's and the settle hook's calls return values (sync) or
+    awaitables (async); the rules pass each through `settle`, so OutboxRelay drives them
+    with run_sync and AsyncOutboxRelay with run_async. The only per-kind code is how a
+    transaction is opened, reached and closed (`_open`, `_within`, `_close`).
     """
+
+    KIND, ITEM = "relay", "event"
+
+    uow: OutboxUnitOfWork | AsyncOutboxUnitOfWork
+    publisher: Publisher | AsyncPublisher
+    settler: RunSettler | AsyncRunSettler | None
+    sleep: Callable[[float], object]
+    """How the relay waits: between idle claims, before a database step is tried again."""
 
     def __init__(
         self,
-        uow: OutboxUnitOfWork,
-        publisher: Publisher,
         *,
-        settler: RunSettler | None = None,
-        settings: RelaySettings | None = None,
-        owner: str | None = None,
-        clock: Callable[[], datetime] = utc_now,
-        sleep: Callable[[float], None] | None = None,
-        rand: Callable[[], float] = random.random,
+        settings: RelaySettings | None,
+        owner: str | None,
+        clock: Callable[[], datetime],
+        rand: Callable[[], float],
     ) -> None:
-        self.uow = uow
-        self.publisher = publisher
         self.settings = settings or RelaySettings()
         self.owner = owner or default_owner()
         self.clock = clock
@@ -218,65 +249,90 @@ class OutboxRelay(Stoppable):
         Stoppable.__init__(self)
         self._stuck: set[str] = set()
         """Runs left behind that can never move: reported once, then skipped."""
-        self.sleep = sleep if sleep is not None else self.wait
-        self.settler = settler
-        """Moves the runs waiting for the messages; None: messages alone (no runs)."""
-
-    KIND, ITEM = "relay", "event"
 
     @property
     def name(self) -> str:
         """The relay's name in its log lines: its owner."""
         return self.owner
 
-    def pending(self) -> int:
-        """How many events are neither published nor dead."""
-        with self.uow:
-            return self.uow.outbox.counts().get("pending", 0)
+    # -- what differs between the sync and the async relay ---------------------------------
 
-    def _idle(self) -> bool:
+    def _open(self) -> object:
+        """Open the unit of work's transaction (or an awaitable doing so)."""
+        raise NotImplementedError
+
+    def _within(self, work: Callable[[OutboxStores], T]) -> T | Awaitable[T]:
+        """`work(uow)` in the open transaction (or an awaitable doing so)."""
+        raise NotImplementedError
+
+    def _close(self, error: BaseException | None) -> object:
+        """Commit the transaction, or roll it back after `error` (or an awaitable doing so)."""
+        raise NotImplementedError
+
+    # -- the rules, once, as Steps -----------------------------------------------------------
+
+    def _transaction(self, work: Callable[[OutboxStores], T]) -> Steps[T]:
+        """`work(uow)` in a transaction of its own: it commits, or rolls back if work raised."""
+        yield from settle(self._open())
         try:
-            return self.pending() == 0
+            result: T = yield from settle(self._within(work))
+        except BaseException as error:
+            yield from settle(self._close(error))
+            raise
+        yield from settle(self._close(None))
+        return result
+
+    def _pending_steps(self) -> Steps[int]:
+        counts = yield from self._transaction(lambda uow: uow.outbox.counts())
+        return counts.get("pending", 0)
+
+    def _idle(self) -> Steps[bool]:
+        try:
+            return (yield from self._pending_steps()) == 0
         except Exception as error:  # the database is away: keep trying, as for claims
             log.error("relay %s: counting pending events failed: %r", self.owner, error)
             return False
 
-    def run_once(self) -> RelayReport:
+    def _run_once_steps(self) -> Steps[RelayReport]:
         """Claim one batch and work through it; stops early if asked to."""
         report = RelayReport()
-        try:
-            with self.uow:  # committed at once, so other relays see the leases
-                claimed = self.uow.outbox.claim(
+        try:  # committed at once, so other relays see the leases
+            claimed = yield from self._transaction(
+                lambda uow: uow.outbox.claim(
                     owner=self.owner,
                     limit=self.settings.batch_size,
                     lease_seconds=self.settings.lease_seconds,
                     now=self.clock(),
                 )
+            )
         except Exception as error:
             log.error("relay %s: claiming failed: %r", self.owner, error)
             report.errors += 1
             return report
         report.claimed = len(claimed)
-        if isinstance(self.publisher, BatchPublisher) and not self.stopping:
+        if isinstance(self.publisher, BatchPublisher | AsyncBatchPublisher) and not self.stopping:
             # At most one message per key: send them all, then wait for every answer. The
             # leases were taken a moment ago, for at least one attempt: nothing to renew.
-            answers = self.publisher.publish_batch(claimed) if claimed else []
+            answers: list[Exception | None] = (
+                (yield from settle(self.publisher.publish_batch(claimed))) if claimed else []
+            )
             outcomes = [
                 (message, self._outcome(message, answer))
                 for message, answer in zip(claimed, answers, strict=True)
             ]
             published = [pair for pair in outcomes if isinstance(pair[1], Published)]
-            if self._settle_published(published, report):
+            if (yield from self._settle_published(published, report)):
                 outcomes = [pair for pair in outcomes if not isinstance(pair[1], Published)]
             for message, outcome in outcomes:
-                self._settle(message, outcome, report)
+                yield from self._settle(message, outcome, report)
         else:
             for index, message in enumerate(claimed):
                 if self.stopping:
-                    self._release(claimed[index:], report)
+                    yield from self._release(claimed[index:], report)
                     break
-                if self._renew(message, report):
-                    self._settle(message, self.attempt(message), report)
+                if (yield from self._renew(message, report)):
+                    outcome = yield from self._attempt_steps(message)
+                    yield from self._settle(message, outcome, report)
         if claimed:
             log.info(
                 "relay %s: claimed %d, published %d, failed %d, dead-lettered %d",
@@ -288,36 +344,32 @@ class OutboxRelay(Stoppable):
             )
         return report
 
-    def run(self, *, until_idle: bool = False, max_seconds: float | None = None) -> RelayReport:
-        """Work until stopped; with `until_idle`, also return once nothing is pending.
-
-        `max_seconds` bounds the time on the relay's clock (for demos and tests). A one-line
-        summary is logged every `report_interval`.
-        """
+    def _run_steps(self, until_idle: bool, max_seconds: float | None) -> Steps[RelayReport]:
+        """Work until stopped (see OutboxRelay.run)."""
         started = swept = self.clock()
         tally = Tally(self, RelayReport, self.settings.report_interval, started, log)
         total = tally.total
-        self.settle_left_behind(total)
+        yield from self._left_behind_steps(total)
         while not self.stopping:
-            report = self.run_once()
+            report = yield from self._run_once_steps()
             if (self.clock() - swept).total_seconds() >= self.settings.sweep_interval:
                 swept = self.clock()
-                self.settle_left_behind(report)
+                yield from self._left_behind_steps(report)
             tally.add(report, self.clock())
-            if until_idle and report.claimed == 0 and self._idle():
+            if until_idle and report.claimed == 0 and (yield from self._idle()):
                 break
             if max_seconds is not None and (self.clock() - started).total_seconds() > max_seconds:
                 log.warning("relay %s: gave up waiting after %.0f s", self.owner, max_seconds)
                 break
             if report.claimed == 0:
-                self.sleep(self.settings.idle_interval)
+                yield from settle(self.sleep(self.settings.idle_interval))
         return total
 
-    def _renew(self, message: OutboxMessage, report: RelayReport) -> bool:
+    def _renew(self, message: OutboxMessage, report: RelayReport) -> Steps[bool]:
         """Extend the lease on `message` for one attempt; False when it is no longer this
         relay's (skip it: another relay publishes it in order) or the renewal failed."""
         try:
-            held = self._still_held(message)
+            held = yield from self._still_held(message)
         except Exception as error:
             report.errors += 1
             log.error(
@@ -337,20 +389,20 @@ class OutboxRelay(Stoppable):
             )
         return held
 
-    def _release(self, messages: list[OutboxMessage], report: RelayReport) -> None:
+    def _release(self, messages: list[OutboxMessage], report: RelayReport) -> Steps[None]:
         """Hand back claims not worked on, so other relays need not wait out the lease."""
+        ids = [m.event_id for m in messages]
         try:
-            with self.uow:
-                report.released += self.uow.outbox.release(
-                    [m.event_id for m in messages], owner=self.owner
-                )
+            report.released += yield from self._transaction(
+                lambda uow: uow.outbox.release(ids, owner=self.owner)
+            )
         except Exception as error:  # they come back when the lease runs out
             log.error("relay %s: releasing %d claims failed: %r", self.owner, len(messages), error)
 
-    def attempt(self, message: OutboxMessage) -> Delivery:
+    def _attempt_steps(self, message: OutboxMessage) -> Steps[Delivery]:
         """Publish one claimed event once; say what came of it."""
         try:
-            self.publisher.publish(message)
+            yield from settle(self.publisher.publish(message))
         except Exception as error:  # any failure is an attempt that failed, never a crash
             return self._outcome(message, error)
         return Published(message.event_id)
@@ -369,7 +421,9 @@ class OutboxRelay(Stoppable):
             )
         return PublishFailed(message.event_id, str(error), attempts)
 
-    def _settle(self, message: OutboxMessage, outcome: Delivery, report: RelayReport) -> None:
+    def _settle(
+        self, message: OutboxMessage, outcome: Delivery, report: RelayReport
+    ) -> Steps[None]:
         """Record the attempt in the outbox and move the run, in one transaction.
 
         A failure is tried again under `step_retry`; before each new try the lease says
@@ -381,15 +435,15 @@ class OutboxRelay(Stoppable):
         alone, and is reported for operators.
         """
 
-        def attempt(number: int) -> None:
-            if number > 1 and not self._still_held(message):
+        def attempt(number: int) -> Steps[None]:
+            if number > 1 and not (yield from self._still_held(message)):
                 return  # the last try committed after all, or another relay has it now
-            if not self._advance_run(message, outcome):
-                with self.uow:  # no run waits for it: the outbox alone
-                    self._mark(self.uow, message, outcome)
+            if not (yield from self._advance_run(message, outcome)):
+                # no run waits for it: the outbox alone
+                yield from self._transaction(lambda uow: self._mark(uow, message, outcome))
 
         try:
-            retry(
+            yield from retry_steps(
                 attempt,
                 self.settings.step_retry,
                 retry_on=is_retryable,
@@ -419,7 +473,7 @@ class OutboxRelay(Stoppable):
                 return
             # The run can never move this way (corrupt, another machine's, a state that
             # takes no such outcome, a write refused for good): the outbox row alone.
-            if not self._mark_alone(message, outcome, error, report):
+            if not (yield from self._mark_alone(message, outcome, error, report)):
                 return
         if isinstance(outcome, Published):
             report.published += 1
@@ -446,7 +500,7 @@ class OutboxRelay(Stoppable):
 
     def _settle_published(
         self, pairs: list[tuple[OutboxMessage, Delivery]], report: RelayReport
-    ) -> bool:
+    ) -> Steps[bool]:
         """Record a batch's published events and move their runs in one transaction, in a
         few statements for all of them. False, with nothing written, when that failed (a
         run moved meanwhile, or already finished, the database away): each is then
@@ -455,16 +509,15 @@ class OutboxRelay(Stoppable):
             return False
         ids = [message.event_id for message, _ in pairs]
 
-        def mark(uow: OutboxUnitOfWork) -> None:
+        def mark(uow: OutboxStores) -> None:
             uow.outbox.mark_published(*ids, owner=self.owner, now=self.clock())
 
         waiting = [pair for pair in pairs if pair[0].run_id is not None]
         try:
             if self.settler is not None and waiting:
-                self.settler.settle_many(waiting, lambda uow: mark(self.uow))
+                yield from settle(self.settler.settle_many(waiting, lambda _: self._within(mark)))
             else:
-                with self.uow:
-                    mark(self.uow)
+                yield from self._transaction(mark)
         except Exception as error:
             log.info(
                 "relay %s: settling %d published events at once failed (%s); settling each alone",
@@ -476,15 +529,16 @@ class OutboxRelay(Stoppable):
         report.published += len(pairs)
         return True
 
-    def _still_held(self, message: OutboxMessage) -> bool:
+    def _still_held(self, message: OutboxMessage) -> Steps[bool]:
         """True while the event is pending and leased to this relay (renewing the lease)."""
-        with self.uow:
-            renewed = self.uow.outbox.renew(
+        renewed = yield from self._transaction(
+            lambda uow: uow.outbox.renew(
                 message.event_id,
                 owner=self.owner,
                 lease_seconds=self.settings.lease_seconds,
                 now=self.clock(),
             )
+        )
         return bool(renewed)
 
     def _mark_alone(
@@ -493,11 +547,10 @@ class OutboxRelay(Stoppable):
         outcome: Delivery,
         error: Exception,
         report: RelayReport,
-    ) -> bool:
+    ) -> Steps[bool]:
         """Record the outcome in the outbox without the run; False if even that failed."""
         try:
-            with self.uow:
-                self._mark(self.uow, message, outcome)
+            yield from self._transaction(lambda uow: self._mark(uow, message, outcome))
         except Exception as second:
             report.errors += 1
             log.error(
@@ -521,28 +574,33 @@ class OutboxRelay(Stoppable):
         )
         return True
 
-    def _advance_run(self, message: OutboxMessage, outcome: Delivery) -> bool:
+    def _advance_run(self, message: OutboxMessage, outcome: Delivery) -> Steps[bool]:
         """Hand the outcome to the settle hook, the outbox row changing in the same
         transaction; False when no unfinished run waits for it."""
         if message.run_id is None or self.settler is None:
             return False
-        return self.settler.settle(
-            message, outcome, lambda uow: self._mark(self.uow, message, outcome)
+        moved: bool = yield from settle(
+            self.settler.settle(
+                message, outcome, lambda _: self._within(lambda u: self._mark(u, message, outcome))
+            )
         )
+        return moved
 
-    def settle_left_behind(self, report: RelayReport) -> None:
+    def _left_behind_steps(self, report: RelayReport) -> Steps[None]:
         """Finish unfinished runs whose event the outbox settled without them (an operator,
         or an older version after a database error, left them so)."""
-        if self.settler is None:
+        settler = self.settler
+        if settler is None:
             return
         try:
-            with self.uow:
-                found = self.uow.left_behind(
-                    self.settler.machine,
+            found = yield from self._transaction(
+                lambda uow: uow.left_behind(
+                    settler.machine,
                     limit=self.settings.batch_size,
                     skip=self._stuck,
-                    parked=self.settler.parked,
+                    parked=settler.parked,
                 )
+            )
         except Exception as error:
             report.errors += 1
             log.error("relay %s: looking for runs left behind failed: %r", self.owner, error)
@@ -554,7 +612,7 @@ class OutboxRelay(Stoppable):
                 else DeadLettered(entry.event_id, entry.error or "dead-lettered", entry.attempts)
             )
             try:
-                self.settler.finish(entry.run_id, outcome)
+                yield from settle(settler.finish(entry.run_id, outcome))
             except Exception as error:
                 report.errors += 1
                 if not is_retryable(error):  # it will fail so every time: stop asking
@@ -578,7 +636,7 @@ class OutboxRelay(Stoppable):
                 entry.status,
             )
 
-    def _mark(self, uow: OutboxUnitOfWork, message: OutboxMessage, outcome: Delivery) -> None:
+    def _mark(self, uow: OutboxStores, message: OutboxMessage, outcome: Delivery) -> None:
         now = self.clock()
         outbox = uow.outbox
         if isinstance(outcome, Published):
@@ -593,3 +651,150 @@ class OutboxRelay(Stoppable):
                 error=outcome.error,
                 retry_at=now + timedelta(seconds=delay),
             )
+
+
+class OutboxRelay(_Relay):
+    """A long-lived worker: claim due events, publish, settle the outbox and the run.
+
+    Claims follow the Outbox contract (only the oldest pending event of each key, leased),
+    so several relays keep per-user order. Each attempt's outcome is recorded in one
+    transaction: the outbox row (published, failed with its next attempt time, or dead)
+    and the run's transition. Just before each publish the relay renews that event's
+    lease; if the lease ran out meanwhile (another relay may have it) the event is
+    skipped, so a slow relay never re-sends an old event after a newer one of its key.
+    `stop()` (or SIGTERM/SIGINT through `install_signal_handlers`) lets the event in hand
+    finish and releases the rest of the batch, so other relays take it at once.
+    """
+
+    def __init__(
+        self,
+        uow: OutboxUnitOfWork,
+        publisher: Publisher,
+        *,
+        settler: RunSettler | None = None,
+        settings: RelaySettings | None = None,
+        owner: str | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        sleep: Callable[[float], None] | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        super().__init__(settings=settings, owner=owner, clock=clock, rand=rand)
+        self.uow: OutboxUnitOfWork = uow
+        self.publisher: Publisher = publisher
+        self.sleep = sleep if sleep is not None else self.wait
+        self.settler: RunSettler | None = settler
+        """Moves the runs waiting for the messages; None: messages alone (no runs)."""
+
+    def pending(self) -> int:
+        """How many events are neither published nor dead."""
+        return run_sync(self._pending_steps())
+
+    def run_once(self) -> RelayReport:
+        """Claim one batch and work through it; stops early if asked to."""
+        return run_sync(self._run_once_steps())
+
+    def run(self, *, until_idle: bool = False, max_seconds: float | None = None) -> RelayReport:
+        """Work until stopped; with `until_idle`, also return once nothing is pending.
+
+        `max_seconds` bounds the time on the relay's clock (for demos and tests). A one-line
+        summary is logged every `report_interval`.
+        """
+        return run_sync(self._run_steps(until_idle, max_seconds))
+
+    def attempt(self, message: OutboxMessage) -> Delivery:
+        """Publish one claimed event once; say what came of it."""
+        return run_sync(self._attempt_steps(message))
+
+    def settle_left_behind(self, report: RelayReport) -> None:
+        """Finish unfinished runs whose event the outbox settled without them (an operator,
+        or an older version after a database error, left them so); counted in `report`."""
+        run_sync(self._left_behind_steps(report))
+
+    def _open(self) -> object:
+        return self.uow.__enter__()
+
+    def _within(self, work: Callable[[OutboxStores], T]) -> T:
+        return work(self.uow)
+
+    def _close(self, error: BaseException | None) -> object:
+        kind = type(error) if error is not None else None
+        self.uow.__exit__(kind, error, error.__traceback__ if error else None)
+        return None
+
+
+class AsyncOutboxRelay(_Relay):
+    """OutboxRelay for asyncio, with the same rules (see OutboxRelay): a task in a service's
+    loop. The outbox is reached through the unit of work's `run_sync`, the publisher and the
+    settle hook are awaited, and no call blocks the loop. `stop()` (from the loop, or any
+    thread) lets the event in hand finish, releases the rest of the batch and cuts the idle
+    sleep short; cancelling the task instead leaves the claims to run out. One relay (and
+    its unit of work) serves one task.
+    """
+
+    def __init__(
+        self,
+        uow: AsyncOutboxUnitOfWork,
+        publisher: AsyncPublisher,
+        *,
+        settler: AsyncRunSettler | None = None,
+        settings: RelaySettings | None = None,
+        owner: str | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        super().__init__(settings=settings, owner=owner, clock=clock, rand=rand)
+        self.uow: AsyncOutboxUnitOfWork = uow
+        self.publisher: AsyncPublisher = publisher
+        self.sleep = sleep if sleep is not None else self.pause
+        self.settler: AsyncRunSettler | None = settler
+        self._woken = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def pending(self) -> int:
+        """How many events are neither published nor dead."""
+        return await run_async(self._pending_steps())
+
+    async def run_once(self) -> RelayReport:
+        """Claim one batch and work through it; stops early if asked to."""
+        return await run_async(self._run_once_steps())
+
+    async def run(
+        self, *, until_idle: bool = False, max_seconds: float | None = None
+    ) -> RelayReport:
+        """Work until stopped (see OutboxRelay.run)."""
+        return await run_async(self._run_steps(until_idle, max_seconds))
+
+    async def attempt(self, message: OutboxMessage) -> Delivery:
+        """Publish one claimed event once; say what came of it."""
+        return await run_async(self._attempt_steps(message))
+
+    async def settle_left_behind(self, report: RelayReport) -> None:
+        """See OutboxRelay.settle_left_behind."""
+        await run_async(self._left_behind_steps(report))
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep `seconds`, or less if stop() is called meanwhile (the default `sleep`)."""
+        self._loop = asyncio.get_running_loop()
+        if self.stopping:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._woken.wait(), seconds)
+
+    def stop(self) -> None:
+        """Finish the event in hand, then return from run() (its sleep cut short)."""
+        super().stop()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._woken.set)
+
+    def _open(self) -> object:
+        return self.uow.__aenter__()
+
+    def _within(self, work: Callable[[OutboxStores], T]) -> Awaitable[T]:
+        uow = self.uow
+        return uow.run_sync(lambda: work(uow))
+
+    def _close(self, error: BaseException | None) -> object:
+        kind = type(error) if error is not None else None
+        return self.uow.__aexit__(kind, error, error.__traceback__ if error else None)

@@ -16,10 +16,11 @@ from userstatus.outcomes import (
     UserStatusUpdated,
 )
 from userstatus.publisher import UserUpdatePublisher
-from userstatus.relay import OutboxRelay
+from userstatus.relay import AsyncOutboxRelay, OutboxRelay
 
 __all__ = [
     "TOPIC",
+    "AsyncOutboxRelay",
     "DeadLettered",
     "FlowState",
     "FlowSteps",

@@ -30,7 +30,7 @@ from userstatus.orchestrator import (
 )
 from userstatus.ports import CurrentUsers
 from userstatus.publisher import AsyncUserUpdatePublisher, UserUpdatePublisher
-from userstatus.relay import OutboxRelay
+from userstatus.relay import AsyncOutboxRelay, OutboxRelay
 from userstatus.sql import FLOW_TABLES, AsyncFlowSqlUnitOfWork, FlowSqlUnitOfWork
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,13 @@ def immediate_kafka(kafka: KafkaConfig, retry: RetryPolicy) -> KafkaConfig:
         delivery_timeout_ms=min(kafka.delivery_timeout_ms, bound),
         max_block_ms=min(kafka.max_block_ms, bound),
     )
+
+
+def kafka_relay_settings(settings: RelaySettings, kafka: KafkaConfig) -> RelaySettings:
+    """`settings` for a relay publishing to Kafka: one attempt takes up to `kafka`'s bound
+    (RelaySettingsError if the lease is too short for it)."""
+    bound = max(settings.publish_timeout, kafka.attempt_seconds)
+    return replace(settings, publish_timeout=bound)
 
 
 @dataclass
@@ -139,8 +146,7 @@ class FlowApp:
         settings = self.relay_settings
         if publisher is None:
             publisher = self.publisher()
-            bound = max(settings.publish_timeout, self.kafka.attempt_seconds)
-            settings = replace(settings, publish_timeout=bound)
+            settings = kafka_relay_settings(settings, self.kafka)
         return OutboxRelay(
             self.unit_of_work(),
             publisher,
@@ -167,16 +173,21 @@ class AsyncFlowApp:
 
     The immediate publish runs as FlowApp's does (its Kafka time bounds cut to the retry
     deadline, retried under `retry`), through an AsyncKafkaPublisher: no call blocks the
-    loop. Failed publishes are left to a relay (`fsm relay`, its own process).
+    loop. Failed publishes are left to a relay: `relay()`, a task in the same loop, or
+    `fsm relay`, its own process.
     """
 
     engine: AsyncEngine
     kafka: KafkaConfig
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    relay_settings: RelaySettings = field(default_factory=RelaySettings)
     clock: Callable[[], datetime] = utc_now
     publish_grace: timedelta | None = None
     """How long relays leave a new event to its orchestrator; None: `publish_grace()`."""
     _publisher: AsyncKafkaPublisher | None = field(default=None, init=False, repr=False)
+    _relay_publishers: list[AsyncKafkaPublisher] = field(
+        default_factory=list, init=False, repr=False
+    )
 
     @classmethod
     def connect(cls, db_url: str, kafka: KafkaConfig, **options: Any) -> AsyncFlowApp:
@@ -218,9 +229,32 @@ class AsyncFlowApp:
         AsyncKafkaPublisher.connect); False when no broker answered yet."""
         return await self._shared().connect()
 
+    def relay(
+        self, publisher: AsyncPublisher | None = None, *, owner: str | None = None
+    ) -> AsyncOutboxRelay:
+        """An async relay with its own unit of work, to run as a task (`await relay.run()`,
+        ended by `relay.stop()`); see FlowApp.relay. Without `publisher`, it gets a producer
+        of its own under `kafka`'s full bounds (not the immediate publish's), closed by
+        close()."""
+        settings = self.relay_settings
+        if publisher is None:
+            settings = kafka_relay_settings(settings, self.kafka)
+            publisher = AsyncKafkaPublisher(self.kafka)
+            self._relay_publishers.append(publisher)
+        return AsyncOutboxRelay(
+            self.unit_of_work(),
+            publisher,
+            settings=settings,
+            owner=owner,
+            clock=self.clock,
+        )
+
     async def close(self) -> None:
-        """Close the producer and release the database connections."""
+        """Close the producers and release the database connections."""
         publisher, self._publisher = self._publisher, None
-        if publisher is not None:
-            await publisher.close()
+        closing = [publisher] if publisher is not None else []
+        closing += self._relay_publishers
+        self._relay_publishers.clear()
+        for producer in closing:
+            await producer.close()
         await self.engine.dispose()

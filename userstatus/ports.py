@@ -3,18 +3,14 @@ collaborators."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Protocol
 
-from fsm.outbox import Outbox, OutboxUnitOfWork
-from fsm.ports import AsyncUnitOfWork
+from fsm.outbox import AsyncOutboxUnitOfWork, Outbox, OutboxUnitOfWork
 from userstatus.domain import UpdateUserStatusPayload
 from userstatus.events import UserStatusChanged
 from userstatus.outcomes import PublishOutcome, UpdateOutcome
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +65,9 @@ class FlowUnitOfWork(OutboxUnitOfWork, FlowStores, Protocol):
     """A unit of work whose transaction reaches the runs, the outbox and the users."""
 
 
-class AsyncFlowUnitOfWork(AsyncUnitOfWork, FlowStores, Protocol):
+class AsyncFlowUnitOfWork(AsyncOutboxUnitOfWork, FlowStores, Protocol):
     """An async unit of work whose transaction reaches the runs, and, inside `run_sync`,
     the users and the outbox (their repositories are the sync ones, on its connection)."""
-
-    async def run_sync(self, work: Callable[[], T]) -> T:
-        """`work()` in the open transaction, where `users` and `outbox` may be used."""
-        ...
 
 
 class CurrentUsers:

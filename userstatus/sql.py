@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -23,7 +22,6 @@ from sqlalchemy.orm import Session
 
 from adapters.sqlalchemy import checks
 from adapters.sqlalchemy.aio import AsyncSqlUnitOfWork
-from adapters.sqlalchemy.outbox import SqlOutbox
 from adapters.sqlalchemy.store import insert_row
 from adapters.sqlalchemy.tables import NAMING_CONVENTION, UTCDateTime
 from adapters.sqlalchemy.uow import SqlUnitOfWork
@@ -31,7 +29,6 @@ from fsm.ports import ConcurrencyError, InvalidRecord
 from userstatus.ports import UserRecord
 
 STATUS_LENGTH = 64
-T = TypeVar("T")
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 """The reference flow's own tables (its users), apart from the engine's."""
@@ -113,19 +110,10 @@ class FlowSqlUnitOfWork(SqlUnitOfWork):
 
 
 class AsyncFlowSqlUnitOfWork(AsyncSqlUnitOfWork):
-    """AsyncSqlUnitOfWork whose transaction also reaches the users and the outbox
-    (AsyncFlowUnitOfWork): the sync repositories, on the AsyncSession's own connection,
-    used inside `await uow.run_sync(work)` (SQLAlchemy runs `work` in a greenlet, so its
-    statements are awaited and the loop runs meanwhile; outside it they raise)."""
-
-    async def run_sync(self, work: Callable[[], T]) -> T:
-        """`work()` in the open transaction, where `users` and `outbox` may be used."""
-        return await self.session.run_sync(lambda _: work())
+    """AsyncSqlUnitOfWork whose transaction also reaches the users (AsyncFlowUnitOfWork): the
+    sync repository, on the AsyncSession's own connection, used inside `await
+    uow.run_sync(work)` as the outbox is."""
 
     @property
     def users(self) -> SqlUserRepository:
         return SqlUserRepository(self.session.sync_session, clock=self.clock)
-
-    @property
-    def outbox(self) -> SqlOutbox:
-        return SqlOutbox(self.session.sync_session, clock=self.clock, tables=self.tables)

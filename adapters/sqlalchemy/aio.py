@@ -2,23 +2,29 @@
 
 PostgreSQL through psycopg 3's async connections (`postgresql+psycopg://`, as for the sync
 engine), SQLite through aiosqlite (`create_async_engine` turns `sqlite://` into
-`sqlite+aiosqlite://`). The run store's statements are the sync store's (RunStatements).
+`sqlite+aiosqlite://`). The run store's statements are the sync store's (RunStatements); the
+outbox is the sync SqlOutbox itself, used inside `run_sync` (SQLAlchemy's greenlets).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as sqlalchemy_async_engine
 
 from adapters.sqlalchemy.engine import SQLITE_BUSY_SECONDS, parse_url, prepare
+from adapters.sqlalchemy.outbox import SqlOutbox
 from adapters.sqlalchemy.store import AsyncSqlRunStore
 from adapters.sqlalchemy.tables import TABLES, Tables
+from adapters.sqlalchemy.uow import left_behind
 from fsm.defaults import utc_now
 from fsm.errors import FSMError
+from fsm.outbox import LeftBehind
+
+T = TypeVar("T")
 
 
 def create_async_engine(url: str, **options: Any) -> AsyncEngine:
@@ -36,15 +42,18 @@ def create_async_engine(url: str, **options: Any) -> AsyncEngine:
 
 
 class AsyncSqlUnitOfWork:
-    """Implements fsm.ports.AsyncUnitOfWork: `async with uow:` opens an AsyncSession and its
-    transaction.
+    """Implements fsm.ports.AsyncUnitOfWork (and fsm.outbox.AsyncOutboxUnitOfWork): `async with
+    uow:` opens an AsyncSession and its transaction.
 
     Leaving the block commits, or rolls back if it raised; `await commit()` inside the
     block commits what was done so far and goes on in a fresh transaction. The run store
     is bound to that session, and so is `session` for an action's own statements (`await
     uow.session.execute(...)`), so whatever an action writes commits or rolls back with
-    the run's own step. One instance serves one task at a time; blocks do not nest: give
-    each task its own (they share the engine and its pool).
+    the run's own step. The outbox is the sync SqlOutbox on the session's own connection,
+    used inside `await uow.run_sync(work)`: SQLAlchemy runs `work` in a greenlet, so its
+    statements are awaited and the loop runs meanwhile (outside it they raise). One instance
+    serves one task at a time; blocks do not nest: give each task its own (they share the
+    engine and its pool).
     """
 
     def __init__(
@@ -107,3 +116,24 @@ class AsyncSqlUnitOfWork:
 
     async def rollback(self) -> None:
         await self.session.rollback()
+
+    async def run_sync(self, work: Callable[[], T]) -> T:
+        """`work()` in the open transaction, where `outbox` and `left_behind` may be used."""
+        return await self.session.run_sync(lambda _: work())
+
+    @property
+    def outbox(self) -> SqlOutbox:
+        """The outbox, in this unit's transaction (inside `run_sync`)."""
+        return SqlOutbox(self.session.sync_session, clock=self.clock, tables=self.tables)
+
+    def left_behind(
+        self,
+        machine: str,
+        *,
+        limit: int,
+        skip: Collection[str] = (),
+        parked: Collection[str] = (),
+    ) -> list[LeftBehind]:
+        """Unfinished runs of `machine` whose outbox message is published or dead (inside
+        `run_sync`)."""
+        return left_behind(self.session.sync_session, self.tables, machine, limit, skip, parked)

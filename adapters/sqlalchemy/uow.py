@@ -109,24 +109,36 @@ class SqlUnitOfWork:
         parked: Collection[str] = (),
     ) -> list[LeftBehind]:
         """Unfinished runs of `machine` whose outbox message is published or dead."""
-        runs, outbox = self.tables.runs, self.tables.outbox
-        rows = self.session.execute(
-            select(
-                runs.c.id,
-                outbox.c.event_id,
-                outbox.c.status,
-                outbox.c.attempts,
-                outbox.c.last_error,
-            )
-            .join(outbox, outbox.c.run_id == runs.c.id)
-            .where(
-                runs.c.machine == machine,
-                runs.c.finished.is_(False),
-                outbox.c.status.in_((PUBLISHED, DEAD)),
-                runs.c.id.not_in(list(skip)),
-                runs.c.state.not_in(list(parked)),
-            )
-            .order_by(runs.c.updated_at, runs.c.id)
-            .limit(limit)
+        return left_behind(self.session, self.tables, machine, limit, skip, parked)
+
+
+def left_behind(
+    session: Session,
+    tables: Tables,
+    machine: str,
+    limit: int,
+    skip: Collection[str],
+    parked: Collection[str],
+) -> list[LeftBehind]:
+    """fsm.outbox.OutboxStores.left_behind on `session` (the sync and the async unit of work)."""
+    runs, outbox = tables.runs, tables.outbox
+    rows = session.execute(
+        select(
+            runs.c.id,
+            outbox.c.event_id,
+            outbox.c.status,
+            outbox.c.attempts,
+            outbox.c.last_error,
         )
-        return [LeftBehind(*row) for row in rows]
+        .join(outbox, outbox.c.run_id == runs.c.id)
+        .where(
+            runs.c.machine == machine,
+            runs.c.finished.is_(False),
+            outbox.c.status.in_((PUBLISHED, DEAD)),
+            runs.c.id.not_in(list(skip)),
+            runs.c.state.not_in(list(parked)),
+        )
+        .order_by(runs.c.updated_at, runs.c.id)
+        .limit(limit)
+    )
+    return [LeftBehind(*row) for row in rows]

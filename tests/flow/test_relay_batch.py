@@ -1,29 +1,33 @@
 """The relay settles a batch of published events in one transaction, on SQLite and PostgreSQL
 with the real broker: a few statements per batch whatever its size, and any one fault in it
 (a statement, a commit, a commit whose acknowledgement is lost) recovered from with every
-run published once and every event on the topic."""
+run published once and every event on the topic; the sync relay and the async one."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import inspect
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import count
+from typing import Any, Literal, TypeVar
 
 import pytest
 from sqlalchemy import func, select
 
 from adapters.kafka.broker import LocalBroker
 from adapters.kafka.consumer import AuditConsumer
-from adapters.kafka.publisher import KafkaPublisher
+from adapters.kafka.publisher import AsyncKafkaPublisher, KafkaPublisher
 from adapters.kafka.retry import RetryPolicy
 from adapters.memory import FakePublisher
+from adapters.sqlalchemy import create_async_engine
 from adapters.sqlalchemy.tables import TABLES
 from fsm.outbox import Published
 from fsm.relay import RelaySettings
 from tests.clock import Clock
 from tests.faults.injector import Fault, FaultInjector
-from userstatus.app import FlowApp, publish_grace
+from userstatus.app import AsyncFlowApp, FlowApp, publish_grace
 from userstatus.demo import init_schema
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.flow import FlowState
@@ -31,6 +35,8 @@ from userstatus.relay import FlowSettler
 
 from .conftest import fast_config
 
+T = TypeVar("T")
+Kind = Literal["sync", "async"]
 TOPIC = "UserUpdateTopic"
 LEASE = 30.0
 SETTINGS = RelaySettings(
@@ -40,13 +46,33 @@ SETTINGS = RelaySettings(
 
 @dataclass
 class World:
-    """The flow on one database and the real broker, on a hand-moved clock."""
+    """The flow on one database and the real broker, on a hand-moved clock; the relays are
+    sync, or async (`aio`, on its own loop) with the injector on their engine."""
 
     app: FlowApp
     clock: Clock
     injector: FaultInjector
-    publisher: KafkaPublisher
+    publisher: KafkaPublisher | AsyncKafkaPublisher
     users: Iterator[int]
+    aio: AsyncFlowApp | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def relay(self, owner: str) -> Any:
+        """A relay of the world's kind on the real publisher, its waits moving the clock."""
+        if self.aio is None:
+            relay: Any = self.app.relay(self.publisher, owner=owner)  # type: ignore[arg-type]
+        else:
+            relay = self.aio.relay(self.publisher, owner=owner)  # type: ignore[arg-type]
+        relay.sleep = self.clock.sleep
+        return relay
+
+    def drive(self, result: Awaitable[T] | T) -> T:
+        """What a relay's call came to (an async one's awaited on the world's loop)."""
+        if inspect.isawaitable(result):
+            assert self.loop is not None
+            done: T = self.loop.run_until_complete(result)
+            return done
+        return result
 
     def backlog(self, size: int) -> list[str]:
         """`size` committed updates of new users whose immediate publish failed: their runs
@@ -70,17 +96,14 @@ class World:
 
     def relay_once(self, owner: str) -> int:
         """One batch: claim, publish, settle; how many were published."""
-        relay = self.app.relay(self.publisher, owner=owner)
-        relay.sleep = self.clock.sleep
-        return relay.run_once().published
+        published: int = self.drive(self.relay(owner).run_once()).published
+        return published
 
     def recover(self) -> None:
         """Past the lease, a fault-free relay works until nothing is pending."""
         self.injector.reset()
         self.clock.advance(LEASE + 1)
-        relay = self.app.relay(self.publisher, owner="recovery")
-        relay.sleep = self.clock.sleep
-        relay.run(until_idle=True, max_seconds=300)
+        self.drive(self.relay("recovery").run(until_idle=True, max_seconds=300))
 
     def problems(self, run_ids: list[str]) -> list[str]:
         """How the runs, their history and their outbox rows disagree with 'published once'."""
@@ -107,19 +130,42 @@ class World:
 
 
 @contextmanager
-def world(db_url: str, broker: LocalBroker) -> Iterator[World]:
+def world(db_url: str, broker: LocalBroker, kind: Kind = "sync") -> Iterator[World]:
     init_schema(db_url)
     clock = Clock()
     kafka = fast_config(broker)
-    app = FlowApp.connect(
-        db_url, kafka, retry=RetryPolicy(attempts=1), relay_settings=SETTINGS, clock=clock
-    )
-    publisher = KafkaPublisher(kafka)
+    options: dict[str, Any] = {
+        "retry": RetryPolicy(attempts=1),
+        "relay_settings": SETTINGS,
+        "clock": clock,
+    }
+    app = FlowApp.connect(db_url, kafka, **options)
+    if kind == "sync":
+        publisher = KafkaPublisher(kafka)
+        try:
+            yield World(app, clock, FaultInjector(app.engine), publisher, count(1))
+        finally:
+            publisher.close()
+            app.close()
+        return
+    loop = asyncio.new_event_loop()
+    aio = AsyncFlowApp(create_async_engine(db_url), kafka, **options)
+    produce = AsyncKafkaPublisher(kafka)
+    injector = FaultInjector(aio.engine.sync_engine)
     try:
-        yield World(app, clock, FaultInjector(app.engine), publisher, count(1))
+        yield World(app, clock, injector, produce, count(1), aio, loop)
     finally:
-        publisher.close()
+        loop.run_until_complete(produce.close())
+        loop.run_until_complete(aio.close())
+        loop.close()
         app.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def kind(request: pytest.FixtureRequest) -> Kind:
+    """The relay's kind: OutboxRelay, or AsyncOutboxRelay on the same database."""
+    chosen: Kind = request.param
+    return chosen
 
 
 def event_ids(app: FlowApp) -> set[str]:
@@ -129,11 +175,11 @@ def event_ids(app: FlowApp) -> set[str]:
 
 class TestOneTransaction:
     def test_a_batch_costs_the_same_statements_whatever_its_size(
-        self, db_url: str, broker: LocalBroker
+        self, db_url: str, broker: LocalBroker, kind: Kind
     ) -> None:
         """Claim and settle: two commits and the same statements for 3 events as for 30;
         every run published once, every event on the topic."""
-        with world(db_url, broker) as w:
+        with world(db_url, broker, kind) as w:
             seen = []
             for size in (3, 30):
                 runs = w.backlog(size)
@@ -148,12 +194,12 @@ class TestOneTransaction:
             assert expected <= audit.events.keys()
 
     def test_a_run_that_moved_sends_the_batch_one_by_one(
-        self, db_url: str, broker: LocalBroker
+        self, db_url: str, broker: LocalBroker, kind: Kind
     ) -> None:
         """One run of the batch is finished already (by another relay, its lease run out,
         say): the batch's transaction fails, and each is settled alone; all end published,
         none twice."""
-        with world(db_url, broker) as w:
+        with world(db_url, broker, kind) as w:
             runs = w.backlog(3)
             with w.app.unit_of_work() as uow:
                 event = uow.session.execute(
@@ -170,11 +216,11 @@ class TestOneTransaction:
 class TestOneFault:
     @pytest.mark.parametrize("size", [3])
     def test_any_one_fault_in_a_batch_then_recovery(
-        self, db_url: str, broker: LocalBroker, size: int
+        self, db_url: str, broker: LocalBroker, size: int, kind: Kind
     ) -> None:
         """Every statement of a batch's claim and settle with a transient fault, every
         commit with both kinds: after a fault-free relay every run is published once."""
-        with world(db_url, broker) as w:
+        with world(db_url, broker, kind) as w:
             runs = w.backlog(size)
             w.injector.reset()
             assert w.relay_once("dry-run") == size

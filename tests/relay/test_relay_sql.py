@@ -1,25 +1,31 @@
-"""The outbox relay on SQLite and PostgreSQL: leases that run out, runs that cannot settle."""
+"""The outbox relay on SQLite and PostgreSQL: leases that run out, runs that cannot settle;
+sync and async (`relays`) where a test does not nest one relay's calls in another's."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
 
 import pytest
 from sqlalchemy import Engine, select, update
 
 from adapters.kafka.config import KafkaConfig
 from adapters.kafka.retry import RetryPolicy
+from adapters.sqlalchemy import create_async_engine
 from adapters.sqlalchemy.tables import TABLES
-from fsm.outbox import OutboxMessage, PublishError
+from fsm.outbox import OutboxMessage, Published, PublishError, PublishFailed
 from fsm.relay import RelaySettings
 from tests.clock import Clock
-from userstatus.app import FlowApp
+from userstatus.app import AsyncFlowApp, FlowApp
 from userstatus.domain import UpdateUserStatusPayload, UserStatus
 from userstatus.flow import FlowState
-from userstatus.relay import OutboxRelay
+from userstatus.relay import AsyncOutboxRelay, OutboxRelay
 
 S = UserStatus
 LEASE = 10.0
+T = TypeVar("T")
 
 
 class Topic:
@@ -49,6 +55,61 @@ class Publisher:
             hook, self.before = self.before, None
             hook(message)
         self.topic.log.append((self.name, message.key, message.event_id))
+
+
+class Awaited:
+    """A test Publisher as an async one (for the async relay)."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self.publisher = publisher
+
+    async def publish(self, message: OutboxMessage) -> None:
+        self.publisher.publish(message)
+
+
+class Relays:
+    """Relays of one kind on the app's database, driven from a sync test: `make` builds one,
+    `drive` gives what a call of it came to (an async relay's awaited on a loop of its own)."""
+
+    def __init__(self, app: FlowApp, db_url: str | None) -> None:
+        self.app = app
+        self.loop = asyncio.new_event_loop()
+        self.aio = (
+            None
+            if db_url is None
+            else AsyncFlowApp(
+                create_async_engine(db_url),
+                app.kafka,
+                retry=app.retry,
+                relay_settings=app.relay_settings,
+                clock=app.clock,
+            )
+        )
+
+    def make(self, publisher: Publisher, owner: str) -> OutboxRelay | AsyncOutboxRelay:
+        if self.aio is None:
+            return self.app.relay(publisher, owner=owner)
+        return self.aio.relay(Awaited(publisher), owner=owner)
+
+    def drive(self, result: Awaitable[T] | T) -> T:
+        if inspect.isawaitable(result):
+            done: T = self.loop.run_until_complete(result)
+            return done
+        return result
+
+    def close(self) -> None:
+        if self.aio is not None:
+            self.loop.run_until_complete(self.aio.close())
+        self.loop.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def relays(request: pytest.FixtureRequest, app: FlowApp, db_url: str) -> Iterator[Relays]:
+    """The sync relay (FlowApp.relay), or the async one (AsyncFlowApp.relay) on the same
+    database, settings and clock."""
+    made = Relays(app, db_url if request.param == "async" else None)
+    yield made
+    made.close()
 
 
 @pytest.fixture
@@ -139,77 +200,95 @@ class TestLeaseRunsOutMidBatch:
 
 
 class TestRelayDiesHoldingAClaim:
-    def test_expired_claim_is_taken_again(self, app: FlowApp, clock: Clock) -> None:
+    def test_expired_claim_is_taken_again(self, app: FlowApp, clock: Clock, relays: Relays) -> None:
         """A claim whose relay died blocks its key only until the lease runs out."""
         (run_id,) = offline(app, (1, S.SUSPENDED))
         with app.unit_of_work() as uow:
             held = uow.outbox.claim(owner="dead", limit=10, lease_seconds=LEASE, now=clock())
         assert len(held) == 1
         topic = Topic()
-        relay = app.relay(Publisher("live", topic), owner="live")
-        assert relay.run_once().claimed == 0
+        relay = relays.make(Publisher("live", topic), owner="live")
+        assert relays.drive(relay.run_once()).claimed == 0
         clock.advance(LEASE + 1)
-        assert relay.run_once().published == 1
+        assert relays.drive(relay.run_once()).published == 1
         assert app.runs().load(run_id).state == FlowState.PUBLISHED
         assert topic.by_key("1") == event_ids(app, "1")
 
 
 class TestStopReleasesClaims:
-    def test_claims_not_worked_on_are_claimable_at_once(self, app: FlowApp) -> None:
+    def test_claims_not_worked_on_are_claimable_at_once(self, app: FlowApp, relays: Relays) -> None:
         """A relay stopped mid-batch hands its other claims back without waiting a lease."""
         offline(app, (1, S.SUSPENDED), (2, S.CLOSED))
         topic = Topic()
-        first = app.relay(Publisher("first", topic), owner="first")
         stopper = Publisher("first", topic)
-        first.publisher = stopper
+        first = relays.make(stopper, owner="first")
         stopper.before = lambda message: first.stop()
-        report = first.run()
+        report = relays.drive(first.run())
         assert (report.claimed, report.published, report.released) == (2, 1, 1)
-        assert app.relay(Publisher("next", topic), owner="next").run_once().published == 1
+        after = relays.make(Publisher("next", topic), owner="next")
+        assert relays.drive(after.run_once()).published == 1
         assert [status for _, status, _ in outbox_rows(app)] == ["published"] * 2
 
 
 class TestRunThatCannotSettle:
     def test_published_event_is_recorded_and_the_run_reported(
-        self, app: FlowApp, clock: Clock, caplog: pytest.LogCaptureFixture
+        self, app: FlowApp, clock: Clock, caplog: pytest.LogCaptureFixture, relays: Relays
     ) -> None:
         """A corrupt run does not make its event go out forever: published once, run flagged."""
         (run_id,) = offline(app, (1, S.SUSPENDED))
         corrupt(app, run_id)
         topic = Topic()
-        relay = app.relay(Publisher("relay", topic), owner="relay")
-        report = relay.run_once()
+        relay = relays.make(Publisher("relay", topic), owner="relay")
+        report = relays.drive(relay.run_once())
         assert (report.published, report.unsettled_runs) == (1, [run_id])
         assert f"RUN {run_id} NEEDS AN OPERATOR" in caplog.text
         clock.advance(3600)
-        assert relay.run_once().claimed == 0
+        assert relays.drive(relay.run_once()).claimed == 0
         assert len(topic.log) == 1
         assert outbox_rows(app) == [("1", "published", 1)]
 
-    def test_failed_attempts_count_and_dead_letter(self, app: FlowApp, clock: Clock) -> None:
+    def test_failed_attempts_count_and_dead_letter(
+        self, app: FlowApp, clock: Clock, relays: Relays
+    ) -> None:
         """With the broker down too, attempts still count: max_attempts dead-letters it."""
         (run_id,) = offline(app, (1, S.SUSPENDED))
         corrupt(app, run_id)
         publisher = Publisher("relay", Topic())
         publisher.down = True
-        relay = app.relay(publisher, owner="relay")
+        relay = relays.make(publisher, owner="relay")
         dead: list[str] = []
         for _ in range(5):
             clock.advance(3600)
-            dead += relay.run_once().dead_events
+            dead += relays.drive(relay.run_once()).dead_events
         assert outbox_rows(app) == [("1", "dead", 2)]  # attempt 3 of 3 dead-lettered it
         assert len(dead) == 1
 
-    def test_a_later_event_of_the_key_is_not_blocked(self, app: FlowApp, clock: Clock) -> None:
+    def test_a_later_event_of_the_key_is_not_blocked(
+        self, app: FlowApp, clock: Clock, relays: Relays
+    ) -> None:
         """The key's next event goes out once the unsettled one is recorded."""
         first, _ = offline(app, (1, S.SUSPENDED), (1, S.ACTIVE))
         corrupt(app, first)
         topic = Topic()
-        relay = app.relay(Publisher("relay", topic), owner="relay")
+        relay = relays.make(Publisher("relay", topic), owner="relay")
         for _ in range(2):
             clock.advance(1)
-            relay.run_once()
+            relays.drive(relay.run_once())
         assert topic.by_key("1") == event_ids(app, "1")
+
+
+class TestOneAttempt:
+    def test_an_attempt_says_what_came_of_it(self, relays: Relays) -> None:
+        """attempt() publishes once and records nothing: Published, or PublishFailed
+        counting this attempt."""
+        message = OutboxMessage("e1", "UserUpdateTopic", key="1", value=b"{}")
+        publisher = Publisher("relay", Topic())
+        relay = relays.make(publisher, owner="relay")
+        assert relays.drive(relay.attempt(message)) == Published("e1")
+        publisher.down = True
+        failed = relays.drive(relay.attempt(message))
+        assert isinstance(failed, PublishFailed)
+        assert (failed.attempts, failed.error) == (1, "broker down (relay)")
 
 
 class TestLeaseSettings:
