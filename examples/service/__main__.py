@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from fsm.cli import UsageError
+from fsm.relay import RelaySettings
 from userstatus.cli import add_kafka_arguments, first_line, kafka_config
 
 
@@ -25,6 +26,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--seed-users", type=int, default=0, help="add users 1..N, active")
+    parser.add_argument(
+        "--relay",
+        action="store_true",
+        help="also run the outbox relay as a task of the service (fsm relay's rules, async)",
+    )
     add_kafka_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -51,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    app = create_app(args.db_url, kafka, seed_users=args.seed_users)
+    relay = RelaySettings() if args.relay else None  # AsyncFlowApp.relay adds Kafka's bound
+    app = create_app(args.db_url, kafka, seed_users=args.seed_users, relay=relay)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

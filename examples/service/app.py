@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -21,6 +22,7 @@ from fsm.errors import FSMError
 from fsm.labels import state_label, trigger_label
 from fsm.persistence import AsyncPersistentRun
 from fsm.ports import ConcurrencyError, RunClaimed, RunNotFound
+from fsm.relay import RelaySettings
 from fsm.retry import RetryPolicy
 from userstatus.app import AsyncFlowApp
 from userstatus.domain import InvalidPayload, UpdateUserStatusPayload
@@ -56,22 +58,30 @@ def create_app(
     retry: RetryPolicy | None = None,
     seed_users: int = 0,
     lag_interval: float = 0.01,
+    relay: RelaySettings | None = None,
 ) -> Starlette:
     """The service on `db_url` (its tables created on start, users 1..`seed_users` added
-    as active when missing) and the brokers of `kafka`."""
+    as active when missing) and the brokers of `kafka`; with `relay`, an outbox relay
+    runs as a task beside the requests (AsyncOutboxRelay), stopped on shutdown."""
     lag = LoopLag(lag_interval)
     flow: list[AsyncFlowApp] = []
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         prepare_database(db_url, seed_users)
-        flow.append(AsyncFlowApp.connect(db_url, kafka, retry=retry or RetryPolicy()))
+        options: dict[str, Any] = {"relay_settings": relay} if relay else {}
+        flow.append(AsyncFlowApp.connect(db_url, kafka, retry=retry or RetryPolicy(), **options))
         await flow[0].start()  # the producer now, not during the first requests
+        relaying = flow[0].relay() if relay else None
+        task = asyncio.create_task(relaying.run()) if relaying else None
         lag.start()
         try:
             yield
         finally:
             await lag.stop()
+            if relaying and task:
+                relaying.stop()  # the event in hand finishes, the rest of its batch goes back
+                await task
             await flow[0].close()
 
     async def update_status(request: Request) -> Response:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +40,24 @@ def broker() -> Iterator[LocalBroker]:
 @pytest.fixture
 def service(db_url: str, broker: LocalBroker, tmp_path: Path) -> Iterator[Service]:
     """`python -m examples.service` on `db_url` and the broker, users 1..20 seeded."""
+    with serving(db_url, broker, tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def relaying_service(db_url: str, broker: LocalBroker, tmp_path: Path) -> Iterator[Service]:
+    """The service with its outbox relay running as a task (`--relay`)."""
+    with serving(db_url, broker, tmp_path, "--relay") as running:
+        yield running
+
+
+@contextmanager
+def serving(db_url: str, broker: LocalBroker, tmp_path: Path, *flags: str) -> Iterator[Service]:
     port = free_port()
     log = tmp_path / "service.log"
     command = [sys.executable, "-m", "examples.service", "--db-url", db_url]
     command += ["--bootstrap-servers", broker.bootstrap_servers, "--port", str(port)]
-    command += ["--seed-users", str(USERS), *KAFKA_BOUNDS]
+    command += ["--seed-users", str(USERS), *KAFKA_BOUNDS, *flags]
     with log.open("wb") as output:
         process = subprocess.Popen(
             command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, env=os.environ.copy()
