@@ -173,7 +173,10 @@ class Codec:
             return {TAG: "float", "v": repr(number)}
         if kind is list:
             items: list[object] = value  # type: ignore[assignment]
-            return [self.encode(item, where=f"{where}[{i}]") for i, item in enumerate(items)]
+            return [
+                item if _plain(item) else self.encode(item, where=f"{where}[{i}]")
+                for i, item in enumerate(items)
+            ]
         if kind is dict:
             return self._encode_dict(value, where)  # type: ignore[arg-type]
         if isinstance(value, Enum):
@@ -202,9 +205,11 @@ class Codec:
 
     def _encode_dict(self, value: dict[object, object], where: str) -> JSON:
         if TAG not in value and all(type(key) is str for key in value):
+            # A plain key or value is kept as it is: the place it would be named by, were
+            # it wrong, is only spelt out for those that need a closer look.
             return {
-                _text_value(key, f"{where} key {key!r}"): self.encode(
-                    item, where=f"{where}[{key!r}]"
+                key if _plain(key) else _text_value(key, f"{where} key {key!r}"): (
+                    item if _plain(item) else self.encode(item, where=f"{where}[{key!r}]")
                 )
                 for key, item in value.items()
                 if isinstance(key, str)
@@ -243,11 +248,17 @@ class Codec:
         if data is None or kind in (bool, str, int, float):
             return data
         if kind is list:
-            return [self._decode(item, f"{where}[{i}]") for i, item in enumerate(data)]
+            return [
+                item if type(item) in _SCALARS else self._decode(item, f"{where}[{i}]")
+                for i, item in enumerate(data)
+            ]
         if kind is not dict:
             raise _Bad(f"{kind.__name__} is not a JSON value", where)
         if TAG not in data:
-            return {key: self._decode(item, f"{where}[{key!r}]") for key, item in data.items()}
+            return {
+                key: item if type(item) in _SCALARS else self._decode(item, f"{where}[{key!r}]")
+                for key, item in data.items()
+            }
         if set(data) != {TAG, "v"}:
             raise _Bad(f"a tagged value has keys {sorted(data)}; expected ['$t', 'v']", where)
         tag, payload = data[TAG], data["v"]
@@ -331,6 +342,19 @@ class Codec:
             return cls(**values)
         except Exception as error:  # a missing field, or the dataclass's own checks refusing
             raise _Bad(f"cannot rebuild {type_tag(cls)}: {error}", where) from error
+
+
+_SCALARS = (type(None), bool, str, int, float)
+"""The types of the JSON values that decode as themselves."""
+
+
+def _plain(value: object) -> bool:
+    """A value stored as it is, with nothing to check: None, a bool, an int, ASCII text."""
+    kind = type(value)
+    if kind is str:
+        text: str = value  # type: ignore[assignment]
+        return text.isascii()
+    return value is None or kind is bool or kind is int
 
 
 def _text_value(text: str, where: str) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
+import weakref
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -396,6 +397,7 @@ class StoredRun(RunHandle[S]):
     """
 
     __slots__ = (
+        "__weakref__",
         "_active",
         "_attempt",
         "_began",
@@ -504,8 +506,10 @@ class StoredRun(RunHandle[S]):
 
     def _adopt(self, run: Run[S]) -> None:
         self._run = run
-        run.rollback_hook = self._rollback
-        run.commit_hook = self._commit_step
+        # The run reaches back weakly: no reference cycle, so a dropped handle and its run
+        # are freed at once, not left for the cyclic collector (a relay's batches piled up).
+        run.rollback_hook = _weakly(self._rollback)
+        run.commit_hook = _weakly(self._commit_step)
         run.hold_external = True  # external actions are called by _external, not in a step
 
     def _steps(self, act: Callable[[], Steps[object]]) -> Steps[Self]:
@@ -787,6 +791,23 @@ class StoredRun(RunHandle[S]):
             updated_at=now,
             due_at=self._due,
         )
+
+
+def _weakly(method: Callable[..., R]) -> Callable[..., R]:
+    """`method` of a handle, holding the handle weakly; named as `method` (see _explain)."""
+    held = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> R:
+        bound = held()
+        if bound is None:
+            raise FSMError(
+                "this run's handle is gone: send events through its handle (load the run "
+                "again), not through the in-memory Run"
+            )
+        return bound(*args)
+
+    call.__name__ = call.__qualname__ = method.__name__
+    return call
 
 
 # -- the sync runner ----------------------------------------------------------------------

@@ -14,6 +14,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    bindparam,
     func,
     select,
     update,
@@ -48,6 +49,16 @@ users = Table(
 FLOW_TABLES = {"userstatus": metadata}
 """The flow's tables as `init_db`/`require_tables` take them (`fsm db init --with userstatus`)."""
 
+# The hot statements, built once (building one costs more than running it): parameters
+# `b_id`, `b_version` and the columns to set.
+_GET = select(users).where(users.c.id == bindparam("b_id"))
+_VERSION = select(users.c.version).where(users.c.id == bindparam("b_id"))
+_UPDATE = (
+    update(users)
+    .where(users.c.id == bindparam("b_id"), users.c.version == bindparam("b_version"))
+    .returning(*users.c)
+)
+
 
 class SqlUserRepository:
     """Implements userstatus.ports.UserRepository within a Session's current transaction."""
@@ -58,7 +69,7 @@ class SqlUserRepository:
 
     def get(self, user_id: int) -> UserRecord | None:
         checks.positive_int("user id", user_id)
-        row = self._session.execute(select(users).where(users.c.id == user_id)).one_or_none()
+        row = self._session.execute(_GET, {"b_id": user_id}).one_or_none()
         return None if row is None else UserRecord(*row)
 
     def create(self, user_id: int, status: str) -> UserRecord:
@@ -81,15 +92,17 @@ class SqlUserRepository:
         checks.positive_int("expected version", expected_version, 2**31 - 1)
         now = self._clock()
         row = self._session.execute(
-            update(users)
-            .where(users.c.id == user_id, users.c.version == expected_version)
-            .values(status=status, version=expected_version + 1, updated_at=now)
-            .returning(*users.c)
+            _UPDATE,
+            {
+                "b_id": user_id,
+                "b_version": expected_version,
+                "status": status,
+                "version": expected_version + 1,
+                "updated_at": now,
+            },
         ).one_or_none()
         if row is None:
-            found = self._session.execute(
-                select(users.c.version).where(users.c.id == user_id)
-            ).scalar_one_or_none()
+            found = self._session.execute(_VERSION, {"b_id": user_id}).scalar_one_or_none()
             raise ConcurrencyError("user", user_id, expected=expected_version, found=found)
         return UserRecord(*row)
 

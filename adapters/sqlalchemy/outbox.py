@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import math
 from collections.abc import Callable
@@ -10,11 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, func, or_, select, update
+from sqlalchemy import ColumnElement, Executable, Integer, Row, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from adapters.sqlalchemy import checks
-from adapters.sqlalchemy.store import insert_row
+from adapters.sqlalchemy.store import among, dialect_of, insert_row
 from adapters.sqlalchemy.tables import ID_LENGTH, KEY_LENGTH, NAME_LENGTH, TABLES, Tables
 from fsm.outbox import LeaseLost, OutboxMessage
 from fsm.ports import InvalidRecord
@@ -58,6 +59,7 @@ class SqlOutbox:
         self._session = session
         self._clock = clock
         self._table = tables.outbox
+        self._sql = _outbox_sql(tables, dialect_of(session))
 
     def add(self, message: OutboxMessage, *, hold_until: datetime | None = None) -> None:
         _check_message(message)
@@ -77,35 +79,16 @@ class SqlOutbox:
         checks.positive_int("limit", limit, 10_000)
         _check_lease(lease_seconds)
         checks.aware("now", now)
-        outbox = self._table
-        older = outbox.alias("older")
-        # The head of a key is its oldest pending message, leased or not: a key whose head
-        # someone else holds has no claimable message at all, which is what keeps the order.
-        head = (
-            select(func.min(older.c.id))
-            .where(older.c.key == outbox.c.key, older.c.status == PENDING)
-            .scalar_subquery()
-        )
-        rows = self._session.execute(
-            select(outbox)
-            .where(
-                outbox.c.status == PENDING,
-                outbox.c.id == head,
-                outbox.c.next_attempt_at <= now,
-                or_(outbox.c.lease_owner.is_(None), outbox.c.lease_expires_at <= now),
-            )
-            .order_by(outbox.c.id)
-            .limit(limit)
-            # PostgreSQL: relays claiming at once skip each other's heads instead of
-            # waiting. SQLite ignores it; BEGIN IMMEDIATE (see engine.py) serialises them.
-            .with_for_update(skip_locked=True, of=outbox)
-        ).all()
+        rows = self._session.execute(self._sql.claimable, {"now": now, "limit": limit}).all()
         if not rows:
             return []
-        self._update(
-            outbox.c.id.in_([row.id for row in rows]),
-            lease_owner=owner,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
+        self._session.execute(
+            self._sql.lease,
+            {
+                "ids": [row.id for row in rows],
+                "lease_owner": owner,
+                "lease_expires_at": now + timedelta(seconds=lease_seconds),
+            },
         )
         return [_message(row) for row in rows]
 
@@ -159,15 +142,11 @@ class SqlOutbox:
         checks.aware("now", now)
         if not event_ids:
             return
-        changed = self._update(
-            self._table.c.event_id.in_(event_ids),
-            status=PUBLISHED,
-            published_at=now,
-            published_by=owner,
-            lease_owner=None,
-            lease_expires_at=None,
+        result = self._session.execute(
+            self._sql.published,
+            {"ids": list(event_ids), "published_at": now, "published_by": owner},
         )
-        if changed == len(set(event_ids)):
+        if result.rowcount == len(set(event_ids)):  # type: ignore[attr-defined]
             return
         # Some were not pending. Unknown ids are an error; published already is fine.
         outbox = self._table
@@ -247,12 +226,7 @@ class SqlOutbox:
 
     def pending_for_key(self, key: str) -> int:
         """How many messages of `key` are neither published nor dead."""
-        outbox = self._table
-        count = self._session.execute(
-            select(func.count())
-            .select_from(outbox)
-            .where(outbox.c.key == key, outbox.c.status == PENDING)
-        ).scalar_one()
+        count = self._session.execute(self._sql.pending_for_key, {"key": key}).scalar_one()
         return int(count)
 
     def counts(self) -> dict[str, int]:
@@ -298,6 +272,57 @@ class SqlOutbox:
         if status is None:
             raise InvalidRecord(f"no outbox message has event id {event_id!r}")
         return str(status)
+
+
+@dataclass(frozen=True, slots=True)
+class _OutboxSql:
+    """The outbox's statements on the hot paths, built once per tables and dialect (see
+    adapters.sqlalchemy.store._RunSql); parameters by name."""
+
+    claimable: Executable
+    """The claimable messages at `now`, oldest first, at most `limit`, locked."""
+    lease: Executable
+    """Lease the pending messages among `ids` (their `id`) to `lease_owner`."""
+    published: Executable
+    """Mark the pending messages among `ids` (their `event_id`) published."""
+    pending_for_key: Executable
+
+
+@functools.cache
+def _outbox_sql(tables: Tables, dialect: str) -> _OutboxSql:
+    outbox = tables.outbox
+    c = outbox.c
+    pending = update(outbox).where(c.status == PENDING)
+    older = outbox.alias("older")
+    # The head of a key is its oldest pending message, leased or not: a key whose head
+    # someone else holds has no claimable message at all, which is what keeps the order.
+    head = (
+        select(func.min(older.c.id))
+        .where(older.c.key == c.key, older.c.status == PENDING)
+        .scalar_subquery()
+    )
+    now = bindparam("now", type_=c.next_attempt_at.type)
+    return _OutboxSql(
+        claimable=select(outbox)
+        .where(
+            c.status == PENDING,
+            c.id == head,
+            c.next_attempt_at <= now,
+            or_(c.lease_owner.is_(None), c.lease_expires_at <= now),
+        )
+        .order_by(c.id)
+        .limit(bindparam("limit", type_=Integer))
+        # PostgreSQL: relays claiming at once skip each other's heads instead of
+        # waiting. SQLite ignores it; BEGIN IMMEDIATE (see engine.py) serialises them.
+        .with_for_update(skip_locked=True, of=outbox),
+        lease=pending.where(among(c.id, "ids", dialect)),
+        published=pending.where(among(c.event_id, "ids", dialect)).values(
+            status=PUBLISHED, lease_owner=None, lease_expires_at=None
+        ),
+        pending_for_key=select(func.count())
+        .select_from(outbox)
+        .where(c.key == bindparam("key", type_=c.key.type), c.status == PENDING),
+    )
 
 
 def _entry(row: Row[Any]) -> OutboxEntry:

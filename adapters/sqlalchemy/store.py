@@ -7,16 +7,22 @@ AsyncSqlRunStore awaits them on an AsyncSession.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
+    ARRAY,
+    BindParameter,
+    Column,
     ColumnElement,
     Executable,
     Row,
     Table,
+    any_,
     bindparam,
     func,
     insert,
@@ -61,25 +67,17 @@ class RunStatements:
         self._clock = clock
         self._runs = tables.runs
         self._steps = tables.history
+        self._sql = _run_sql(tables, dialect_of(session))
         # History read by `load` in the same statement as the run, so that `history` right
         # after it matches the run even when another process commits a step in between
         # (READ COMMITTED gives each statement its own snapshot).
         self._history: dict[str, list[HistoryRecord]] = {}
 
-    def _execute(self, statement: Executable) -> Steps[Result[Any]]:
-        result: Result[Any] = yield from settle(self._session.execute(statement))
-        return result
-
-    def _execute_many(
-        self, statement: Executable, rows: list[dict[str, Any]]
+    def _execute(
+        self, statement: Executable, parameters: dict[str, Any] | list[dict[str, Any]] | None = None
     ) -> Steps[Result[Any]]:
-        result: Result[Any] = yield from settle(self._session.execute(statement, rows))
+        result: Result[Any] = yield from settle(self._session.execute(statement, parameters))
         return result
-
-    def _insert(self, table: Table, **values: object) -> Steps[bool]:
-        """INSERT one row unless one with the same key exists; False then (see insert_new)."""
-        result = yield from self._execute(insert_new(self._session, table, values))
-        return result.first() is not None
 
     def create_steps(self, record: RunRecord) -> Steps[None]:
         _check_run(record)
@@ -87,22 +85,24 @@ class RunStatements:
             raise InvalidRecord(f"a new run starts at version 1, not {record.version}")
         now = self._clock()
         self._history.pop(record.id, None)
-        created = yield from self._insert(
-            self._runs,
-            id=record.id,
-            machine=record.machine,
-            state=record.state,
-            context=record.context,
-            version=1,
-            finished=record.finished,
-            created_at=record.created_at or now,
-            updated_at=record.updated_at or now,
-            claimed_by=record.claimed_by,
-            claimed_until=record.claimed_until,
-            attempt=record.attempt,
-            due_at=record.due_at,
+        created = yield from self._execute(
+            self._sql.insert_run,
+            {
+                "id": record.id,
+                "machine": record.machine,
+                "state": record.state,
+                "context": record.context,
+                "version": 1,
+                "finished": record.finished,
+                "created_at": record.created_at or now,
+                "updated_at": record.updated_at or now,
+                "claimed_by": record.claimed_by,
+                "claimed_until": record.claimed_until,
+                "attempt": record.attempt,
+                "due_at": record.due_at,
+            },
         )
-        if not created:
+        if created.first() is None:  # a row with this id is stored already (see insert_new)
             raise RunExists(record.id)
 
     def load_steps(self, run_id: str) -> Steps[RunRecord]:
@@ -115,15 +115,9 @@ class RunStatements:
         """The stored runs among `run_ids`, each with its history, in one statement."""
         for run_id in run_ids:
             checks.text("run id", run_id, ID_LENGTH)
-        runs, steps = self._runs, self._steps
-        step_columns = [c.label(f"step_{c.name}") for c in steps.c]
+        steps = self._steps
         try:
-            result = yield from self._execute(
-                select(runs, *step_columns)
-                .outerjoin(steps, steps.c.run_id == runs.c.id)
-                .where(runs.c.id.in_(run_ids))
-                .order_by(runs.c.id, steps.c.seq)
-            )
+            result = yield from self._execute(self._sql.load, {"ids": list(run_ids)})
             found = result.all()
         except json.JSONDecodeError as error:
             if len(run_ids) > 1:  # one at a time, to name the run whose JSON is corrupt
@@ -170,50 +164,23 @@ class RunStatements:
     def save_steps(self, record: RunRecord) -> Steps[int]:
         _check_run(record)
         self._history.pop(record.id, None)
-        new_version = record.version + 1
-        runs = self._runs
-        result = yield from self._execute(
-            update(runs)
-            .where(runs.c.id == record.id, runs.c.version == record.version)
-            .values(
-                state=record.state,
-                context=record.context,
-                version=new_version,
-                finished=record.finished,
-                updated_at=record.updated_at or self._clock(),
-                claimed_by=record.claimed_by,
-                claimed_until=record.claimed_until,
-                attempt=record.attempt,
-                due_at=record.due_at,
-            )
-        )
+        result = yield from self._execute(self._sql.update_run, _saved(record, self._clock()))
         if result.rowcount != 1:  # type: ignore[attr-defined]
-            found = yield from self._execute(select(runs.c.version).where(runs.c.id == record.id))
+            found = yield from self._execute(self._sql.version, {"b_id": record.id})
             version = found.scalar_one_or_none()
             raise ConcurrencyError("run", record.id, expected=record.version, found=version)
-        return new_version
+        return record.version + 1
 
     def append_steps(self, entry: HistoryRecord) -> Steps[None]:
         _check_entry(entry)
         self._history.pop(entry.run_id, None)
-        steps = self._steps
         try:
-            stored = yield from self._insert(
-                steps,
-                run_id=entry.run_id,
-                seq=entry.seq,
-                source=entry.source,
-                trigger=entry.trigger,
-                target=entry.target,
-                outcome=entry.outcome,
-                at=entry.at,
-            )
+            stored = yield from self._execute(self._sql.insert_step, _step_row(entry))
+            new = stored.first() is not None
         except IntegrityError as error:  # the foreign key: the run is gone
             raise RunNotFound(entry.run_id) from error
-        if not stored:  # another writer stored this step already
-            last = yield from self._execute(
-                select(func.max(steps.c.seq)).where(steps.c.run_id == entry.run_id)
-            )
+        if not new:  # another writer stored this step already
+            last = yield from self._execute(self._sql.last_seq, {"b_id": entry.run_id})
             raise ConcurrencyError(
                 "run history", entry.run_id, expected=entry.seq - 1, found=last.scalar_one_or_none()
             )
@@ -228,39 +195,14 @@ class RunStatements:
             raise InvalidRecord("save_many takes each run once")
         if not records:
             return
-        runs = self._runs
-        stored = yield from self._execute(
-            select(runs.c.id, runs.c.version)
-            .where(runs.c.id.in_([record.id for record in records]))
-            .order_by(runs.c.id)  # locked in one order by every writer: no deadlock
-            .with_for_update()
-        )
+        stored = yield from self._execute(self._sql.lock, {"ids": [r.id for r in records]})
         versions: dict[str, int] = {row.id: row.version for row in stored}
         for record in records:
             found = versions.get(record.id)
             if found != record.version:
                 raise ConcurrencyError("run", record.id, expected=record.version, found=found)
         now = self._clock()
-        result = yield from self._execute_many(
-            update(runs)
-            .where(runs.c.id == bindparam("b_id"), runs.c.version == bindparam("b_version"))
-            .values(version=bindparam("b_version") + 1),
-            [
-                {
-                    "b_id": r.id,
-                    "b_version": r.version,
-                    "state": r.state,
-                    "context": r.context,
-                    "finished": r.finished,
-                    "updated_at": r.updated_at or now,
-                    "claimed_by": r.claimed_by,
-                    "claimed_until": r.claimed_until,
-                    "attempt": r.attempt,
-                    "due_at": r.due_at,
-                }
-                for r in records
-            ],
-        )
+        result = yield from self._execute(self._sql.update_run, [_saved(r, now) for r in records])
         changed = result.rowcount  # type: ignore[attr-defined]
         if changed != len(records):  # the rows are locked: only a driver's miscount gets here
             raise ConcurrencyError("run", records[0].id, expected=records[0].version, found=None)
@@ -272,22 +214,9 @@ class RunStatements:
             self._history.pop(entry.run_id, None)
         if not entries:
             return
-        steps = self._steps
         try:
-            result = yield from self._execute_many(
-                insert_new(self._session, steps, None),
-                [
-                    {
-                        "run_id": e.run_id,
-                        "seq": e.seq,
-                        "source": e.source,
-                        "trigger": e.trigger,
-                        "target": e.target,
-                        "outcome": e.outcome,
-                        "at": e.at,
-                    }
-                    for e in entries
-                ],
+            result = yield from self._execute(
+                self._sql.insert_step, [_step_row(e) for e in entries]
             )
             stored: set[tuple[str, int]] = {(row.run_id, row.seq) for row in result}
         except IntegrityError as error:  # the foreign key: a run is gone
@@ -352,11 +281,8 @@ class RunStatements:
         cached = self._history.get(run_id)
         if cached is not None:
             return list(cached)
-        steps = self._steps
         try:
-            result = yield from self._execute(
-                select(steps).where(steps.c.run_id == run_id).order_by(steps.c.seq)
-            )
+            result = yield from self._execute(self._sql.history, {"b_id": run_id})
             rows = result.all()
         except json.JSONDecodeError as error:
             raise (yield from self._corrupt(run_id, "history outcome", error)) from error
@@ -485,29 +411,112 @@ class AsyncSqlRunStore(RunStatements):
         return await run_async(steps)
 
 
-def insert_new(
-    session: Session | AsyncSession, table: Table, values: dict[str, object] | None
-) -> Executable:
-    """INSERT a row unless one with the same key exists: ON CONFLICT DO NOTHING, RETURNING
-    its key (a row back: it went in). One statement and no savepoint, and a taken key leaves
-    the transaction usable (rowcount cannot tell here: some drivers report -1). With no
-    `values`, the rows are the parameters it is executed with (one key back per row in)."""
+@dataclass(frozen=True, slots=True)
+class _RunSql:
+    """The run store's statements on one set of tables and one dialect, built once: building
+    one costs more than a fast database takes to run it. Parameters: `ids` (a list),
+    `b_id` and `b_version` (the run as read), the columns by name."""
+
+    insert_run: Executable
+    insert_step: Executable
+    update_run: Executable
+    version: Executable
+    last_seq: Executable
+    load: Executable
+    """The runs among `ids`, each with its history, in one statement."""
+    lock: Executable
+    """The versions of the runs among `ids`, locked in one order by every writer: no deadlock."""
+    history: Executable
+
+
+@functools.cache
+def _run_sql(tables: Tables, dialect: str) -> _RunSql:
+    runs, steps = tables.runs, tables.history
+    run_id: BindParameter[str] = bindparam("b_id")
+    return _RunSql(
+        insert_run=insert_new(runs, dialect),
+        insert_step=insert_new(steps, dialect),
+        update_run=update(runs)
+        .where(runs.c.id == run_id, runs.c.version == bindparam("b_version"))
+        .values(version=bindparam("b_version") + 1),
+        version=select(runs.c.version).where(runs.c.id == run_id),
+        last_seq=select(func.max(steps.c.seq)).where(steps.c.run_id == run_id),
+        load=select(runs, *(c.label(f"step_{c.name}") for c in steps.c))
+        .outerjoin(steps, steps.c.run_id == runs.c.id)
+        .where(among(runs.c.id, "ids", dialect))
+        .order_by(runs.c.id, steps.c.seq),
+        lock=select(runs.c.id, runs.c.version)
+        .where(among(runs.c.id, "ids", dialect))
+        .order_by(runs.c.id)
+        .with_for_update(),
+        history=select(steps).where(steps.c.run_id == run_id).order_by(steps.c.seq),
+    )
+
+
+def dialect_of(session: Session | AsyncSession) -> str:
+    """The name of the database dialect `session` speaks ("postgresql", "sqlite")."""
+    return session.get_bind().dialect.name
+
+
+def among(column: Column[Any], name: str, dialect: str) -> ColumnElement[bool]:
+    """`column` is one of the list given as parameter `name`: on PostgreSQL `= ANY` of one
+    array parameter (one short statement text, whatever the list's length), elsewhere an
+    IN list expanded at execution."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))
+
+
+@functools.cache
+def insert_new(table: Table, dialect: str) -> Executable:
+    """INSERT a row (the parameters it is executed with) unless one with the same key
+    exists: ON CONFLICT DO NOTHING, RETURNING its key (a row back: it went in; executed
+    with a list of rows, one key back per row in). One statement and no savepoint, and a
+    taken key leaves the transaction usable (rowcount cannot tell here: some drivers
+    report -1)."""
     key = list(table.primary_key.columns)
-    dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         statement: Any = postgresql.insert(table).on_conflict_do_nothing()
     elif dialect == "sqlite":
         statement = sqlite.insert(table).on_conflict_do_nothing()
     else:
         statement = insert(table)  # elsewhere a taken key raises
-    if values is not None:
-        statement = statement.values(**values)
     return statement.returning(*key)  # type: ignore[no-any-return]
 
 
 def insert_row(session: Session, table: Table, **values: object) -> bool:
     """`insert_new` on a Session: False when a row with the same key exists."""
-    return session.execute(insert_new(session, table, values)).first() is not None
+    statement = insert_new(table, dialect_of(session))
+    return session.execute(statement, values).first() is not None
+
+
+def _saved(record: RunRecord, now: datetime) -> dict[str, Any]:
+    """The parameters of `_RunSql.update_run` saving `record` (as read at its version)."""
+    return {
+        "b_id": record.id,
+        "b_version": record.version,
+        "state": record.state,
+        "context": record.context,
+        "finished": record.finished,
+        "updated_at": record.updated_at or now,
+        "claimed_by": record.claimed_by,
+        "claimed_until": record.claimed_until,
+        "attempt": record.attempt,
+        "due_at": record.due_at,
+    }
+
+
+def _step_row(entry: HistoryRecord) -> dict[str, Any]:
+    """A history record as the parameters of its row."""
+    return {
+        "run_id": entry.run_id,
+        "seq": entry.seq,
+        "source": entry.source,
+        "trigger": entry.trigger,
+        "target": entry.target,
+        "outcome": entry.outcome,
+        "at": entry.at,
+    }
 
 
 def _entry(

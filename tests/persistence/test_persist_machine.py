@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -167,6 +169,25 @@ class TestStartAndResume:
         with pytest.raises(CallbackError, match="send events through its PersistentRun"):
             run.run.send("go")
         assert run.run.state is Step.WAITING
+
+    def test_the_in_memory_run_of_a_dropped_handle_is_refused(self, engine: Engine) -> None:
+        """A run whose handle is gone cannot move by itself either: it names the way out."""
+        in_memory = persistent(engine).start({}, run_id="r1").run
+        with pytest.raises(CallbackError, match="handle is gone: send events through"):
+            in_memory.send("go")
+        assert in_memory.state is Step.WAITING
+        assert persistent(engine).load("r1").version == 1
+
+    def test_a_dropped_handle_is_freed_with_its_run_at_once(self, engine: Engine) -> None:
+        """No reference cycle: a relay's settled runs never wait for the cyclic collector."""
+        run = persistent(engine).load(persistent(engine).start({}, run_id="r1").id)
+        handle = weakref.ref(run)
+        gc.disable()
+        try:
+            del run
+            assert handle() is None
+        finally:
+            gc.enable()
 
 
 class TestConcurrency:
