@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fsm import AsyncRequired, DefinitionError, GuardRejected, InvalidEvent, UnhandledOutcome
+from fsm.outbox import LeaseLost
 
 WHERE = " (machine 'pay', run r1, state 'held')"
 """How a RunError of run r1 of machine pay, in state held, ends its message."""
@@ -81,3 +82,16 @@ class TestRunErrors:
         """Guards and targets come in pairs; a missing target is a bug, not a shorter list."""
         with pytest.raises(ValueError):
             GuardRejected("retry", ["attempts_left"], [], machine="pay", run_id="r1", state="h")
+
+
+class TestLeaseLost:
+    """A relay that lost an outbox message's lease is told which message and owner."""
+
+    def test_names_the_message_and_the_owner(self) -> None:
+        """The event id and the owner are attributes and in the message."""
+        error = LeaseLost("e-1", "slow")
+        assert (error.event_id, error.owner) == ("e-1", "slow")
+        assert str(error) == (
+            "outbox message 'e-1' is not leased to 'slow' any more "
+            "(its lease expired or it left the pending set); nothing was changed"
+        )
