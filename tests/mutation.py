@@ -3,9 +3,10 @@
 `python -m tests.mutation core --fail-under 90` (make mutation-gate) mutates validation,
 runtime, definition and table and runs the engine's tests against each mutant; `python -m
 tests.mutation all` (make mutation) mutates every module of fsm/ against the fast suite;
-`relay`, `persistence` and `cli` mutate one module each against the tests that exercise
-it, PostgreSQL's and the broker's included under FSM_REQUIRE_POSTGRES=1. `--only` narrows a
-profile to some of its modules, so a long profile can be finished in parts.
+`relay`, `persistence` and `cli` mutate one module each against its own test files,
+PostgreSQL's and the broker's included under FSM_REQUIRE_POSTGRES=1 (tests elsewhere that
+reach it do not judge it there). `--only` narrows a profile to some of its modules, so a
+long profile can be finished in parts.
 Each run has a folder of its own, .mutation/PROFILE/ (.mutation/PROFILE-MODULES/ with
 --only), with a copy of fsm/ and tests/ and a pyproject.toml that adds the run's
 [tool.mutmut] (mutmut reads its settings from the current folder only); inspect a mutant
