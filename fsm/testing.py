@@ -253,7 +253,7 @@ class Stepper(RunHandle[S]):
         records what each said (forced when `take` names the row to fire)."""
         tried = self.run.rows_for(value, outcome=outcome)
         if take is not None and tried and not any(row is take for row in tried):
-            listed = ", ".join(row.describe() for row in tried) or "none"
+            listed = ", ".join(row.describe() for row in tried)
             raise self._annotate(
                 ScriptError(
                     f"take={take.describe()} is not a row {show(value)} tries from "

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 from tests.schemas import fresh_schema
 
@@ -25,10 +25,14 @@ settings.register_profile(
     derandomize=True,
     database=None,
     suppress_health_check=[HealthCheck.differing_executors],
+    phases=[Phase.explicit, Phase.generate],
+    deadline=None,
 )
 """`--hypothesis-profile=mutation`, for mutation testing (tests/mutation.py): mutmut runs each
 test many times in one process, and a mutant is killed or survives the same way every time
-only when the examples are the same."""
+only when the examples are the same. A failing example kills the mutant as it is found, so
+nothing is shrunk (shrinking made a killed mutant of fsm.interop take minutes), and a slow
+example on a busy machine kills nothing."""
 
 INTEGRATION_FIXTURES = frozenset({"postgres_server", "broker", "kafka"})
 """Fixtures that need PostgreSQL or start the Kafka-protocol broker (tests/flow/conftest.py,

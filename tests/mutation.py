@@ -2,15 +2,21 @@
 
 `python -m tests.mutation core --fail-under 90` (make mutation-gate) mutates validation,
 runtime, definition and table and runs the engine's tests against each mutant; `python -m
-tests.mutation all` (make mutation) mutates every module of fsm/ against the fast suite.
-Each profile runs in a folder of its own, .mutation/PROFILE/, with a copy of fsm/ and
-tests/ and a pyproject.toml that adds the profile's [tool.mutmut] (mutmut reads its
-settings from the current folder only); inspect a mutant there with `mutmut show NAME`.
+tests.mutation all` (make mutation) mutates every module of fsm/ against the fast suite;
+`relay`, `persistence` and `cli` mutate one module each against its own test files,
+PostgreSQL's and the broker's included under FSM_REQUIRE_POSTGRES=1 (tests elsewhere that
+reach it do not judge it there). `--only` narrows a profile to some of its modules, so a
+long profile can be finished in parts.
+Each run has a folder of its own, .mutation/PROFILE/ (.mutation/PROFILE-MODULES/ with
+--only), with a copy of fsm/ and tests/ and a pyproject.toml that adds the run's
+[tool.mutmut] (mutmut reads its settings from the current folder only); inspect a mutant
+there with `mutmut show NAME`.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import shutil
@@ -40,6 +46,10 @@ class Profile:
     """pytest arguments choosing the tests (mutmut's pytest_add_cli_args_test_selection)."""
 
 
+FAST_ONLY = () if os.environ.get("FSM_REQUIRE_POSTGRES") == "1" else ("-m", "not integration")
+"""The integration tests (PostgreSQL, the broker) judge a module's mutants only when the
+run requires PostgreSQL, as CI does; otherwise the fast ones alone."""
+
 PROFILES = {
     "core": Profile(
         modules=("fsm/validation.py", "fsm/runtime.py", "fsm/definition.py", "fsm/table.py"),
@@ -49,10 +59,36 @@ PROFILES = {
         modules=("fsm/*",),
         tests=("tests", "-m", "not integration", "--ignore=tests/campaign"),
     ),
+    "relay": Profile(
+        modules=("fsm/relay.py",),
+        tests=(
+            "tests/relay",
+            "tests/flow/test_relay_batch.py",
+            "tests/flow/test_relay_database.py",
+            *FAST_ONLY,
+        ),
+    ),
+    "persistence": Profile(
+        modules=("fsm/persistence.py",), tests=("tests/persistence", *FAST_ONLY)
+    ),
+    "cli": Profile(
+        modules=("fsm/cli.py",),
+        tests=(
+            "tests/engine/test_cli.py",
+            "tests/flow/test_cli.py",
+            "tests/flow/test_cli_input.py",
+            "tests/persistence/test_persist_cli.py",
+            "tests/relay/test_relay_cli.py",
+            "tests/worker/test_worker_cli.py",
+            "tests/diagram/test_diagram_cli.py",
+            *FAST_ONLY,
+        ),
+    ),
 }
 
-READ_BY_TESTS = ("docs", "diagrams", "README.md")
-"""What tests read besides the code (the documentation's examples, the committed diagrams)."""
+READ_BY_TESTS = ("docs", "diagrams", "README.md", "examples")
+"""What tests read or import besides fsm/ and the installed packages (the documentation's
+examples, the committed diagrams, the example service)."""
 
 PYTEST_ARGS = (
     "-p",
@@ -108,6 +144,22 @@ def prepare(folder: Path, profile: Profile) -> None:
     (folder / "pyproject.toml").write_text(text + "\n[tool.mutmut]\n" + "\n".join(lines) + "\n")
 
 
+def narrowed(profile: Profile, only: Sequence[str]) -> Profile:
+    """The profile mutating only `only` (glob patterns, each matching some of its modules)."""
+    files = [str(path.relative_to(ROOT)) for path in (ROOT / "fsm").rglob("*.py")]
+    mine = [f for f in files if any(fnmatch.fnmatch(f, p) for p in profile.modules)]
+    outside = [m for m in only if not fnmatch.filter(mine, m)]
+    if outside:
+        raise SystemExit(f"no module of this profile matches: {', '.join(outside)}")
+    return Profile(modules=tuple(only), tests=profile.tests)
+
+
+def folder_name(profile: str, only: Sequence[str]) -> str:
+    """The run's folder under .mutation/: the profile's name, and the modules with --only."""
+    names = [m.removeprefix("fsm/").removesuffix(".py").replace("*", "all") for m in only]
+    return "-".join([profile, *(n.replace("/", ".") for n in names)])
+
+
 def scores(folder: Path) -> list[Score]:
     """The score of each mutated module, from the results mutmut left in mutants/."""
     found = []
@@ -154,13 +206,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--survivors", action="store_true", help="also list the mutants that were not killed"
     )
+    parser.add_argument(
+        "--only",
+        type=lambda text: [m for m in text.split(",") if m],
+        default=[],
+        metavar="MODULES",
+        help="mutate only these of the profile's modules (comma-separated, globs allowed)",
+    )
+    parser.add_argument(
+        "--max-children", type=int, metavar="N", help="mutants tested at once (default: cores)"
+    )
     args = parser.parse_args(argv)
-    folder = ROOT / ".mutation" / args.profile
-    prepare(folder, PROFILES[args.profile])
-    mutmut = Path(sys.executable).with_name("mutmut")
+    folder = ROOT / ".mutation" / folder_name(args.profile, args.only)
+    profile = PROFILES[args.profile]
+    prepare(folder, narrowed(profile, args.only) if args.only else profile)
+    command = [str(Path(sys.executable).with_name("mutmut")), "run"]
+    if args.max_children is not None:
+        command += ["--max-children", str(args.max_children)]
     log = folder / "mutmut.log"
     with log.open("w") as out:
-        done = subprocess.run([mutmut, "run"], cwd=folder, stdout=out, stderr=out, env=os.environ)
+        done = subprocess.run(command, cwd=folder, stdout=out, stderr=out, env=os.environ)
     found = scores(folder)
     if done.returncode != 0 or not found:
         tail = log.read_text()[-3000:]

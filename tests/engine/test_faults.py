@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from fsm.errors import CallbackError
 from fsm.faults import TransientError, describe_error, is_transient
-from fsm.retry import RetryPolicy, retry
+from fsm.retry import RetryPolicy, backoff, retry
 
 
 def integrity_error() -> IntegrityError:
@@ -108,3 +108,51 @@ class TestRetry:
         with pytest.raises(TransientError, match="attempt 3"):
             retry(down, RetryPolicy(attempts=3), retry_on=is_transient, sleep=lambda s: None)
         assert calls == [1, 2, 3]
+
+    def test_the_injected_clock_rand_and_on_retry_are_used(self) -> None:
+        """`rand` spreads the waits, `on_retry` hears of each, and `clock` ends the tries."""
+        now = [0.0]
+        told: list[tuple[int, str, float]] = []
+
+        def down(attempt: int) -> None:
+            raise TransientError(f"attempt {attempt}")
+
+        def sleep(seconds: float) -> None:
+            now[0] += seconds
+
+        policy = RetryPolicy(attempts=9, initial_backoff=1, max_backoff=8, jitter=0.5, deadline=2.5)
+        with pytest.raises(TransientError, match="attempt 3"):
+            retry(
+                down,
+                policy,
+                retry_on=is_transient,
+                sleep=sleep,
+                clock=lambda: now[0],
+                rand=lambda: 0.0,
+                on_retry=lambda attempt, error, wait: told.append((attempt, str(error), wait)),
+            )
+        assert told == [(1, "attempt 1", 0.5), (2, "attempt 2", 1.0)]
+
+
+class TestRetryPolicy:
+    def test_a_wait_ending_at_the_deadline_is_allowed(self) -> None:
+        """An attempt may start exactly at the deadline; one after it may not."""
+        policy = RetryPolicy(attempts=5, deadline=2)
+        assert not policy.gives_up(1, elapsed=1.5, upcoming_wait=0.5)
+        assert policy.gives_up(1, elapsed=1.5, upcoming_wait=0.6)
+
+    def test_every_problem_is_named(self) -> None:
+        """A bad policy is refused with all its problems in one message."""
+        with pytest.raises(ValueError) as refused:
+            RetryPolicy(attempts=0, jitter=2)
+        assert str(refused.value) == (
+            "attempts must be at least 1, got 0; jitter must be a fraction from 0 to 1, got 2"
+        )
+
+    def test_jitter_may_be_the_whole_wait(self) -> None:
+        """A jitter of 1 spreads a wait from nothing to twice itself, and is allowed."""
+        assert RetryPolicy(jitter=1).wait(1, rand=lambda: 1.0) == 0.4
+
+    def test_backoff_has_no_jitter_unless_asked(self) -> None:
+        """backoff's waits are exact by default: initial, doubled per failure, capped."""
+        assert [backoff(n, initial=0.5, maximum=3) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 3.0]

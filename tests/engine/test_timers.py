@@ -6,11 +6,11 @@ from datetime import timedelta
 
 import pytest
 
-from fsm import DefinitionError, Machine, State
+from fsm import DefinitionError, Machine, Row, State
 from fsm.diagram import diagram
 from fsm.examples import hold
 from fsm.paths import row_paths
-from fsm.timers import Timeout, duration, timeout_of
+from fsm.timers import Timeout, check_timeouts, duration, timeout_of
 
 
 def build(*states: State[str], rows: list[tuple[str, str, str]]) -> Machine[str]:
@@ -83,6 +83,28 @@ class TestChecked:
         problems = error.value.problems
         assert "state 'a': after=0:00:00 is not a positive span of time" in problems
         assert any(p.startswith("state 'b': after='soon' is not a timeout") for p in problems)
+
+    def test_every_state_is_checked(self) -> None:
+        """A state's problem does not hide the next state's: all are listed, in order."""
+        states = [
+            State("a", initial=True),
+            State("b", after="soon"),  # type: ignore[arg-type]
+            State("c", action=lambda ctx: "x", outcomes=("x",), after=timedelta(1)),
+            State("d", after=(timedelta(hours=1), ["go"])),  # type: ignore[arg-type]
+            State("e", after=(timedelta(hours=1), "late")),
+            State("f", after=(timedelta(hours=1), "late")),
+            State("end", final=True, after=timedelta(1)),
+        ]
+        rows = [Row("a", "go", "b"), Row("f", "late", "end")]
+        assert check_timeouts(states, rows) == [
+            "state 'b': after='soon' is not a timeout; "
+            "give after=timedelta(...) or after=(timedelta(...), 'trigger')",
+            "state 'c' runs an action; only a waiting state (no action, not final) can time out",
+            "state 'd': timeout trigger ['go'] is not hashable",
+            "state 'e' times out through 'late', but no row from 'e' takes it; "
+            "add ('e', 'late', target)",
+            "state 'end' is final; only a waiting state (no action, not final) can time out",
+        ]
 
 
 class TestDrawn:

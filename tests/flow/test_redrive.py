@@ -8,7 +8,8 @@ from datetime import timedelta
 
 import pytest
 
-from fsm.outbox import Published, Redriven
+from fsm.examples import ping
+from fsm.outbox import Published, Redriven, redrivable
 from fsm.ports import InvalidRecord
 from fsm.relay import RelayReport, RelaySettings
 from fsm.worker import Worker, WorkerSettings
@@ -39,6 +40,10 @@ def dead_lettered(flow: MemoryFlow) -> tuple[str, str]:
 
 
 class TestParked:
+    def test_the_parked_states(self) -> None:
+        """The flow parks its runs in DEAD_LETTERED only (its one Redriven row); ping nowhere."""
+        assert (redrivable(machine), redrivable(ping)) == ((F.DEAD_LETTERED,), ())
+
     def test_the_relays_sweep_leaves_it(self, flow: MemoryFlow) -> None:
         """Found as left behind without `parked`; the relay's sweep passes it over."""
         run_id, _ = dead_lettered(flow)

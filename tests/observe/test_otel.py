@@ -26,6 +26,7 @@ from fsm.otel import (
     OUTBOX_PENDING,
     STATE_DURATION,
     TRANSITIONS,
+    Instrumentation,
     instrument,
     instrument_outbox,
 )
@@ -59,6 +60,16 @@ class Telemetry:
             for point in metric.data.data_points
         ]
 
+    def described(self) -> dict[str, tuple[str | None, str | None]]:
+        """The unit and description of each metric collected now, by name."""
+        data = self.reader.get_metrics_data()
+        return {
+            metric.name: (metric.unit, metric.description)
+            for resource in (data.resource_metrics if data is not None else [])
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+        }
+
     def by_attributes(self, name: str, *keys: str) -> dict[tuple[Any, ...], Any]:
         """Metric `name`'s points by the values of `keys` in their attributes."""
         return {tuple(point.attributes[k] for k in keys): point for point in self.points(name)}
@@ -81,6 +92,11 @@ def telemetry() -> Iterator[Telemetry]:
         tracers.shutdown()
 
 
+def nanoseconds(seconds: float) -> int:
+    """The OpenTelemetry timestamp `seconds` after T0."""
+    return int((T0 + timedelta(seconds=seconds)).timestamp()) * 10**9
+
+
 def pings_run(engine: Engine, clock: Clock, waits: tuple[float, float]) -> str:
     """A ping run on `clock`: idle for waits[0] seconds, busy for waits[1], then done."""
     machine = PersistentMachine(ping, SqlUnitOfWork(engine, clock=clock), clock=clock)
@@ -101,6 +117,8 @@ class TestSteps:
         run_id = pings_run(engine, clock, (5, 2))
         first, second = telemetry.finished()
         assert first.name == "fsm.step ping"
+        assert first.instrumentation_scope is not None
+        assert first.instrumentation_scope.name == "fsm"
         assert dict(first.attributes or {}) == {
             "fsm.machine": "ping",
             "fsm.run_id": run_id,
@@ -109,7 +127,7 @@ class TestSteps:
             "fsm.trigger": "start",
             "fsm.target": "busy",
         }
-        assert first.end_time == int((T0 + timedelta(seconds=5)).timestamp()) * 10**9
+        assert first.start_time == first.end_time == nanoseconds(5)
         assert first.status.status_code is StatusCode.UNSET
         assert (second.attributes or {})["fsm.target"] == "done"
 
@@ -133,15 +151,30 @@ class TestSteps:
         assert (busy.count, busy.sum) == (2, 4120)
         assert list(busy.explicit_bounds)[:5] == [0.01, 0.1, 1.0, 10.0, 60.0]
         assert ("ping", "done") not in spent  # a final state is never left
+        described = telemetry.described()
+        assert described[TRANSITIONS] == ("{transition}", "Committed transitions")
+        assert described[STATE_DURATION] == (
+            "s",
+            "Time a run spent in a state before a step left it",
+        )
 
     def test_failed_step(self, engine: Engine, telemetry: Telemetry) -> None:
         """A failed step's span has an error status and the exception; it is counted as
         failed, never as a transition."""
-        machine = PersistentMachine(payment, SqlUnitOfWork(engine), steps=Gateway(down=True))
+        clock = Clock()
+        machine = PersistentMachine(
+            payment, SqlUnitOfWork(engine, clock=clock), steps=Gateway(down=True), clock=clock
+        )
         with pytest.raises(CallbackError):
             machine.start(run_id="p-1")
         (span,) = telemetry.finished()
-        assert span.status.status_code is StatusCode.ERROR
+        assert span.name == "fsm.step payment"
+        assert (span.status.status_code, span.status.description) == (
+            StatusCode.ERROR,
+            "CallbackError",
+        )
+        assert span.start_time == span.end_time == span.events[0].timestamp == nanoseconds(0)
+        assert (span.events[0].attributes or {})["exception.type"] == "fsm.errors.CallbackError"
         assert (span.attributes or {})["fsm.source"] == "created"
         assert "fsm.trigger" not in (span.attributes or {})
         assert [event.name for event in span.events] == ["exception"]
@@ -151,6 +184,7 @@ class TestSteps:
             1,
             {"fsm.machine": "payment", "fsm.source": "created"},
         )
+        assert telemetry.described()[FAILED_STEPS] == ("{step}", "Steps rolled back")
 
     def test_stop(self, engine: Engine, telemetry: Telemetry) -> None:
         """After stop(), instrument's hooks are told nothing more."""
@@ -158,6 +192,7 @@ class TestSteps:
         tracers = TracerProvider()
         tracers.add_span_processor(SimpleSpanProcessor(spans))
         instrument(tracer_provider=tracers, meter_provider=telemetry.meters).stop()
+        Instrumentation(tracer_provider=tracers).stop()  # never watching: nothing to stop
         pings_run(engine, Clock(), (1, 1))
         assert (len(spans.get_finished_spans()), len(telemetry.finished())) == (0, 2)
 
@@ -192,6 +227,21 @@ class TestOutboxGauges:
             uow.outbox.mark_dead("e-1", owner="relay", error="gave up", now=clock())
         assert [p.value for p in telemetry.points(OUTBOX_PENDING)] == [1]
         assert [p.value for p in telemetry.points(OUTBOX_OLDEST_AGE)] == [300.0]
+        assert telemetry.described() == {
+            OUTBOX_PENDING: ("{event}", "Outbox events pending"),
+            OUTBOX_OLDEST_AGE: ("s", "Age of the oldest pending event"),
+        }
+
+    def test_an_event_newer_than_the_clock(self, engine: Engine, telemetry: Telemetry) -> None:
+        """An event stamped after the gauge's clock (clocks apart) is 0 s old, not less."""
+        clock = Clock()
+        uow = SqlUnitOfWork(engine, clock=clock)
+        instrument_outbox(uow, meter_provider=telemetry.meters, clock=clock)
+        with uow:
+            uow.outbox.add(
+                OutboxMessage("e-0", "topic", "k", b"{}", created_at=T0 + timedelta(seconds=30))
+            )
+        assert [p.value for p in telemetry.points(OUTBOX_OLDEST_AGE)] == [0.0]
 
     def test_unreadable_outbox(
         self, engine: Engine, telemetry: Telemetry, caplog: pytest.LogCaptureFixture
@@ -201,4 +251,7 @@ class TestOutboxGauges:
         instrument_outbox(uow, meter_provider=telemetry.meters)
         TABLES.outbox.drop(engine)
         assert telemetry.points(OUTBOX_PENDING) == []
-        assert "outbox gauges of outbox: reading the outbox failed" in caplog.text
+        for record in caplog.records:  # one a gauge
+            message = record.getMessage()
+            assert message.startswith("outbox gauges of outbox: reading the outbox failed: ")
+            assert "Error(" in message  # and the error itself, named

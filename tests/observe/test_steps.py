@@ -136,7 +136,10 @@ class TestAfterCommit:
             [("idle", "start", "busy")],
         )
         (error,) = [r for r in step_records(caplog) if r.levelno == logging.ERROR]
-        assert "hook broken failed (the step is committed all the same)" in error.getMessage()
+        assert error.getMessage() == (
+            f"ping run {run.id}: hook broken failed (the step is committed all the same)"
+        )
+        assert error.fsm_run_id == run.id  # type: ignore[attr-defined]
         assert error.exc_info is not None and "metrics backend away" in str(error.exc_info[1])
 
     def test_an_async_hook_in_a_sync_run(
@@ -179,6 +182,7 @@ class TestAfterFailure:
         (failure,) = told.failed
         assert (failure.source, failure.trigger, failure.target) == ("idle", "start", "busy")
         assert isinstance(failure.error, ConcurrencyError)
+        assert (failure.began_at, failure.at) == (T0, T0)
 
     def test_refused_event(self, engine: Engine) -> None:
         """An event the state does not take is a failed step with no transition."""
@@ -194,6 +198,22 @@ class TestAfterFailure:
         failure, told = failed_payment(engine, Gateway(unanswered=True), "no answer")
         assert told.moves() == [("created", "Authorized", "authorized")]
         assert (failure.source, failure.trigger) == ("authorized", None)
+
+    def test_a_failure_hook_error_changes_nothing(
+        self, engine: Engine, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A failure hook that raises is logged as such; the step stays rolled back."""
+
+        def broken(step: StepFailed) -> None:
+            raise RuntimeError("alerting away")
+
+        run = PersistentMachine(ping, SqlUnitOfWork(engine), after_failure=[broken]).start()
+        with pytest.raises(InvalidEvent):
+            run.send("finish")
+        (error,) = [r for r in step_records(caplog) if r.levelno == logging.ERROR]
+        assert error.getMessage() == (
+            f"ping run {run.id}: hook broken failed (the step is rolled back all the same)"
+        )
 
 
 class TestBatch:
@@ -277,6 +297,17 @@ class TestStepLogs:
         assert "OperationalError" in record.fsm_error  # type: ignore[attr-defined]
         assert record.getMessage().startswith(
             f"ping run {run.id}: step from idle (--start--> busy) failed, rolled back: "
+        )
+
+    def test_a_failed_action_names_no_transition(
+        self, engine: Engine, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """An action's failure took no row: the WARNING names the state and the error only."""
+        failed_payment(engine, Gateway(down=True), "gateway unreachable")
+        (record,) = [r for r in step_records(caplog) if r.levelno == logging.WARNING]
+        assert record.getMessage() == (
+            "payment run p-1: step from created failed, rolled back: "
+            "ConnectionError: gateway unreachable"
         )
 
     def test_quiet_at_info(self, engine: Engine, caplog: pytest.LogCaptureFixture) -> None:

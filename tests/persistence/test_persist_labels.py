@@ -10,6 +10,7 @@ from sqlalchemy import Engine, text
 
 from adapters.memory import InMemoryUnitOfWork
 from fsm import CallbackError, Machine, PersistentMachine, State
+from fsm.labels import former_labels, trigger_label
 from fsm.persistence import state_label
 from fsm.ports import RunRecord
 from tests.persistence.persist_support import Faults, Step, Updated, persistent
@@ -77,11 +78,36 @@ class TestStateLabel:
             (Odd.PAIR, "PAIR"),
             (Odd.EMPTY, "EMPTY"),
             (Odd.YES, "YES"),
+            (3, "3"),
         ],
     )
     def test_label(self, state: Hashable, label: str) -> None:
-        """Strings as is; Enum members by a non-empty str value, else by name."""
+        """Strings as is; Enum members by a non-empty str value, else by name; else repr."""
         assert state_label(state) == label
+
+
+class TestTriggerLabel:
+    """How each kind of trigger is spelled in the history."""
+
+    @pytest.mark.parametrize(
+        ("trigger", "label"),
+        [("go", "go"), (Swap.GO, "Swap.GO"), (Updated, "Updated"), ((1, 2), "(1, 2)")],
+    )
+    def test_label(self, trigger: Hashable, label: str) -> None:
+        """Strings as is, Enum members and classes by qualified name, the rest by repr."""
+        assert trigger_label(trigger) == label
+
+
+class TestFormerLabels:
+    """The labels a state's runs may have been stored under before."""
+
+    def test_aliases_then_the_enum_name(self) -> None:
+        """An Enum state stored by value was stored by its name before, after its aliases."""
+        assert former_labels(State(Step.WAITING, aliases=("queued",))) == ("queued", "WAITING")
+
+    def test_a_state_stored_by_name_has_no_other(self) -> None:
+        """An Enum state stored by its name (an IntEnum's) was never stored otherwise."""
+        assert former_labels(State(Level.HIGH)) == ()
 
 
 class TestStoredByValue:

@@ -92,6 +92,23 @@ class TestStepping:
         stepper.send("retry")
         stepper.assert_path(["publish_failed", "saved"])
 
+    def test_start_mid_flow_with_an_id_listeners_and_steps(self) -> None:
+        """A run started mid-flow keeps the id, listeners and collaborator it is given."""
+        seen: list[str] = []
+        gateway = Gateway()
+        stepper = Stepper(
+            payment,
+            at="authorized",
+            run_id="p-9",
+            steps=gateway,
+            real=["capture"],
+            listeners=[lambda run, t: seen.append(t.target)],
+        )
+        stepper.step()
+        assert (stepper.run.id, stepper.state, seen) == ("p-9", "captured", ["captured"])
+        assert gateway.calls == [("capture", "p-9:1")]
+        assert Stepper(payment, at="authorized").run.id  # a new id when none is given
+
     def test_real_listeners_see_the_steps(self) -> None:
         """Listeners passed to the stepper are called as for any run."""
         seen: list[str] = []
@@ -113,6 +130,11 @@ class TestScriptedFailures:
         assert caught.value.kind == "action"
         assert caught.value.name == "publish"
         assert stepper.state == "saved"
+        assert (caught.value.machine, caught.value.run_id, caught.value.state) == (
+            "flow",
+            stepper.run.id,
+            "saved",
+        )
 
     def test_exception_class(self) -> None:
         """An exception class is raised as an instance of it."""
@@ -120,6 +142,11 @@ class TestScriptedFailures:
         with pytest.raises(CallbackError) as caught:
             stepper.step()
         assert isinstance(caught.value.error, PublishDown)
+
+
+def pick(context: dict[str, Any]) -> int:
+    """An action returning one of a family of values (never called: it is scripted)."""
+    return 1
 
 
 class TestHonesty:
@@ -143,6 +170,23 @@ class TestHonesty:
         """Scripting a value the action's annotation cannot return fails at once."""
         with pytest.raises(ScriptError, match=r"action save cannot return Sent\(\)"):
             Stepper(flow).script("received", Sent())
+
+    def test_a_value_outside_the_declared_outcomes_is_refused(self) -> None:
+        """outcomes= of values: an equal value of another type (True for 1) is not one."""
+        machine = Machine(
+            "m",
+            states=[
+                State("a", initial=True, action=pick, outcomes=(1, 2)),
+                State("b", final=True),
+            ],
+            transitions=[("a", 1, "b"), ("a", 2, "b")],
+        )
+        Stepper(machine).script("a", 1, 2)
+        with pytest.raises(ScriptError) as caught:
+            Stepper(machine).script("a", True)
+        assert str(caught.value) == (
+            "state 'a': action pick cannot return True; it returns one of 1, 2"
+        )
 
     def test_unhandled_outcome_of_an_open_action(self) -> None:
         """An action with an open family (`-> str`): an outcome with no row is UnhandledOutcome."""
@@ -211,8 +255,12 @@ class TestMessages:
 
     def test_nothing_scripted(self) -> None:
         """Stepping with no script says which state and how to script it."""
-        with pytest.raises(ScriptError, match=r"nothing scripted for state 'received'"):
+        with pytest.raises(ScriptError) as caught:
             Stepper(flow).step()
+        assert str(caught.value) == (
+            "nothing scripted for state 'received' (action save); "
+            "use script('received', outcome) or step(outcome)"
+        )
 
     def test_send_while_an_action_is_pending(self) -> None:
         """An event sent before the action ran is the engine's InvalidEvent, as for a run."""
@@ -461,6 +509,10 @@ class TestTake:
         stepper.expect("authorized")
         assert stepper.asked == [(self.RETRY, True)]
 
+    def test_nothing_asked_before_a_move(self) -> None:
+        """A new stepper has asked no guard yet."""
+        assert Stepper(payment).asked == []
+
     def test_asked_records_the_real_guards(self) -> None:
         """Without take= the real guard is called and its answer recorded."""
         stepper = Stepper(payment, {"attempts": 9}, at="capture_failed")
@@ -478,9 +530,35 @@ class TestTake:
     def test_take_a_row_the_value_does_not_try(self) -> None:
         """A row that is not among those the value tries is a script mistake; nothing moves."""
         stepper = Stepper(payment, at="capture_failed")
-        with pytest.raises(ScriptError, match="take=\\('created', Declined, 'declined'\\) is not"):
+        with pytest.raises(ScriptError) as caught:
             stepper.send("retry", take=payment.transitions[1])
+        assert str(caught.value) == (
+            "take=('created', Declined, 'declined') is not a row 'retry' tries from "
+            f"'capture_failed'; it tries: {self.RETRY.describe()}, {self.GIVE_UP.describe()}"
+        )
         stepper.expect("capture_failed")
+
+    def test_take_a_row_the_outcome_does_not_try(self) -> None:
+        """The same mistake on a stepped outcome: its rows are the outcome's, not events'."""
+        stepper = Stepper(payment)
+        with pytest.raises(ScriptError, match="is not a row Declined\\(\\) tries from 'created'"):
+            stepper.step(Declined(), take=payment.transitions[0])
+        assert stepper.asked == []
+
+    def test_take_when_moving_an_outcome(self) -> None:
+        """move(outcome, take=row) forces the guards as step does."""
+        machine = Machine(
+            "m",
+            states=[
+                State("a", initial=True, action=lambda ctx: "x", outcomes=("x",)),
+                State("b", final=True),
+                State("c", final=True),
+            ],
+            transitions=[("a", "x", "b", lambda run: False), ("a", "x", "c")],
+        )
+        stepper = Stepper(machine)
+        stepper.move("x", take=machine.transitions[0])
+        stepper.expect("b")
 
 
 class TestMoreMessages:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fsm import Machine
+from fsm import GuardRejected, Machine
 from fsm.examples import ping
-from fsm.strategies import Walk, values_for, walks
+from fsm.strategies import Step, Walk, values_for, walks
 
 from .generated import machines
 from .machines import Rejected, flow
@@ -64,6 +65,33 @@ class TestWalks:
 
         collect()
         assert seen == {s.name for s in flow.states} - {"dead"}
+
+    @given(st.data())
+    def test_zero_steps_stay_at_the_start(self, data: st.DataObject) -> None:
+        """With max_steps=0 a walk makes no move."""
+        walk = data.draw(walks(ping, max_steps=0))
+        assert (walk.steps, walk.states) == ((), ("idle",))
+
+    def test_a_negative_max_steps_is_refused(self) -> None:
+        """max_steps under 0 is refused, named."""
+        with pytest.raises(ValueError, match=r"^max_steps is -1; give 0 or more$"):
+            walks(ping, max_steps=-1)
+
+    def test_replay_judges_guards_against_the_walks_context(self) -> None:
+        """A fresh replay gets the walk's context: ping's guard reads `ok` there."""
+        walk = Walk(
+            ping,
+            {"ok": False},
+            (Step("start", outcome=False), Step("finish", outcome=False)),
+            ("idle", "busy", "done"),
+        )
+        with pytest.raises(GuardRejected):
+            walk.replay()
+
+    def test_steps_show_what_they_are(self) -> None:
+        """A step reads as an outcome or an event and its value (hypothesis prints walks)."""
+        assert repr(Step("start", outcome=False)) == "event 'start'"
+        assert repr(Step(Rejected("x"), outcome=True)) == "outcome Rejected(reason='x')"
 
 
 class TestValues:
