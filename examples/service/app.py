@@ -69,8 +69,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         prepare_database(db_url, seed_users)
-        options: dict[str, Any] = {"relay_settings": relay} if relay else {}
-        flow.append(AsyncFlowApp.connect(db_url, kafka, retry=retry or RetryPolicy(), **options))
+        flow.append(
+            AsyncFlowApp.connect(
+                db_url, kafka, retry=retry or RetryPolicy(), relay_settings=relay or RelaySettings()
+            )
+        )
         await flow[0].start()  # the producer now, not during the first requests
         relaying = flow[0].relay() if relay else None
         task = asyncio.create_task(relaying.run()) if relaying else None

@@ -12,14 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 
 from adapters.kafka.broker import LocalBroker
 from adapters.sqlalchemy import TABLES
 from tests.campaign.observer import Observer
 from tests.flow.conftest import sql_app
 from userstatus.events import TOPIC, UserStatusChanged
-from userstatus.sql import users
+from userstatus.sql import FlowSqlUnitOfWork, users
 
 from .conftest import USERS, Service
 
@@ -133,13 +133,10 @@ async def phase(client: httpx.AsyncClient, load: Load, requests: int, rng: rando
 
 async def drained(engine: Engine, timeout: float) -> bool:
     """True once no outbox row is pending (checked every 0.2 s up to `timeout`)."""
-    outbox = TABLES.outbox
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with engine.connect() as connection:
-            pending = connection.execute(
-                select(func.count()).select_from(outbox).where(outbox.c.status == "pending")
-            ).scalar_one()
+        with FlowSqlUnitOfWork(engine) as uow:
+            pending = uow.outbox.counts().get("pending", 0)
         if not pending:
             return True
         await asyncio.sleep(0.2)
