@@ -243,13 +243,14 @@ class InMemoryRunStore:
     def load_many(self, run_ids: Sequence[str]) -> list[RunRecord]:
         return [self.runs[run_id] for run_id in run_ids if run_id in self.runs]
 
-    def save_many(self, records: Sequence[RunRecord]) -> None:
-        for record in records:
-            self.save(record)
+    def write(self, record: RunRecord, entry: HistoryRecord) -> int:
+        version = self.save(record)
+        self.append(entry)
+        return version
 
-    def append_many(self, entries: Sequence[HistoryRecord]) -> None:
-        for entry in entries:
-            self.append(entry)
+    def write_many(self, steps: Sequence[tuple[RunRecord, HistoryRecord]]) -> None:
+        for record, entry in steps:
+            self.write(record, entry)
 
     def find(
         self,
@@ -438,13 +439,13 @@ class AsyncInMemoryRunStore:
         await asyncio.sleep(0)
         return self.sync.load_many(run_ids)
 
-    async def save_many(self, records: Sequence[RunRecord]) -> None:
+    async def write(self, record: RunRecord, entry: HistoryRecord) -> int:
         await asyncio.sleep(0)
-        self.sync.save_many(records)
+        return self.sync.write(record, entry)
 
-    async def append_many(self, entries: Sequence[HistoryRecord]) -> None:
+    async def write_many(self, steps: Sequence[tuple[RunRecord, HistoryRecord]]) -> None:
         await asyncio.sleep(0)
-        self.sync.append_many(entries)
+        self.sync.write_many(steps)
 
 
 _WRITE_LOCKS: weakref.WeakKeyDictionary[InMemoryRunStore, asyncio.Lock] = (

@@ -281,8 +281,7 @@ class StoredMachine(Generic[S, U, H]):
                         f"to {show(handle.run.state)}, which has an action: send it alone"
                     )
                 handles.append(handle)
-            yield from call(runs.save_many, [record for record, _, _ in staged])
-            yield from call(runs.append_many, [entry for _, entry, _ in staged])
+            yield from call(runs.write_many, [(record, entry) for record, entry, _ in staged])
             if effect is not None:
                 yield from call(effect, self.uow)
             return handles
@@ -749,8 +748,7 @@ class StoredRun(RunHandle[S]):
             new_version = record.version + 1
         else:
             self._attempt = step
-            new_version = yield from self._save(record)
-            yield from call(uow.runs.append, entry)
+            new_version = yield from settle(uow.runs.write(record, entry))
             self._committing = True
             yield from call(uow.commit)
             self._attempt, self._committing = None, False

@@ -146,13 +146,16 @@ class RunStore(Protocol):
         `history` of each is then read with them."""
         ...
 
-    def save_many(self, records: Sequence[RunRecord]) -> None:
-        """`save` each run (each id once); ConcurrencyError if any stored version differs,
-        and then the caller must roll back: some of the others may be written."""
+    def write(self, record: RunRecord, entry: HistoryRecord) -> int:
+        """`save` the run and `append` its step (`entry`, of the same run) at once: what a
+        step writes. ConcurrencyError if the version moved or the step is stored already,
+        and then the caller must roll back. Returns the new version."""
         ...
 
-    def append_many(self, entries: Sequence[HistoryRecord]) -> None:
-        """`append` each entry; ConcurrencyError if a run's step is stored already."""
+    def write_many(self, steps: Sequence[tuple[RunRecord, HistoryRecord]]) -> None:
+        """`write` each run and its step (each run once); ConcurrencyError if any stored
+        version differs or a step is stored already, and then the caller must roll back:
+        some of the others may be written."""
         ...
 
     def find(
@@ -210,9 +213,9 @@ class AsyncRunStore(Protocol):
 
     async def load_many(self, run_ids: Sequence[str]) -> list[RunRecord]: ...
 
-    async def save_many(self, records: Sequence[RunRecord]) -> None: ...
+    async def write(self, record: RunRecord, entry: HistoryRecord) -> int: ...
 
-    async def append_many(self, entries: Sequence[HistoryRecord]) -> None: ...
+    async def write_many(self, steps: Sequence[tuple[RunRecord, HistoryRecord]]) -> None: ...
 
 
 class AsyncUnitOfWork(Protocol):

@@ -166,9 +166,7 @@ class RunStatements:
         self._history.pop(record.id, None)
         result = yield from self._execute(self._sql.update_run, _saved(record, self._clock()))
         if result.rowcount != 1:  # type: ignore[attr-defined]
-            found = yield from self._execute(self._sql.version, {"b_id": record.id})
-            version = found.scalar_one_or_none()
-            raise ConcurrencyError("run", record.id, expected=record.version, found=version)
+            raise (yield from self._moved(record))
         return record.version + 1
 
     def append_steps(self, entry: HistoryRecord) -> Steps[None]:
@@ -180,52 +178,79 @@ class RunStatements:
         except IntegrityError as error:  # the foreign key: the run is gone
             raise RunNotFound(entry.run_id) from error
         if not new:  # another writer stored this step already
-            last = yield from self._execute(self._sql.last_seq, {"b_id": entry.run_id})
-            raise ConcurrencyError(
-                "run history", entry.run_id, expected=entry.seq - 1, found=last.scalar_one_or_none()
-            )
+            raise (yield from self._stepped(entry))
 
-    def save_many_steps(self, records: Sequence[RunRecord]) -> Steps[None]:
-        """The versions read and locked in one statement (a moved run is named), then every
-        save in one executemany."""
-        for record in records:
+    def write_steps(self, record: RunRecord, entry: HistoryRecord) -> Steps[int]:
+        """`save` the run and `append` its step: on PostgreSQL in one statement (the step
+        goes in only if the run's version matched), elsewhere in two."""
+        if self._sql.write is None:
+            version = yield from self.save_steps(record)
+            yield from self.append_steps(entry)
+            return version
+        _check_run(record)
+        _check_entry(entry)
+        if entry.run_id != record.id:
+            raise InvalidRecord(f"the step of run {entry.run_id} written with run {record.id}")
+        self._history.pop(record.id, None)
+        result = yield from self._execute(
+            self._sql.write, _saved(record, self._clock()) | _step_row(entry)
+        )
+        saved, added = list(result.one())
+        if not saved:
+            raise (yield from self._moved(record))
+        if not added:
+            raise (yield from self._stepped(entry))
+        return record.version + 1
+
+    def write_many_steps(self, steps: Sequence[tuple[RunRecord, HistoryRecord]]) -> Steps[None]:
+        """Each run's save and step: the versions read and locked in one statement (a moved
+        run is named), every save in one executemany, every step in one multi-row INSERT."""
+        for record, entry in steps:
             _check_run(record)
+            _check_entry(entry)
             self._history.pop(record.id, None)
-        if len({record.id for record in records}) != len(records):
-            raise InvalidRecord("save_many takes each run once")
-        if not records:
+        if len({record.id for record, _ in steps}) != len(steps):
+            raise InvalidRecord("write_many takes each run once")
+        if not steps:
             return
-        stored = yield from self._execute(self._sql.lock, {"ids": [r.id for r in records]})
+        stored = yield from self._execute(self._sql.lock, {"ids": [r.id for r, _ in steps]})
         versions: dict[str, int] = {row.id: row.version for row in stored}
-        for record in records:
+        for record, _ in steps:
             found = versions.get(record.id)
             if found != record.version:
                 raise ConcurrencyError("run", record.id, expected=record.version, found=found)
         now = self._clock()
-        result = yield from self._execute(self._sql.update_run, [_saved(r, now) for r in records])
-        changed = result.rowcount  # type: ignore[attr-defined]
-        if changed != len(records):  # the rows are locked: only a driver's miscount gets here
-            raise ConcurrencyError("run", records[0].id, expected=records[0].version, found=None)
-
-    def append_many_steps(self, entries: Sequence[HistoryRecord]) -> Steps[None]:
-        """Every entry in one multi-row INSERT; ConcurrencyError if a step is stored already."""
-        for entry in entries:
-            _check_entry(entry)
-            self._history.pop(entry.run_id, None)
-        if not entries:
-            return
+        saves, rows = [_saved(r, now) for r, _ in steps], [_step_row(e) for _, e in steps]
         try:
-            result = yield from self._execute(
-                self._sql.insert_step, [_step_row(e) for e in entries]
-            )
-            stored: set[tuple[str, int]] = {(row.run_id, row.seq) for row in result}
+            if self._sql.write_many is None:
+                result = yield from self._execute(self._sql.update_run, saves)
+                changed = result.rowcount  # type: ignore[attr-defined]
+                if changed != len(steps):  # the rows are locked: only a miscount gets here
+                    record = steps[0][0]
+                    raise ConcurrencyError("run", record.id, expected=record.version, found=None)
+                result = yield from self._execute(self._sql.insert_step, rows)
+            else:
+                result = yield from self._execute(self._sql.write_many, _columns(saves, rows))
+            added: set[tuple[str, int]] = {(row.run_id, row.seq) for row in result}
         except IntegrityError as error:  # the foreign key: a run is gone
-            raise RunNotFound(entries[0].run_id) from error
-        for entry in entries:
-            if (entry.run_id, entry.seq) not in stored:
+            raise RunNotFound(steps[0][1].run_id) from error
+        for _, entry in steps:
+            if (entry.run_id, entry.seq) not in added:
                 raise ConcurrencyError(
                     "run history", entry.run_id, expected=entry.seq - 1, found=None
                 )
+
+    def _moved(self, record: RunRecord) -> Steps[ConcurrencyError]:
+        """The error for a save that found the run at another version (or gone)."""
+        found = yield from self._execute(self._sql.version, {"b_id": record.id})
+        version = found.scalar_one_or_none()
+        return ConcurrencyError("run", record.id, expected=record.version, found=version)
+
+    def _stepped(self, entry: HistoryRecord) -> Steps[ConcurrencyError]:
+        """The error for a step that another writer stored already."""
+        last = yield from self._execute(self._sql.last_seq, {"b_id": entry.run_id})
+        found = last.scalar_one_or_none()
+        return ConcurrencyError("run history", entry.run_id, expected=entry.seq - 1, found=found)
 
     def find_steps(
         self,
@@ -326,11 +351,11 @@ class SqlRunStore(RunStatements):
     def load_many(self, run_ids: Sequence[str]) -> list[RunRecord]:
         return run_sync(self.load_many_steps(run_ids))
 
-    def save_many(self, records: Sequence[RunRecord]) -> None:
-        run_sync(self.save_many_steps(records))
+    def write(self, record: RunRecord, entry: HistoryRecord) -> int:
+        return run_sync(self.write_steps(record, entry))
 
-    def append_many(self, entries: Sequence[HistoryRecord]) -> None:
-        run_sync(self.append_many_steps(entries))
+    def write_many(self, steps: Sequence[tuple[RunRecord, HistoryRecord]]) -> None:
+        run_sync(self.write_many_steps(steps))
 
     def find(
         self,
@@ -389,11 +414,11 @@ class AsyncSqlRunStore(RunStatements):
     async def load_many(self, run_ids: Sequence[str]) -> list[RunRecord]:
         return await run_async(self.load_many_steps(run_ids))
 
-    async def save_many(self, records: Sequence[RunRecord]) -> None:
-        await run_async(self.save_many_steps(records))
+    async def write(self, record: RunRecord, entry: HistoryRecord) -> int:
+        return await run_async(self.write_steps(record, entry))
 
-    async def append_many(self, entries: Sequence[HistoryRecord]) -> None:
-        await run_async(self.append_many_steps(entries))
+    async def write_many(self, steps: Sequence[tuple[RunRecord, HistoryRecord]]) -> None:
+        await run_async(self.write_many_steps(steps))
 
     async def find(
         self,
@@ -427,6 +452,12 @@ class _RunSql:
     lock: Executable
     """The versions of the runs among `ids`, locked in one order by every writer: no deadlock."""
     history: Executable
+    write: Executable | None
+    """PostgreSQL: `update_run` and `insert_step` in one statement (the step goes in only if
+    the run was saved), answering how many of each went in; elsewhere None."""
+    write_many: Executable | None
+    """PostgreSQL: `update_run` and `insert_step` for many runs in one statement, each
+    column a list (`_columns`), answering the steps that went in; elsewhere None."""
 
 
 @functools.cache
@@ -450,7 +481,95 @@ def _run_sql(tables: Tables, dialect: str) -> _RunSql:
         .order_by(runs.c.id)
         .with_for_update(),
         history=select(steps).where(steps.c.run_id == run_id).order_by(steps.c.seq),
+        write=_write(tables) if dialect == "postgresql" else None,
+        write_many=_write_many(tables) if dialect == "postgresql" else None,
     )
+
+
+SAVED = (
+    "state",
+    "context",
+    "finished",
+    "updated_at",
+    "claimed_by",
+    "claimed_until",
+    "attempt",
+    "due_at",
+)
+"""The columns a save writes (and the version), each bound by its name (see `_saved`)."""
+
+
+def _write(tables: Tables) -> Executable:
+    """WITH saved AS (UPDATE runs ... RETURNING id), added AS (INSERT INTO history SELECT
+    ... FROM saved ON CONFLICT DO NOTHING RETURNING run_id) SELECT count(saved), count(added)."""
+    runs, steps = tables.runs, tables.history
+    saved = (
+        update(runs)
+        .where(runs.c.id == bindparam("b_id"), runs.c.version == bindparam("b_version"))
+        .values({name: bindparam(name, type_=runs.c[name].type) for name in SAVED})
+        .values(version=bindparam("b_version") + 1)
+        .returning(runs.c.id)
+        .cte("saved")
+    )
+    values = [bindparam(c.name, type_=c.type) for c in steps.c if c.name != "run_id"]
+    added = (
+        postgresql.insert(steps)
+        .from_select([c.name for c in steps.c], select(saved.c.id, *values))
+        .on_conflict_do_nothing()
+        .returning(steps.c.run_id)
+        .cte("added")
+    )
+    return select(
+        select(func.count()).select_from(saved).scalar_subquery(),
+        select(func.count()).select_from(added).scalar_subquery(),
+    )
+
+
+def _write_many(tables: Tables) -> Executable:
+    """WITH saved AS (UPDATE runs ... FROM unnest(the runs' columns) ... RETURNING id)
+    INSERT INTO history SELECT ... FROM unnest(the steps' columns) WHERE run_id IN saved ON
+    CONFLICT DO NOTHING RETURNING run_id, seq: a batch in one statement of constant text."""
+    runs, steps = tables.runs, tables.history
+
+    def unnest(prefix: str, columns: Sequence[Column[Any]]) -> Any:
+        arrays = (bindparam(f"{prefix}{c.name}", type_=ARRAY(_pg(c))) for c in columns)
+        return func.unnest(*arrays).table_valued(*(c.name for c in columns)).render_derived()
+
+    new = unnest("v_", [runs.c.id, runs.c.version, *(runs.c[name] for name in SAVED)])
+    saved = (
+        update(runs)
+        .where(runs.c.id == new.c.id, runs.c.version == new.c.version)
+        .values({name: new.c[name] for name in SAVED})
+        .values(version=new.c.version + 1)
+        .returning(runs.c.id)
+        .cte("saved")
+    )
+    step = unnest("h_", list(steps.c))
+    return (
+        postgresql.insert(steps)
+        .from_select(
+            [c.name for c in steps.c],
+            select(*step.c).where(step.c.run_id.in_(select(saved.c.id))),
+        )
+        .on_conflict_do_nothing()
+        .returning(steps.c.run_id, steps.c.seq)
+        .add_cte(saved)
+    )
+
+
+def _pg(column: Column[Any]) -> Any:
+    """The column's type on PostgreSQL (JSONB for the JSON variant)."""
+    return column.type.dialect_impl(PG)
+
+
+PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+def _columns(saves: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The parameters of `_write_many`: `_saved` and `_step_row` dicts as one list a column."""
+    names = {"v_id": "b_id", "v_version": "b_version"} | {f"v_{n}": n for n in SAVED}
+    columns = {key: [save[name] for save in saves] for key, name in names.items()}
+    return columns | {f"h_{name}": [row[name] for row in rows] for name in rows[0]}
 
 
 def dialect_of(session: Session | AsyncSession) -> str:

@@ -60,7 +60,8 @@ class TestAsyncKafkaPublisher:
         self, broker: LocalBroker
     ) -> None:
         """With the broker stopped, 20 retried publishes fail within their bounds, while a
-        ticker task in the same loop is never held up 50 ms; after a restart they succeed."""
+        ticker task in the same loop is late under 50 ms (99% of ticks) and never by a publish's
+        bound; after a restart they succeed."""
         config = fast_config(broker)
         inner = AsyncKafkaPublisher(config)
         publisher = AsyncRetryingPublisher(inner, RetryPolicy(attempts=2, deadline=3.0))
@@ -83,7 +84,11 @@ class TestAsyncKafkaPublisher:
         assert {error.attempts for error in failed if isinstance(error, RetriesExhausted)} == {2}
         assert "publishing event down0 to UserUpdateTopic failed" in str(failed[0])
         assert elapsed < 8
-        assert seen["ticks"] > 50 and seen["max_ms"] < 50, seen
+        # A publish holding the loop would hold it for the 1 s delivery timeout; on a loaded
+        # machine a tick now and then is late by the scheduler's doing (up to 105 ms seen at
+        # load average 9), so the bound is on nearly every tick, and on all of them far below
+        # a held publish.
+        assert seen["ticks"] > 50 and seen["p99_ms"] < 50 and seen["max_ms"] < 500, seen
         broker.start()
         # The first sends after the restart may fail: on the old producer, or at once while
         # the failure to make a new one is fresher than max_block_ms.

@@ -12,7 +12,7 @@ from fsm import CallbackError
 from tests.persistence.persist_support import Faults, InjectedFault, Step, persistent
 from userstatus.sql import FlowSqlUnitOfWork, users
 
-POINTS = ["status updated", "outbox row added", "run saved", "history appended"]
+POINTS = ["status updated", "outbox row added", "step written"]
 """The writes of the update step, in the order they happen."""
 
 

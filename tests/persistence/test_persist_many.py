@@ -147,7 +147,7 @@ class TestStoreMany:
         assert sorted(record.id for record in found) == ["a", "b"]
         assert [len(histories["a"]), len(histories["b"])] == [0, 1]
 
-    def test_save_many_names_the_run_that_moved(self, uow: UnitOfWork) -> None:
+    def test_write_many_names_the_run_that_moved(self, uow: UnitOfWork) -> None:
         """A stale version anywhere in the batch: ConcurrencyError for that run, and after
         the rollback nothing of the batch is written."""
         started(uow, "a", "b", "c")
@@ -156,21 +156,61 @@ class TestStoreMany:
         with uow:
             uow.runs.save(records[1])  # b moves on: version 2
         with pytest.raises(ConcurrencyError, match="run b") as raised, uow:
-            uow.runs.save_many([replace(r, state="done") for r in records])
+            uow.runs.write_many([(replace(r, state="done"), entry(r.id, 1)) for r in records])
         assert (raised.value.expected, raised.value.found) == (1, 2)
         with uow:
             after = {r.id: (r.state, r.version) for r in uow.runs.load_many(["a", "b", "c"])}
         assert after == {"a": ("waiting", 1), "b": ("waiting", 2), "c": ("waiting", 1)}
 
-    def test_append_many_refuses_a_step_stored_already(self, uow: UnitOfWork) -> None:
+    def test_write_many_refuses_a_step_stored_already(self, uow: UnitOfWork) -> None:
         started(uow, "a", "b")
-
-        def entry(run_id: str, seq: int) -> HistoryRecord:
-            return HistoryRecord(run_id, seq, "waiting", "finish", "done", None, T0)
-
         with uow:
-            uow.runs.append_many([entry("a", 1)])
-        with pytest.raises(ConcurrencyError, match="a"), uow:
-            uow.runs.append_many([entry("b", 1), entry("a", 1)])
+            uow.runs.append(entry("a", 1))
+        with uow:
+            records = uow.runs.load_many(["b", "a"])
+        with pytest.raises(ConcurrencyError, match="run history a"), uow:
+            uow.runs.write_many([(r, entry(r.id, 1)) for r in records])
         with uow:
             assert [len(uow.runs.history(run_id)) for run_id in ("a", "b")] == [1, 0]
+            assert [r.version for r in uow.runs.load_many(["a", "b"])] == [1, 1]
+
+
+def entry(run_id: str, seq: int) -> HistoryRecord:
+    return HistoryRecord(run_id, seq, "waiting", "finish", "done", None, T0)
+
+
+class TestWrite:
+    """`write`: a step's save and history row (one statement on PostgreSQL), all or none."""
+
+    def test_a_step_is_saved_and_appended(self, uow: UnitOfWork) -> None:
+        started(uow, "a")
+        with uow:
+            [record] = uow.runs.load_many(["a"])
+            assert uow.runs.write(replace(record, state="done"), entry("a", 1)) == 2
+        with uow:
+            [after] = uow.runs.load_many(["a"])
+            assert (after.state, after.version, len(uow.runs.history("a"))) == ("done", 2, 1)
+
+    def test_a_moved_run_is_named_and_its_step_not_written(self, uow: UnitOfWork) -> None:
+        started(uow, "a")
+        with uow:
+            [record] = uow.runs.load_many(["a"])
+        with uow:
+            uow.runs.save(record)  # another writer: version 2
+        with pytest.raises(ConcurrencyError, match="run a") as raised, uow:
+            uow.runs.write(replace(record, state="done"), entry("a", 1))
+        assert (raised.value.entity, raised.value.expected, raised.value.found) == ("run", 1, 2)
+        with uow:
+            assert uow.runs.history("a") == []
+
+    def test_a_step_stored_already_is_named_and_the_save_undone(self, uow: UnitOfWork) -> None:
+        started(uow, "a")
+        with uow:
+            uow.runs.append(entry("a", 1))
+            [record] = uow.runs.load_many(["a"])
+        with pytest.raises(ConcurrencyError, match="run history a") as raised, uow:
+            uow.runs.write(replace(record, state="done"), entry("a", 1))
+        assert (raised.value.expected, raised.value.found) == (0, 1)
+        with uow:
+            [after] = uow.runs.load_many(["a"])
+            assert (after.state, after.version) == ("waiting", 1)
