@@ -83,17 +83,19 @@ class InMemoryOutbox:
         self.clock = clock
         self._seq = 0
 
-    def add(self, message: OutboxMessage, *, hold_until: datetime | None = None) -> None:
+    def add(self, message: OutboxMessage, *, hold_until: datetime | None = None) -> int:
         if message.event_id in self.records:
             raise InvalidRecord(f"an outbox message with event id {message.event_id!r} exists")
+        earlier = self.pending_for_key(message.key)
         self._seq += 1
         created = message.created_at or self.clock()
         self.records[message.event_id] = OutboxRecord(
             replace(message, created_at=created),
             self._seq,
             attempts=message.attempts,
-            next_attempt_at=hold_until or created,
+            next_attempt_at=(None if earlier else hold_until) or created,
         )
+        return earlier
 
     def claim(
         self, *, owner: str, limit: int, lease_seconds: float, now: datetime

@@ -89,10 +89,12 @@ class AsyncBatchPublisher(AsyncPublisher, Protocol):
 class Outbox(Protocol):
     """Messages added in the same transaction as the change they announce, published later."""
 
-    def add(self, message: OutboxMessage, *, hold_until: datetime | None = None) -> None:
-        """Add a message within the caller's current transaction; with `hold_until`, no
-        relay claims it before then (the process that added it publishes it itself
-        meanwhile)."""
+    def add(self, message: OutboxMessage, *, hold_until: datetime | None = None) -> int:
+        """Add a message within the caller's current transaction; how many messages of its
+        key were pending before it (0: it heads its key). With `hold_until`, and none
+        before it, no relay claims it before then (the process that added it publishes it
+        itself meanwhile); one queued behind others is not held: a relay sends it after
+        them."""
         ...
 
     def claim(

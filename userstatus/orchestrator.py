@@ -329,13 +329,10 @@ class _Orchestration(Generic[H, U, E]):
             run_id=context["run_id"],
         )
         message = event.to_message(self.topic)
-        outbox = self.uow.outbox
-        earlier = outbox.pending_for_key(message.key)
         # With no earlier event of the user pending, this process publishes it in a moment:
-        # relays keep off it meanwhile, so they do not send it a second time. If the process
-        # dies, they take over after the hold.
-        hold = None if earlier else event.occurred_at + self.publish_grace
-        outbox.add(message, hold_until=hold)
+        # relays keep off it meanwhile (the hold), so they do not send it a second time. If
+        # the process dies, they take over after the hold.
+        earlier = self.uow.outbox.add(message, hold_until=event.occurred_at + self.publish_grace)
         context["event"] = event.to_json()
         context["queued_behind"] = earlier
 

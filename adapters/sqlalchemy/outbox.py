@@ -11,7 +11,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Executable, Integer, Row, bindparam, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Integer,
+    Row,
+    Table,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from adapters.sqlalchemy import checks
@@ -61,16 +74,24 @@ class SqlOutbox:
         self._table = tables.outbox
         self._sql = _outbox_sql(tables, dialect_of(session))
 
-    def add(self, message: OutboxMessage, *, hold_until: datetime | None = None) -> None:
+    def add(self, message: OutboxMessage, *, hold_until: datetime | None = None) -> int:
         _check_message(message)
         if hold_until is not None:
             checks.aware("hold_until", hold_until)
         created = message.created_at or self._clock()
-        row = message_row(message, created=created, hold_until=hold_until)
-        added = insert_row(self._session, self._table, **row)
-        if not added:
+        if self._sql.add is not None:  # PostgreSQL: the count and the hold in the INSERT
+            row = message_row(message, created=created, hold_until=hold_until)
+            added = self._session.execute(self._sql.add, row).first()
+            earlier = None if added is None else int(added.earlier)
+        else:
+            earlier = self.pending_for_key(message.key)
+            hold = None if earlier else hold_until
+            row = message_row(message, created=created, hold_until=hold)
+            earlier = earlier if insert_row(self._session, self._table, **row) else None
+        if earlier is None:
             # The value stays out: a stored error names the field, never the data.
             raise InvalidRecord("an outbox message with this event_id exists already")
+        return earlier
 
     def claim(
         self, *, owner: str, limit: int, lease_seconds: float, now: datetime
@@ -286,6 +307,9 @@ class _OutboxSql:
     published: Executable
     """Mark the pending messages among `ids` (their `event_id`) published."""
     pending_for_key: Executable
+    add: Executable | None
+    """PostgreSQL: INSERT a message (`message_row`) held only if no message of its key is
+    pending, RETURNING how many are (`earlier`); elsewhere None (a count, then an INSERT)."""
 
 
 @functools.cache
@@ -322,7 +346,24 @@ def _outbox_sql(tables: Tables, dialect: str) -> _OutboxSql:
         pending_for_key=select(func.count())
         .select_from(outbox)
         .where(c.key == bindparam("key", type_=c.key.type), c.status == PENDING),
+        add=_add(outbox) if dialect == "postgresql" else None,
     )
+
+
+def _add(outbox: Table) -> Executable:
+    """See _OutboxSql.add. The subqueries see the table as it was before the INSERT."""
+    c = outbox.c
+    older = outbox.alias("earlier")
+    same_key = older.c.key == bindparam("key", type_=c.key.type)
+    pending = select(older.c.id).where(same_key, older.c.status == PENDING)
+    names = message_row(OutboxMessage("", "", "", b""), created=datetime.min)
+    values: dict[str, Any] = {name: bindparam(name, type_=c[name].type) for name in names}
+    values["next_attempt_at"] = case(
+        (pending.exists(), values["created_at"]), else_=values["next_attempt_at"]
+    )
+    earlier = select(func.count()).select_from(pending.subquery()).scalar_subquery()
+    statement = postgresql.insert(outbox).values(values).on_conflict_do_nothing()
+    return statement.returning(earlier.label("earlier"))
 
 
 def _entry(row: Row[Any]) -> OutboxEntry:

@@ -137,7 +137,7 @@ class TestUpdateFailed:
     def test_outbox_refusal_rolls_the_update_back(self, flow: MemoryFlow) -> None:
         """If the event cannot be added, the status change does not commit either."""
 
-        def refuse(message: typing.Any, **_: object) -> None:
+        def refuse(message: typing.Any, **_: object) -> int:
             raise OSError("outbox table is read-only")
 
         flow.uow.outbox.add = refuse  # type: ignore[method-assign]

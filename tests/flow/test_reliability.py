@@ -147,7 +147,7 @@ class TestFailedUpdateThroughTheTable:
     def test_an_event_the_outbox_refuses_undoes_the_user_change(self, flow: MemoryFlow) -> None:
         """The user was written before the outbox refused: the rollback undoes it too."""
 
-        def refuse(message: OutboxMessage, **_: object) -> None:
+        def refuse(message: OutboxMessage, **_: object) -> int:
             raise ValueError("outbox full")
 
         flow.uow.outbox.add = refuse  # type: ignore[method-assign]

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from adapters.memory import InMemoryOutbox, InMemoryUnitOfWork
 from adapters.sqlalchemy import SqlUnitOfWork
 from fsm.outbox import OutboxMessage
+from fsm.ports import InvalidRecord
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 LEASE = 30.0
@@ -166,3 +167,28 @@ class TestOldestPending:
         assert transact(lambda o: o.oldest_pending()) == at(90)
         transact(lambda o: o.mark_published("e2", owner="a", now=at(100)))
         assert transact(lambda o: o.oldest_pending()) is None
+
+
+class TestAdd:
+    """`add` answers how many of the key's messages are pending before it, and holds only a
+    message that heads its key (one statement on PostgreSQL)."""
+
+    def test_a_held_head_is_not_claimed_before_its_hold(self, transact: Transact) -> None:
+        assert transact(lambda o: o.add(message("a"), hold_until=at(60))) == 0
+        assert claim(transact, "r1", seconds=59) == []
+        assert claim(transact, "r1", seconds=60) == ["a"]
+
+    def test_one_queued_behind_others_is_counted_and_not_held(self, transact: Transact) -> None:
+        assert transact(lambda o: o.add(message("a"))) == 0
+        assert transact(lambda o: o.add(message("b"), hold_until=at(60))) == 1
+        assert transact(lambda o: o.add(message("c"), hold_until=at(60))) == 2
+        assert transact(lambda o: o.add(message("x", key="other"))) == 0
+        assert claim(transact, "r1") == ["a", "x"]
+        transact(lambda o: o.mark_published("a", "x", owner="r1", now=at(1)))
+        assert claim(transact, "r2", seconds=1) == ["b"]  # not held: due at once
+
+    def test_an_event_id_taken_adds_nothing(self, transact: Transact) -> None:
+        transact(lambda o: o.add(message("a")))
+        with pytest.raises(InvalidRecord, match="exists"):
+            transact(lambda o: o.add(replace(message("a"), key="other")))
+        assert transact(lambda o: o.add(message("b", key="other"))) == 0
