@@ -204,7 +204,8 @@ class RunStatements:
 
     def write_many_steps(self, steps: Sequence[tuple[RunRecord, HistoryRecord]]) -> Steps[None]:
         """Each run's save and step: the versions read and locked in one statement (a moved
-        run is named), every save in one executemany, every step in one multi-row INSERT."""
+        run is named), then the writes: on PostgreSQL one statement (`_write_many`),
+        elsewhere every save in one executemany and every step in one multi-row INSERT."""
         for record, entry in steps:
             _check_run(record)
             _check_entry(entry)
