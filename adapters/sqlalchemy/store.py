@@ -204,8 +204,9 @@ class RunStatements:
 
     def write_many_steps(self, steps: Sequence[tuple[RunRecord, HistoryRecord]]) -> Steps[None]:
         """Each run's save and step: the versions read and locked in one statement (a moved
-        run is named), then the writes: on PostgreSQL one statement (`_write_many`),
-        elsewhere every save in one executemany and every step in one multi-row INSERT."""
+        run is named), every save in one executemany, every step in one multi-row INSERT.
+        (One UPDATE ... FROM unnest(...) statement on PostgreSQL cost the client more CPU:
+        psycopg formats array parameters in Python.)"""
         for record, entry in steps:
             _check_run(record)
             _check_entry(entry)
@@ -221,17 +222,15 @@ class RunStatements:
             if found != record.version:
                 raise ConcurrencyError("run", record.id, expected=record.version, found=found)
         now = self._clock()
-        saves, rows = [_saved(r, now) for r, _ in steps], [_step_row(e) for _, e in steps]
+        result = yield from self._execute(self._sql.update_run, [_saved(r, now) for r, _ in steps])
+        changed = result.rowcount  # type: ignore[attr-defined]
+        if changed != len(steps):  # the rows are locked: only a driver's miscount gets here
+            record = steps[0][0]
+            raise ConcurrencyError("run", record.id, expected=record.version, found=None)
         try:
-            if self._sql.write_many is None:
-                result = yield from self._execute(self._sql.update_run, saves)
-                changed = result.rowcount  # type: ignore[attr-defined]
-                if changed != len(steps):  # the rows are locked: only a miscount gets here
-                    record = steps[0][0]
-                    raise ConcurrencyError("run", record.id, expected=record.version, found=None)
-                result = yield from self._execute(self._sql.insert_step, rows)
-            else:
-                result = yield from self._execute(self._sql.write_many, _columns(saves, rows))
+            result = yield from self._execute(
+                self._sql.insert_step, [_step_row(e) for _, e in steps]
+            )
             added: set[tuple[str, int]] = {(row.run_id, row.seq) for row in result}
         except IntegrityError as error:  # the foreign key: a run is gone
             raise RunNotFound(steps[0][1].run_id) from error
@@ -456,9 +455,6 @@ class _RunSql:
     write: Executable | None
     """PostgreSQL: `update_run` and `insert_step` in one statement (the step goes in only if
     the run was saved), answering how many of each went in; elsewhere None."""
-    write_many: Executable | None
-    """PostgreSQL: `update_run` and `insert_step` for many runs in one statement, each
-    column a list (`_columns`), answering the steps that went in; elsewhere None."""
 
 
 @functools.cache
@@ -483,7 +479,6 @@ def _run_sql(tables: Tables, dialect: str) -> _RunSql:
         .with_for_update(),
         history=select(steps).where(steps.c.run_id == run_id).order_by(steps.c.seq),
         write=_write(tables) if dialect == "postgresql" else None,
-        write_many=_write_many(tables) if dialect == "postgresql" else None,
     )
 
 
@@ -524,53 +519,6 @@ def _write(tables: Tables) -> Executable:
         select(func.count()).select_from(saved).scalar_subquery(),
         select(func.count()).select_from(added).scalar_subquery(),
     )
-
-
-def _write_many(tables: Tables) -> Executable:
-    """WITH saved AS (UPDATE runs ... FROM unnest(the runs' columns) ... RETURNING id)
-    INSERT INTO history SELECT ... FROM unnest(the steps' columns) WHERE run_id IN saved ON
-    CONFLICT DO NOTHING RETURNING run_id, seq: a batch in one statement of constant text."""
-    runs, steps = tables.runs, tables.history
-
-    def unnest(prefix: str, columns: Sequence[Column[Any]]) -> Any:
-        arrays = (bindparam(f"{prefix}{c.name}", type_=ARRAY(_pg(c))) for c in columns)
-        return func.unnest(*arrays).table_valued(*(c.name for c in columns)).render_derived()
-
-    new = unnest("v_", [runs.c.id, runs.c.version, *(runs.c[name] for name in SAVED)])
-    saved = (
-        update(runs)
-        .where(runs.c.id == new.c.id, runs.c.version == new.c.version)
-        .values({name: new.c[name] for name in SAVED})
-        .values(version=new.c.version + 1)
-        .returning(runs.c.id)
-        .cte("saved")
-    )
-    step = unnest("h_", list(steps.c))
-    return (
-        postgresql.insert(steps)
-        .from_select(
-            [c.name for c in steps.c],
-            select(*step.c).where(step.c.run_id.in_(select(saved.c.id))),
-        )
-        .on_conflict_do_nothing()
-        .returning(steps.c.run_id, steps.c.seq)
-        .add_cte(saved)
-    )
-
-
-def _pg(column: Column[Any]) -> Any:
-    """The column's type on PostgreSQL (JSONB for the JSON variant)."""
-    return column.type.dialect_impl(PG)
-
-
-PG = postgresql.dialect()  # type: ignore[no-untyped-call]
-
-
-def _columns(saves: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """The parameters of `_write_many`: `_saved` and `_step_row` dicts as one list a column."""
-    names = {"v_id": "b_id", "v_version": "b_version"} | {f"v_{n}": n for n in SAVED}
-    columns = {key: [save[name] for save in saves] for key, name in names.items()}
-    return columns | {f"h_{name}": [row[name] for row in rows] for name in rows[0]}
 
 
 def dialect_of(session: Session | AsyncSession) -> str:
