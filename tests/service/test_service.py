@@ -26,6 +26,17 @@ from .conftest import USERS, Service
 STATUSES = ("active", "suspended")
 
 
+def client_of(service: Service) -> httpx.AsyncClient:
+    """A client of `service` that never reuses a connection idle for 1 s or more: uvicorn
+    closes one idle for 5 s (its keep-alive timeout), httpx keeps one for 5 s by default,
+    and a request sent on it as the server closes it fails (ReadError, or "Server
+    disconnected") — the test's pauses between phases (draining, broker restarts) last
+    that long."""
+    return httpx.AsyncClient(
+        base_url=service.url, timeout=60, limits=httpx.Limits(keepalive_expiry=1.0)
+    )
+
+
 def post(service: Service, path: str, body: object) -> httpx.Response:
     return httpx.post(f"{service.url}{path}", json=body, timeout=30)
 
@@ -157,7 +168,7 @@ class TestLoad:
         observer.start()
         observer.open(1)
         load, rng = Load(), random.Random(11)
-        async with httpx.AsyncClient(base_url=service.url, timeout=60) as client:
+        async with client_of(service) as client:
             await phase(client, load, 140, rng)
             # The local broker keeps nothing across a restart: what the relay task publishes
             # to this one after the observer stopped reading it is lost to the check. Events
@@ -232,7 +243,7 @@ class TestRelayTask:
     ) -> None:
         """With `--relay`, updates committed while the broker is down are published by the
         service's own relay task once it is back: nothing is left pending."""
-        async with httpx.AsyncClient(base_url=relaying_service.url, timeout=60) as client:
+        async with client_of(relaying_service) as client:
             broker.stop()
             for user in (1, 2, 3):
                 answer = await client.post(
