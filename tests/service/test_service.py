@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +17,9 @@ import pytest
 from sqlalchemy import Engine, select
 
 from adapters.kafka.broker import LocalBroker
+from adapters.kafka.config import KafkaConfig
 from adapters.sqlalchemy import TABLES
+from examples.service.app import create_app
 from fsm.defaults import utc_now
 from tests.campaign.observer import Observer
 from userstatus.events import TOPIC, UserStatusChanged
@@ -252,3 +256,20 @@ class TestRelayTask:
                 assert answer.json()["state"] == "publish_failed", answer.text
             broker.start()
             assert await drained(engine, timeout=90), "the service's relay left events pending"
+
+
+class TestWarmUp:
+    async def test_what_startup_made_is_frozen_before_serving(
+        self, tmp_path: Path, broker: LocalBroker
+    ) -> None:
+        """The lifespan moves what startup made out of the collector's sight (gc.freeze)
+        before the first request, and back once the service stops."""
+        kafka = KafkaConfig(bootstrap_servers=broker.bootstrap_servers)
+        app = create_app(f"sqlite:///{tmp_path / 'service.sqlite3'}", kafka, seed_users=1)
+        assert gc.get_freeze_count() == 0
+        try:
+            async with app.router.lifespan_context(app):
+                assert gc.get_freeze_count() > 0
+            assert gc.get_freeze_count() == 0
+        finally:
+            gc.unfreeze()
