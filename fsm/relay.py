@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import random
+import signal
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -727,8 +728,9 @@ class AsyncOutboxRelay(_Relay):
     loop. The outbox is reached through the unit of work's `run_sync`, the publisher and the
     settle hook are awaited, and no call blocks the loop. `stop()` (from the loop, or any
     thread) lets the event in hand finish, releases the rest of the batch and cuts the idle
-    sleep short; cancelling the task instead leaves the claims to run out. One relay (and
-    its unit of work) serves one task.
+    sleep short; cancelling the task instead leaves the claims to run out. A program of its
+    own makes SIGTERM and SIGINT a stop with `install_signal_handlers()` (through the loop's
+    add_signal_handler). One relay (and its unit of work) serves one task.
     """
 
     def __init__(
@@ -750,6 +752,8 @@ class AsyncOutboxRelay(_Relay):
         self.settler: AsyncRunSettler | None = settler
         self._woken = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._signal_loop: asyncio.AbstractEventLoop | None = None
+        self._signals_before: dict[int, object] = {}
 
     async def pending(self) -> int:
         """How many events are neither published nor dead."""
@@ -762,8 +766,12 @@ class AsyncOutboxRelay(_Relay):
     async def run(
         self, *, until_idle: bool = False, max_seconds: float | None = None
     ) -> RelayReport:
-        """Work until stopped (see OutboxRelay.run)."""
-        return await run_async(self._run_steps(until_idle, max_seconds))
+        """Work until stopped (see OutboxRelay.run); signal handlers installed by
+        install_signal_handlers are removed when it returns."""
+        try:
+            return await run_async(self._run_steps(until_idle, max_seconds))
+        finally:
+            self._remove_signal_handlers()
 
     async def attempt(self, message: OutboxMessage) -> Delivery:
         """Publish one claimed event once; say what came of it."""
@@ -782,11 +790,42 @@ class AsyncOutboxRelay(_Relay):
             await asyncio.wait_for(self._woken.wait(), seconds)
 
     def stop(self) -> None:
-        """Finish the event in hand, then return from run() (its sleep cut short)."""
+        """Finish the event in hand, then return from run() (its sleep cut short); the
+        signal handlers, if installed, are removed."""
         super().stop()
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._woken.set)
+        signalled = self._signal_loop
+        if signalled is not None and not signalled.is_closed():
+            if _running_loop() is signalled:
+                self._remove_signal_handlers()
+            else:
+                signalled.call_soon_threadsafe(self._remove_signal_handlers)
+
+    def install_signal_handlers(self) -> None:
+        """Stop cleanly on SIGTERM and SIGINT, through the running loop: its
+        add_signal_handler runs the stop as a callback of the loop, not inside whatever the
+        main thread was doing. Call it in the loop (in the main thread). Once the relay
+        stops, or run() returns, the handlers from before are back: a second signal does
+        what it did before (SIGTERM ends the process, SIGINT interrupts asyncio.run)."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._signals_before.setdefault(signum, signal.getsignal(signum))
+            loop.add_signal_handler(signum, self._signalled, int(signum))
+        self._signal_loop = loop
+
+    def _remove_signal_handlers(self) -> None:
+        """Hand SIGTERM and SIGINT back to their handlers from before (in the loop's thread)."""
+        loop, self._signal_loop = self._signal_loop, None
+        before, self._signals_before = self._signals_before, {}
+        if loop is None or loop.is_closed():
+            return
+        for signum, handler in before.items():
+            loop.remove_signal_handler(signum)
+            # None: a handler not set from Python, which cannot be put back
+            if callable(handler) or isinstance(handler, int):
+                signal.signal(signum, handler)
 
     def _open(self) -> object:
         return self.uow.__aenter__()
@@ -798,3 +837,11 @@ class AsyncOutboxRelay(_Relay):
     def _close(self, error: BaseException | None) -> object:
         kind = type(error) if error is not None else None
         return self.uow.__aexit__(kind, error, error.__traceback__ if error else None)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The loop running in this thread, or None."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

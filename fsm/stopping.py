@@ -62,17 +62,21 @@ class Stoppable:
         """Stop cleanly on SIGTERM and SIGINT (call from the main thread)."""
 
         def handler(signum: int, frame: object) -> None:
-            log.info(
-                "%s %s: signal %s, stopping after the %s in hand",
-                self.KIND,
-                self.name,
-                signum,
-                self.ITEM,
-            )
-            self.stop()
+            self._signalled(signum)
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+
+    def _signalled(self, signum: int) -> None:
+        """A stop signal arrived: say so, and stop."""
+        log.info(
+            "%s %s: signal %s, stopping after the %s in hand",
+            self.KIND,
+            self.name,
+            signum,
+            self.ITEM,
+        )
+        self.stop()
 
 
 class Tally(Generic[R]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -75,6 +76,12 @@ def create_app(
             )
         )
         await flow[0].start()  # the producer now, not during the first requests
+        # What startup made (modules, tables, statements, the producer) lives as long as the
+        # process: frozen, it is out of the collector's sight, so the first full collection
+        # does not scan its ~100k objects in the middle of the first requests (a 70-140 ms
+        # pause of the loop); collected here, before serving.
+        gc.collect()
+        gc.freeze()
         relaying = flow[0].relay() if relay else None
         task = asyncio.create_task(relaying.run()) if relaying else None
         lag.start()
@@ -86,6 +93,7 @@ def create_app(
                 relaying.stop()  # the event in hand finishes, the rest of its batch goes back
                 await task
             await flow[0].close()
+            gc.unfreeze()
 
     async def update_status(request: Request) -> Response:
         body = await _body(request, UPDATE_FIELDS)

@@ -71,10 +71,16 @@ def serving(db_url: str, broker: LocalBroker, tmp_path: Path, *flags: str) -> It
                 break
             except httpx.HTTPError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the service did not start:\n{log.read_text()}") from None
+                    raise RuntimeError(
+                        f"the service did not start (exit status {process.returncode}):\n"
+                        f"{log.read_text()}"
+                    ) from None
                 time.sleep(0.1)
         yield Service(url, log)
     finally:
+        if process.poll() is not None:  # it should still be serving: say how it ended
+            with log.open("a") as output:
+                output.write(f"\n[the service had exited, status {process.returncode}]\n")
         process.terminate()
         try:
             process.wait(timeout=10)
