@@ -222,3 +222,70 @@ class TestCorruptValues:
             Codec([Point, Color]).decode({"a": [data]}, machine="m", run_id="r1", where="context")
         assert caught.value.run_id == "r1"
         assert "context['a'][0]" in str(caught.value)
+
+
+class TestMessages:
+    """The whole message of each refusal, and the place kept as `where`."""
+
+    @pytest.mark.parametrize(
+        ("data", "message"),
+        [
+            (
+                {"$t": "float", "v": "1.5"},
+                "malformed float value '1.5': only nan, inf and -inf are tagged",
+            ),
+            ({"$t": "type", "v": "x.Y"}, "unknown type tag 'x.Y' for a stored class"),
+            ({"$t": "tuple", "v": 3}, "malformed tuple value 3: expected a list, got int"),
+            ({"$t": "date", "v": 5}, "malformed date value 5: expected a string, got int"),
+            (
+                {"$t": "dict", "v": [[1]]},
+                "malformed dict value [[1]]: expected a [key, value] pair, got [1]",
+            ),
+        ],
+    )
+    def test_a_corrupt_value_is_named_in_full(self, data: object, message: str) -> None:
+        """The run, the place and what is wrong with the stored value, word for word."""
+        with pytest.raises(DecodeError) as caught:
+            Codec([Point]).decode({"a": [data]}, machine="m", run_id="r1", where="context")
+        assert (
+            str(caught.value) == f"cannot restore run r1 of machine 'm': context['a'][0]: {message}"
+        )
+        assert caught.value.where == "context['a'][0]"
+
+    @pytest.mark.parametrize(
+        ("types", "known"),
+        [
+            ((), "none"),
+            ((Point, Color), f"{type_tag(Color)}, {type_tag(Point)}"),
+        ],
+    )
+    def test_an_unknown_type_names_the_types_the_codec_knows(
+        self, types: tuple[type, ...], known: str
+    ) -> None:
+        """The refusal lists what may be stored and the registered types, sorted, or none."""
+        with pytest.raises(EncodeError) as caught:
+            Codec(types).encode({"x": Unregistered(1)}, where="context")
+        assert str(caught.value) == (
+            f"cannot store context['x']: type {type_tag(Unregistered)} is not known to this "
+            "codec; store plain JSON values, datetimes, dates, Decimals, UUIDs, bytes, tuples, "
+            f"sets, or register the dataclass/Enum with types=[...] (known types: {known})"
+        )
+        assert caught.value.where == "context['x']"
+
+    @pytest.mark.parametrize(
+        ("data", "where"),
+        [
+            ({"$t": "dict", "v": [[{"$t": "date", "v": 1}, 2]]}, "context key"),
+            ({"$t": "dict", "v": [[1, 2], [3, {"$t": "date", "v": 1}]]}, "context[1]"),
+            ({"$t": "tuple", "v": [1, {"$t": "date", "v": 1}]}, "context[1]"),
+            ({"$t": type_tag(Point), "v": {"x": 1, "y": {"$t": "date", "v": 1}}}, "context.y"),
+        ],
+    )
+    def test_a_corrupt_value_inside_a_tagged_one_is_named_by_its_place(
+        self, data: object, where: str
+    ) -> None:
+        """A key, a pair's value, an item or a field: the error names the place within."""
+        with pytest.raises(DecodeError) as caught:
+            Codec([Point]).decode(data, machine="m", run_id="r1", where="context")
+        assert caught.value.where == where
+        assert str(caught.value).startswith(f"cannot restore run r1 of machine 'm': {where}: ")
