@@ -34,6 +34,14 @@ class Point:
 
 
 @dataclass(frozen=True)
+class Painted:
+    """An outcome naming other types only inside generic annotations."""
+
+    colors: list[Color]
+    at: Point | None
+
+
+@dataclass(frozen=True)
 class Unregistered:
     """A dataclass no codec knows."""
 
@@ -145,6 +153,48 @@ class TestKnownTypes:
         codec = Codec.for_machine(machine)
         assert roundtrip(codec, Timeout(3)) == Timeout(3)
 
+    def test_a_dataclass_trigger_and_each_of_its_subclasses_are_known(self) -> None:
+        """The row's class itself and every subclass, not only the last one found."""
+
+        @dataclass(frozen=True)
+        class Declined:
+            """Base."""
+
+        @dataclass(frozen=True)
+        class Refused(Declined):
+            """First sub."""
+
+        @dataclass(frozen=True)
+        class Expired(Declined):
+            """Second sub."""
+
+        def act(context: dict[str, Any]) -> Declined:
+            return Refused()
+
+        machine = Machine(
+            "m",
+            states=[State("a", initial=True, action=act), State("z", final=True)],
+            transitions=[("a", Declined, "z")],
+        )
+        codec = Codec.for_machine(machine)
+        for cls in (Declined, Refused, Expired):
+            assert codec.types[type_tag(cls)] is cls
+
+    def test_types_inside_generic_field_annotations_are_known(self) -> None:
+        """`list[Color]` and `Point | None` in an outcome's fields register Color and Point."""
+
+        def act(context: dict[str, Any]) -> Painted:
+            return Painted([Color.RED], None)
+
+        machine = Machine(
+            "m",
+            states=[State("a", initial=True, action=act), State("z", final=True)],
+            transitions=[("a", Painted, "z")],
+        )
+        codec = Codec.for_machine(machine)
+        value = Painted([Color.RED, Color.BLUE], Point(1, 2))
+        assert roundtrip(codec, value) == value
+
     def test_unknown_type_is_refused_when_encoding(self) -> None:
         """An unregistered dataclass names its place and how to register it."""
         with pytest.raises(EncodeError, match=r"context\['items'\]\[1\]: type .*Unregistered"):
@@ -173,6 +223,16 @@ class TestKnownTypes:
         with pytest.raises(EncodeError, match=place + r".*surrogate") as caught:
             Codec([Point]).encode(value, where="context")
         assert "\n" not in str(caught.value)
+
+    def test_a_lone_surrogate_is_refused_with_the_way_out(self) -> None:
+        """The whole message: the code point, its index, and how to get valid text."""
+        with pytest.raises(EncodeError) as caught:
+            Codec().encode("ab\udc80", where="context['s']")
+        assert str(caught.value) == (
+            "cannot store context['s']: the text holds the surrogate code point '\\udc80' at "
+            "index 2, which is not valid Unicode (databases refuse it); decode its bytes "
+            "properly, or with errors='replace'"
+        )
 
     def test_unknown_tag_names_the_run(self) -> None:
         """A tag no type answers to is an error naming the run, never a guess or an import."""
