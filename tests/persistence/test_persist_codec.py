@@ -301,12 +301,17 @@ class TestMessages:
                 {"$t": "dict", "v": [[1]]},
                 "malformed dict value [[1]]: expected a [key, value] pair, got [1]",
             ),
+            ((1,), "tuple is not a JSON value"),
+            (
+                {"$t": type_tag(Color), "v": "GREEN"},
+                f"'GREEN' is not a member of {type_tag(Color)} (RED, BLUE)",
+            ),
         ],
     )
     def test_a_corrupt_value_is_named_in_full(self, data: object, message: str) -> None:
         """The run, the place and what is wrong with the stored value, word for word."""
         with pytest.raises(DecodeError) as caught:
-            Codec([Point]).decode({"a": [data]}, machine="m", run_id="r1", where="context")
+            Codec([Point, Color]).decode({"a": [data]}, machine="m", run_id="r1", where="context")
         assert (
             str(caught.value) == f"cannot restore run r1 of machine 'm': context['a'][0]: {message}"
         )
@@ -349,3 +354,34 @@ class TestMessages:
             Codec([Point]).decode(data, machine="m", run_id="r1", where="context")
         assert caught.value.where == where
         assert str(caught.value).startswith(f"cannot restore run r1 of machine 'm': {where}: ")
+
+    def test_an_unknown_tag_in_a_codec_knowing_no_types_names_none_at_value(self) -> None:
+        """Without `where=` the place is `value`; with no types registered they are "none"."""
+        with pytest.raises(DecodeError) as caught:
+            Codec().decode({"$t": "x.Y", "v": 1}, machine="m", run_id="r1")
+        assert str(caught.value) == (
+            "cannot restore run r1 of machine 'm': value: unknown type tag 'x.Y'; this machine "
+            "knows none (register the type with types=[...] if it is yours; if it was moved or "
+            "renamed, add aliases={'x.Y': TheType} to the Machine)"
+        )
+
+    @pytest.mark.parametrize(
+        ("value", "where"),
+        [
+            ({Unregistered(1): 1}, "context key Unregistered(value=1)"),
+            ({1: Unregistered(2)}, "context[1]"),
+        ],
+    )
+    def test_a_dict_with_other_keys_names_the_key_or_the_value_refused(
+        self, value: object, where: str
+    ) -> None:
+        """In a dict stored as pairs, an unknown key is named as a key, a value by its key."""
+        with pytest.raises(EncodeError) as caught:
+            Codec().encode(value, where="context")
+        assert caught.value.where == where
+        assert str(caught.value).startswith(f"cannot store {where}: type {type_tag(Unregistered)}")
+
+    def test_only_classes_are_registered(self) -> None:
+        """Anything else given as a type is refused, named."""
+        with pytest.raises(TypeError, match=r"^register classes, not 3$"):
+            Codec([3])  # type: ignore[list-item]
