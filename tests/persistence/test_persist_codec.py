@@ -42,6 +42,13 @@ class Painted:
 
 
 @dataclass(frozen=True)
+class Chain:
+    """An outcome whose field names its own type."""
+
+    rest: Chain | None
+
+
+@dataclass(frozen=True)
 class Unregistered:
     """A dataclass no codec knows."""
 
@@ -194,6 +201,20 @@ class TestKnownTypes:
         codec = Codec.for_machine(machine)
         value = Painted([Color.RED, Color.BLUE], Point(1, 2))
         assert roundtrip(codec, value) == value
+
+    def test_an_outcome_naming_its_own_type_is_known(self) -> None:
+        """A field of the outcome's own type: registered once, not followed for ever."""
+
+        def act(context: dict[str, Any]) -> Chain:
+            return Chain(None)
+
+        machine = Machine(
+            "m",
+            states=[State("a", initial=True, action=act), State("z", final=True)],
+            transitions=[("a", Chain, "z")],
+        )
+        codec = Codec.for_machine(machine)
+        assert roundtrip(codec, Chain(Chain(None))) == Chain(Chain(None))
 
     def test_unknown_type_is_refused_when_encoding(self) -> None:
         """An unregistered dataclass names its place and how to register it."""
@@ -385,3 +406,24 @@ class TestMessages:
         """Anything else given as a type is refused, named."""
         with pytest.raises(TypeError, match=r"^register classes, not 3$"):
             Codec([3])  # type: ignore[list-item]
+
+    @pytest.mark.parametrize(
+        ("value", "where"),
+        [
+            (Unregistered(1), "value"),
+            ({"c": Color.RED}, "context['c']"),
+            ({"c": Color}, "context['c']"),
+        ],
+    )
+    def test_an_unknown_value_enum_or_class_names_its_place(
+        self, value: object, where: str
+    ) -> None:
+        """An Enum member or a class as a value is refused at its place; `value` by default."""
+        codec = Codec()
+        with pytest.raises(EncodeError) as caught:
+            if where == "value":
+                codec.encode(value)
+            else:
+                codec.encode(value, where="context")
+        assert caught.value.where == where
+        assert str(caught.value).startswith(f"cannot store {where}: type ")
