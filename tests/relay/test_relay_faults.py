@@ -1,0 +1,127 @@
+"""The generic relay (fsm.relay) on the in-memory outbox, where its own calls fail: a write
+that raises is rolled back by the async relay too, a release that fails is logged, and the
+async relay's run() stops when idle or out of time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection
+from typing import TypeVar
+
+import pytest
+
+from adapters.memory import (
+    AsyncFakePublisher,
+    AsyncInMemoryUnitOfWork,
+    FakePublisher,
+    InMemoryOutbox,
+    InMemoryUnitOfWork,
+)
+from fsm.outbox import LeftBehind, OutboxMessage
+from fsm.relay import AsyncOutboxRelay, OutboxRelay
+from tests.clock import Clock
+
+T = TypeVar("T")
+
+
+class AsyncMemoryOutboxUnitOfWork(AsyncInMemoryUnitOfWork):
+    """The in-memory unit of work with its outbox, as an async relay reaches it."""
+
+    def __init__(self, outbox: InMemoryOutbox) -> None:
+        super().__init__(InMemoryUnitOfWork(outbox))
+        self.outbox = outbox
+
+    def left_behind(
+        self,
+        machine: str,
+        *,
+        limit: int,
+        skip: Collection[str] = (),
+        parked: Collection[str] = (),
+    ) -> list[LeftBehind]:
+        return self.sync.left_behind(machine, limit=limit, skip=skip, parked=parked)
+
+    async def run_sync(self, work: Callable[[], T]) -> T:
+        return work()
+
+
+def outbox_with(clock: Clock, *keys: str) -> InMemoryOutbox:
+    """An outbox holding one message per key, due now."""
+    outbox = InMemoryOutbox(clock=clock)
+    for index, key in enumerate(keys):
+        outbox.add(OutboxMessage(f"e{index}", "notes", key, b"x"))
+    return outbox
+
+
+class TestAsyncRollback:
+    async def test_a_write_that_raises_is_rolled_back(self) -> None:
+        """Marking the event published writes, then raises: the async relay rolls the
+        transaction back (and the try alone as well), so the event stays pending."""
+        clock = Clock()
+        outbox = outbox_with(clock, "k")
+        mark = outbox.mark_published
+
+        def write_then_fail(*event_ids: str, owner: str, now: object) -> None:
+            mark(*event_ids, owner=owner, now=now)  # type: ignore[arg-type]
+            raise ValueError("refused after the write")
+
+        outbox.mark_published = write_then_fail  # type: ignore[method-assign]
+        uow = AsyncMemoryOutboxUnitOfWork(outbox)
+        relay = AsyncOutboxRelay(uow, AsyncFakePublisher(), owner="r", clock=clock)
+        report = await relay.run_once()
+        assert (report.published, report.errors) == (0, 1)
+        assert outbox.counts() == {"pending": 1, "published": 0, "dead": 0}
+
+
+class TestAsyncRun:
+    async def test_until_idle_returns_once_nothing_is_pending(self) -> None:
+        """With no time bound, run(until_idle=True) returns when the outbox is empty."""
+        clock = Clock()
+        outbox = outbox_with(clock, "a", "b")
+        uow = AsyncMemoryOutboxUnitOfWork(outbox)
+        relay = AsyncOutboxRelay(uow, AsyncFakePublisher(), owner="r", clock=clock)
+        report = await asyncio.wait_for(relay.run(until_idle=True), 10)
+        assert report.published == 2
+
+    async def test_max_seconds_ends_a_run_that_is_never_idle(self) -> None:
+        """A run with nothing to do and no until_idle gives up after max_seconds."""
+        clock = Clock()
+        uow = AsyncMemoryOutboxUnitOfWork(InMemoryOutbox(clock=clock))
+
+        async def nap(seconds: float) -> None:
+            clock.advance(seconds)
+
+        relay = AsyncOutboxRelay(uow, AsyncFakePublisher(), owner="r", clock=clock, sleep=nap)
+        report = await asyncio.wait_for(relay.run(max_seconds=5), 10)
+        assert report.claimed == 0
+
+
+class TestRelease:
+    def test_a_release_that_fails_is_logged_and_the_claims_wait_for_their_lease(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Stopped after its first event, the relay hands back the rest; when that fails
+        it says so, and the claims come back when their lease runs out."""
+        clock = Clock()
+        outbox = outbox_with(clock, "a", "b", "c")
+
+        def refuse(event_ids: list[str], *, owner: str) -> int:
+            raise ValueError("release refused")
+
+        outbox.release = refuse  # type: ignore[method-assign]
+        publisher = FakePublisher()
+        relay = OutboxRelay(InMemoryUnitOfWork(outbox), publisher, owner="r", clock=clock)
+        publish = publisher.publish
+
+        def publish_then_stop(message: OutboxMessage) -> None:
+            publish(message)
+            relay.stop()
+
+        publisher.publish = publish_then_stop  # type: ignore[method-assign]
+        with caplog.at_level(logging.ERROR, logger="fsm.relay"):
+            report = relay.run_once()
+        assert (report.published, report.released) == (1, 0)
+        assert [r.getMessage() for r in caplog.records if r.name == "fsm.relay"] == [
+            "relay r: releasing 2 claims failed: ValueError('release refused')"
+        ]
