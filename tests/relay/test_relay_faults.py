@@ -125,3 +125,29 @@ class TestRelease:
         assert [r.getMessage() for r in caplog.records if r.name == "fsm.relay"] == [
             "relay r: releasing 2 claims failed: ValueError('release refused')"
         ]
+
+
+class TestRenew:
+    def test_a_renewal_that_fails_skips_the_event_and_counts_an_error(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The lease cannot be renewed before the publish: nothing is sent, each event is
+        an error, logged, and waits for its lease to run out."""
+        clock = Clock()
+        outbox = outbox_with(clock, "a", "b")
+
+        def refuse(*event_ids: str, owner: str, lease_seconds: float, now: object) -> set[str]:
+            raise ValueError("renewal refused")
+
+        outbox.renew = refuse  # type: ignore[method-assign]
+        publisher = FakePublisher()
+        relay = OutboxRelay(InMemoryUnitOfWork(outbox), publisher, owner="r", clock=clock)
+        with caplog.at_level(logging.ERROR, logger="fsm.relay"):
+            report = relay.run_once()
+        assert (report.claimed, report.published, report.errors) == (2, 0, 2)
+        assert publisher.sent == []
+        assert [r.getMessage() for r in caplog.records if r.name == "fsm.relay"] == [
+            f"relay r: renewing the lease on event {event_id} failed: "
+            "ValueError('renewal refused'); skipped"
+            for event_id in ("e0", "e1")
+        ]
