@@ -19,7 +19,7 @@ from adapters.memory import (
     InMemoryUnitOfWork,
 )
 from fsm.outbox import LeftBehind, OutboxMessage
-from fsm.relay import AsyncOutboxRelay, OutboxRelay
+from fsm.relay import AsyncOutboxRelay, OutboxRelay, RelaySettings
 from tests.clock import Clock
 
 T = TypeVar("T")
@@ -95,6 +95,21 @@ class TestAsyncRun:
         relay = AsyncOutboxRelay(uow, AsyncFakePublisher(), owner="r", clock=clock, sleep=nap)
         report = await asyncio.wait_for(relay.run(max_seconds=5), 10)
         assert report.claimed == 0
+        assert relay.owner == "r"
+
+    async def test_a_pause_not_cut_short_returns_after_its_time(self) -> None:
+        """The default sleep waits its seconds and returns (its timeout is no error)."""
+        clock = Clock()
+        uow = AsyncMemoryOutboxUnitOfWork(InMemoryOutbox(clock=clock))
+        relay = AsyncOutboxRelay(uow, AsyncFakePublisher(), owner="r", clock=clock)
+        await asyncio.wait_for(relay.pause(0.01), 5)
+
+
+class TestSettings:
+    def test_the_backoff_grows_by_the_multiplier(self) -> None:
+        """The third failure waits initial times multiplier squared (no jitter at 0.5)."""
+        settings = RelaySettings(backoff_initial=1.0, backoff_multiplier=3.0, backoff_max=100)
+        assert settings.delay(3, rand=lambda: 0.5) == 9.0
 
 
 class TestRelease:
