@@ -166,3 +166,31 @@ class TestRenew:
             "ValueError('renewal refused'); skipped"
             for event_id in ("e0", "e1")
         ]
+
+    def test_a_lease_that_ran_out_skips_the_event_as_lost(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Renewing finds the lease gone: nothing is sent, each event counts as lost (not
+        as an error) and is left to the relay that holds it now."""
+        clock = Clock()
+        outbox = outbox_with(clock, "a", "b")
+
+        def gone(*event_ids: str, owner: str, lease_seconds: float, now: object) -> set[str]:
+            return set()
+
+        outbox.renew = gone  # type: ignore[method-assign]
+        publisher = FakePublisher()
+        relay = OutboxRelay(InMemoryUnitOfWork(outbox), publisher, owner="r", clock=clock)
+        with caplog.at_level(logging.WARNING, logger="fsm.relay"):
+            report = relay.run_once()
+        assert (report.claimed, report.published, report.lost, report.errors) == (2, 0, 2, 0)
+        assert publisher.sent == []
+        assert [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "fsm.relay" and r.levelname == "WARNING"
+        ] == [
+            f"relay r: the lease on event {event_id} ran out before its publish; skipped "
+            "(another relay publishes it in order)"
+            for event_id in ("e0", "e1")
+        ]
