@@ -19,7 +19,7 @@ from adapters.memory import (
     InMemoryUnitOfWork,
 )
 from fsm.outbox import LeftBehind, OutboxMessage
-from fsm.relay import AsyncOutboxRelay, OutboxRelay, RelaySettings
+from fsm.relay import AsyncOutboxRelay, OutboxRelay, RelaySettings, RelaySettingsError
 from tests.clock import Clock
 
 T = TypeVar("T")
@@ -110,6 +110,15 @@ class TestSettings:
         """The third failure waits initial times multiplier squared (no jitter at 0.5)."""
         settings = RelaySettings(backoff_initial=1.0, backoff_multiplier=3.0, backoff_max=100)
         assert settings.delay(3, rand=lambda: 0.5) == 9.0
+
+    def test_each_setting_out_of_range_is_named(self) -> None:
+        """Every problem at once, each naming its setting and the value given."""
+        with pytest.raises(RelaySettingsError) as caught:
+            RelaySettings(batch_size=0, idle_interval=-1.0, jitter=2.0)
+        assert str(caught.value) == (
+            "batch_size must be positive, got 0; idle_interval must be positive, got -1.0; "
+            "jitter must be between 0 and 1, got 2.0"
+        )
 
 
 class TestRelease:
