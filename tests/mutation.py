@@ -3,9 +3,10 @@
 `python -m tests.mutation core --fail-under 90` (make mutation-gate) mutates validation,
 runtime, definition and table and runs the engine's tests against each mutant; `python -m
 tests.mutation all` (make mutation) mutates every module of fsm/ against the fast suite;
-`relay`, `persistence` and `cli` mutate one module each against the whole suite but the
-campaign, PostgreSQL's and the broker's tests included under FSM_REQUIRE_POSTGRES=1 (a
-module's own test files leave out the flow's fault tests and the like, which reach it too).
+`persistence` and `cli` mutate one module each against the whole suite but the campaign,
+`relay` against tests/relay, flow, worker and observe, PostgreSQL's and the broker's tests
+included under FSM_REQUIRE_POSTGRES=1 (a module's own test files leave out the flow's fault
+tests and the like, which reach it too).
 `--only` narrows a profile to some of its modules, so a long profile can be finished in parts.
 Each run has a folder of its own, .mutation/PROFILE/ (.mutation/PROFILE-MODULES/ with
 --only), with a copy of fsm/ and tests/ and a pyproject.toml that adds the run's
