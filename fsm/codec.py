@@ -215,7 +215,10 @@ class Codec:
                 if isinstance(key, str)
             }
         pairs = [
-            [self.encode(key, where=f"{where} key {key!r}"), self.encode(item, where=f"{where}")]
+            [
+                self.encode(key, where=f"{where} key {key!r}"),
+                self.encode(item, where=f"{where}[{key!r}]"),
+            ]
             for key, item in value.items()
         ]
         return {TAG: "dict", "v": pairs}

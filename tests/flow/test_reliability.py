@@ -360,7 +360,9 @@ class TestRelaySettles:
         assert worker.run(until_idle=True).published == 1  # after the lease: a duplicate send
         assert outbox_status(flow) == ["published"] and stored(flow, run_id) == F.PUBLISHED
 
-    def test_a_write_refused_for_good_is_recorded_for_operators(self, flow: MemoryFlow) -> None:
+    def test_a_write_refused_for_good_is_recorded_for_operators(
+        self, flow: MemoryFlow, caplog: pytest.LogCaptureFixture
+    ) -> None:
         """A run whose step the store refuses every time: the outbox row alone, reported,
         so the event is neither sent forever nor kept from max_attempts."""
         run_id = self.offline(flow)
@@ -369,10 +371,39 @@ class TestRelaySettles:
             raise ValueError("history row refused")
 
         flow.uow.runs.append = refuse  # type: ignore[method-assign]
-        report = relay(flow).run_once()
+        with caplog.at_level(logging.ERROR, logger="fsm.relay"):
+            report = relay(flow).run_once()
         assert (report.published, report.unsettled_runs) == (1, [run_id])
         assert outbox_status(flow) == ["published"]
         assert len(flow.publisher.sent) == 1
+        (event_id,) = flow.uow.outbox.records
+        assert [r.getMessage() for r in caplog.records if r.name == "fsm.relay"] == [
+            f"relay relay-1: RUN {run_id} NEEDS AN OPERATOR: event {event_id} was recorded as "
+            "Published, but the run can never move: ValueError('history row refused')"
+        ]
+
+    def test_outbox_rows_refused_too_stay_pending(
+        self, flow: MemoryFlow, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The runs cannot move and the outbox rows alone are refused as well: nothing is
+        recorded, an error is counted and logged for each, and the events are sent again."""
+        run_ids = [self.offline(flow), self.offline_user(flow, 2, S.ACTIVE)]
+
+        def refuse(*event_ids: str, owner: str, now: typing.Any) -> None:
+            raise ValueError("outbox row refused")
+
+        flow.uow.outbox.mark_published = refuse  # type: ignore[method-assign]
+        with caplog.at_level(logging.ERROR, logger="fsm.relay"):
+            report = relay(flow).run_once()
+        assert (report.published, report.errors, report.unsettled_runs) == (0, 2, [])
+        assert outbox_status(flow) == ["pending", "pending"]
+        assert [stored(flow, run_id) for run_id in run_ids] == [F.PUBLISH_FAILED] * 2
+        refused = "ValueError('outbox row refused')"
+        assert [r.getMessage() for r in caplog.records if r.name == "fsm.relay"] == [
+            f"relay relay-1: recording event {event_id} failed: {refused} (then {refused}); "
+            "it stays pending and is tried again when its lease runs out"
+            for event_id in flow.uow.outbox.records
+        ]
 
     def test_runs_left_behind_are_finished(self, flow: MemoryFlow) -> None:
         """A run whose event is published without it (an older version's doing) is finished."""

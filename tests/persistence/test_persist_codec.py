@@ -34,6 +34,21 @@ class Point:
 
 
 @dataclass(frozen=True)
+class Painted:
+    """An outcome naming other types only inside generic annotations."""
+
+    colors: list[Color]
+    at: Point | None
+
+
+@dataclass(frozen=True)
+class Chain:
+    """An outcome whose field names its own type."""
+
+    rest: Chain | None
+
+
+@dataclass(frozen=True)
 class Unregistered:
     """A dataclass no codec knows."""
 
@@ -145,6 +160,62 @@ class TestKnownTypes:
         codec = Codec.for_machine(machine)
         assert roundtrip(codec, Timeout(3)) == Timeout(3)
 
+    def test_a_dataclass_trigger_and_each_of_its_subclasses_are_known(self) -> None:
+        """The row's class itself and every subclass, not only the last one found."""
+
+        @dataclass(frozen=True)
+        class Declined:
+            """Base."""
+
+        @dataclass(frozen=True)
+        class Refused(Declined):
+            """First sub."""
+
+        @dataclass(frozen=True)
+        class Expired(Declined):
+            """Second sub."""
+
+        def act(context: dict[str, Any]) -> Declined:
+            return Refused()
+
+        machine = Machine(
+            "m",
+            states=[State("a", initial=True, action=act), State("z", final=True)],
+            transitions=[("a", Declined, "z")],
+        )
+        codec = Codec.for_machine(machine)
+        for cls in (Declined, Refused, Expired):
+            assert codec.types[type_tag(cls)] is cls
+
+    def test_types_inside_generic_field_annotations_are_known(self) -> None:
+        """`list[Color]` and `Point | None` in an outcome's fields register Color and Point."""
+
+        def act(context: dict[str, Any]) -> Painted:
+            return Painted([Color.RED], None)
+
+        machine = Machine(
+            "m",
+            states=[State("a", initial=True, action=act), State("z", final=True)],
+            transitions=[("a", Painted, "z")],
+        )
+        codec = Codec.for_machine(machine)
+        value = Painted([Color.RED, Color.BLUE], Point(1, 2))
+        assert roundtrip(codec, value) == value
+
+    def test_an_outcome_naming_its_own_type_is_known(self) -> None:
+        """A field of the outcome's own type: registered once, not followed for ever."""
+
+        def act(context: dict[str, Any]) -> Chain:
+            return Chain(None)
+
+        machine = Machine(
+            "m",
+            states=[State("a", initial=True, action=act), State("z", final=True)],
+            transitions=[("a", Chain, "z")],
+        )
+        codec = Codec.for_machine(machine)
+        assert roundtrip(codec, Chain(Chain(None))) == Chain(Chain(None))
+
     def test_unknown_type_is_refused_when_encoding(self) -> None:
         """An unregistered dataclass names its place and how to register it."""
         with pytest.raises(EncodeError, match=r"context\['items'\]\[1\]: type .*Unregistered"):
@@ -173,6 +244,16 @@ class TestKnownTypes:
         with pytest.raises(EncodeError, match=place + r".*surrogate") as caught:
             Codec([Point]).encode(value, where="context")
         assert "\n" not in str(caught.value)
+
+    def test_a_lone_surrogate_is_refused_with_the_way_out(self) -> None:
+        """The whole message: the code point, its index, and how to get valid text."""
+        with pytest.raises(EncodeError) as caught:
+            Codec().encode("ab\udc80", where="context['s']")
+        assert str(caught.value) == (
+            "cannot store context['s']: the text holds the surrogate code point '\\udc80' at "
+            "index 2, which is not valid Unicode (databases refuse it); decode its bytes "
+            "properly, or with errors='replace'"
+        )
 
     def test_unknown_tag_names_the_run(self) -> None:
         """A tag no type answers to is an error naming the run, never a guess or an import."""
@@ -222,3 +303,127 @@ class TestCorruptValues:
             Codec([Point, Color]).decode({"a": [data]}, machine="m", run_id="r1", where="context")
         assert caught.value.run_id == "r1"
         assert "context['a'][0]" in str(caught.value)
+
+
+class TestMessages:
+    """The whole message of each refusal, and the place kept as `where`."""
+
+    @pytest.mark.parametrize(
+        ("data", "message"),
+        [
+            (
+                {"$t": "float", "v": "1.5"},
+                "malformed float value '1.5': only nan, inf and -inf are tagged",
+            ),
+            ({"$t": "type", "v": "x.Y"}, "unknown type tag 'x.Y' for a stored class"),
+            ({"$t": "tuple", "v": 3}, "malformed tuple value 3: expected a list, got int"),
+            ({"$t": "date", "v": 5}, "malformed date value 5: expected a string, got int"),
+            (
+                {"$t": "dict", "v": [[1]]},
+                "malformed dict value [[1]]: expected a [key, value] pair, got [1]",
+            ),
+            ((1,), "tuple is not a JSON value"),
+            (
+                {"$t": type_tag(Color), "v": "GREEN"},
+                f"'GREEN' is not a member of {type_tag(Color)} (RED, BLUE)",
+            ),
+        ],
+    )
+    def test_a_corrupt_value_is_named_in_full(self, data: object, message: str) -> None:
+        """The run, the place and what is wrong with the stored value, word for word."""
+        with pytest.raises(DecodeError) as caught:
+            Codec([Point, Color]).decode({"a": [data]}, machine="m", run_id="r1", where="context")
+        assert (
+            str(caught.value) == f"cannot restore run r1 of machine 'm': context['a'][0]: {message}"
+        )
+        assert caught.value.where == "context['a'][0]"
+
+    @pytest.mark.parametrize(
+        ("types", "known"),
+        [
+            ((), "none"),
+            ((Point, Color), f"{type_tag(Color)}, {type_tag(Point)}"),
+        ],
+    )
+    def test_an_unknown_type_names_the_types_the_codec_knows(
+        self, types: tuple[type, ...], known: str
+    ) -> None:
+        """The refusal lists what may be stored and the registered types, sorted, or none."""
+        with pytest.raises(EncodeError) as caught:
+            Codec(types).encode({"x": Unregistered(1)}, where="context")
+        assert str(caught.value) == (
+            f"cannot store context['x']: type {type_tag(Unregistered)} is not known to this "
+            "codec; store plain JSON values, datetimes, dates, Decimals, UUIDs, bytes, tuples, "
+            f"sets, or register the dataclass/Enum with types=[...] (known types: {known})"
+        )
+        assert caught.value.where == "context['x']"
+
+    @pytest.mark.parametrize(
+        ("data", "where"),
+        [
+            ({"$t": "dict", "v": [[{"$t": "date", "v": 1}, 2]]}, "context key"),
+            ({"$t": "dict", "v": [[1, 2], [3, {"$t": "date", "v": 1}]]}, "context[1]"),
+            ({"$t": "tuple", "v": [1, {"$t": "date", "v": 1}]}, "context[1]"),
+            ({"$t": type_tag(Point), "v": {"x": 1, "y": {"$t": "date", "v": 1}}}, "context.y"),
+        ],
+    )
+    def test_a_corrupt_value_inside_a_tagged_one_is_named_by_its_place(
+        self, data: object, where: str
+    ) -> None:
+        """A key, a pair's value, an item or a field: the error names the place within."""
+        with pytest.raises(DecodeError) as caught:
+            Codec([Point]).decode(data, machine="m", run_id="r1", where="context")
+        assert caught.value.where == where
+        assert str(caught.value).startswith(f"cannot restore run r1 of machine 'm': {where}: ")
+
+    def test_an_unknown_tag_in_a_codec_knowing_no_types_names_none_at_value(self) -> None:
+        """Without `where=` the place is `value`; with no types registered they are "none"."""
+        with pytest.raises(DecodeError) as caught:
+            Codec().decode({"$t": "x.Y", "v": 1}, machine="m", run_id="r1")
+        assert str(caught.value) == (
+            "cannot restore run r1 of machine 'm': value: unknown type tag 'x.Y'; this machine "
+            "knows none (register the type with types=[...] if it is yours; if it was moved or "
+            "renamed, add aliases={'x.Y': TheType} to the Machine)"
+        )
+
+    @pytest.mark.parametrize(
+        ("value", "where"),
+        [
+            ({Unregistered(1): 1}, "context key Unregistered(value=1)"),
+            ({1: Unregistered(2)}, "context[1]"),
+        ],
+    )
+    def test_a_dict_with_other_keys_names_the_key_or_the_value_refused(
+        self, value: object, where: str
+    ) -> None:
+        """In a dict stored as pairs, an unknown key is named as a key, a value by its key."""
+        with pytest.raises(EncodeError) as caught:
+            Codec().encode(value, where="context")
+        assert caught.value.where == where
+        assert str(caught.value).startswith(f"cannot store {where}: type {type_tag(Unregistered)}")
+
+    def test_only_classes_are_registered(self) -> None:
+        """Anything else given as a type is refused, named."""
+        with pytest.raises(TypeError, match=r"^register classes, not 3$"):
+            Codec([3])  # type: ignore[list-item]
+
+    @pytest.mark.parametrize(
+        ("value", "where"),
+        [
+            (Unregistered(1), "value"),
+            ({"c": Color.RED}, "context['c']"),
+            ({"c": Color}, "context['c']"),
+        ],
+    )
+    def test_an_unknown_value_enum_or_class_names_its_place(
+        self, value: object, where: str
+    ) -> None:
+        """An Enum member or a class as a value is refused at its place; `value` by default."""
+        codec = Codec()
+        with pytest.raises(EncodeError) as caught:
+            if where == "value":
+                codec.encode(value)
+            else:
+                codec.encode(value, where="context")
+        assert caught.value.where == where
+        assert str(caught.value).startswith(f"cannot store {where}: type ")
