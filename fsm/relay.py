@@ -24,7 +24,7 @@ from typing import Protocol, TypeVar
 from fsm.defaults import utc_now
 from fsm.drive import Steps, run_async, run_sync, settle
 from fsm.errors import FSMError
-from fsm.faults import causes, describe_error, is_retryable
+from fsm.faults import describe_error, is_retryable
 from fsm.outbox import (
     AsyncBatchPublisher,
     AsyncOutboxUnitOfWork,
@@ -41,7 +41,6 @@ from fsm.outbox import (
     PublishFailed,
 )
 from fsm.persistence import AsyncEffect, Effect
-from fsm.ports import RunClaimed
 from fsm.retry import STEP_RETRY, RetryPolicy, backoff, retry_steps
 from fsm.stopping import Stoppable, Tally
 
@@ -163,11 +162,6 @@ class RelayReport:
         self.finished_runs += other.finished_runs
         self.dead_events += other.dead_events
         self.unsettled_runs += other.unsettled_runs
-
-
-def _claimed(error: BaseException) -> bool:
-    """Whether `error` is, or was caused by, another worker's claim on the run."""
-    return any(isinstance(cause, RunClaimed) for cause in causes(error))
 
 
 def default_owner() -> str:
@@ -468,15 +462,7 @@ class _Relay(Stoppable):
             log.warning("relay %s: %s", self.owner, error)
             return
         except Exception as error:
-            if isinstance(outcome, Published | DeadLettered) and _claimed(error):
-                # Another worker holds the run for an external step of its own (the process
-                # that committed it, recording that this event was queued behind an earlier
-                # one): the outcome is final, so it is recorded now (left pending, the event
-                # would be sent again after the lease) and the left-behind sweep moves the
-                # run once the claim is over.
-                if not (yield from self._mark_alone(message, outcome, error, report, later=True)):
-                    return
-            elif is_retryable(error):  # the database stayed away: record nothing
+            if is_retryable(error):  # the database stayed away: record nothing
                 report.errors += 1
                 log.error(
                     "relay %s: recording event %s failed: %r; it stays pending and is "
@@ -488,7 +474,7 @@ class _Relay(Stoppable):
                 return
             # The run can never move this way (corrupt, another machine's, a state that
             # takes no such outcome, a write refused for good): the outbox row alone.
-            elif not (yield from self._mark_alone(message, outcome, error, report)):
+            if not (yield from self._mark_alone(message, outcome, error, report)):
                 return
         if isinstance(outcome, Published):
             report.published += 1
@@ -562,11 +548,8 @@ class _Relay(Stoppable):
         outcome: Delivery,
         error: Exception,
         report: RelayReport,
-        *,
-        later: bool = False,
     ) -> Steps[bool]:
-        """Record the outcome in the outbox without the run; False if even that failed.
-        `later`: the run is moved by the left-behind sweep, else it needs an operator."""
+        """Record the outcome in the outbox without the run; False if even that failed."""
         try:
             yield from self._transaction(lambda uow: self._mark(uow, message, outcome))
         except Exception as second:
@@ -580,17 +563,6 @@ class _Relay(Stoppable):
                 second,
             )
             return False
-        if later:
-            log.info(
-                "relay %s: event %s recorded as %s; its run %s is moved by the left-behind "
-                "sweep (%s)",
-                self.owner,
-                message.event_id,
-                type(outcome).__name__,
-                message.run_id,
-                describe_error(error),
-            )
-            return True
         report.unsettled_runs.append(str(message.run_id))
         log.error(
             "relay %s: RUN %s NEEDS AN OPERATOR: event %s was recorded as %s, but the run "

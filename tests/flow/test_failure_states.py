@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import typing
-from dataclasses import replace
-from datetime import timedelta
 
 import pytest
 
@@ -203,31 +200,6 @@ class TestRelayRecovery:
         for run in runs:
             assert stored(flow, run.id) == F.PUBLISHED
         assert flow.uow.outbox.counts()["pending"] == 0
-
-    def test_a_run_another_worker_holds_is_left_to_the_sweep(
-        self, flow: MemoryFlow, caplog: pytest.LogCaptureFixture
-    ) -> None:
-        """The relay publishes an event whose run another worker holds for its own external
-        step: the outbox row is recorded at once (left pending, the event would be sent
-        again after the lease), and the left-behind sweep moves the run once the claim is
-        over."""
-        run_id = crash_after_commit(flow)
-        runs = flow.uow.runs.runs
-        until = flow.clock() + timedelta(seconds=100)
-        runs[run_id] = replace(runs[run_id], claimed_by="web-1", claimed_until=until)
-        flow.clock.advance(30)  # the publish grace: the relay may take the event
-        relay = self.relay(flow)
-        caplog.set_level(logging.INFO, logger="fsm.relay")
-        report = relay.run_once()
-        assert (report.published, report.errors, report.unsettled_runs) == (1, 0, [])
-        assert flow.uow.outbox.counts()["published"] == 1
-        assert stored(flow, run_id) == F.STATUS_UPDATED
-        assert f"its run {run_id} is moved by the left-behind sweep" in caplog.text
-        assert "NEEDS AN OPERATOR" not in caplog.text
-        flow.clock.advance(100)  # the claim is over
-        assert relay.run(until_idle=True).finished_runs == 1
-        assert stored_path(flow, run_id) == [F.STATUS_UPDATED, F.PUBLISH_FAILED, F.PUBLISHED]
-        assert len(flow.publisher.sent) == 1
 
     def test_crash_after_commit_before_publish(self, flow: MemoryFlow) -> None:
         """A run left in status_updated (process died) is finished by the relay."""
