@@ -24,7 +24,7 @@ from typing import Protocol, TypeVar
 from fsm.defaults import utc_now
 from fsm.drive import Steps, run_async, run_sync, settle
 from fsm.errors import FSMError
-from fsm.faults import describe_error, is_retryable
+from fsm.faults import causes, describe_error, is_retryable
 from fsm.outbox import (
     AsyncBatchPublisher,
     AsyncOutboxUnitOfWork,
@@ -41,6 +41,7 @@ from fsm.outbox import (
     PublishFailed,
 )
 from fsm.persistence import AsyncEffect, Effect
+from fsm.ports import RunClaimed
 from fsm.retry import STEP_RETRY, RetryPolicy, backoff, retry_steps
 from fsm.stopping import Stoppable, Tally
 
@@ -164,6 +165,11 @@ class RelayReport:
         self.unsettled_runs += other.unsettled_runs
 
 
+def _claimed(error: BaseException) -> bool:
+    """Whether `error` is, or was caused by, another worker's claim on the run."""
+    return any(isinstance(cause, RunClaimed) for cause in causes(error))
+
+
 def default_owner() -> str:
     """A relay's name in leases: host, process and a thread-unique suffix."""
     return f"relay-{socket.gethostname()}-{os.getpid()}-{threading.get_ident() % 100000}"
@@ -250,6 +256,9 @@ class _Relay(Stoppable):
         Stoppable.__init__(self)
         self._stuck: set[str] = set()
         """Runs left behind that can never move: reported once, then skipped."""
+        self._behind = False
+        """Whether the last sweep found runs left behind, or this relay has left one since:
+        the run loop sweeps again at once rather than after `sweep_interval`."""
 
     @property
     def name(self) -> str:
@@ -353,11 +362,16 @@ class _Relay(Stoppable):
         yield from self._left_behind_steps(total)
         while not self.stopping:
             report = yield from self._run_once_steps()
-            if (self.clock() - swept).total_seconds() >= self.settings.sweep_interval:
+            idle = until_idle and report.claimed == 0 and (yield from self._idle())
+            due = (self.clock() - swept).total_seconds() >= self.settings.sweep_interval
+            if idle or due or self._behind:
+                # Drained means every run is final too: a run left behind that cannot move
+                # yet (another worker holds it) keeps the relay sweeping until it moves.
                 swept = self.clock()
-                yield from self._left_behind_steps(report)
+                self._behind = (yield from self._left_behind_steps(report)) != 0
+                idle = idle and not self._behind
             tally.add(report, self.clock())
-            if until_idle and report.claimed == 0 and (yield from self._idle()):
+            if idle:
                 break
             if max_seconds is not None and (self.clock() - started).total_seconds() > max_seconds:
                 log.warning("relay %s: gave up waiting after %.0f s", self.owner, max_seconds)
@@ -431,9 +445,10 @@ class _Relay(Stoppable):
         whether the last one committed after all (its acknowledgement lost): a recorded
         attempt leaves the pending set or gives up the lease. If it keeps failing, nothing
         is recorded: the event stays pending and is published again (a duplicate consumers
-        drop) once the lease runs out. Only a run that can never move (corrupt, another
-        machine's, in a state that takes no such outcome) gets the outbox row recorded
-        alone, and is reported for operators.
+        drop) once the lease runs out. A final outcome whose run another worker holds is
+        recorded in the outbox alone, the run left to the left-behind sweep. Only a run
+        that can never move (corrupt, another machine's, in a state that takes no such
+        outcome) gets the outbox row recorded alone and is reported for operators.
         """
 
         def attempt(number: int) -> Steps[None]:
@@ -462,7 +477,15 @@ class _Relay(Stoppable):
             log.warning("relay %s: %s", self.owner, error)
             return
         except Exception as error:
-            if is_retryable(error):  # the database stayed away: record nothing
+            if isinstance(outcome, Published | DeadLettered) and _claimed(error):
+                # Another worker holds the run for an external step of its own (the process
+                # that committed it, recording that this event was queued behind an earlier
+                # one): the outcome is final, so it is recorded now (left pending, the event
+                # would be sent again after the lease) and the left-behind sweep moves the
+                # run once the claim is over.
+                if not (yield from self._mark_alone(message, outcome, error, report, later=True)):
+                    return
+            elif is_retryable(error):  # the database stayed away: record nothing
                 report.errors += 1
                 log.error(
                     "relay %s: recording event %s failed: %r; it stays pending and is "
@@ -474,7 +497,7 @@ class _Relay(Stoppable):
                 return
             # The run can never move this way (corrupt, another machine's, a state that
             # takes no such outcome, a write refused for good): the outbox row alone.
-            if not (yield from self._mark_alone(message, outcome, error, report)):
+            elif not (yield from self._mark_alone(message, outcome, error, report)):
                 return
         if isinstance(outcome, Published):
             report.published += 1
@@ -548,8 +571,11 @@ class _Relay(Stoppable):
         outcome: Delivery,
         error: Exception,
         report: RelayReport,
+        *,
+        later: bool = False,
     ) -> Steps[bool]:
-        """Record the outcome in the outbox without the run; False if even that failed."""
+        """Record the outcome in the outbox without the run; False if even that failed.
+        `later`: the run is moved by the left-behind sweep, else it needs an operator."""
         try:
             yield from self._transaction(lambda uow: self._mark(uow, message, outcome))
         except Exception as second:
@@ -563,6 +589,19 @@ class _Relay(Stoppable):
                 second,
             )
             return False
+        if later:
+            self._behind = True
+            log.info(
+                "relay %s: event %s recorded as %s; its run %s is moved by the left-behind "
+                "sweep (%s)",
+                self.owner,
+                message.event_id,
+                type(outcome).__name__,
+                message.run_id,
+                describe_error(error),
+            )
+            return True
+        self._stuck.add(str(message.run_id))  # reported once: the sweep skips it
         report.unsettled_runs.append(str(message.run_id))
         log.error(
             "relay %s: RUN %s NEEDS AN OPERATOR: event %s was recorded as %s, but the run "
@@ -587,12 +626,13 @@ class _Relay(Stoppable):
         )
         return moved
 
-    def _left_behind_steps(self, report: RelayReport) -> Steps[None]:
+    def _left_behind_steps(self, report: RelayReport) -> Steps[int]:
         """Finish unfinished runs whose event the outbox settled without them (an operator,
-        or an older version after a database error, left them so)."""
+        an older version after a database error, or this relay while another worker held
+        the run, left them so); how many were found (-1: the search failed)."""
         settler = self.settler
         if settler is None:
-            return
+            return 0
         try:
             found = yield from self._transaction(
                 lambda uow: uow.left_behind(
@@ -605,7 +645,7 @@ class _Relay(Stoppable):
         except Exception as error:
             report.errors += 1
             log.error("relay %s: looking for runs left behind failed: %r", self.owner, error)
-            return
+            return -1
         for entry in found:
             outcome: Published | DeadLettered = (
                 Published(entry.event_id)
@@ -615,6 +655,14 @@ class _Relay(Stoppable):
             try:
                 yield from settle(settler.finish(entry.run_id, outcome))
             except Exception as error:
+                if _claimed(error):  # its holder records its step, or the claim runs out
+                    log.info(
+                        "relay %s: run %s left behind is held: %s",
+                        self.owner,
+                        entry.run_id,
+                        describe_error(error),
+                    )
+                    continue
                 report.errors += 1
                 if not is_retryable(error):  # it will fail so every time: stop asking
                     self._stuck.add(entry.run_id)
@@ -636,6 +684,7 @@ class _Relay(Stoppable):
                 entry.event_id,
                 entry.status,
             )
+        return len(found)
 
     def _mark(self, uow: OutboxStores, message: OutboxMessage, outcome: Delivery) -> None:
         now = self.clock()
@@ -695,7 +744,8 @@ class OutboxRelay(_Relay):
         return run_sync(self._run_once_steps())
 
     def run(self, *, until_idle: bool = False, max_seconds: float | None = None) -> RelayReport:
-        """Work until stopped; with `until_idle`, also return once nothing is pending.
+        """Work until stopped; with `until_idle`, also return once nothing is pending and
+        no run is left behind (but those that can never move).
 
         `max_seconds` bounds the time on the relay's clock (for demos and tests). A one-line
         summary is logged every `report_interval`.

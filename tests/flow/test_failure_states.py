@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import typing
+from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
@@ -200,6 +203,52 @@ class TestRelayRecovery:
         for run in runs:
             assert stored(flow, run.id) == F.PUBLISHED
         assert flow.uow.outbox.counts()["pending"] == 0
+
+    def held_elsewhere(self, flow: MemoryFlow) -> str:
+        """A run whose event is due for the relay while another worker still holds the run
+        for 100 s (its step after the commit being recorded); the run's id."""
+        run_id = crash_after_commit(flow)
+        runs = flow.uow.runs.runs
+        until = flow.clock() + timedelta(seconds=100)
+        runs[run_id] = replace(runs[run_id], claimed_by="web-1", claimed_until=until)
+        flow.clock.advance(30)  # the publish grace: the relay may take the event
+        return run_id
+
+    def test_a_run_another_worker_holds_is_left_to_the_sweep(
+        self, flow: MemoryFlow, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The relay publishes an event whose run another worker holds: the outbox row is
+        recorded at once (left pending, the event would be sent again after the lease),
+        and the run is left to the left-behind sweep, not to an operator."""
+        run_id = self.held_elsewhere(flow)
+        caplog.set_level(logging.INFO, logger="fsm.relay")
+        report = self.relay(flow).run_once()
+        assert (report.published, report.errors, report.unsettled_runs) == (1, 0, [])
+        assert flow.uow.outbox.counts()["published"] == 1
+        assert stored(flow, run_id) == F.STATUS_UPDATED
+        assert f"its run {run_id} is moved by the left-behind sweep" in caplog.text
+        assert "NEEDS AN OPERATOR" not in caplog.text
+
+    def test_a_drain_ends_once_the_held_run_has_moved(self, flow: MemoryFlow) -> None:
+        """Drained means every run is final: with its event recorded, the relay keeps
+        sweeping while another worker holds the run, and moves it once the claim is over
+        (the idle sleeps advance the clock); the event was sent once."""
+        run_id = self.held_elsewhere(flow)
+        began = flow.clock()
+        report = self.relay(flow).run(until_idle=True)
+        assert (report.published, report.finished_runs, report.errors) == (1, 1, 0)
+        assert flow.clock() - began >= timedelta(seconds=70)  # the rest of the claim
+        assert stored_path(flow, run_id) == [F.STATUS_UPDATED, F.PUBLISH_FAILED, F.PUBLISHED]
+        assert len(flow.publisher.sent) == 1
+
+    def test_a_running_relay_moves_the_held_run_before_its_next_sweep_is_due(
+        self, flow: MemoryFlow
+    ) -> None:
+        """A relay that is not draining sweeps again on each round while a run it left
+        behind is held, not only every `sweep_interval`."""
+        run_id = self.held_elsewhere(flow)
+        self.relay(flow, sweep_interval=1000).run(max_seconds=150)
+        assert stored(flow, run_id) == F.PUBLISHED
 
     def test_crash_after_commit_before_publish(self, flow: MemoryFlow) -> None:
         """A run left in status_updated (process died) is finished by the relay."""
