@@ -147,12 +147,16 @@ async def phase(client: httpx.AsyncClient, load: Load, requests: int, rng: rando
 
 
 async def drained(engine: Engine, timeout: float) -> bool:
-    """True once no outbox row is pending (checked every 0.2 s up to `timeout`)."""
+    """True once no outbox row is pending and every run is final, as the relay's drain
+    promises (checked every 0.2 s up to `timeout`)."""
     deadline = time.monotonic() + timeout
+    unfinished = select(TABLES.runs.c.id).where(TABLES.runs.c.finished.is_(False)).limit(1)
     while time.monotonic() < deadline:
         with FlowSqlUnitOfWork(engine) as uow:
             pending = uow.outbox.counts().get("pending", 0)
-        if not pending:
+        with engine.connect() as connection:
+            running = connection.execute(unfinished).first()
+        if not pending and running is None:
             return True
         await asyncio.sleep(0.2)
     return False
