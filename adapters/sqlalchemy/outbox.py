@@ -36,6 +36,9 @@ from fsm.ports import InvalidRecord
 log = logging.getLogger(__name__)
 
 PENDING, PUBLISHED, DEAD = "pending", "published", "dead"
+CLAIM_WINDOW, CLAIM_WINDOW_GROWTH = 4, 8
+"""A claim of `limit` messages reads the oldest `CLAIM_WINDOW * limit` pending ones first,
+then `CLAIM_WINDOW_GROWTH` times as many each time too few of them are due heads."""
 ERROR_LENGTH = 2000
 """Longer errors are cut: the row keeps the start, where the cause usually is."""
 
@@ -100,7 +103,19 @@ class SqlOutbox:
         checks.positive_int("limit", limit, 10_000)
         _check_lease(lease_seconds)
         checks.aware("now", now)
-        rows = self._session.execute(self._sql.claimable, {"now": now, "limit": limit}).all()
+        # Each key's head is found among the oldest `window` pending messages: every key
+        # there has its head there too, and the heads of the keys beyond are younger. Too
+        # few due heads in a full window (a few keys with long queues fill it): a wider one.
+        window = CLAIM_WINDOW * limit
+        while True:
+            parameters = {"now": now, "limit": limit, "window": window}
+            rows = self._session.execute(self._sql.claimable, parameters).all()
+            if len(rows) == limit:
+                break
+            seen = self._session.execute(self._sql.window, {"window": window}).scalar_one()
+            if seen < window:
+                break
+            window *= CLAIM_WINDOW_GROWTH
         if not rows:
             return []
         self._session.execute(
@@ -301,7 +316,10 @@ class _OutboxSql:
     adapters.sqlalchemy.store._RunSql); parameters by name."""
 
     claimable: Executable
-    """The claimable messages at `now`, oldest first, at most `limit`, locked."""
+    """The claimable messages at `now` among the oldest `window` pending ones, oldest first,
+    at most `limit`, locked."""
+    window: Executable
+    """How many of the oldest `window` pending messages there are (fewer: all of them)."""
     lease: Executable
     """Lease the pending messages among `ids` (their `id`) to `lease_owner`."""
     published: Executable
@@ -317,20 +335,24 @@ def _outbox_sql(tables: Tables, dialect: str) -> _OutboxSql:
     outbox = tables.outbox
     c = outbox.c
     pending = update(outbox).where(c.status == PENDING)
-    older = outbox.alias("older")
+    oldest = (
+        select(c.id, c.key)
+        .where(c.status == PENDING)
+        .order_by(c.id)
+        .limit(bindparam("window", type_=Integer))
+    )
     # The head of a key is its oldest pending message, leased or not: a key whose head
     # someone else holds has no claimable message at all, which is what keeps the order.
-    head = (
-        select(func.min(older.c.id))
-        .where(older.c.key == c.key, older.c.status == PENDING)
-        .scalar_subquery()
-    )
+    # Among the oldest pending messages, a key's oldest is its head (any older one would
+    # be among them too): one pass over them, no lookup per message.
+    window = oldest.cte("oldest")
+    heads = select(func.min(window.c.id).label("id")).group_by(window.c.key).cte("heads")
     now = bindparam("now", type_=c.next_attempt_at.type)
     return _OutboxSql(
         claimable=select(outbox)
+        .join(heads, heads.c.id == c.id)
         .where(
             c.status == PENDING,
-            c.id == head,
             c.next_attempt_at <= now,
             or_(c.lease_owner.is_(None), c.lease_expires_at <= now),
         )
@@ -339,6 +361,7 @@ def _outbox_sql(tables: Tables, dialect: str) -> _OutboxSql:
         # PostgreSQL: relays claiming at once skip each other's heads instead of
         # waiting. SQLite ignores it; BEGIN IMMEDIATE (see engine.py) serialises them.
         .with_for_update(skip_locked=True, of=outbox),
+        window=select(func.count()).select_from(oldest.subquery()),
         lease=pending.where(among(c.id, "ids", dialect)),
         published=pending.where(among(c.event_id, "ids", dialect)).values(
             status=PUBLISHED, lease_owner=None, lease_expires_at=None

@@ -196,7 +196,9 @@ def define_tables(
         CheckConstraint(
             "status in ('pending', 'published', 'dead')", name=conv(f"ck_{outbox_name}_status")
         ),
-        # The claim looks for the head (lowest id) of each key among pending messages.
+        # The claim reads the oldest pending messages and finds each key's head (lowest id)
+        # among them; `add` counts a key's pending messages.
+        Index(conv(f"ix_{outbox_name}_status_id"), "status", "id"),
         Index(conv(f"ix_{outbox_name}_status_key_id"), "status", "key", "id"),
         Index(conv(f"ix_{outbox_name}_status_next_attempt_at"), "status", "next_attempt_at"),
         Index(conv(f"ix_{outbox_name}_run_id"), "run_id"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from collections import defaultdict
 from datetime import timedelta
@@ -10,6 +11,8 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from adapters.sqlalchemy import TABLES, SqlUnitOfWork
+from adapters.sqlalchemy import outbox as sql_outbox
+from adapters.sqlalchemy.outbox import message_row
 from fsm.outbox import LeaseLost, OutboxMessage
 from fsm.ports import InvalidRecord
 from tests.clock import T0
@@ -95,6 +98,73 @@ class TestAddAndClaim:
     def test_empty_outbox(self, engine: Engine) -> None:
         """Nothing pending: an empty claim."""
         assert claim(engine, "r1") == []
+
+
+class TestClaimWindow:
+    """A claim looks for heads among the oldest pending messages, then a wider window when
+    too few of them are due heads: whatever the window, it answers as the rule says."""
+
+    @staticmethod
+    def expected(rows: list[dict[str, object]], now: object, limit: int) -> list[str]:
+        """The rule, plainly: each key's oldest pending message, if due and not leased,
+        oldest first, at most `limit`."""
+        heads: dict[object, dict[str, object]] = {}
+        for row in rows:  # in id order
+            if row["status"] == "pending":
+                heads.setdefault(row["key"], row)
+        due = [
+            row
+            for row in heads.values()
+            if row["next_attempt_at"] <= now  # type: ignore[operator]
+            and (row["lease_owner"] is None or row["lease_expires_at"] <= now)  # type: ignore[operator]
+        ]
+        return [str(row["event_id"]) for row in due][:limit]
+
+    @pytest.mark.parametrize("window", [(1, 2), (4, 8)], ids=["narrow", "default"])
+    def test_random_outboxes_are_claimed_by_the_rule(
+        self, engine: Engine, monkeypatch: pytest.MonkeyPatch, window: tuple[int, int]
+    ) -> None:
+        """Outboxes of 1 to 3 hot keys and many cold ones, published, dead, held and
+        leased messages among them; the first window holds `window[0]` messages per one
+        claimed. Each claim (committed, so later ones see its leases) is the rule's answer."""
+        monkeypatch.setattr(sql_outbox, "CLAIM_WINDOW", window[0])
+        monkeypatch.setattr(sql_outbox, "CLAIM_WINDOW_GROWTH", window[1])
+        rng = random.Random(20261203)
+        later, lease = T0 + timedelta(seconds=60), T0 + timedelta(seconds=LEASE)
+        for trial in range(12):
+            hot = [f"hot{n}" for n in range(rng.randint(1, 3))]
+            rows = []
+            for n in range(rng.randint(1, 120)):
+                key = rng.choice(hot) if rng.random() < 0.7 else f"cold{rng.randint(0, 40)}"
+                row = message_row(message(f"t{trial}-{n}", key), created=T0)
+                row["status"] = rng.choice(["pending"] * 6 + ["published", "dead"])
+                if rng.random() < 0.1:
+                    row["next_attempt_at"] = later  # held, or waiting for a retry
+                leased = rng.random() < 0.1
+                row["lease_owner"], row["lease_expires_at"] = (
+                    ("other", lease) if leased else (None, None)
+                )
+                rows.append(row)
+            with engine.begin() as connection:
+                connection.execute(TABLES.outbox.delete())
+                connection.execute(TABLES.outbox.insert(), rows)
+            for limit in (1, 3, 50):
+                want = self.expected(rows, T0, limit)
+                assert claim(engine, "r1", limit=limit) == want, (trial, limit)
+                claimed = set(want)
+                for row in rows:
+                    if row["event_id"] in claimed:
+                        row |= {"lease_owner": "r1", "lease_expires_at": lease}
+
+    def test_a_few_long_queues_leave_no_key_behind(
+        self, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Two keys with 40 messages each ahead of a third key's one: a first window of 2
+        holds only the first two keys, so the claim widens it until it finds the third."""
+        monkeypatch.setattr(sql_outbox, "CLAIM_WINDOW", 1)
+        add(engine, *[message(f"{k}{n}", k) for n in range(40) for k in "ab"], message("c0", "c"))
+        assert claim(engine, "r1", limit=2) == ["a0", "b0"]
+        assert claim(engine, "r2", limit=2) == ["c0"]
 
 
 class TestFailuresAndDeadLetters:
