@@ -258,7 +258,7 @@ class _Relay(Stoppable):
         """Runs left behind that can never move: reported once, then skipped."""
         self._behind = False
         """Whether the last sweep found runs left behind, or this relay has left one since:
-        the run loop sweeps again at once rather than after `sweep_interval`."""
+        the run loop sweeps again after `idle_interval` rather than `sweep_interval`."""
 
     @property
     def name(self) -> str:
@@ -359,14 +359,15 @@ class _Relay(Stoppable):
         started = swept = self.clock()
         tally = Tally(self, RelayReport, self.settings.report_interval, started, log)
         total = tally.total
-        yield from self._left_behind_steps(total)
+        self._behind = (yield from self._left_behind_steps(total)) != 0
         while not self.stopping:
             report = yield from self._run_once_steps()
             idle = until_idle and report.claimed == 0 and (yield from self._idle())
-            due = (self.clock() - swept).total_seconds() >= self.settings.sweep_interval
-            if idle or due or self._behind:
-                # Drained means every run is final too: a run left behind that cannot move
-                # yet (another worker holds it) keeps the relay sweeping until it moves.
+            # Drained means every run is final too: a run left behind that cannot move yet
+            # (another worker holds it) keeps the relay sweeping, once per idle interval,
+            # until it moves.
+            every = self.settings.idle_interval if self._behind else self.settings.sweep_interval
+            if idle or (self.clock() - swept).total_seconds() >= every:
                 swept = self.clock()
                 self._behind = (yield from self._left_behind_steps(report)) != 0
                 idle = idle and not self._behind

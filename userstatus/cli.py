@@ -212,7 +212,9 @@ def register_relay(commands: Any) -> None:
         help="seconds between one-line summaries",
     )
     tuning.add_argument(
-        "--until-idle", action="store_true", help="exit once nothing is pending (for jobs)"
+        "--until-idle",
+        action="store_true",
+        help="exit once nothing is pending and no run is left behind (for jobs)",
     )
     tuning.add_argument(
         "--owner", type=_owner, default=None, help="the name this relay leases events under"
