@@ -90,12 +90,29 @@ class TestThreshold:
         assert result.ret == pytest.ExitCode.OK
         result.stdout.fnmatch_lines(["flows:other *1 *0 *0.0%", "TOTAL *4 *2 *50.0%"])
 
-    def test_bad_threshold(self, project: pytest.Pytester) -> None:
+    @pytest.mark.parametrize("threshold", ["120", "100.5", "-0.5"])
+    def test_bad_threshold(self, project: pytest.Pytester, threshold: str) -> None:
         """A percentage outside 0..100 is a usage error."""
         project.makepyfile(test_door=PARTIAL)
-        result = project.runpytest("--fsm-coverage-fail-under=120")
+        result = project.runpytest(f"--fsm-coverage-fail-under={threshold}")
         assert result.ret == pytest.ExitCode.USAGE_ERROR
-        result.stderr.fnmatch_lines(["*--fsm-coverage-fail-under=120.0: give a percentage*"])
+        shown = float(threshold)
+        result.stderr.fnmatch_lines([f"*--fsm-coverage-fail-under={shown}: give a percentage*"])
+
+    def test_zero_is_a_threshold_any_run_reaches(self, project: pytest.Pytester) -> None:
+        """0, the lowest percentage allowed, is reached even by a machine that never ran."""
+        project.makepyfile(test_door=PARTIAL)
+        result = project.runpytest("--fsm-coverage-fail-under=0", "--fsm-coverage-machine=flows")
+        assert result.ret == pytest.ExitCode.OK
+        result.stdout.fnmatch_lines(["required transition coverage of 0% reached"])
+
+    def test_a_failure_is_shown_in_bold_red(self, project: pytest.Pytester) -> None:
+        """With colours on, the FAIL line stands out."""
+        project.makepyfile(test_door=PARTIAL)
+        result = project.runpytest(
+            "--color=yes", "--fsm-coverage-fail-under=100", "--fsm-coverage-machine=flows:door"
+        )
+        assert "\x1b[31m\x1b[1mFAIL transition coverage 66.7%" in result.stdout.str()
 
 
 class TestScopeAndReport:
@@ -127,6 +144,45 @@ class TestScopeAndReport:
         result = project.runpytest("--fsm-coverage", "--fsm-coverage-machine=flows:nope")
         assert result.ret == pytest.ExitCode.TESTS_FAILED
         result.stdout.fnmatch_lines(["FAIL coverage scope 'flows:nope' names nothing*"])
+
+    def test_no_machine_ran(self, project: pytest.Pytester) -> None:
+        """A session whose tests run no machine says so."""
+        project.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+        result = project.runpytest("--fsm-coverage")
+        assert result.ret == pytest.ExitCode.OK
+        result.stdout.fnmatch_lines(
+            ["*- fsm transition coverage -*", "no machine ran a transition"]
+        )
+
+    def test_the_plugin_can_be_turned_off_by_name(self, project: pytest.Pytester) -> None:
+        """The coverage plugin registers as `fsm-coverage`: `-p no:fsm-coverage` turns it
+        off for one run even when an ini file's addopts give its options."""
+        project.makeini(
+            "[pytest]\naddopts = -p no:hypothesispytest -p no:asyncio "
+            "--fsm-coverage-fail-under=100\n"
+        )
+        project.makepyfile(test_door=PARTIAL)
+        assert project.runpytest().ret == pytest.ExitCode.TESTS_FAILED
+        result = project.runpytest("-p", "no:fsm-coverage")
+        assert result.ret == pytest.ExitCode.OK
+        result.stdout.no_fnmatch_line("*fsm transition coverage*")
+
+    def test_help_lists_the_options(self, project: pytest.Pytester) -> None:
+        """`pytest --help` shows the options under their heading, with their values and
+        what each does, and the ini option."""
+        result = project.runpytest("--help")
+        text = " ".join(result.stdout.str().split())
+        for shown in [
+            "fsm transition coverage: --fsm-coverage record which rows of which fsm machines "
+            "fire, and report the rows never fired",
+            "--fsm-coverage-fail-under=PERCENT fail the session when under PERCENT of the rows "
+            "fired (implies --fsm-coverage)",
+            "--fsm-coverage-machine=MODULE:ATTR count this machine (or every machine of "
+            "MODULE); repeatable; overrides the fsm_coverage_machines ini option",
+            "fsm_coverage_machines (linelist): machines (MODULE:ATTR or MODULE) that "
+            "transition coverage counts; default: every machine that ran",
+        ]:
+            assert shown in text
 
     def test_off_by_default(self, project: pytest.Pytester) -> None:
         """Without the options there is no report."""
