@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from fsm.errors import CallbackError
-from fsm.faults import TransientError, describe_error, is_transient
+from fsm.faults import TransientError, causes, describe_error, is_retryable, is_transient
+from fsm.ports import ConcurrencyError, RunClaimed
 from fsm.retry import RetryPolicy, backoff, retry
 
 
@@ -28,6 +30,24 @@ def integrity_error() -> IntegrityError:
     except IntegrityError as error:
         return error
     raise AssertionError("the insert should have failed")
+
+
+class TestCauses:
+    def test_what_an_error_wraps_is_followed(self) -> None:
+        """A CallbackError's `error`, a DB-API wrapper's `orig` (built here without a
+        `__cause__`), then `__cause__`, in that order."""
+        root = sqlite3.OperationalError("database is locked")
+        dbapi = DBAPIError("SELECT 1", {}, root)
+        assert dbapi.__cause__ is None
+        outer = RuntimeError("step failed")
+        outer.__cause__ = CallbackError("action", "f", dbapi, machine="m", run_id="r", state="s")
+        assert list(causes(outer)) == [outer, outer.__cause__, dbapi, root]
+
+    def test_a_loop_of_causes_ends(self) -> None:
+        """Errors that name each other as cause are each given once."""
+        first, second = ValueError("a"), ValueError("b")
+        first.__cause__, second.__cause__ = second, first
+        assert list(causes(first)) == [first, second]
 
 
 class TestIsTransient:
@@ -49,6 +69,32 @@ class TestIsTransient:
         assert not is_transient(integrity_error())
         assert not is_transient(ValueError("bad"))
 
+    def test_a_missing_table_or_column_is_not(self) -> None:
+        """SQLite reports a missing table or column as an OperationalError: it stays
+        missing whatever is tried again, wrapped or not."""
+        missing = sqlite3.OperationalError("no such table: fsm_runs")
+        assert not is_transient(missing)
+        assert not is_transient(OperationalError("SELECT 1", {}, missing))
+        assert not is_transient(sqlite3.OperationalError("no such column: runs.due_at"))
+
+    def test_an_invalidated_connection_is(self) -> None:
+        """An error SQLAlchemy marks as having invalidated the connection (a disconnect
+        the driver reported as something else) is transient."""
+        lost = DBAPIError("SELECT 1", {}, Exception("server closed"), connection_invalidated=True)
+        assert is_transient(lost)
+        assert not is_transient(DBAPIError("SELECT 1", {}, Exception("bad")))
+
+
+class TestIsRetryable:
+    def test_a_conflict_or_a_claim_is_worth_trying_again(self) -> None:
+        """Someone else wrote first, or holds the run: reading again and retrying may
+        pass, wrapped or not; a refusal is not retried."""
+        conflict = ConcurrencyError("run", "r", expected=1, found=2)
+        claimed = RunClaimed("r", "web-1", datetime(2026, 1, 1, tzinfo=UTC), 1)
+        wrapped = CallbackError("action", "f", claimed, machine="m", run_id="r", state="s")
+        assert all(is_retryable(e) for e in (conflict, claimed, wrapped, TransientError("x")))
+        assert not is_retryable(ValueError("bad"))
+
 
 class TestDescribeError:
     def test_no_sql_and_no_parameters(self) -> None:
@@ -64,9 +110,27 @@ class TestDescribeError:
         )
         assert describe_error(wrapped) == "OSError: disk full"
 
+    @pytest.mark.parametrize(
+        ("message", "summary"),
+        [
+            (
+                "(psycopg.errors.AdminShutdown) terminating connection\n[SQL: UPDATE users]",
+                "RuntimeError: terminating connection",
+            ),
+            ("(x.Error) value (3) refused", "RuntimeError: value (3) refused"),
+            ("(no closing bracket", "RuntimeError: (no closing bracket"),
+            ("", "RuntimeError"),
+        ],
+    )
+    def test_the_first_line_without_the_drivers_prefix(self, message: str, summary: str) -> None:
+        """A SQLAlchemy message carried as text ("(driver.Error) message", then the SQL)
+        is summarised by its message alone; an empty message by the type alone."""
+        assert describe_error(RuntimeError(message)) == summary
+
     def test_long_messages_are_cut(self) -> None:
-        """A summary never exceeds 300 characters."""
-        assert len(describe_error(ValueError("x" * 1000))) == 300
+        """A summary never exceeds 300 characters; one of exactly 300 is kept whole."""
+        assert describe_error(ValueError("x" * 1000)) == "ValueError: " + "x" * 285 + "..."
+        assert describe_error(ValueError("x" * 288)) == "ValueError: " + "x" * 288
 
 
 class TestRetry:

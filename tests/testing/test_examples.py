@@ -47,6 +47,17 @@ class TestUpdate:
         assert update_status({"user_id": 9}) == UserNotFound(9)
         assert update.start({"user_id": 9}).state == "failed"
 
+    def test_the_real_action_changes_the_users_it_holds(self) -> None:
+        """With no users given the context holds user 1, active, and the change (suspended
+        unless told) is written there; given users, the named one changes."""
+        run = update.start()
+        assert (run.state, run.context["users"]) == ("updated", {"1": "suspended"})
+        missing = update.start({"user_id": 9})
+        assert (missing.state, missing.context["users"]) == ("failed", {"1": "active"})
+        users = {"1": "active", "2": "active"}
+        update.start({"users": users, "user_id": 2, "new_status": "closed"})
+        assert users == {"1": "active", "2": "closed"}
+
 
 class TestHold:
     """The hold machine: captured in time, or voided when its timeout's row fires."""
