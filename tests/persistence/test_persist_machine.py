@@ -66,6 +66,23 @@ class TestStartAndResume:
             {"user_id": 7, "status": "closed"},
         )
 
+    def test_repr_names_the_machine_the_run_its_state_and_version(self, engine: Engine) -> None:
+        """What a log line or a debugger shows of the machine and of a stored run."""
+        runs = persistent(engine)
+        run = runs.start({"user_id": 7, "status": "closed"}, run_id="r1")
+        assert repr(runs) == "<PersistentMachine 'user-update'>"
+        assert repr(run) == "<PersistentRun r1 of 'user-update' in Step.WAITING v1>"
+
+    def test_reload_reads_the_store_again(self, engine: Engine) -> None:
+        """A handle left behind catches up with reload: its own run, or the one named."""
+        with_user(engine)
+        runs = persistent(engine)
+        behind = runs.start({"user_id": 7, "status": "closed"}, run_id="r1")
+        runs.start({"user_id": 7, "status": "closed"}, run_id="r2")
+        runs.send("r1", "go")
+        assert behind.reload().state is Step.DONE
+        assert (behind.reload("r2").id, behind.state) == ("r2", Step.WAITING)
+
     def test_each_step_commits_and_history_round_trips(self, engine: Engine) -> None:
         """Three steps: three history rows, version 4, outcomes back as dataclasses."""
         with_user(engine)
