@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -57,6 +58,7 @@ class TestRun:
         """Each transition is printed, then the final state."""
         code, out, _ = run_cli(capsys, "run", "fsm.examples:ping", "start", "finish")
         assert code == 0
+        assert re.fullmatch(r"run \w+ of 'ping' started in 'idle'", out.splitlines()[0])
         assert out.splitlines()[1:] == [
             "  'idle' --'start'--> 'busy'",
             "  'busy' --'finish'--> 'done'",
@@ -72,15 +74,23 @@ class TestRun:
         """A bad event exits 2 naming the allowed events, after the path so far."""
         code, out, err = run_cli(capsys, "run", "fsm.examples:ping", "start", "jump")
         assert code == 2
-        assert "state: 'busy'" in out
+        assert out.splitlines()[-1] == "state: 'busy'"
         assert "event 'jump' is not allowed here; allowed: 'pause', 'finish'" in err
         assert "Traceback" not in err
 
-    @pytest.mark.parametrize("context", ["{not json", "[1, 2]"])
-    def test_bad_context(self, capsys: pytest.CaptureFixture[str], context: str) -> None:
+    @pytest.mark.parametrize(
+        ("context", "message"),
+        [
+            ("{not json", "--context is not valid JSON: Expecting property name enclosed in"),
+            ("[1, 2]", """--context must be a JSON object, for example '{"ok": true}'\n"""),
+        ],
+    )
+    def test_bad_context(
+        self, capsys: pytest.CaptureFixture[str], context: str, message: str
+    ) -> None:
         """A --context that is not a JSON object is one line, exit 2."""
         code, _, err = run_cli(capsys, "run", "fsm.examples:ping", "--context", context)
-        assert code == 2 and "--context" in err
+        assert code == 2 and err.startswith(f"fsm: error: {message}") and err.count("\n") == 1
 
 
 class TestEntryPoints:
