@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from importlib.metadata import EntryPoint
 
 import pytest
 
-from fsm.cli import main
+import fsm.cli
+from fsm.cli import build_parser, main
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -43,6 +45,7 @@ class TestCheck:
             ("no.such.module:x", "cannot import module 'no.such.module'"),
             ("fsm.examples:nothing", "has no attribute 'nothing'"),
             ("fsm.examples:Updated", "is a type, not an fsm.Machine"),
+            ("fsm.examples:ping:x", "module 'fsm.examples' has no attribute 'ping:x'"),
         ],
     )
     def test_bad_spec(self, capsys: pytest.CaptureFixture[str], spec: str, message: str) -> None:
@@ -105,3 +108,19 @@ class TestEntryPoints:
             check=False,
         )
         assert done.returncode == 0 and "machine 'update' is valid" in done.stdout
+
+    def test_a_command_whose_extra_is_missing(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A command an integration registers but cannot import is listed as not available,
+        and using it, whatever follows, says so in one line."""
+        ghost = EntryPoint("ghost", "no_such_integration:register", "fsm.commands")
+        monkeypatch.setattr(fsm.cli, "entry_points", lambda group: [ghost])
+        missing = "No module named 'no_such_integration'"
+        listed = [line.split() for line in build_parser().format_help().splitlines()]
+        assert f"ghost (not available: {missing})".split() in listed
+        code, _, err = run_cli(capsys, "ghost", "--any", "thing")
+        assert (code, err) == (
+            2,
+            f"fsm: error: command 'ghost' is not available: {missing}; install its extra\n",
+        )
