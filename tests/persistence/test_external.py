@@ -136,6 +136,17 @@ def test_a_failed_call_leaves_alone_the_claim_another_worker_took_meanwhile() ->
     assert (stored.claimed_by, stored.claimed_until) == ("b", T0 + timedelta(seconds=61))
 
 
+def test_a_worker_that_claimed_the_run_goes_on_with_its_handle() -> None:
+    """claim() and then advance() on the same handle: the call is claimed as attempt 1."""
+    workers = Workers()
+    run = workers.runs_a.load(workers.stuck())
+    assert run.claim()
+    attempts: list[int] = []
+    workers.a.on_call = lambda: attempts.append(workers.store.load(run.id).attempt)
+    assert run.advance().state is Stage.CAPTURED
+    assert attempts == [1]
+
+
 def test_a_claim_runs_out_at_its_lease_exactly() -> None:
     """At `until` the claim of a worker that stopped answering is free for another."""
     workers = Workers()
