@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import pytest
 
@@ -52,6 +53,30 @@ class TestCheck:
         """A bad MODULE:ATTR gives one line and exit 2."""
         code, _, err = run_cli(capsys, "check", spec)
         assert code == 2 and message in err and err.count("\n") == 1
+
+    def test_the_user_s_own_module_in_the_current_folder(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A module of the current folder is found, as `python -m` finds it; a dotted ATTR is
+        followed; a module that fails while importing is named with its error."""
+        (tmp_path / "my_flows.py").write_text(
+            "from fsm.examples import ping\n\n\nclass Flows:\n    ping = ping\n"
+        )
+        (tmp_path / "my_broken.py").write_text("raise ValueError('boom')\n")
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setattr(sys, "path", list(sys.path))  # the folder added goes afterwards
+        try:
+            assert run_cli(capsys, "check", "my_flows:Flows.ping") == (
+                0,
+                "my_flows:Flows.ping: machine 'ping' is valid (3 states, 3 rows)\n",
+                "",
+            )
+            assert run_cli(capsys, "check", "my_broken:machine")[::2] == (
+                2,
+                "fsm: error: importing 'my_broken' failed: ValueError: boom\n",
+            )
+        finally:
+            sys.modules.pop("my_flows", None)
 
 
 class TestRun:
