@@ -149,3 +149,56 @@ class TestEntryPoints:
             2,
             f"fsm: error: command 'ghost' is not available: {missing}; install its extra\n",
         )
+
+
+HELP = {
+    "": [
+        "usage: fsm",
+        "Check, run and inspect explicit state machines.",
+        "validate a machine; list every problem",
+        "start a run, send events, print the path taken",
+        "draw a machine as SVG, PNG, DOT or Mermaid; --all for the shipped ones",
+    ],
+    "check": [
+        "usage: fsm check",
+        "the machine as MODULE:ATTR, e.g. fsm.examples:ping",
+        "also read this database's stored runs of the machine: count them by state and list "
+        "those that cannot load with this definition (exit 1 if any)",
+    ],
+    "run": [
+        "usage: fsm run",
+        "the machine as MODULE:ATTR",
+        "events to send in order",
+        "the run's context as a JSON object",
+    ],
+    "diagram": [
+        "usage: fsm diagram",
+        "the machine as MODULE:ATTR",
+        "svg, png, dot or mermaid (default: from --output's suffix, else mermaid)",
+        "the file to write (default: stdout, text formats only)",
+        "highlight the path of a new run that is sent these events (none: just started)",
+        "with --send: the run's context as a JSON object",
+        "draw the path of this stored run",
+        "with --run: the database (default: $FSM_DB_URL, else sqlite:///fsm.sqlite3)",
+        "draw every machine of [tool.fsm] diagrams in pyproject",
+        "with --all: where to write (default: diagrams/)",
+        "with --all: fail if a committed diagram is stale",
+    ],
+}
+"""What `fsm [COMMAND] --help` says, in order (wrapped as the terminal's width asks)."""
+
+
+class TestHelp:
+    """`fsm --help` and each command's --help say what each command and option does."""
+
+    @pytest.mark.parametrize("command", sorted(HELP))
+    def test_help_text(self, command: str, capsys: pytest.CaptureFixture[str]) -> None:
+        """Every sentence is there, whole and in order, whatever the line breaks."""
+        with pytest.raises(SystemExit) as exited:
+            main([*command.split(), "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert exited.value.code == 0
+        at = 0
+        for sentence in HELP[command]:
+            assert sentence in text[at:], sentence
+            at = text.index(sentence, at) + len(sentence)
