@@ -156,7 +156,7 @@ class TestErrors:
         line = fails_in_one_line(capsys, ["diagram", "fsm.examples:ping", "--all"])
         assert "drop MODULE:ATTR" in line
         line = fails_in_one_line(capsys, ["diagram", "fsm.examples:ping", "--check"])
-        assert "go with --all" in line
+        assert line == "fsm: error: --check and --output-dir go with --all"
         line = fails_in_one_line(capsys, ["diagram", "--all", "--context", "{}"])
         assert line == "fsm: error: --context goes with --send"
 
