@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from enum import Enum
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
 
 import fsm.cli
+from fsm import Machine, State
 from fsm.cli import build_parser, main
 
 
@@ -79,8 +81,40 @@ class TestCheck:
             sys.modules.pop("my_flows", None)
 
 
+class Light(Enum):
+    """Enum events, named on the command line by name, value or as shown."""
+
+    GO = "go"
+    STOP = "stop"
+
+
+lights = Machine(
+    "lights",
+    states=[State("red", initial=True), State("green"), State("off", final=True)],
+    transitions=[
+        ("red", Light.GO, "green"),
+        ("red", Light.STOP, "off"),
+        ("green", 0, "red"),
+        ("green", Light.STOP, "off"),
+    ],
+)
+"""Two Enum events from red, and an int event from green, for `fsm run`'s event names."""
+
+
 class TestRun:
     """`fsm run MODULE:ATTR EVENT...`."""
+
+    @pytest.mark.parametrize("stop", ["STOP", "stop", "Light.STOP"])
+    def test_events_by_their_names(self, capsys: pytest.CaptureFixture[str], stop: str) -> None:
+        """An Enum event by its name, value or shown name; any other event by its str()."""
+        code, out, _ = run_cli(capsys, "run", "tests.engine.test_cli:lights", "GO", "0", stop)
+        assert code == 0
+        assert out.splitlines()[1:] == [
+            "  'red' --Light.GO--> 'green'",
+            "  'green' --0--> 'red'",
+            "  'red' --Light.STOP--> 'off'",
+            "state: 'off' (finished)",
+        ]
 
     def test_prints_path(self, capsys: pytest.CaptureFixture[str]) -> None:
         """Each transition is printed, then the final state."""
