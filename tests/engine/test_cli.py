@@ -187,7 +187,7 @@ class TestEntryPoints:
 
 HELP = {
     "": [
-        "usage: fsm",
+        "usage: fsm [-h] COMMAND ...",
         "Check, run and inspect explicit state machines.",
         "validate a machine; list every problem",
         "start a run, send events, print the path taken",
@@ -224,6 +224,14 @@ HELP = {
 
 class TestHelp:
     """`fsm --help` and each command's --help say what each command and option does."""
+
+    def test_no_command(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """`fsm` alone says what is missing in one line, exit 2."""
+        assert run_cli(capsys) == (
+            2,
+            "",
+            "fsm: error: the following arguments are required: COMMAND (see fsm --help)\n",
+        )
 
     @pytest.mark.parametrize("command", sorted(HELP))
     def test_help_text(self, command: str, capsys: pytest.CaptureFixture[str]) -> None:
