@@ -235,12 +235,14 @@ class TestHelp:
 
     @pytest.mark.parametrize("command", sorted(HELP))
     def test_help_text(self, command: str, capsys: pytest.CaptureFixture[str]) -> None:
-        """Every sentence is there, whole and in order, whatever the line breaks."""
+        """Every sentence is there, whole (not inside a longer word) and in order, whatever
+        the line breaks."""
         with pytest.raises(SystemExit) as exited:
             main([*command.split(), "--help"])
         text = " ".join(capsys.readouterr().out.split())
         assert exited.value.code == 0
         at = 0
         for sentence in HELP[command]:
-            assert sentence in text[at:], sentence
-            at = text.index(sentence, at) + len(sentence)
+            found = re.compile(rf"(?<!\S){re.escape(sentence)}(?!\S)").search(text, at)
+            assert found is not None, sentence
+            at = found.end()
