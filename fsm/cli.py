@@ -331,7 +331,11 @@ def _unavailable(commands: Any, name: str, error: ImportError) -> None:
     def handler(args: argparse.Namespace) -> int:
         raise UsageError(f"command {name!r} is not available: {error}; install its extra")
 
-    parser = commands.add_parser(name, help=f"(not available: {error})")
+    # No option prefix: argparse's REMAINDER takes no option first ("fsm relay --bootstrap
+    # ..." said "unrecognized arguments: --bootstrap"), so every word goes to `rest`.
+    parser = commands.add_parser(
+        name, help=f"(not available: {error})", prefix_chars="\0", add_help=False
+    )
     parser.add_argument("rest", nargs=argparse.REMAINDER)
     parser.set_defaults(handler=handler)
 

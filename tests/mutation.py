@@ -3,10 +3,12 @@
 `python -m tests.mutation core --fail-under 90` (make mutation-gate) mutates validation,
 runtime, definition and table and runs the engine's tests against each mutant; `python -m
 tests.mutation all` (make mutation) mutates every module of fsm/ against the fast suite;
-`persistence` and `cli` mutate one module each against the whole suite but the campaign,
-`relay` against tests/relay, flow, worker and observe, PostgreSQL's and the broker's tests
-included under FSM_REQUIRE_POSTGRES=1 (a module's own test files leave out the flow's fault
-tests and the like, which reach it too).
+`persistence`, `cli` and `relay` mutate one module each in two stages, PostgreSQL's and the
+broker's tests included under FSM_REQUIRE_POSTGRES=1: mutmut judges the mutants by a bounded
+selection (the module's own test files and those of other folders that reach it), then each
+survivor is run again, one at a time, against the whole suite but the campaign, and counts as
+killed if that run fails. `--recheck` runs the second stage alone on a run's folder, going on
+where a stopped one ended.
 `--only` narrows a profile to some of its modules, so a long profile can be finished in parts.
 Each run has a folder of its own, .mutation/PROFILE/ (.mutation/PROFILE-MODULES/ with
 --only), with a copy of fsm/ and tests/ and a pyproject.toml that adds the run's
@@ -21,10 +23,13 @@ import fnmatch
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +50,8 @@ class Profile:
     """Glob patterns of the files to mutate (mutmut's only_mutate)."""
     tests: tuple[str, ...]
     """pytest arguments choosing the tests (mutmut's pytest_add_cli_args_test_selection)."""
+    recheck: tuple[str, ...] = ()
+    """pytest arguments choosing the tests that judge each survivor again (none if empty)."""
 
 
 FAST_ONLY = () if os.environ.get("FSM_REQUIRE_POSTGRES") == "1" else ("-m", "not integration")
@@ -52,9 +59,7 @@ FAST_ONLY = () if os.environ.get("FSM_REQUIRE_POSTGRES") == "1" else ("-m", "not
 run requires PostgreSQL, as CI does; otherwise the fast ones alone."""
 
 WHOLE = ("tests", "--ignore=tests/campaign", *FAST_ONLY)
-"""The whole suite but the campaign: what judges persistence.py and cli.py, whose own test
-files leave out tests that reach them (the flow's fault tests, the CLI's commands run on
-flows)."""
+"""The whole suite but the campaign: the second stage of persistence, cli and relay."""
 
 PROFILES = {
     "core": Profile(
@@ -65,15 +70,61 @@ PROFILES = {
         modules=("fsm/*",),
         tests=("tests", "-m", "not integration", "--ignore=tests/campaign"),
     ),
-    # Bounded, not WHOLE: the whole suite's first (stats) run alone took 21 minutes on the
-    # shared machine. These folders hold the relay's own tests and the flow's (its fault
-    # tests too), workers' and observers' that run one; the service's and the docs' do not judge.
+    # The first stage is bounded: mutmut's first (stats) run of the whole suite alone took 21
+    # minutes on the shared machine, and a mutant of a function most tests reach took minutes.
+    # Each selection is the module's own tests and the files that grep finds using it.
+    "persistence": Profile(
+        modules=("fsm/persistence.py",),
+        tests=(
+            "tests/persistence",
+            "tests/flow/test_statement_faults.py",
+            "tests/flow/test_reliability.py",
+            "tests/flow/test_faults.py",
+            *FAST_ONLY,
+        ),
+        recheck=WHOLE,
+    ),
+    "cli": Profile(
+        modules=("fsm/cli.py",),
+        tests=(
+            "tests/engine/test_cli.py",
+            "tests/diagram/test_diagram_cli.py",
+            "tests/diagram/test_diagram_drift.py",
+            "tests/flow/test_cli.py",
+            "tests/flow/test_cli_input.py",
+            "tests/flow/test_operations.py",
+            "tests/flow/test_relay_database.py",
+            "tests/flow/test_secrets.py",
+            "tests/persistence/test_persist_check.py",
+            "tests/persistence/test_persist_cli.py",
+            "tests/persistence/test_persist_diagram.py",
+            "tests/relay/test_relay_cli.py",
+            "tests/worker/test_worker_cli.py",
+            "tests/worker/test_operator_race.py",
+            *FAST_ONLY,
+        ),
+        recheck=WHOLE,
+    ),
     "relay": Profile(
         modules=("fsm/relay.py",),
-        tests=("tests/relay", "tests/flow", "tests/worker", "tests/observe", *FAST_ONLY),
+        tests=(
+            "tests/relay",
+            "tests/flow/test_async_flow.py",
+            "tests/flow/test_async_relay.py",
+            "tests/flow/test_failure_states.py",
+            "tests/flow/test_faults.py",
+            "tests/flow/test_kafka.py",
+            "tests/flow/test_redrive.py",
+            "tests/flow/test_relay_batch.py",
+            "tests/flow/test_relay_database.py",
+            "tests/flow/test_reliability.py",
+            "tests/flow/test_statement_faults.py",
+            "tests/persistence/test_persist_outbox.py",
+            "tests/observe/test_summaries.py",
+            *FAST_ONLY,
+        ),
+        recheck=WHOLE,
     ),
-    "persistence": Profile(modules=("fsm/persistence.py",), tests=WHOLE),
-    "cli": Profile(modules=("fsm/cli.py",), tests=WHOLE),
 }
 
 READ_BY_TESTS = ("docs", "diagrams", "README.md", "examples")
@@ -149,7 +200,7 @@ def narrowed(profile: Profile, only: Sequence[str]) -> Profile:
     outside = [m for m in only if not fnmatch.filter(mine, m)]
     if outside:
         raise SystemExit(f"no module of this profile matches: {', '.join(outside)}")
-    return Profile(modules=tuple(only), tests=profile.tests)
+    return Profile(modules=tuple(only), tests=profile.tests, recheck=profile.recheck)
 
 
 def folder_name(profile: str, only: Sequence[str]) -> str:
@@ -158,14 +209,19 @@ def folder_name(profile: str, only: Sequence[str]) -> str:
     return "-".join([profile, *(n.replace("/", ".") for n in names)])
 
 
+def statuses(folder: Path) -> dict[str, dict[str, str]]:
+    """Each mutated module's mutants and their mutmut status, from what mutmut left in mutants/."""
+    found = {}
+    for meta in sorted((folder / "mutants").glob("fsm/**/*.py.meta")):
+        by_key = json.loads(meta.read_text())["exit_code_by_key"]
+        module = str(meta.relative_to(folder / "mutants"))[: -len(".meta")]
+        found[module] = {name: status_by_exit_code[code] for name, code in by_key.items()}
+    return found
+
+
 def scores(folder: Path) -> list[Score]:
     """The score of each mutated module, from the results mutmut left in mutants/."""
-    found = []
-    for meta in sorted((folder / "mutants").glob("fsm/**/*.py.meta")):
-        codes = json.loads(meta.read_text())["exit_code_by_key"].values()
-        counts = Counter(status_by_exit_code[code] for code in codes)
-        found.append(Score(str(meta.relative_to(folder / "mutants"))[: -len(".meta")], counts))
-    return found
+    return [Score(module, Counter(s.values())) for module, s in statuses(folder).items()]
 
 
 def overall(found: Sequence[Score]) -> Score:
@@ -188,11 +244,107 @@ def report(found: Sequence[Score]) -> list[str]:
 
 def survivors(folder: Path) -> list[str]:
     """The names of the mutants no test killed (survived, or no test ran them)."""
-    names = []
-    for meta in sorted((folder / "mutants").glob("fsm/**/*.py.meta")):
-        by_key = json.loads(meta.read_text())["exit_code_by_key"]
-        names += [name for name, code in by_key.items() if status_by_exit_code[code] not in KILLED]
-    return names
+    return [
+        name
+        for mutants in statuses(folder).values()
+        for name, status in mutants.items()
+        if status not in KILLED
+    ]
+
+
+RECHECK_AGAIN = {"survived", "no tests"}
+"""The first stage's statuses that the second stage judges again (the others are killed, or
+were never judged: mutmut stopped before them, or its run of them broke)."""
+
+
+def recheck_command(tests: Sequence[str]) -> list[str]:
+    """pytest as mutmut 3.8.1 runs it for one mutant (mutmut/runners/harness.py): in the run's
+    mutants/ folder, stopping at the first failure."""
+    return [
+        *(sys.executable, "-m", "pytest", "--rootdir=.", "--tb=native", "-x", "-q"),
+        *("-p", "no:randomly", "-p", "no:random-order", *tests, *PYTEST_ARGS),
+    ]
+
+
+def run_mutant(folder: Path, tests: Sequence[str], name: str, timeout: float) -> str:
+    """The status of mutant `name` (mutmut's words) judged by `tests`; its output in
+    recheck/NAME.log. `fail` makes every mutated function raise."""
+    env = {**os.environ, "MUTANT_UNDER_TEST": name, "PY_IGNORE_IMPORTMISMATCH": "1"}
+    (folder / "recheck").mkdir(exist_ok=True)
+    with (folder / "recheck" / f"{name}.log").open("w") as out:
+        # A session of its own, so a timeout ends the brokers and workers the tests started too.
+        tests_run = subprocess.Popen(
+            recheck_command(tests),
+            cwd=folder / "mutants",
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            code = tests_run.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(tests_run.pid, signal.SIGKILL)
+            tests_run.wait()
+            return "timeout"
+    # pytest's 2 is an error while collecting: a test module that runs the mutant on import.
+    return "killed" if code == 2 else status_by_exit_code[code]
+
+
+def recheck(folder: Path, tests: Sequence[str], jobs: int, timeout: float) -> dict[str, str]:
+    """The second stage: each first-stage survivor run alone against `tests`, `jobs` at once.
+
+    Each verdict is saved in recheck.json as it comes, and a name found there is not run again,
+    so a stopped second stage goes on where it ended."""
+    saved = folder / "recheck.json"
+    done: dict[str, str] = json.loads(saved.read_text()) if saved.exists() else {}
+    todo = [
+        name
+        for mutants in statuses(folder).values()
+        for name, status in mutants.items()
+        if status in RECHECK_AGAIN and name not in done
+    ]
+    if todo and run_mutant(folder, tests, "fail", timeout) not in KILLED:
+        raise SystemExit(f"the tests do not run the mutated code: see {folder}/recheck/fail.log")
+    with ThreadPoolExecutor(jobs) as pool:
+        started = time.monotonic()
+        verdicts = pool.map(lambda name: (name, run_mutant(folder, tests, name, timeout)), todo)
+        for count, (name, status) in enumerate(verdicts, 1):
+            done[name] = status
+            saved.write_text(json.dumps(done, indent=1, sort_keys=True))
+            took = (time.monotonic() - started) / 60
+            print(f"{count}/{len(todo)} {name}: {status} ({took:.0f} min)", flush=True)
+    return done
+
+
+def stage_counts(mutants: Mapping[str, str], rechecked: Mapping[str, str]) -> Counter[str]:
+    """How many of `mutants` (name: first-stage status) each stage killed, how many survived
+    both, and how many are unjudged (never run by mutmut, or not rechecked yet)."""
+    row = Counter[str]()
+    for name, status in mutants.items():
+        again = rechecked.get(name) if status in RECHECK_AGAIN else None
+        row["mutants"] += 1
+        row["stage 1"] += status in KILLED
+        row["stage 2"] += again in KILLED
+        row["not killed"] += again is not None and again not in KILLED
+    row["unjudged"] = row["mutants"] - row["stage 1"] - row["stage 2"] - row["not killed"]
+    return row
+
+
+def report_stages(folder: Path, rechecked: Mapping[str, str]) -> list[str]:
+    """One line per module, then the total: the mutants each stage killed, and the score."""
+    rows = {module: stage_counts(m, rechecked) for module, m in statuses(folder).items()}
+    rows["TOTAL"] = sum(rows.values(), Counter[str]())
+    width = max(len(module) for module in rows)
+    lines = [f"{'module':<{width}}  mutants  stage 1  stage 2  not killed  unjudged   score"]
+    for module, row in rows.items():
+        killed = row["stage 1"] + row["stage 2"]
+        score = 100.0 * killed / row["mutants"] if row["mutants"] else 100.0
+        lines.append(
+            f"{module:<{width}}  {row['mutants']:>7}  {row['stage 1']:>7}  {row['stage 2']:>7}  "
+            f"{row['not killed']:>10}  {row['unjudged']:>8}  {score:>5.1f}%"
+        )
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -214,24 +366,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--max-children", type=int, metavar="N", help="mutants tested at once (default: cores)"
     )
+    parser.add_argument(
+        "--recheck",
+        action="store_true",
+        help="only the second stage, on the folder of an earlier run of the profile",
+    )
+    parser.add_argument(
+        "--recheck-timeout",
+        type=float,
+        default=1800.0,
+        metavar="SECONDS",
+        help="a second-stage run of one mutant taking longer counts as a timeout (killed)",
+    )
     args = parser.parse_args(argv)
     folder = ROOT / ".mutation" / folder_name(args.profile, args.only)
     profile = PROFILES[args.profile]
-    prepare(folder, narrowed(profile, args.only) if args.only else profile)
-    command = [str(Path(sys.executable).with_name("mutmut")), "run"]
-    if args.max_children is not None:
-        command += ["--max-children", str(args.max_children)]
-    log = folder / "mutmut.log"
-    with log.open("w") as out:
-        done = subprocess.run(command, cwd=folder, stdout=out, stderr=out, env=os.environ)
+    if args.recheck and not profile.recheck:
+        raise SystemExit(f"the {args.profile} profile has no second stage")
+    if not args.recheck:
+        prepare(folder, narrowed(profile, args.only) if args.only else profile)
+        command = [str(Path(sys.executable).with_name("mutmut")), "run"]
+        if args.max_children is not None:
+            command += ["--max-children", str(args.max_children)]
+        log = folder / "mutmut.log"
+        with log.open("w") as out:
+            done = subprocess.run(command, cwd=folder, stdout=out, stderr=out, env=os.environ)
+        if done.returncode != 0 or not scores(folder):
+            tail = log.read_text()[-3000:]
+            print(f"{tail}\nmutmut failed (exit {done.returncode}); its output: {log}")
+            return 1
     found = scores(folder)
-    if done.returncode != 0 or not found:
-        tail = log.read_text()[-3000:]
-        print(f"{tail}\nmutmut failed (exit {done.returncode}); its output: {log}")
+    if not found:
+        print(f"no mutmut results in {folder}")
         return 1
     print("\n".join(report(found)))
+    left = survivors(folder)
+    if profile.recheck:
+        jobs = args.max_children or os.cpu_count() or 1
+        rechecked = recheck(folder, profile.recheck, jobs, args.recheck_timeout)
+        print("\n".join(["after the second stage:", *report_stages(folder, rechecked)]))
+        left = [name for name in left if rechecked.get(name) not in KILLED]
     if args.survivors:
-        print("\n".join(["not killed:", *survivors(folder)]))
+        print("\n".join(["not killed:", *left]))
     if args.fail_under is None:
         return 0
     score = overall(found).percent

@@ -49,12 +49,13 @@ class TestOneMachine:
     def test_format_follows_the_output_suffix(
         self, capsys: pytest.CaptureFixture[str], tmp_path: Path
     ) -> None:
-        """--output x.png writes a PNG, x.svg an SVG, x.mmd Mermaid, x.dot DOT."""
+        """--output x.png writes a PNG, x.svg an SVG, x.mmd Mermaid, x.dot and x.gv DOT."""
         for name, start in [
             ("p.png", b"\x89PNG"),
             ("p.svg", b"<?xml"),
             ("p.mmd", b"---"),
             ("p.dot", b"digraph"),
+            ("p.gv", b"digraph"),
         ]:
             target = tmp_path / name
             assert main(["diagram", "fsm.examples:ping", "--output", str(target)]) == 0
@@ -93,9 +94,13 @@ class TestRunPath:
         line = fails_in_one_line(
             capsys, ["diagram", "fsm.examples:ping", "--send", "--context", "[1]"]
         )
-        assert "--context must be a JSON object" in line
+        assert line == """fsm: error: --context must be a JSON object, for example '{"ok": true}'"""
+        line = fails_in_one_line(
+            capsys, ["diagram", "fsm.examples:ping", "--send", "--context", "{no"]
+        )
+        assert line.startswith("fsm: error: --context is not valid JSON: Expecting property name")
         line = fails_in_one_line(capsys, ["diagram", "fsm.examples:ping", "--context", "{}"])
-        assert "--context goes with --send" in line
+        assert line == "fsm: error: --context goes with --send"
 
 
 class TestErrors:
@@ -141,17 +146,32 @@ class TestErrors:
         """A file in a missing folder is reported, not raised."""
         target = tmp_path / "missing" / "ping.svg"
         line = fails_in_one_line(capsys, ["diagram", "fsm.examples:ping", "--output", str(target)])
-        assert line.startswith(f"fsm: error: cannot write {target}")
+        assert line == f"fsm: error: cannot write {target}: No such file or directory"
 
     def test_machine_or_all(self, capsys: pytest.CaptureFixture[str]) -> None:
         """Neither a machine nor --all, or both, is a usage error."""
-        assert "or --all" in fails_in_one_line(capsys, ["diagram"])
+        assert fails_in_one_line(capsys, ["diagram"]) == (
+            "fsm: error: give the machine as MODULE:ATTR, or --all for every shipped machine"
+        )
         line = fails_in_one_line(capsys, ["diagram", "fsm.examples:ping", "--all"])
         assert "drop MODULE:ATTR" in line
         line = fails_in_one_line(capsys, ["diagram", "fsm.examples:ping", "--check"])
-        assert "go with --all" in line
+        assert line == "fsm: error: --check and --output-dir go with --all"
         line = fails_in_one_line(capsys, ["diagram", "--all", "--context", "{}"])
-        assert "--context goes with --send" in line
+        assert line == "fsm: error: --context goes with --send"
+
+    @pytest.mark.parametrize(
+        "extra",
+        [["--format", "svg"], ["--output", "x.svg"], ["--send", "start"], ["--run", "r1"]],
+    )
+    def test_all_with_a_one_machine_option(
+        self, capsys: pytest.CaptureFixture[str], extra: list[str]
+    ) -> None:
+        """--all draws what [tool.fsm] names: each option for one machine is refused."""
+        assert fails_in_one_line(capsys, ["diagram", "--all", *extra]) == (
+            "fsm: error: --all draws every shipped machine: "
+            "drop MODULE:ATTR, --format, --output, --send, --run"
+        )
 
 
 class TestAll:
@@ -189,8 +209,10 @@ class TestAll:
     ) -> None:
         """A fresh render matches; an edit, a deletion and a stray file are each reported."""
         assert main(["diagram", "--all"]) == 0
+        capsys.readouterr()
         assert main(["diagram", "--all", "--check"]) == 0
         folder = project / "diagrams"
+        assert capsys.readouterr().out == f"{folder}: 7 files match the definitions\n"
         (folder / "ping.mmd").write_text("stateDiagram-v2\n")
         (folder / "update.svg").unlink()
         (folder / "old.svg").write_text("<svg/>")
@@ -200,13 +222,22 @@ class TestAll:
         assert f"{folder / 'ping.mmd'} differs from what the definition renders now" in err
         assert f"{folder / 'update.svg'} is missing" in err
         assert f"{folder / 'old.svg'} is not rendered by any shipped machine" in err
-        assert "run `fsm diagram --all`" in err
+        assert err.splitlines()[-1] == "fsm: run `fsm diagram --all` and commit the result"
 
     def test_output_dir_overrides_the_configured_folder(self, project: Path) -> None:
         """--output-dir writes elsewhere, and --check reads from there."""
         assert main(["diagram", "--all", "--output-dir", str(project / "out")]) == 0
         assert (project / "out" / "ping.svg").is_file()
         assert main(["diagram", "--all", "--check", "--output-dir", str(project / "out")]) == 0
+
+    def test_an_output_dir_that_cannot_be_written(
+        self, project: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A file where the folder should be is reported in one line, with the system's reason."""
+        taken = project / "taken"
+        taken.write_text("")
+        line = fails_in_one_line(capsys, ["diagram", "--all", "--output-dir", str(taken)])
+        assert line == f"fsm: error: cannot write into {taken}: File exists"
 
     def test_without_a_config(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

@@ -17,9 +17,13 @@ from fsm import (
     AsyncRequired,
     CallbackError,
     ConcurrencyError,
+    InvalidEvent,
+    Machine,
     PersistentMachine,
     Rollback,
+    State,
 )
+from fsm.outbox import OutboxMessage
 from fsm.ports import RunClaimed
 from tests.clock import T0, Clock
 from tests.persistence.async_support import Gateway, capture
@@ -121,6 +125,64 @@ async def test_rollback_from_an_async_external_action_is_its_outcome() -> None:
     workers.a.answer = Rollback(Declined("card refused"))
     run = await workers.runs_a.start({"payment": "p-1"})
     assert run.state is Stage.DECLINED and run.outcome == Declined("card refused")
+
+
+hops = Machine(
+    "hops",
+    states=[State("a", initial=True), State("b"), State("c"), State("z", final=True)],
+    transitions=[("a", "go", "b"), ("b", "go", "c"), ("c", "go", "z")],
+)
+
+
+async def test_effects_get_the_unit_of_work_and_listeners_hear_loaded_runs() -> None:
+    """start, send (by id and on a loaded run) each await their effect with the unit of
+    work; a run loaded from the store keeps the machine's listeners."""
+    uow = AsyncInMemoryUnitOfWork()
+    heard: list[str] = []
+    runs = AsyncPersistentMachine(
+        hops, uow, listeners=[lambda run, move: heard.append(str(move.target))]
+    )
+    seen: list[object] = []
+
+    async def effect(unit: object) -> None:
+        seen.append(unit)
+
+    await runs.start(run_id="r1", effect=effect)
+    await runs.send("r1", "go", effect=effect)
+    await (await runs.load("r1")).send("go", effect=effect)
+    assert seen == [uow, uow, uow] and heard == ["b", "c"]
+
+
+async def test_reload_reads_the_store_again_and_survey_counts_the_runs() -> None:
+    """A handle left behind catches up with reload (its own run, or the one named); survey
+    counts the stored runs by state, awaited."""
+    uow = AsyncInMemoryUnitOfWork()
+    runs = AsyncPersistentMachine(hops, uow)
+    behind = await runs.start(run_id="r1")
+    await runs.start(run_id="r2")
+    await runs.send("r1", "go")
+    assert (await behind.reload()).state == "b"
+    assert (await behind.reload("r2")).id == "r2"
+    survey = await runs.survey([("r1", "b"), ("r2", "a")])
+    assert (survey.by_state, survey.unloadable) == ({"b": 1, "a": 1}, ())
+
+
+async def test_a_failed_step_rolls_back_its_effect() -> None:
+    """An event refused after the effect wrote: the transaction rolls back, not commits."""
+    uow = AsyncInMemoryUnitOfWork()
+    runs = AsyncPersistentMachine(hops, uow)
+    await runs.start(run_id="r1")
+
+    async def effect(unit: object) -> None:
+        assert isinstance(unit, AsyncInMemoryUnitOfWork)
+        unit.sync.outbox.add(OutboxMessage("e1", "topic", "r1", b"{}"))
+
+    before = (uow.sync.commits, uow.sync.rollbacks)
+    with pytest.raises(InvalidEvent):
+        await runs.send("r1", "back", effect=effect)
+    # Committed: the reads before and after (load, then reload after the failure).
+    assert (uow.sync.commits, uow.sync.rollbacks) == (before[0] + 2, before[1] + 1)
+    assert uow.sync.outbox.counts()["pending"] == 0
 
 
 def test_a_sync_runner_refuses_an_async_effect_and_stores_nothing() -> None:

@@ -105,6 +105,60 @@ def test_a_failed_call_gives_the_claim_back_and_keeps_the_key() -> None:
     assert workers.b.keys == ["pay-1:2"]
 
 
+def test_a_failed_call_retried_on_its_handle_claims_anew() -> None:
+    """The handle whose call failed goes again: a fresh claim, counted as attempt 1 again."""
+    workers = Workers()
+    run = workers.runs_a.load(workers.stuck())
+    workers.a.error = RuntimeError("gateway down again")
+    with pytest.raises(CallbackError):
+        run.advance()
+    workers.a.error = None
+    attempts: list[int] = []
+    workers.a.on_call = lambda: attempts.append(workers.store.load(run.id).attempt)
+    assert run.advance().state is Stage.CAPTURED
+    assert attempts == [1]
+
+
+def test_a_failed_call_leaves_alone_the_claim_another_worker_took_meanwhile() -> None:
+    """a's call outlasts its lease and b claims the run: a's failure gives back nothing."""
+    workers = Workers()
+    run_id = workers.stuck()
+
+    def b_claims() -> None:
+        workers.clock.advance(31)
+        assert workers.runs_b.load(run_id).claim()
+
+    workers.a.on_call = b_claims
+    workers.a.error = RuntimeError("gateway down")
+    with pytest.raises(CallbackError):
+        workers.runs_a.resume(run_id)
+    stored = workers.store.load(run_id)
+    assert (stored.claimed_by, stored.claimed_until) == ("b", T0 + timedelta(seconds=61))
+
+
+def test_a_worker_that_claimed_the_run_goes_on_with_its_handle() -> None:
+    """claim() and then advance() on the same handle: the call is claimed as attempt 1."""
+    workers = Workers()
+    run = workers.runs_a.load(workers.stuck())
+    assert run.claim()
+    attempts: list[int] = []
+    workers.a.on_call = lambda: attempts.append(workers.store.load(run.id).attempt)
+    assert run.advance().state is Stage.CAPTURED
+    assert attempts == [1]
+
+
+def test_a_claim_runs_out_at_its_lease_exactly() -> None:
+    """At `until` the claim of a worker that stopped answering is free for another."""
+    workers = Workers()
+    run_id = workers.stuck()
+    assert workers.runs_a.load(run_id).claim()  # then a stopped answering
+    workers.clock.advance(29)
+    with pytest.raises(RunClaimed):
+        workers.runs_b.resume(run_id)
+    workers.clock.advance(1)
+    assert workers.runs_b.resume(run_id).state is Stage.CAPTURED
+
+
 def test_a_claimed_run_is_refused_without_calling_anything() -> None:
     """While a's call runs, b's resume raises RunClaimed and writes nothing."""
     workers = Workers()

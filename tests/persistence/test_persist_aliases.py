@@ -30,6 +30,17 @@ def raw(engine: Engine, sql: str) -> list[tuple[object, ...]]:
         return [tuple(row) for row in connection.execute(text(sql))]
 
 
+END = ("b", "end", "z")
+"""The last row of every machine `hop` builds here."""
+
+
+def hop(*rows: tuple[str, str, str]) -> Machine[str]:
+    """Machine 'm' with `rows`, from state a (initial) to z (final)."""
+    between = sorted({name for row in rows for name in (row[0], row[2])} - {"a", "z"})
+    states = [State("a", initial=True), *map(State, between), State("z", final=True)]
+    return Machine("m", states=states, transitions=list(rows))
+
+
 class TestRenamedState:
     """A run stored in a state that was renamed loads in the state it became, and advances."""
 
@@ -131,6 +142,28 @@ class TestUnaliased:
         assert caught.value.reason == (
             "history step 1: no row capturing --Failed--> capture_failed in the table; "
             "if 'Failed' was renamed, add aliases={'Failed': CaptureFailed} to the Machine"
+        )
+
+    def test_renamed_trigger_with_two_rows_now(self) -> None:
+        """Each trigger now leading between the stored states is offered as the alias."""
+        uow = InMemoryUnitOfWork()
+        PersistentMachine(hop(("a", "go", "b"), END), uow).start(run_id="r1").send("go")
+        runs = PersistentMachine(hop(("a", "walk", "b"), ("a", "run", "b"), END), uow)
+        with pytest.raises(DecodeError) as caught:
+            runs.load("r1")
+        assert caught.value.reason == (
+            "history step 1: no row a --go--> b in the table; "
+            "if 'go' was renamed, add aliases={'go': 'walk' or 'run'} to the Machine"
+        )
+
+    def test_no_row_between_the_stored_states_now(self) -> None:
+        """With no row left from the stored source to the target, an alias cannot help."""
+        uow = InMemoryUnitOfWork()
+        PersistentMachine(hop(("a", "go", "b"), END), uow).start(run_id="r1").send("go")
+        with pytest.raises(DecodeError) as caught:
+            PersistentMachine(hop(("a", "skip", "c"), ("c", "on", "b"), END), uow).load("r1")
+        assert caught.value.reason == (
+            "history step 1: no row a --go--> b in the table; no row leads from 'a' to 'b' now"
         )
 
     def test_moved_type(self) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
+import fsm.cli
 from adapters.sqlalchemy import SqlUnitOfWork
 from fsm import PersistentMachine
 from fsm.cli import main
@@ -34,6 +37,19 @@ def store_old_runs(engine: Engine) -> None:
     runs.start({"decline": "card expired"}, run_id="r2")
     runs.start({"amount": "7"}, run_id="r3").send("hold")
     runs.start({"amount": "9"}, run_id="r4").send("settle")
+
+
+BROKEN = EntryPoint("broken", "no_such_integration:hook", "fsm.run_surveys")
+"""An integration whose extra is not installed: loading it raises ImportError."""
+
+
+def installed(wanted: str, *found: EntryPoint) -> Callable[..., list[EntryPoint]]:
+    """importlib.metadata.entry_points as if `found` were what is installed in `wanted`."""
+
+    def look_up(*, group: str) -> list[EntryPoint]:
+        return list(found) if group == wanted else list(entry_points(group=group))
+
+    return look_up
 
 
 def check(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str], str]:
@@ -131,6 +147,21 @@ class TestCheckStoredRuns:
             "  and 3 more",
         ]
 
+    def test_one_run_and_a_full_listing(
+        self, engine: Engine, db_url: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """One run is "1 stored run"; twenty that cannot load are all listed, none counted."""
+        runs = PersistentMachine(payments_old.machine, SqlUnitOfWork(engine))
+        runs.start({"amount": "1"}, run_id="r00")
+        assert check([NEW, "--db-url", db_url], capsys)[1][1] == (
+            "1 stored run of machine 'payment', by stored state:"
+        )
+        for number in range(1, 21):
+            runs.start({"amount": "1"}, run_id=f"r{number:02}").send("hold")
+        code, lines, _ = check([NEW, "--db-url", db_url], capsys)
+        assert (code, lines[4]) == (1, "20 of 21 cannot load with this definition:")
+        assert lines[5:] == [unknown(f"r{number:02}", "on_hold") for number in range(1, 21)]
+
     def test_installed_command(self, engine: Engine, db_url: str) -> None:
         """`python -m fsm check ... --db-url` in a process of its own reports the same."""
         store_old_runs(engine)
@@ -180,6 +211,48 @@ class TestCheckMistakes:
         code, _, err = check([NEW, "--db-url", url], capsys)
         assert code == 2
         assert err.startswith(message) and err.count("\n") == 1
+
+    @pytest.mark.parametrize(
+        ("argv", "option"),
+        [
+            ([NEW, "--db-url", "sqlite://"], "--db-url"),
+            (["diagram", "fsm.examples:ping", "--run", "r1"], "--run"),
+        ],
+    )
+    def test_without_a_storage_integration(
+        self,
+        argv: list[str],
+        option: str,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """An integration whose extra is not installed is passed over; with none left, the
+        option that needs one says what to install."""
+        group = "fsm.run_loaders" if option == "--run" else "fsm.run_surveys"
+        monkeypatch.setattr(fsm.cli, "entry_points", installed(group, BROKEN))
+        if argv[0] == "diagram":
+            code, err = main(argv), capsys.readouterr().err
+        else:
+            code, _, err = check(argv, capsys)
+        assert (code, err) == (
+            2,
+            f"fsm: error: {option} needs a storage integration: "
+            "pip install 'fsm-orchestrator[sqlalchemy]'\n",
+        )
+
+    def test_an_integration_after_one_that_cannot_import(
+        self,
+        engine: Engine,
+        db_url: str,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """The first integration that imports is the one used."""
+        found = [BROKEN, *entry_points(group="fsm.run_surveys")]
+        monkeypatch.setattr(fsm.cli, "entry_points", installed("fsm.run_surveys", *found))
+        assert check([NEW, "--db-url", db_url], capsys)[1][1:] == [
+            "no stored runs of machine 'payment'"
+        ]
 
     def test_plain_check_reads_no_database(
         self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

@@ -72,7 +72,14 @@ class TestStoredRunArguments:
         ("argv", "message"),
         [
             (["--db-url", "sqlite://"], "--db-url goes with --run ID"),
-            (["--run", "x", "--send", "start"], "--run draws a stored run: drop --send"),
+            (
+                ["--run", "x", "--send", "start"],
+                "--run draws a stored run: drop --send and --context",
+            ),
+            (
+                ["--run", "x", "--context", "{}"],
+                "--run draws a stored run: drop --send and --context",
+            ),
         ],
     )
     def test_bad_combinations(
@@ -80,4 +87,4 @@ class TestStoredRunArguments:
     ) -> None:
         """A misuse is one line naming what goes with what."""
         assert main(["diagram", "fsm.examples:ping", *argv]) == 2
-        assert message in capsys.readouterr().err
+        assert capsys.readouterr().err == f"fsm: error: {message}\n"

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, Table, func, select, text
 
+from adapters.memory import InMemoryUnitOfWork
 from adapters.sqlalchemy import TABLES
 from fsm import (
     CallbackError,
@@ -65,6 +66,23 @@ class TestStartAndResume:
             1,
             {"user_id": 7, "status": "closed"},
         )
+
+    def test_repr_names_the_machine_the_run_its_state_and_version(self, engine: Engine) -> None:
+        """What a log line or a debugger shows of the machine and of a stored run."""
+        runs = persistent(engine)
+        run = runs.start({"user_id": 7, "status": "closed"}, run_id="r1")
+        assert repr(runs) == "<PersistentMachine 'user-update'>"
+        assert repr(run) == "<PersistentRun r1 of 'user-update' in Step.WAITING v1>"
+
+    def test_reload_reads_the_store_again(self, engine: Engine) -> None:
+        """A handle left behind catches up with reload: its own run, or the one named."""
+        with_user(engine)
+        runs = persistent(engine)
+        behind = runs.start({"user_id": 7, "status": "closed"}, run_id="r1")
+        runs.start({"user_id": 7, "status": "closed"}, run_id="r2")
+        runs.send("r1", "go")
+        assert behind.reload().state is Step.DONE
+        assert (behind.reload("r2").id, behind.state) == ("r2", Step.WAITING)
 
     def test_each_step_commits_and_history_round_trips(self, engine: Engine) -> None:
         """Three steps: three history rows, version 4, outcomes back as dataclasses."""
@@ -232,6 +250,47 @@ class TestConcurrency:
         assert rows(engine, TABLES.history) == 3 and rows(engine, TABLES.outbox) == 1
         with FlowSqlUnitOfWork(engine) as uow:
             assert uow.users.get(7).version == 2  # type: ignore[union-attr]
+
+    def test_a_failing_action_of_a_run_moved_meanwhile_is_its_own_error(
+        self, engine: Engine
+    ) -> None:
+        """An action's own error stays the news when another process moved the run meanwhile."""
+        with_user(engine)
+        faults = Faults({"audit"})
+        run_id = persistent(engine).start({"user_id": 7, "status": "closed"}).id
+        with pytest.raises(CallbackError):
+            persistent(engine, faults=faults).send(run_id, "go")  # stops in AUDITING
+        first, second = (
+            persistent(engine).load(run_id),
+            persistent(engine, faults=faults).load(run_id),
+        )
+        first.advance()
+        with pytest.raises(CallbackError, match="action audit raised InjectedFault"):
+            second.advance()
+        assert (second.state, second.version) == (Step.DONE, 4)  # reloaded: the truth
+
+
+class TestListeners:
+    """A listener runs inside the step: if it raises, the step rolls back."""
+
+    def test_a_failing_listener_is_reported_as_the_listener_s_error(self) -> None:
+        """The CallbackError names the listener; nothing of the step is stored."""
+
+        def refuse(run: Any, transition: Any) -> None:
+            raise ValueError("no")
+
+        uow = InMemoryUnitOfWork()
+        machine = Machine(
+            "hop",
+            states=[State("a", initial=True), State("z", final=True)],
+            transitions=[("a", "go", "z")],
+        )
+        runs = PersistentMachine(machine, uow, listeners=[refuse])
+        runs.start(run_id="r1")
+        with pytest.raises(CallbackError) as caught:
+            runs.send("r1", "go")
+        assert (caught.value.kind, caught.value.name) == ("listener", "refuse")
+        assert runs.load("r1").state == "a"
 
 
 class TestBadInputWritesNothing:

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from adapters.memory import AsyncInMemoryUnitOfWork, InMemoryUnitOfWork
 from adapters.sqlalchemy import SqlUnitOfWork
 from fsm import FSMError, Machine, PersistentMachine, RunFinished, State
+from fsm.hooks import StepCommitted, StepFailed
 from fsm.persistence import AsyncPersistentMachine
 from fsm.ports import ConcurrencyError, HistoryRecord, RunNotFound, UnitOfWork
 from tests.clock import T0, Clock
@@ -33,6 +34,7 @@ orders = Machine(
     transitions=[
         ("waiting", "finish", "done"),
         ("waiting", "check", "checking"),
+        ("waiting", "wait", "waiting"),
         ("checking", "ok", "checked"),
     ],
 )
@@ -65,15 +67,51 @@ class TestSendMany:
         """Each run moves by its event, with its history row and version, and the effect
         writes in the same transaction."""
         runs = started(uow, "a", "b", "c")
-        written: list[str] = []
-        moved = runs.send_many(
-            [("a", "finish"), ("c", "finish")], effect=lambda u: written.append("effect")
-        )
+        written: list[object] = []
+        moved = runs.send_many([("a", "finish"), ("c", "finish")], effect=written.append)
         assert [(h.id, h.state, h.version) for h in moved] == [("a", "done", 2), ("c", "done", 2)]
-        assert written == ["effect"]
+        assert written == [uow]
         assert states(runs, "a", "b", "c") == [("done", 2, 1), ("waiting", 1, 0), ("done", 2, 1)]
         step = runs.load("c").run.history[0]
         assert (step.source, step.trigger, step.target) == ("waiting", "finish", "done")
+
+    def test_a_run_with_history_takes_the_next_step(self, uow: UnitOfWork) -> None:
+        """The step is numbered after the run's stored history."""
+        runs = started(uow, "a")
+        runs.send("a", "wait")
+        runs.send_many([("a", "finish")])  # a second step numbered 1 would be refused
+        assert states(runs, "a") == [("done", 3, 2)]
+
+    def test_the_handles_returned_go_on_through_the_store(self, uow: UnitOfWork) -> None:
+        """After the batch each handle sends as `load` would; its in-memory run still refuses."""
+        runs = started(uow, "a")
+        (moved,) = runs.send_many([("a", "wait")])
+        with pytest.raises(FSMError, match="run a is persistent"):
+            moved.run.send("finish")
+        assert moved.send("finish").state == "done"
+        assert states(runs, "a") == [("done", 3, 2)]
+
+    def test_hooks_hear_each_step_after_the_commit_or_the_rollback(self, uow: UnitOfWork) -> None:
+        """after_commit gets each run's step; after_failure each step undone, timed by the clock."""
+        done: list[StepCommitted] = []
+        undone: list[StepFailed] = []
+        runs = PersistentMachine(
+            orders, uow, clock=Clock(), after_commit=[done.append], after_failure=[undone.append]
+        )
+        for run_id in ("a", "b", "c"):
+            runs.start(run_id=run_id)
+        runs.send_many([("b", "finish"), ("a", "wait")])
+        assert [(step.run_id, step.seq, step.target) for step in done] == [
+            ("b", 1, "done"),
+            ("a", 1, "waiting"),
+        ]
+
+        def refuse(_: object) -> None:
+            raise RuntimeError("the outbox is away")
+
+        with pytest.raises(RuntimeError):
+            runs.send_many([("c", "finish")], effect=refuse)
+        assert [(step.run_id, step.target, step.at) for step in undone] == [("c", "done", T0)]
 
     def test_a_refused_event_writes_nothing_for_any_run(self, uow: UnitOfWork) -> None:
         """One run cannot take its event (it is finished): none of the batch moves."""
@@ -130,10 +168,12 @@ class TestSendMany:
             runs = AsyncPersistentMachine(orders, uow, clock=Clock())
             for run_id in ("a", "b"):
                 await runs.start(run_id=run_id)
-            moved = await runs.send_many([("a", "finish"), ("b", "finish")])
+            moved = await runs.send_many([("a", "finish"), ("b", "finish")], effect=written.append)
             return [str((await runs.load(h.id)).state) for h in moved]
 
+        written: list[object] = []
         assert asyncio.run(scenario()) == ["done", "done"]
+        assert len(written) == 1 and isinstance(written[0], AsyncInMemoryUnitOfWork)
 
 
 class TestStoreMany:

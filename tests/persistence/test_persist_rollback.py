@@ -92,8 +92,8 @@ class TestRollbackOutcome:
         assert user_ids(engine) == [] and stored_runs(engine) == 1
         with FlowSqlUnitOfWork(engine) as uow:
             assert [h.target for h in uow.runs.history("r1")] == ["refused"]
-            assert "note" not in uow.runs.load("r1").context
-        assert "note" not in run.context  # the in-memory context is the committed one
+            assert uow.runs.load("r1").context == {"user_id": 7}
+        assert run.context == {"user_id": 7}  # the in-memory context is the committed one
 
     def test_the_callers_effect_survives_the_rollback(self, engine: Engine) -> None:
         """start(effect=) is part of the run's creation: done again after the rollback."""
@@ -111,6 +111,7 @@ class TestRollbackOutcome:
         runs.start({"user_id": 7}, run_id="r1")
         run = runs.send("r1", "go")
         assert run.state == "refused" and user_ids(engine) == []
+        assert run.context == {"user_id": 7}
         with FlowSqlUnitOfWork(engine) as uow:
             assert [h.target for h in uow.runs.history("r1")] == ["new", "refused"]
 

@@ -4,6 +4,7 @@ cleanly on SIGTERM or SIGINT, through its event loop, and the handlers from befo
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import subprocess
 import sys
@@ -139,6 +140,35 @@ class TestSignalsInTheLoop:
         await relay.run(until_idle=True)
         assert not loop.remove_signal_handler(signal.SIGTERM)
         assert not loop.remove_signal_handler(signal.SIGINT)
+
+    @pytest.mark.parametrize("signum", SIGNALS)
+    async def test_a_signal_stops_the_relay_in_the_loop(
+        self, relay: AsyncOutboxRelay, signum: signal.Signals, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The loop's handler stops the relay, naming the signal, and hands it back."""
+        caplog.set_level(logging.INFO, logger="fsm.stopping")
+        relay.install_signal_handlers()
+        signal.raise_signal(signum)
+        for _ in range(100):  # the loop runs the handler on one of its next turns
+            if relay.stopping:
+                break
+            await asyncio.sleep(0.01)
+        assert relay.stopping
+        assert f"relay r1: signal {int(signum)}, stopping after the event in hand" in caplog.text
+        assert not asyncio.get_running_loop().remove_signal_handler(signum)
+
+    async def test_stop_from_another_thread_removes_them_through_the_loop(
+        self, relay: AsyncOutboxRelay
+    ) -> None:
+        """stop() called from another thread (an operator's) leaves the removal to the loop."""
+        loop = asyncio.get_running_loop()
+        before = {sig: signal.getsignal(sig) for sig in SIGNALS}
+        relay.install_signal_handlers()
+        await asyncio.to_thread(relay.stop)
+        await asyncio.sleep(0)  # the loop's turn: the callback stop() handed it
+        assert not loop.remove_signal_handler(signal.SIGTERM)
+        assert not loop.remove_signal_handler(signal.SIGINT)
+        assert {sig: signal.getsignal(sig) for sig in SIGNALS} == before
 
     def test_outside_a_running_loop_it_refuses(self, tmp_path: Path) -> None:
         """Called with no loop running, it raises RuntimeError and installs nothing."""
