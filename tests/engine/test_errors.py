@@ -6,6 +6,7 @@ import pytest
 
 from fsm import AsyncRequired, DefinitionError, GuardRejected, InvalidEvent, UnhandledOutcome
 from fsm.outbox import LeaseLost
+from fsm.ports import ConcurrencyError, RunExists, RunNotFound
 
 WHERE = " (machine 'pay', run r1, state 'held')"
 """How a RunError of run r1 of machine pay, in state held, ends its message."""
@@ -95,3 +96,23 @@ class TestLeaseLost:
             "outbox message 'e-1' is not leased to 'slow' any more "
             "(its lease expired or it left the pending set); nothing was changed"
         )
+
+
+class TestStoreErrors:
+    """What the stores raise names the record and what to do."""
+
+    def test_a_stale_version(self) -> None:
+        moved = ConcurrencyError("run", "r1", expected=3, found=4)
+        gone = ConcurrencyError("user", 7, expected=3, found=None)
+        assert str(moved) == (
+            "run r1 was changed by someone else: expected version 3, found version 4; "
+            "nothing was written, reload and try again"
+        )
+        assert str(gone) == (
+            "user 7 was changed by someone else: expected version 3, it no longer exists; "
+            "nothing was written, reload and try again"
+        )
+        assert (moved.run_id, gone.run_id) == ("r1", None)
+
+    def test_a_missing_or_taken_run_id(self) -> None:
+        assert (RunNotFound("r1").run_id, RunExists("r2").run_id) == ("r1", "r2")

@@ -141,6 +141,28 @@ class TestScope:
             ("fsm.examples:payment", payment),
         ]
 
+    def test_specs_are_taken_in_order_a_module_among_them(self) -> None:
+        """Every spec counts, in the order given, a module's machines where it stands; an
+        attribute path may go through a module's attributes (`fsm:examples.ping`)."""
+        from userstatus.flow import machine as flow
+
+        found = resolve_machines(["fsm:examples.ping", "fsm.examples", "userstatus.flow:machine"])
+        assert found == [
+            ("fsm:examples.ping", ping),
+            ("fsm.examples:update", update),
+            ("fsm.examples:hold", hold),
+            ("fsm.examples:payment", payment),
+            ("userstatus.flow:machine", flow),
+        ]
+
+    def test_a_wrong_name_says_what_to_give(self) -> None:
+        with pytest.raises(CoverageError) as refused:
+            resolve_machines(["fsm.examples:ok"])
+        assert str(refused.value) == (
+            "coverage scope 'fsm.examples:ok' names a function, not an fsm.Machine; "
+            "give MODULE:ATTR of a machine or MODULE"
+        )
+
     @pytest.mark.parametrize(
         ("spec", "message"),
         [
