@@ -53,6 +53,9 @@ from userstatus.sql import users
 ROOT = Path(__file__).resolve().parents[2]
 Progress = Callable[[str], None]
 
+PUBLISH_GRACE = 30.0
+"""Seconds an updater holds its run for the publish after the commit (the orchestrator's
+default `publish_grace`): a run it held when killed can move only after that."""
 INITIAL = ("active", "suspended", "pending_verification", "active")
 """The users' first statuses, by user id modulo its length."""
 
@@ -512,7 +515,9 @@ class Campaign:
             self._restart_the_dead_relays()
             pending, non_final = self._counts()
         # Runs still moving after their event settled get a moment; stuck ones are reported.
-        settle = time.monotonic() + 3
+        # A run a killed updater held when a relay published its event is moved by the
+        # relays' sweep once that claim (the publish grace, 30 s) runs out.
+        settle = time.monotonic() + PUBLISH_GRACE + 5
         while non_final and time.monotonic() < min(settle, deadline):
             self.stop_event.wait(0.5)
             pending, non_final = self._counts()
