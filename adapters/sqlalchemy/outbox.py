@@ -17,6 +17,7 @@ from sqlalchemy import (
     Integer,
     Row,
     Table,
+    and_,
     bindparam,
     case,
     func,
@@ -109,13 +110,19 @@ class SqlOutbox:
         window = CLAIM_WINDOW * limit
         while True:
             parameters = {"now": now, "limit": limit, "window": window}
-            rows = self._session.execute(self._sql.claimable, parameters).all()
-            if len(rows) == limit:
+            heads = self._session.execute(self._sql.heads, parameters).scalars().all()
+            if len(heads) == limit:
                 break
             seen = self._session.execute(self._sql.window, {"window": window}).scalar_one()
             if seen < window:
                 break
             window *= CLAIM_WINDOW_GROWTH
+        if not heads:
+            return []
+        # Locked apart from the search, by id: a plan that cannot turn quadratic when the
+        # table's statistics are stale (a backlog just added); the lease conditions are
+        # checked again on the locked rows, so a head another relay claimed meanwhile drops.
+        rows = self._session.execute(self._sql.lock, {"ids": heads, "now": now}).all()
         if not rows:
             return []
         self._session.execute(
@@ -315,9 +322,11 @@ class _OutboxSql:
     """The outbox's statements on the hot paths, built once per tables and dialect (see
     adapters.sqlalchemy.store._RunSql); parameters by name."""
 
-    claimable: Executable
-    """The claimable messages at `now` among the oldest `window` pending ones, oldest first,
-    at most `limit`, locked."""
+    heads: Executable
+    """The ids of the claimable messages at `now` among the oldest `window` pending ones,
+    oldest first, at most `limit`: a read of the window alone, no join."""
+    lock: Executable
+    """Lock the messages among `ids` (their `id`) still claimable at `now`, oldest first."""
     window: Executable
     """How many of the oldest `window` pending messages there are (fewer: all of them)."""
     lease: Executable
@@ -336,7 +345,7 @@ def _outbox_sql(tables: Tables, dialect: str) -> _OutboxSql:
     c = outbox.c
     pending = update(outbox).where(c.status == PENDING)
     oldest = (
-        select(c.id, c.key)
+        select(c.id, c.key, c.next_attempt_at, c.lease_owner, c.lease_expires_at)
         .where(c.status == PENDING)
         .order_by(c.id)
         .limit(bindparam("window", type_=Integer))
@@ -344,24 +353,31 @@ def _outbox_sql(tables: Tables, dialect: str) -> _OutboxSql:
     # The head of a key is its oldest pending message, leased or not: a key whose head
     # someone else holds has no claimable message at all, which is what keeps the order.
     # Among the oldest pending messages, a key's oldest is its head (any older one would
-    # be among them too): one pass over them, no lookup per message.
-    window = oldest.cte("oldest")
-    heads = select(func.min(window.c.id).label("id")).group_by(window.c.key).cte("heads")
+    # be among them too): one pass over them, numbering each key's messages, no join.
+    window = oldest.subquery("oldest")
+    w = window.c
+    place = func.row_number().over(partition_by=w.key, order_by=w.id).label("place")
+    ranked = select(w.id, w.next_attempt_at, w.lease_owner, w.lease_expires_at, place).subquery()
+    r = ranked.c
     now = bindparam("now", type_=c.next_attempt_at.type)
+
+    def free(table: Any) -> ColumnElement[bool]:
+        """Due and held by nobody at `now`."""
+        lease = or_(table.lease_owner.is_(None), table.lease_expires_at <= now)
+        return and_(table.next_attempt_at <= now, lease)
+
     return _OutboxSql(
-        claimable=select(outbox)
-        .join(heads, heads.c.id == c.id)
-        .where(
-            c.status == PENDING,
-            c.next_attempt_at <= now,
-            or_(c.lease_owner.is_(None), c.lease_expires_at <= now),
-        )
+        heads=select(r.id)
+        .where(r.place == 1, free(r))
+        .order_by(r.id)
+        .limit(bindparam("limit", type_=Integer)),
+        lock=select(outbox)
+        .where(among(c.id, "ids", dialect), c.status == PENDING, free(c))
         .order_by(c.id)
-        .limit(bindparam("limit", type_=Integer))
         # PostgreSQL: relays claiming at once skip each other's heads instead of
         # waiting. SQLite ignores it; BEGIN IMMEDIATE (see engine.py) serialises them.
         .with_for_update(skip_locked=True, of=outbox),
-        window=select(func.count()).select_from(oldest.subquery()),
+        window=select(func.count()).select_from(window),
         lease=pending.where(among(c.id, "ids", dialect)),
         published=pending.where(among(c.event_id, "ids", dialect)).values(
             status=PUBLISHED, lease_owner=None, lease_expires_at=None
