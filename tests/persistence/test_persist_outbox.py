@@ -5,10 +5,12 @@ from __future__ import annotations
 import random
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
 
 from adapters.sqlalchemy import TABLES, SqlUnitOfWork
 from adapters.sqlalchemy import outbox as sql_outbox
@@ -165,6 +167,46 @@ class TestClaimWindow:
         add(engine, *[message(f"{k}{n}", k) for n in range(40) for k in "ab"], message("c0", "c"))
         assert claim(engine, "r1", limit=2) == ["a0", "b0"]
         assert claim(engine, "r2", limit=2) == ["c0"]
+
+    def test_no_claim_statement_reads_the_outbox_twice(self, engine: Engine) -> None:
+        """The search reads the oldest pending messages alone, and the heads it finds are
+        then locked by id: no statement joins the outbox with itself, so no plan can rescan
+        the window once per pending row (PostgreSQL did, joined, with the stale statistics
+        of a backlog added a moment before: 17 claims of 3,000 events took 7.2 s)."""
+        add(engine, *[message(f"m{n}", f"k{n % 7}") for n in range(50)])
+        reads: list[tuple[str, int]] = []
+
+        def explain(_c: object, cursor: Any, statement: str, parameters: Any, *_: object) -> None:
+            if not statement.lstrip().upper().startswith(("SELECT", "WITH")):
+                return
+            if engine.dialect.name == "postgresql":
+                cursor.execute("EXPLAIN (FORMAT JSON) " + statement, parameters)
+                nodes = list(_plan_nodes(cursor.fetchone()[0][0]["Plan"]))
+                found = [node.get("Relation Name") for node in nodes]
+                assert not [n["Node Type"] for n in nodes if "Join" in n["Node Type"]]
+                assert not [n for n in nodes if n["Node Type"] == "Nested Loop"]
+            else:
+                cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)
+                found = [
+                    row[3].split()[1]
+                    for row in cursor.fetchall()
+                    if row[3].startswith(("SCAN", "SEARCH"))
+                ]
+            reads.append((statement.split()[0], found.count("outbox")))
+
+        event.listen(engine, "before_cursor_execute", explain)
+        try:
+            assert len(claim(engine, "r1", limit=5)) == 5
+        finally:
+            event.remove(engine, "before_cursor_execute", explain)
+        assert len(reads) >= 2 and all(count == 1 for _, count in reads), reads
+
+
+def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A PostgreSQL plan node (EXPLAIN's JSON) and every node under it."""
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)
 
 
 class TestFailuresAndDeadLetters:
