@@ -203,8 +203,9 @@ class RunStatements:
         return record.version + 1
 
     def write_many_steps(self, steps: Sequence[tuple[RunRecord, HistoryRecord]]) -> Steps[None]:
-        """Each run's save and step: the versions read and locked in one statement (a moved
-        run is named), every save in one executemany, every step in one multi-row INSERT.
+        """Each run's save and step: the versions and last steps read and locked in one
+        statement (a moved run, or a step stored already, is named), every save in one
+        executemany, every step in another.
         (One UPDATE ... FROM unnest(...) statement on PostgreSQL cost the client more CPU:
         psycopg formats array parameters in Python.)"""
         for record, entry in steps:
@@ -216,29 +217,30 @@ class RunStatements:
         if not steps:
             return
         stored = yield from self._execute(self._sql.lock, {"ids": [r.id for r, _ in steps]})
-        versions: dict[str, int] = {row.id: row.version for row in stored}
-        for record, _ in steps:
-            found = versions.get(record.id)
-            if found != record.version:
-                raise ConcurrencyError("run", record.id, expected=record.version, found=found)
+        found = {row.id: (row.version, row.last_seq) for row in stored}
+        for record, entry in steps:
+            version, last = found.get(record.id, (None, None))
+            if version != record.version:
+                raise ConcurrencyError("run", record.id, expected=record.version, found=version)
+            if last is not None and last >= entry.seq:  # a step stored already
+                raise ConcurrencyError(
+                    "run history", entry.run_id, expected=entry.seq - 1, found=last
+                )
         now = self._clock()
         result = yield from self._execute(self._sql.update_run, [_saved(r, now) for r, _ in steps])
         changed = result.rowcount  # type: ignore[attr-defined]
         if changed != len(steps):  # the rows are locked: only a driver's miscount gets here
             record = steps[0][0]
             raise ConcurrencyError("run", record.id, expected=record.version, found=None)
+        # Plain rows, no RETURNING: the driver sends one short statement per row, pipelined,
+        # instead of one statement text as long as the batch, parsed anew each time.
         try:
-            result = yield from self._execute(
-                self._sql.insert_step, [_step_row(e) for _, e in steps]
-            )
-            added: set[tuple[str, int]] = {(row.run_id, row.seq) for row in result}
-        except IntegrityError as error:  # the foreign key: a run is gone
-            raise RunNotFound(steps[0][1].run_id) from error
-        for _, entry in steps:
-            if (entry.run_id, entry.seq) not in added:
-                raise ConcurrencyError(
-                    "run history", entry.run_id, expected=entry.seq - 1, found=None
-                )
+            yield from self._execute(self._sql.add_steps, [_step_row(e) for _, e in steps])
+        except IntegrityError as error:  # the runs are locked: a step appended meanwhile
+            entry = steps[0][1]
+            raise ConcurrencyError(
+                "run history", entry.run_id, expected=entry.seq - 1, found=None
+            ) from error
 
     def _moved(self, record: RunRecord) -> Steps[ConcurrencyError]:
         """The error for a save that found the run at another version (or gone)."""
@@ -444,13 +446,16 @@ class _RunSql:
 
     insert_run: Executable
     insert_step: Executable
+    add_steps: Executable
+    """INSERT history rows, a taken key raising (write_many: the runs are locked)."""
     update_run: Executable
     version: Executable
     last_seq: Executable
     load: Executable
     """The runs among `ids`, each with its history, in one statement."""
     lock: Executable
-    """The versions of the runs among `ids`, locked in one order by every writer: no deadlock."""
+    """The versions and last history steps (`last_seq`) of the runs among `ids`, locked in
+    one order by every writer: no deadlock."""
     history: Executable
     write: Executable | None
     """PostgreSQL: `update_run` and `insert_step` in one statement (the step goes in only if
@@ -461,9 +466,11 @@ class _RunSql:
 def _run_sql(tables: Tables, dialect: str) -> _RunSql:
     runs, steps = tables.runs, tables.history
     run_id: BindParameter[str] = bindparam("b_id")
+    last = select(func.max(steps.c.seq)).where(steps.c.run_id == runs.c.id).scalar_subquery()
     return _RunSql(
         insert_run=insert_new(runs, dialect),
         insert_step=insert_new(steps, dialect),
+        add_steps=insert(steps),
         update_run=update(runs)
         .where(runs.c.id == run_id, runs.c.version == bindparam("b_version"))
         .values(version=bindparam("b_version") + 1),
@@ -473,7 +480,7 @@ def _run_sql(tables: Tables, dialect: str) -> _RunSql:
         .outerjoin(steps, steps.c.run_id == runs.c.id)
         .where(among(runs.c.id, "ids", dialect))
         .order_by(runs.c.id, steps.c.seq),
-        lock=select(runs.c.id, runs.c.version)
+        lock=select(runs.c.id, runs.c.version, last.label("last_seq"))
         .where(among(runs.c.id, "ids", dialect))
         .order_by(runs.c.id)
         .with_for_update(),

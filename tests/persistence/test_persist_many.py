@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any, Literal
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from adapters.memory import AsyncInMemoryUnitOfWork, InMemoryUnitOfWork
 from adapters.sqlalchemy import SqlUnitOfWork
@@ -212,6 +212,35 @@ class TestStoreMany:
             uow.runs.write_many([(r, entry(r.id, 1)) for r in records])
         with uow:
             assert [len(uow.runs.history(run_id)) for run_id in ("a", "b")] == [1, 0]
+            assert [r.version for r in uow.runs.load_many(["a", "b"])] == [1, 1]
+
+    def test_write_many_refuses_a_step_appended_while_it_writes(self, engine: Engine) -> None:
+        """A step stored after the runs were locked and checked (an `append` holds no lock
+        on the run): the batch's INSERT meets it, and write_many raises ConcurrencyError
+        for run history, nothing of the batch written."""
+        uow = SqlUnitOfWork(engine, clock=Clock())
+        started(uow, "a", "b")
+        with uow:
+            records = uow.runs.load_many(["a", "b"])
+        appended: list[str] = []
+
+        def meanwhile(_c: object, cursor: Any, statement: str, *_: object) -> None:
+            if statement.startswith("INSERT INTO run_history") and not appended:
+                appended.append(statement)
+                cursor.execute(
+                    "INSERT INTO run_history (run_id, seq, source, trigger, target, at)"
+                    " VALUES ('b', 1, 'waiting', 'finish', 'done', '2026-12-03 00:00:00+00')"
+                )
+
+        event.listen(engine, "before_cursor_execute", meanwhile)
+        try:
+            with pytest.raises(ConcurrencyError, match="run history"), uow:
+                uow.runs.write_many([(r, entry(r.id, 1)) for r in records])
+        finally:
+            event.remove(engine, "before_cursor_execute", meanwhile)
+        assert appended
+        with uow:
+            assert [len(uow.runs.history(run_id)) for run_id in ("a", "b")] == [0, 0]
             assert [r.version for r in uow.runs.load_many(["a", "b"])] == [1, 1]
 
 
