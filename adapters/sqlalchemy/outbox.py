@@ -109,9 +109,9 @@ class SqlOutbox:
         # few due heads in a full window (a few keys with long queues fill it): a wider one.
         window = CLAIM_WINDOW * limit
         while True:
-            parameters = {"now": now, "limit": limit, "window": window}
+            parameters = {"now": now, "window": window}
             heads = self._session.execute(self._sql.heads, parameters).scalars().all()
-            if len(heads) == limit:
+            if len(heads) >= limit:
                 break
             seen = self._session.execute(self._sql.window, {"window": window}).scalar_one()
             if seen < window:
@@ -120,9 +120,12 @@ class SqlOutbox:
         if not heads:
             return []
         # Locked apart from the search, by id: a plan that cannot turn quadratic when the
-        # table's statistics are stale (a backlog just added); the lease conditions are
-        # checked again on the locked rows, so a head another relay claimed meanwhile drops.
-        rows = self._session.execute(self._sql.lock, {"ids": heads, "now": now}).all()
+        # table's statistics are stale (a backlog just added). The lease conditions are
+        # checked again on the locked rows, so a head another relay claimed meanwhile drops
+        # out, and with every due head of the window to choose from, relays claiming at
+        # once each get `limit` of their own.
+        parameters = {"ids": heads, "now": now, "limit": limit}
+        rows = self._session.execute(self._sql.lock, parameters).all()
         if not rows:
             return []
         self._session.execute(
@@ -324,9 +327,10 @@ class _OutboxSql:
 
     heads: Executable
     """The ids of the claimable messages at `now` among the oldest `window` pending ones,
-    oldest first, at most `limit`: a read of the window alone, no join."""
+    oldest first: a read of the window alone, no join."""
     lock: Executable
-    """Lock the messages among `ids` (their `id`) still claimable at `now`, oldest first."""
+    """Lock the messages among `ids` (their `id`) still claimable at `now` and not locked by
+    another claim, oldest first, at most `limit`."""
     window: Executable
     """How many of the oldest `window` pending messages there are (fewer: all of them)."""
     lease: Executable
@@ -367,13 +371,11 @@ def _outbox_sql(tables: Tables, dialect: str) -> _OutboxSql:
         return and_(table.next_attempt_at <= now, lease)
 
     return _OutboxSql(
-        heads=select(r.id)
-        .where(r.place == 1, free(r))
-        .order_by(r.id)
-        .limit(bindparam("limit", type_=Integer)),
+        heads=select(r.id).where(r.place == 1, free(r)).order_by(r.id),
         lock=select(outbox)
         .where(among(c.id, "ids", dialect), c.status == PENDING, free(c))
         .order_by(c.id)
+        .limit(bindparam("limit", type_=Integer))
         # PostgreSQL: relays claiming at once skip each other's heads instead of
         # waiting. SQLite ignores it; BEGIN IMMEDIATE (see engine.py) serialises them.
         .with_for_update(skip_locked=True, of=outbox),

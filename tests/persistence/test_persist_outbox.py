@@ -348,6 +348,19 @@ class TestConcurrentClaimers:
         assert [m.event_id for m in mine] == ["a1"]
         assert [m.event_id for m in theirs] == ["b1"]
 
+    @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+    def test_claims_at_once_each_get_heads_of_their_own(self, engine: Engine) -> None:
+        """While one relay's claim is uncommitted, another takes the next due heads, not
+        nothing: relays draining a backlog together work side by side."""
+        add(engine, *[message(f"{key}1", key) for key in "abcd"])
+        first, second = SqlUnitOfWork(engine), SqlUnitOfWork(engine)
+        with first:
+            mine = first.outbox.claim(owner="r1", limit=2, lease_seconds=LEASE, now=T0)
+            with second:
+                theirs = second.outbox.claim(owner="r2", limit=2, lease_seconds=LEASE, now=T0)
+        assert [m.event_id for m in mine] == ["a1", "b1"]
+        assert [m.event_id for m in theirs] == ["c1", "d1"]
+
     KEYS = 3
     PER_KEY = 12
     RELAYS = 4
