@@ -110,9 +110,10 @@ def to_statemachine(
 
     With `actions=True` each state's action runs on entry (as an `enter` callback, with
     the context) and its outcome is sent as the event `Exported.event_for` names, so an
-    instance runs by itself as a Run does. An action that raises leaves the instance in
-    the entered state, as a Run; `Exported.send`/`create` raise its exception (the
-    instance's own `send` does not: drive exported instances through `Exported`).
+    instance runs by itself as a Run does. An action that raises (or returns a value no
+    trigger takes: an ExportError) leaves the instance in the entered state, as a Run;
+    `Exported.send`/`create` raise its exception (the instance's own `send` does not:
+    drive exported instances through `Exported`).
     Without it (the default) actions are left out and the caller sends outcomes as events.
     A machine whose actions are methods of its steps protocol needs `steps=` (the object
     whose methods they call) to export them.
@@ -261,13 +262,15 @@ def _on_entry(
         model: RunView = machine.model
         try:
             outcome = action(model.context, model.step_key) if external else action(model.context)
+            event = _event_for(definition, rows, event_ids, state, outcome)
         except Exception as error:
             # Raising here would make python-statemachine undo the transition; a Run
-            # stays in the entered state with the action to retry. Keep it for send().
+            # stays in the entered state with the action to retry (an outcome matching no
+            # trigger included). Keep it for send().
             model.error = error
             return
         model.following = True
-        machine.send(_event_for(definition, rows, event_ids, state, outcome), fsm_value=outcome)
+        machine.send(event, fsm_value=outcome)
 
     enter.__name__ = f"enter_{getattr(action, '__name__', 'action')}"
     return enter

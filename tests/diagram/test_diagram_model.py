@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from fsm import Machine, State, Transition
@@ -52,6 +54,25 @@ class TestNodes:
         )
         ids = [node.id for node in build_graph(machine).nodes]
         assert ids == ["a_b", "a_b_2", "s_end", "s_9"]
+
+    def test_ids_keep_ascii_letters_and_count_clashes_up(self) -> None:
+        """Outer underscores go, non-ASCII letters become underscores, a third clash gets `_3`,
+        and a name with nothing safe in it becomes `state` (a Mermaid keyword, so `s_state`)."""
+        cafe = "caf\N{LATIN SMALL LETTER E WITH ACUTE}"
+        names = ["a b", "a_b", "a-b", "_x_", cafe, "Xylo", "!!!"]
+        machine: Machine[str] = Machine(
+            "ids",
+            states=[State(n, initial=n == names[0], final=n == names[-1]) for n in names],
+            transitions=[(a, "go", b) for a, b in itertools.pairwise(names)],
+        )
+        ids = [node.id for node in build_graph(machine).nodes]
+        assert ids == ["a_b", "a_b_2", "a_b_3", "x", "caf", "Xylo", "s_state"]
+
+    def test_an_unknown_node_id_is_a_key_error_naming_it(self) -> None:
+        """`graph.node` raises KeyError with the id asked for."""
+        with pytest.raises(KeyError) as caught:
+            build_graph(ping).node("nowhere")
+        assert caught.value.args == ("nowhere",)
 
 
 class TestEdges:
@@ -118,10 +139,25 @@ class TestHighlight:
         ]
         with pytest.raises(DiagramError, match="has no such row"):
             build_graph(flow, highlight=records)
+        with pytest.raises(DiagramError) as caught:
+            build_graph(flow, highlight=records)
+        assert str(caught.value) == (
+            "cannot highlight Step.COMMITTED --'Published'--> Step.PUBLISHED: "
+            "machine 'user_status_update' has no such row"
+        )
         records[1] = (Step.COMMITTED, Published, Step.PUBLISHED, Published())
         graph = build_graph(flow, highlight=records)
         assert graph.node("PUBLISHED").current
         assert graph.run_id is None
+
+    def test_three_item_tuples_work_too(self) -> None:
+        """(source, trigger, target) tuples, without the outcome, highlight as well."""
+        graph = build_graph(ping, highlight=[("idle", "start", "busy")])
+        assert [(n.label, n.visits, n.current) for n in graph.nodes] == [
+            ("idle", 1, False),
+            ("busy", 1, True),
+            ("done", 0, False),
+        ]
 
     def test_transition_records_work_and_current_can_be_given(self) -> None:
         """Transition records highlight; `current=` overrides the last target."""
@@ -143,7 +179,15 @@ class TestHighlight:
         """Something that is not a transition, or a current state not in the machine, fails."""
         with pytest.raises(DiagramError, match="cannot highlight 'start'"):
             build_graph(ping, highlight=["start"])
-        with pytest.raises(
-            DiagramError, match="'nowhere' is not a state of 'ping'; states: 'idle'"
-        ):
+        # A string of three characters is not a (source, trigger, target) tuple either.
+        with pytest.raises(DiagramError) as caught:
+            build_graph(ping, highlight=["abc"])
+        assert str(caught.value) == (
+            "cannot highlight 'abc': give a Run, Transition records "
+            "or (source, trigger, target[, outcome]) tuples"
+        )
+        with pytest.raises(DiagramError) as caught:
             build_graph(ping, highlight=[], current="nowhere")
+        assert str(caught.value) == (
+            "current state 'nowhere' is not a state of 'ping'; states: 'idle', 'busy', 'done'"
+        )

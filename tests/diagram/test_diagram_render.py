@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 import stat
 import struct
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -22,11 +25,26 @@ from fsm.diagram.model import TIMES
 from fsm.examples import ping
 from tests.diagram.diagram_machines import flow
 
+render_module = importlib.import_module("fsm.diagram.render")
+"""The module (`fsm.diagram.render` is also the name of its function)."""
+
 SVG = "{http://www.w3.org/2000/svg}"
 
 
 def svg_texts(svg: bytes) -> list[str]:
     return [text.text or "" for text in ET.fromstring(svg).iter(f"{SVG}text")]
+
+
+def program(folder: Path, name: str, script: str) -> Path:
+    """An executable shell script `folder/name` running `script`."""
+    path = folder / name
+    path.write_text(f"#!/bin/sh\n{script}\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+ECHO_ARGS = 'echo "$@"'
+"""A stand-in renderer that prints the options it was given."""
 
 
 @pytest.fixture
@@ -93,9 +111,48 @@ class TestFindRenderer:
         """With no program at all, SVG fails naming the extra to install."""
         with pytest.raises(RendererNotFound) as caught:
             diagram(ping, "svg")
-        message = str(caught.value)
-        assert "pip install 'fsm-orchestrator[diagrams]'" in message
-        assert "graphviz-pure" in message and "dot" in message
+        assert str(caught.value) == (
+            "no Graphviz program to render SVG/PNG: pip install 'fsm-orchestrator[diagrams]' "
+            "(provides graphviz-pure) or install Graphviz's dot; DOT and Mermaid output need "
+            "no program"
+        )
+
+    def test_dot_on_the_path_comes_before_graphviz_pure(
+        self, no_renderer: None, tmp_path: Path
+    ) -> None:
+        """Graphviz's own dot, found on PATH, is used ahead of graphviz-pure."""
+        program(tmp_path, "graphviz-pure", ECHO_ARGS)
+        dot = program(tmp_path, "dot", ECHO_ARGS)
+        assert find_renderer() == str(dot)
+
+    def test_graphviz_pure_on_the_path(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """Without dot, and with no graphviz-pure beside Python, the one on PATH is used."""
+        (tmp_path / "bin").mkdir()
+        pure = program(tmp_path / "bin", "graphviz-pure", ECHO_ARGS)
+        monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+        monkeypatch.delenv("FSM_DOT", raising=False)
+        monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+        assert find_renderer() == str(pure)
+
+    def test_a_graphviz_pure_beside_python_must_be_executable(
+        self, no_renderer: None, tmp_path: Path
+    ) -> None:
+        """A file of that name that cannot be run is not a renderer."""
+        (tmp_path / "graphviz-pure").write_text("not a program")
+        with pytest.raises(RendererNotFound, match="no Graphviz program"):
+            find_renderer()
+
+    def test_on_windows_graphviz_pure_is_an_exe(
+        self, no_renderer: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Beside a Windows Python the program is graphviz-pure.exe."""
+        pure = program(tmp_path, "graphviz-pure.exe", ECHO_ARGS)
+        # The module's `os` says Windows; pathlib, which reads the real one, is left alone.
+        windows = SimpleNamespace(**{**vars(os), "name": "nt"})
+        monkeypatch.setattr(render_module, "os", windows)
+        assert find_renderer() == str(pure)
 
     def test_dot_and_mermaid_need_no_renderer(self, no_renderer: None) -> None:
         """Text formats still work on a machine without any Graphviz program."""
@@ -132,3 +189,52 @@ class TestFindRenderer:
         script.chmod(script.stat().st_mode | stat.S_IXUSR)
         monkeypatch.setenv("FSM_DOT", str(script))
         assert diagram(ping, "svg") == b'<svg xmlns="http://www.w3.org/2000/svg"/>\n'
+
+
+class TestRunningTheProgram:
+    """What the program is asked for, and each way it can fail, as one DiagramError."""
+
+    def test_png_is_asked_for_at_144_dpi_and_svg_at_the_default(self, tmp_path: Path) -> None:
+        """PNG is drawn at 1.5 times Graphviz's 96 dpi; SVG, a vector, gets no dpi."""
+        echo = str(program(tmp_path, "echo-dot", ECHO_ARGS))
+        assert render(build_graph(ping), "png", program=echo) == b"-Tpng -Gdpi=144\n"
+        assert render(build_graph(ping), "svg", program=echo) == b"-Tsvg\n"
+
+    def test_diagram_draws_svg_by_default_with_the_program_given(self, tmp_path: Path) -> None:
+        """`diagram(machine)` is an SVG; `program=` picks what draws it."""
+        echo = str(program(tmp_path, "echo-dot", ECHO_ARGS))
+        assert diagram(ping, program=echo) == b"-Tsvg\n"
+        assert diagram(ping, "png", program=echo) == b"-Tpng -Gdpi=144\n"
+
+    def test_a_program_that_hangs_is_stopped(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """After TIMEOUT_SECONDS the program is given up on, and the error says so."""
+        slow = program(tmp_path, "slow-dot", "exec sleep 10")
+        monkeypatch.setattr(render_module, "TIMEOUT_SECONDS", 0.5)
+        with pytest.raises(DiagramError) as caught:
+            render(build_graph(ping), "svg", program=str(slow))
+        message = str(caught.value)
+        assert message.startswith(f"running {slow} failed: Command ")
+        assert message.endswith("timed out after 0.5 seconds")
+
+    def test_output_with_a_failing_exit_status_is_an_error(self, tmp_path: Path) -> None:
+        """A program that wrote something and then failed did not render."""
+        partial = program(tmp_path, "partial-dot", "echo '<svg'; echo 'Error: bad' >&2; exit 1")
+        with pytest.raises(DiagramError) as caught:
+            render(build_graph(ping), "svg", program=str(partial))
+        assert str(caught.value) == "partial-dot could not render svg: Error: bad"
+
+    def test_no_output_and_no_message(self, tmp_path: Path) -> None:
+        """A program that succeeds silently is an error naming its exit status."""
+        silent = program(tmp_path, "silent-dot", "exit 0")
+        with pytest.raises(DiagramError) as caught:
+            render(build_graph(ping), "png", program=str(silent))
+        assert str(caught.value) == "silent-dot could not render png: exit status 0, no output"
+
+    def test_a_message_that_is_not_utf8(self, tmp_path: Path) -> None:
+        """Bytes that are not UTF-8 in the program's message are replaced, not an error."""
+        garbled = program(tmp_path, "garbled-dot", r"printf '\377 broken\n' >&2; exit 3")
+        with pytest.raises(DiagramError) as caught:
+            render(build_graph(ping), "svg", program=str(garbled))
+        assert str(caught.value) == "garbled-dot could not render svg: \ufffd broken"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+import sys
+
+import pytest
 
 from fsm import Machine, State
-from fsm.diagram import build_graph, to_dot, to_mermaid
+from fsm.diagram import DiagramError, build_graph, to_dot, to_mermaid
 from fsm.diagram.model import TIMES
 from fsm.examples import ping, update
 from tests.diagram.diagram_machines import flow
@@ -102,6 +105,61 @@ class TestDot:
         assert "(current)" not in statements["idle"]
         assert 'color="#b0bec5"' in statements["done"]
 
+    def test_a_run_styles_every_state_and_row(self) -> None:
+        """The whole style of each statement: the path blue (its start marker's edge too), the
+        current state bold, yellow and thicker, fired rows thick, the rest dimmed."""
+        statements = dot_statements(ping_run_graph())
+        assert statements["__start__ -> idle"] == 'color="#1565c0"'
+        assert statements["idle"] == (
+            'label=<idle> color="#1565c0" fillcolor="#e3f2fd" fontcolor="#1565c0" penwidth=2'
+        )
+        assert statements["busy"] == (
+            'label=<<B>busy</B><BR/><FONT POINT-SIZE="9">(current)</FONT>> '
+            'color="#1565c0" fillcolor="#fff59d" fontcolor="#1565c0" penwidth=3'
+        )
+        assert statements["done"] == (
+            'label=<done> color="#b0bec5" fillcolor=white fontcolor="#90a4ae" peripheries=2'
+        )
+        assert statements["idle -> busy"] == (
+            f'label="start {TIMES}2" color="#1565c0" fontcolor="#1565c0" penwidth=2'
+        )
+        assert statements["busy -> done"] == (
+            'label="finish [ok]" color="#b0bec5" fontcolor="#90a4ae"'
+        )
+
+    def test_a_run_keeps_failure_states_red(self) -> None:
+        """A failure state the run passed through stays red on its own pink, thicker; the
+        current one is yellow; one never reached is dimmed but keeps its fill."""
+        run = flow.start({"failures": 1})
+        run.send("relay")
+        statements = dot_statements(to_dot(build_graph(flow, highlight=run)))
+        assert statements["PUBLISH_FAILED"] == (
+            'label=<PUBLISH_FAILED> color="#c62828" fillcolor="#ffebee" fontcolor="#c62828" '
+            'penwidth=2 tooltip="committed, event not yet published"'
+        )
+        assert statements["DEAD_LETTERED"] == (
+            'label=<DEAD_LETTERED> color="#b0bec5" fillcolor="#ffebee" fontcolor="#90a4ae" '
+            "peripheries=2"
+        )
+        failed = update.start({"user_id": 9})
+        statements = dot_statements(to_dot(build_graph(update, highlight=failed)))
+        assert statements["failed"] == (
+            'label=<<B>failed</B><BR/><FONT POINT-SIZE="9">(current)</FONT>> '
+            'color="#c62828" fillcolor="#fff59d" fontcolor="#c62828" penwidth=3 peripheries=2'
+        )
+
+    def test_without_the_graphviz_package_dot_says_what_to_install(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """DOT is built with the graphviz package; without it, the error names the extra."""
+        monkeypatch.setitem(sys.modules, "graphviz", None)  # `import graphviz` raises
+        with pytest.raises(DiagramError) as caught:
+            to_dot(build_graph(ping))
+        assert str(caught.value) == (
+            "DOT output needs the graphviz package: pip install 'fsm-orchestrator[diagrams]' "
+            "(Mermaid output needs nothing)"
+        )
+
     def test_awkward_names_are_quoted(self) -> None:
         """Quotes, angle brackets and ampersands in names stay text, not DOT or HTML syntax."""
         machine: Machine[str] = Machine(
@@ -182,3 +240,16 @@ class TestMermaid:
         assert '    state "a b" as a_b' in lines
         assert "    a_b --> c : x#59;y #lt;#35;#gt;" in lines
         assert "    note right of a_b : see#58; x" in lines
+
+    def test_line_breaks_become_spaces(self) -> None:
+        """A newline in a name or a description would end Mermaid's line: it is a space."""
+        machine: Machine[str] = Machine(
+            "two\nlines",
+            states=[State("a\nb", initial=True, description="one\ntwo"), State("c", final=True)],
+            transitions=[("a\nb", "go\non", "c")],
+        )
+        lines = to_mermaid(build_graph(machine)).splitlines()
+        assert lines[1] == "title: two lines"
+        assert '    state "a b" as a_b' in lines
+        assert "    note right of a_b : one two" in lines
+        assert "    a_b --> c : go on" in lines

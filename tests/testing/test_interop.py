@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any
+import re
+from typing import Any, Literal
 
 import pytest
+import statemachine
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from statemachine.exceptions import TransitionNotAllowed
+from statemachine.exceptions import InvalidDefinition, TransitionNotAllowed
 
-from fsm import CallbackError, GuardRejected, InvalidEvent, Machine, State, UnhandledOutcome
+from fsm import (
+    CallbackError,
+    GuardRejected,
+    InvalidEvent,
+    Machine,
+    Run,
+    State,
+    UnhandledOutcome,
+)
 from fsm.examples import ping, update
 from fsm.interop import ExportError, RunView, to_statemachine
 from fsm.strategies import Walk, walks
@@ -69,9 +80,93 @@ class TestExport:
         assert exported.send(instance, "model") == "3"
 
     def test_value_matching_no_trigger(self) -> None:
-        """A value no row can take is an ExportError naming the triggers."""
-        with pytest.raises(ExportError, match="matches no trigger of machine 'update'"):
+        """A value no row can take is an ExportError naming it and every trigger."""
+        with pytest.raises(ExportError) as caught:
             to_statemachine(update).event_for("received", "nope")
+        assert str(caught.value) == (
+            "'nope' matches no trigger of machine 'update'; triggers: Updated, UserNotFound"
+        )
+
+    def test_more_names_made_identifiers(self) -> None:
+        """An empty name, a leading underscore and a Python keyword get an `x` in front; other
+        letters stay."""
+        machine = Machine(
+            "names",
+            states=[State("", initial=True), State("_hidden"), State("class", final=True)],
+            transitions=[("", "Xgo", "_hidden"), ("_hidden", "def", "class")],
+        )
+        exported = to_statemachine(machine)
+        assert exported.state_ids == {"": "x_", "_hidden": "x_hidden", "class": "xclass"}
+        assert exported.event_ids == {"Xgo": "Xgo", "def": "xdef"}
+        instance = exported.create()
+        exported.send(instance, "Xgo")
+        assert exported.send(instance, "def") == "class"
+
+    def test_the_class_and_its_states_are_named_after_ours(self) -> None:
+        """The class is named after the machine (or `class_name`); each state keeps our
+        state's name as its name, and the one marked initial is initial wherever it is listed."""
+        exported = to_statemachine(flow)
+        assert exported.cls.__name__ == "FlowMachine"
+        assert to_statemachine(flow, class_name="Publishing").cls.__name__ == "Publishing"
+        late = Machine(
+            "user_status_update",
+            states=[State("my state", final=True), State("start", initial=True)],
+            transitions=[("start", "go", "my state")],
+        )
+        exported = to_statemachine(late)
+        assert exported.cls.__name__ == "UserStatusUpdateMachine"
+        assert {s.value: s.name for s in exported.cls.states} == {
+            "my state": "my state",
+            "start": "start",
+        }
+        assert exported.state_of(exported.create()) == "start"
+
+    def test_a_class_python_statemachine_refuses(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A definition the library refuses is an ExportError naming the machine and why."""
+
+        class Strict(statemachine.StateMachine):
+            def __init_subclass__(cls, **kwargs: Any) -> None:
+                if cls.__name__ == "Refused":
+                    raise InvalidDefinition("Refused breaks a rule")
+                super().__init_subclass__(**kwargs)
+
+        monkeypatch.setattr(statemachine, "StateMachine", Strict)
+        with pytest.raises(ExportError) as caught:
+            to_statemachine(ping, class_name="Refused")
+        assert str(caught.value) == (
+            "python-statemachine refused machine 'ping': Refused breaks a rule"
+        )
+
+    def test_guards_and_actions_keep_their_names(self) -> None:
+        """python-statemachine lists a row's guard and a state's entry by our guard's and
+        action's names (`guard` and `action` for a callable without one)."""
+
+        def saved(context: dict[str, Any]) -> Literal["ok"]:
+            return "ok"
+
+        def ready(run: Any) -> bool:
+            return True
+
+        machine = Machine(
+            "named",
+            states=[
+                State("a", initial=True, action=saved),
+                State("b", action=functools.partial(saved)),
+                State("c", final=True),
+            ],
+            transitions=[("a", "ok", "b", ready), ("b", "ok", "c", functools.partial(ready))],
+        )
+        exported = to_statemachine(machine, actions=True)
+        states = {s.value: s for s in exported.cls.states}
+        assert next(str(c) for c in states["a"].enter) == "enter_saved"
+        assert next(str(c) for c in states["b"].enter) == "enter_action"
+        guards = {
+            t.source.value: [str(c) for c in t.cond]
+            for s in exported.cls.states
+            for t in s.transitions
+        }
+        assert guards == {"a": ["_following", "ready"], "b": ["_following", "guard"]}
+        assert exported.state_of(exported.create()) == "c"
 
 
 def run_both(machine: Machine[str], context: dict[str, Any], values: list[object]) -> None:
@@ -185,6 +280,88 @@ class TestDifferentialWithActions:
             run.send("go")
         assert exported.state_of(instance) == run.state == "b"
         assert instance.model.history == run.history
+
+    def test_an_action_state_takes_no_event(self) -> None:
+        """After a failing action the instance waits in its state, as a Run: the action's
+        outcome sent as an event is refused in both."""
+
+        def boom(context: dict[str, Any]) -> Literal["ok"]:
+            raise RuntimeError("port down")
+
+        machine = Machine(
+            "fails",
+            states=[State("a", initial=True), State("b", action=boom), State("c", final=True)],
+            transitions=[("a", "go", "b"), ("b", "ok", "c")],
+        )
+        exported = to_statemachine(machine, actions=True)
+        instance = exported.create()
+        with pytest.raises(RuntimeError):
+            exported.send(instance, "go")
+        with pytest.raises(TransitionNotAllowed):
+            exported.send(instance, "ok")
+        run = machine.create()
+        with pytest.raises(CallbackError):
+            run.send("go")
+        with pytest.raises(InvalidEvent):
+            run.send("ok")
+        assert exported.state_of(instance) == run.state == "b"
+
+    def test_an_outcome_matching_no_trigger(self) -> None:
+        """An action returning what no trigger takes leaves the instance in its state, as a
+        Run; send raises an ExportError naming the value and the triggers."""
+
+        def sloppy(context: dict[str, Any]) -> Literal["ok"]:
+            return context["answer"]  # type: ignore[no-any-return]
+
+        machine = Machine(
+            "sloppy",
+            states=[State("a", initial=True), State("b", action=sloppy), State("c", final=True)],
+            transitions=[("a", "go", "b"), ("b", "ok", "c")],
+        )
+        exported = to_statemachine(machine, actions=True)
+        instance = exported.create({"answer": "odd"})
+        with pytest.raises(ExportError) as caught:
+            exported.send(instance, "go")
+        assert str(caught.value) == (
+            "'odd' matches no trigger of machine 'sloppy'; triggers: 'go', 'ok'"
+        )
+        run = machine.create({"answer": "odd"})
+        with pytest.raises(UnhandledOutcome):
+            run.send("go")
+        assert exported.state_of(instance) == run.state == "b"
+        assert instance.model.history == run.history
+
+    def test_the_model_is_a_view_of_a_run(self) -> None:
+        """The model has the machine, a run id of its own, the latest outcome (None before
+        any row) and the step key an external action is given, as a Run's."""
+        keys: list[tuple[dict[str, Any], str]] = []
+
+        def charge(context: dict[str, Any], key: str) -> Literal["paid"]:
+            keys.append((context, key))
+            return "paid"
+
+        machine = Machine(
+            "pay",
+            states=[
+                State("new", initial=True),
+                State("charging", action=charge, external=True),
+                State("paid", final=True),
+            ],
+            transitions=[("new", "pay", "charging"), ("charging", "paid", "paid")],
+        )
+        exported = to_statemachine(machine, actions=True)
+        instance = exported.create({"amount": 5})
+        view = instance.model
+        assert view.machine is machine
+        assert view.outcome is None
+        assert re.fullmatch("[0-9a-f]{32}", view.id)
+        assert view.id != exported.create().model.id
+        assert exported.send(instance, "pay") == "paid"
+        assert view.outcome == "paid"
+        assert keys == [({"amount": 5}, f"{view.id}:2")]
+        run: Run[str] = machine.create({"amount": 5})
+        run.send("pay")
+        assert keys[1] == ({"amount": 5}, f"{run.id}:2")
 
     def test_examples_run_by_themselves(self) -> None:
         """update's real action picks the same final state in both engines."""
