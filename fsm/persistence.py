@@ -465,17 +465,18 @@ class StoredRun(RunHandle[S]):
 
     def _send_steps(self, event: object, effect: Callable[[Any], object] | None) -> Steps[Self]:
         """Send `event` and follow the actions it leads to, committing each step (see send)."""
-        run = self.run
 
         def deliver() -> Steps[None]:
             if effect is not None:
                 yield from call(effect, self._owner.uow)
-            yield from run.send_steps(event)
+            # self.run as the step reads it: a stale handle reads the run again first
+            yield from self.run.send_steps(event)
 
         return self._steps(deliver)
 
     def _advance_steps(self) -> Steps[Self]:
-        return self._steps(self.run.advance_steps)
+        # Not self.run.advance_steps: a stale handle's step reads the run again first.
+        return self._steps(lambda: self.run.advance_steps())
 
     def _reload_steps(self, run_id: str | None = None) -> Steps[Self]:
         """Read the run again from the store, dropping whatever this handle held."""

@@ -10,6 +10,13 @@ survivor is run again, one at a time, against the whole suite but the campaign, 
 killed if that run fails. `--recheck` runs the second stage alone on a run's folder, going on
 where a stopped one ended.
 `--only` narrows a profile to some of its modules, so a long profile can be finished in parts.
+`--sample N --seed S` judges a uniform random sample of N of the profile's mutants by the first
+stage alone (for an estimate of the score when judging all of them is out of reach): the
+mutants' names, sorted and shuffled with the seed, the first N of them; the sample is saved in
+the folder's sample.json and only its mutants are reported. The same seed and a larger N keep
+the smaller sample and add to it: such a run goes on in the same folder,
+.mutation/PROFILE-sample-seedS/, judging only the mutants not judged yet (by the tests
+copied there when the folder was made).
 Each run has a folder of its own, .mutation/PROFILE/ (.mutation/PROFILE-MODULES/ with
 --only), with a copy of fsm/ and tests/ and a pyproject.toml that adds the run's
 [tool.mutmut] (mutmut reads its settings from the current folder only); inspect a mutant
@@ -22,6 +29,7 @@ import argparse
 import fnmatch
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -242,6 +250,43 @@ def report(found: Sequence[Score]) -> list[str]:
     return lines
 
 
+LIST_MUTANTS = """
+import json, sys
+from pathlib import Path
+from mutmut.configuration import config
+from mutmut.mutation.file_mutation import mutate_file_contents
+from mutmut.utils.format_utils import get_mutant_name
+names = [
+    get_mutant_name(path, name)
+    for path in sorted(Path("fsm").rglob("*.py"))
+    if config().should_mutate(path)
+    for name in mutate_file_contents(str(path), path.read_text()).mutant_names
+]
+json.dump(names, sys.stdout)
+"""
+"""The names of all mutants mutmut makes of the run's modules, printed as JSON (run in the
+run's folder, where mutmut reads its settings)."""
+
+
+def sample(folder: Path, size: int, seed: int) -> list[str]:
+    """`size` of the run's mutants drawn uniformly at random with `seed`: all names sorted,
+    shuffled, the first `size` (so a larger size keeps a smaller one's sample)."""
+    listed = subprocess.run(
+        [sys.executable, "-c", LIST_MUTANTS], cwd=folder, capture_output=True, check=True
+    )
+    names = sorted(json.loads(listed.stdout))
+    random.Random(seed).shuffle(names)
+    return sorted(names[:size])
+
+
+def in_sample(found: Mapping[str, Mapping[str, str]], names: Sequence[str]) -> list[Score]:
+    """The score of each module over the sampled mutants only."""
+    return [
+        Score(module, Counter(s for name, s in mutants.items() if name in names))
+        for module, mutants in found.items()
+    ]
+
+
 def survivors(folder: Path) -> list[str]:
     """The names of the mutants no test killed (survived, or no test ran them)."""
     return [
@@ -251,6 +296,9 @@ def survivors(folder: Path) -> list[str]:
         if status not in KILLED
     ]
 
+
+JUDGED = {*KILLED, "survived", "no tests"}
+"""mutmut statuses of a mutant judged (a grown sample does not run them again)."""
 
 RECHECK_AGAIN = {"survived", "no tests"}
 """The first stage's statuses that the second stage judges again (the others are killed, or
@@ -378,30 +426,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="SECONDS",
         help="a second-stage run of one mutant taking longer counts as a timeout (killed)",
     )
+    parser.add_argument(
+        "--sample",
+        type=int,
+        metavar="N",
+        help="judge only N mutants drawn at random, by the first stage (no --recheck)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="the random seed of --sample"
+    )
     args = parser.parse_args(argv)
-    folder = ROOT / ".mutation" / folder_name(args.profile, args.only)
+    if args.sample is not None and args.recheck:
+        raise SystemExit("--sample judges by the first stage only: no --recheck")
+    name = folder_name(args.profile, args.only)
+    if args.sample is not None:
+        name += f"-sample-seed{args.seed}"
+    folder = ROOT / ".mutation" / name
     profile = PROFILES[args.profile]
     if args.recheck and not profile.recheck:
         raise SystemExit(f"the {args.profile} profile has no second stage")
     if not args.recheck:
-        prepare(folder, narrowed(profile, args.only) if args.only else profile)
+        grow = args.sample is not None and (folder / "sample.json").exists()
+        if not grow:
+            prepare(folder, narrowed(profile, args.only) if args.only else profile)
         command = [str(Path(sys.executable).with_name("mutmut")), "run"]
         if args.max_children is not None:
             command += ["--max-children", str(args.max_children)]
+        todo = []
+        if args.sample is not None:
+            chosen = sample(folder, args.sample, args.seed)
+            (folder / "sample.json").write_text(json.dumps(chosen, indent=1))
+            judged = {n for m in statuses(folder).values() for n, s in m.items() if s in JUDGED}
+            todo = [n for n in chosen if n not in judged]
+            command += todo
         log = folder / "mutmut.log"
-        with log.open("w") as out:
-            done = subprocess.run(command, cwd=folder, stdout=out, stderr=out, env=os.environ)
-        if done.returncode != 0 or not scores(folder):
-            tail = log.read_text()[-3000:]
-            print(f"{tail}\nmutmut failed (exit {done.returncode}); its output: {log}")
-            return 1
+        if todo or args.sample is None:
+            with log.open("a" if grow else "w") as out:
+                done = subprocess.run(command, cwd=folder, stdout=out, stderr=out, env=os.environ)
+            if done.returncode != 0 or not scores(folder):
+                tail = log.read_text()[-3000:]
+                print(f"{tail}\nmutmut failed (exit {done.returncode}); its output: {log}")
+                return 1
     found = scores(folder)
     if not found:
         print(f"no mutmut results in {folder}")
         return 1
-    print("\n".join(report(found)))
     left = survivors(folder)
-    if profile.recheck:
+    if args.sample is not None:
+        chosen = json.loads((folder / "sample.json").read_text())
+        found = in_sample(statuses(folder), chosen)
+        left = [name for name in left if name in chosen]
+    print("\n".join(report(found)))
+    if profile.recheck and args.sample is None:
         jobs = args.max_children or os.cpu_count() or 1
         rechecked = recheck(folder, profile.recheck, jobs, args.recheck_timeout)
         print("\n".join(["after the second stage:", *report_stages(folder, rechecked)]))

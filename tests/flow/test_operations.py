@@ -5,12 +5,13 @@ machine, on SQLite and PostgreSQL; a dead-lettered event re-driven to the real b
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import Engine, update
 
 from adapters.kafka.broker import LocalBroker
 from adapters.kafka.consumer import AuditConsumer
@@ -19,7 +20,7 @@ from adapters.sqlalchemy import SqlUnitOfWork
 from fsm import PersistentMachine
 from fsm.cli import main
 from fsm.defaults import utc_now
-from fsm.examples import hold
+from fsm.examples import hold, ping
 from fsm.outbox import OutboxMessage
 from fsm.persistence import default_worker
 from tests.clock import Clock
@@ -35,6 +36,7 @@ from .conftest import sql_app
 
 FLOW = "userstatus.relay:flow_runs"
 HOLD = "fsm.examples:hold"
+PING = "fsm.examples:ping"
 
 
 class Exploding:
@@ -293,6 +295,18 @@ class TestRunsSend:
         argv = ["runs", "send", run_id, "capture", "--machine", HOLD, "--db-url", seeded.url]
         assert "is claimed by 'w1' until" in one_line_error(capsys, argv)
         assert history(seeded, run_id) == []
+
+    def test_a_failed_step_is_one_line_with_logging_not_configured(
+        self, engine: Engine, db_url: str, capsys: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With no logging configured, as `fsm` starts, a step that fails is the command's
+        one line: its WARNING on fsm.steps does not go out through logging's last resort."""
+        run = PersistentMachine(ping, SqlUnitOfWork(engine)).start(context={"ok": False})
+        run.send("start")
+        monkeypatch.setattr(logging.getLogger(), "handlers", [])  # pytest's own, for now
+        monkeypatch.setattr(logging.getLogger("fsm.steps"), "handlers", [])
+        argv = ["runs", "send", run.id, "finish", "--machine", PING, "--db-url", db_url]
+        assert "every guard refused" in one_line_error(capsys, argv)
 
 
 class TestRunsCancel:

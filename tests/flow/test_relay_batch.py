@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -194,11 +195,12 @@ class TestOneTransaction:
             assert expected <= audit.events.keys()
 
     def test_a_run_that_moved_sends_the_batch_one_by_one(
-        self, db_url: str, broker: LocalBroker, kind: Kind
+        self, db_url: str, broker: LocalBroker, kind: Kind, caplog: pytest.LogCaptureFixture
     ) -> None:
         """One run of the batch is finished already (by another relay, its lease run out,
-        say): the batch's transaction fails, and each is settled alone; all end published,
-        none twice."""
+        say): the batch's transaction fails, and each is settled alone, as an INFO line
+        says; all end published, none twice, as the batch's summary line says."""
+        caplog.set_level(logging.INFO, logger="fsm.relay")
         with world(db_url, broker, kind) as w:
             runs = w.backlog(3)
             with w.app.unit_of_work() as uow:
@@ -211,6 +213,11 @@ class TestOneTransaction:
             assert w.relay_once("relay") == 3
             assert w.injector.commits > 2  # the batch's settle rolled back, then one by one
             assert w.problems(runs) == []
+        lines = [r.getMessage() for r in caplog.records if r.name == "fsm.relay"]
+        (line,) = [line for line in lines if "at once failed" in line]
+        assert line.startswith("relay relay: settling 3 published events at once failed (")
+        assert line.endswith("); settling each alone")
+        assert "relay relay: claimed 3, published 3, failed 0, dead-lettered 0" in lines
 
 
 class TestOneFault:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -74,11 +74,12 @@ class Workers:
 def test_an_external_action_runs_with_no_transaction_open_and_gets_the_step_key() -> None:
     """The claim commits first; the call sees no transaction; the outcome commits after."""
     workers = Workers()
-    during: list[tuple[str, str | None, int, int]] = []
+    during: list[tuple[str, str | None, datetime | None, int, int]] = []
 
     def look() -> None:
         stored = workers.store.load("pay-1")
-        during.append((stored.state, stored.claimed_by, stored.attempt, stored.version))
+        claim = (stored.claimed_by, stored.claimed_until, stored.attempt)
+        during.append((stored.state, *claim, stored.version))
 
     workers.a.on_call = look
     run = workers.runs_a.start({"payment": "p-1"}, run_id="pay-1")
@@ -89,8 +90,9 @@ def test_an_external_action_runs_with_no_transaction_open_and_gets_the_step_key(
     assert (stored.claimed_by, stored.claimed_until, stored.attempt) == (None, None, 0)
     assert stored.context["gateway_ref"] == "ref-1"  # the call's context changes are kept
     assert stored.version == 3  # created, moved to capturing (claimed in that step), captured
-    # The step that entered the external state claimed the run for the call in its write.
-    assert during == [("capturing", "a", 1, 2)]
+    # The step that entered the external state claimed the run for the call in its write,
+    # for the lease.
+    assert during == [("capturing", "a", T0 + timedelta(seconds=30), 1, 2)]
 
 
 def test_a_failed_call_gives_the_claim_back_and_keeps_the_key() -> None:
@@ -145,6 +147,19 @@ def test_a_worker_that_claimed_the_run_goes_on_with_its_handle() -> None:
     workers.a.on_call = lambda: attempts.append(workers.store.load(run.id).attempt)
     assert run.advance().state is Stage.CAPTURED
     assert attempts == [1]
+
+
+def test_a_handle_behind_a_run_another_worker_finished_calls_nothing() -> None:
+    """a read the run waiting to capture; b captured it since: a's claim finds the run
+    moved on, and a's advance stops there, with the run as b left it."""
+    workers = Workers()
+    run = workers.runs_a.load(workers.stuck())
+    assert workers.runs_b.resume(run.id).state is Stage.CAPTURED
+    assert run.advance().state is Stage.CAPTURED
+    assert workers.a.keys == []
+    assert workers.b.keys == ["pay-1:2"]
+    stored = workers.store.load(run.id)
+    assert (stored.state, stored.version, stored.claimed_by) == ("captured", run.version, None)
 
 
 def test_a_claim_runs_out_at_its_lease_exactly() -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gc
 import weakref
+from datetime import datetime
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, Table, func, select, text
 
-from adapters.memory import InMemoryUnitOfWork
+from adapters.memory import InMemoryRunStore, InMemoryUnitOfWork
 from adapters.sqlalchemy import TABLES
 from fsm import (
     CallbackError,
@@ -26,6 +27,9 @@ from fsm import (
     State,
 )
 from fsm.codec import type_tag
+from fsm.examples import ping
+from fsm.hooks import StepCommitted
+from fsm.ports import RunRecord
 from tests.clock import T0, Clock
 from tests.persistence.persist_support import (
     Audited,
@@ -372,6 +376,18 @@ class TestCorruptRows:
         with pytest.raises(DecodeError, match=r"run r1 .*unknown state 'LOST'"):
             persistent(engine).load("r1")
 
+    def test_unknown_state_in_history(self, engine: Engine) -> None:
+        """A history row's source or target the machine does not have: the error says
+        which row and which end."""
+        self.corrupt(engine, "update run_history set source = 'GONE' where seq = 2")
+        with pytest.raises(DecodeError, match=r"history step 2 source: unknown state 'GONE'"):
+            persistent(engine).load("r1")
+        with engine.begin() as connection:
+            connection.execute(text("update run_history set source = 'updating' where seq = 2"))
+            connection.execute(text("update run_history set target = 'GONE' where seq = 1"))
+        with pytest.raises(DecodeError, match=r"history step 1 target: unknown state 'GONE'"):
+            persistent(engine).load("r1")
+
     def test_history_that_does_not_lead_to_the_state(self, engine: Engine) -> None:
         """A state that the history does not end in."""
         self.corrupt(engine, "update runs set state = 'waiting'")
@@ -408,6 +424,14 @@ class TestCorruptRows:
             persistent(engine).load("r1")
 
 
+class Ticking(Clock):
+    """A clock one second later at every reading."""
+
+    def __call__(self) -> datetime:
+        self.advance(1)
+        return self.now
+
+
 class TestClock:
     """Timestamps come from the injected clock."""
 
@@ -424,6 +448,64 @@ class TestClock:
             stored = uow.runs.load(run.id)
         assert [h.at for h in history] == [clock.now] * 3
         assert (stored.created_at, stored.updated_at) == (T0, clock.now)
+
+    def test_a_new_run_is_stored_as_of_the_instant_it_entered_its_state(self) -> None:
+        """On a clock that moves at every reading, the run's created_at is the instant its
+        first state was entered, the time the first step counts from (a handle loading the
+        run later counts from created_at)."""
+        clock = Ticking()
+        uow = InMemoryUnitOfWork()
+        steps: list[StepCommitted] = []
+        machine = PersistentMachine(ping, uow, clock=clock, after_commit=[steps.append])
+        run = machine.start()
+        stored = uow.runs.load(run.id)
+        assert stored.created_at == stored.updated_at
+        run.send("start")
+        (step,) = steps
+        assert step.entered_at == stored.created_at
+
+
+class AwayStore(InMemoryRunStore):
+    """An in-memory run store that cannot be read while `away`."""
+
+    away = False
+
+    def load(self, run_id: str) -> RunRecord:
+        if self.away:
+            raise ConnectionError("the store is away")
+        return super().load(run_id)
+
+
+class TestStoreAway:
+    """A step that fails while the store cannot be read either."""
+
+    def test_the_next_step_reads_the_run_again_first(self) -> None:
+        """The handle cannot drop the failed action's changes to the context at once: its
+        next step reads the stored run first and acts on that, so the action is called
+        with the stored context and its outcome is stored."""
+        store = AwayStore()
+        tries: list[int] = []
+
+        def work(context: dict[str, Any]) -> str:
+            context["tries"] = context.get("tries", 0) + 1
+            tries.append(context["tries"])
+            if len(tries) == 1:
+                store.away = True  # the step rolls back, and its reload fails
+                raise RuntimeError("work failed")
+            return "done"
+
+        machine = Machine(
+            "away",
+            states=[State("a", initial=True), State("b", action=work), State("c", final=True)],
+            transitions=[("a", "go", "b"), ("b", "done", "c")],
+        )
+        run = PersistentMachine(machine, InMemoryUnitOfWork(runs=store)).start()
+        with pytest.raises(CallbackError, match="work failed"):
+            run.send("go")
+        store.away = False
+        assert run.advance().state == "c"
+        assert tries == [1, 1]
+        assert store.load(run.id).context == {"tries": 1}
 
 
 class TestEffects:
