@@ -29,7 +29,7 @@ from fsm import (
 from fsm.codec import type_tag
 from fsm.examples import ping
 from fsm.hooks import StepCommitted
-from fsm.ports import RunRecord
+from fsm.ports import HistoryRecord, RunRecord
 from tests.clock import T0, Clock
 from tests.persistence.persist_support import (
     Audited,
@@ -506,6 +506,30 @@ class TestStoreAway:
         assert run.advance().state == "c"
         assert tries == [1, 1]
         assert store.load(run.id).context == {"tries": 1}
+
+    def test_the_next_event_moves_the_run_read_again(self) -> None:
+        """The same for `send`: a step whose write failed moved the handle's run in memory
+        only; the next event moves the stored run, and its step is stored."""
+
+        class Away(AwayStore):
+            def write(self, record: RunRecord, entry: HistoryRecord) -> int:
+                if self.away:
+                    raise ConnectionError("the store is away")
+                return super().write(record, entry)
+
+        store = Away()
+        machine = Machine(
+            "away",
+            states=[State("a", initial=True), State("b"), State("x", final=True)],
+            transitions=[("a", "go", "b"), ("b", "stop", "x")],
+        )
+        run = PersistentMachine(machine, InMemoryUnitOfWork(runs=store)).start()
+        store.away = True
+        with pytest.raises(ConnectionError):
+            run.send("go")
+        store.away = False
+        assert run.send("go").state == "b"
+        assert store.load(run.id).state == "b"
 
 
 class TestEffects:
