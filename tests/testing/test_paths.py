@@ -10,6 +10,7 @@ from fsm.paths import (
     Path,
     PathStep,
     TooManyPaths,
+    example,
     final_paths,
     path_tests,
     replay,
@@ -99,6 +100,54 @@ class TestFinalPaths:
         assert [p.states for p in final_paths(machine)] == [("a",)]
 
 
+def every_path(machine: Machine[str], max_row_visits: int) -> list[tuple[int, ...]]:
+    """The rule written plainly, recursively: each path to a final state as row numbers,
+    depth first in table order, no row used more than `max_row_visits` times."""
+    finals = {s.name for s in machine.states if s.final}
+    rows = list(machine.transitions)
+    found: list[tuple[int, ...]] = []
+
+    def walk(state: str, taken: tuple[int, ...]) -> None:
+        for number, row in enumerate(rows):
+            if row.source != state or taken.count(number) >= max_row_visits:
+                continue
+            if row.target in finals:
+                found.append((*taken, number))
+            else:
+                walk(row.target, (*taken, number))
+
+    walk(machine.initial.name, ())
+    return found
+
+
+class TestFinalPathsByTheRule:
+    """final_paths against the rule written plainly, on machines whose loops it must
+    leave and come back to: a row's count goes back down exactly when the walk leaves it."""
+
+    loops = Machine(
+        "loops",
+        states=[State("s", initial=True), State("a"), State("b"), State("end", final=True)],
+        transitions=[
+            ("s", "go", "a"),
+            ("a", "loop", "b"),
+            ("b", "back", "a"),
+            ("b", "skip", "b"),
+            ("a", "stop", "end"),
+            ("b", "stop", "end"),
+        ],
+    )
+
+    @pytest.mark.parametrize("visits", [1, 2, 3])
+    def test_every_path_once(self, visits: int) -> None:
+        rows = list(self.loops.transitions)
+        got = [
+            tuple(rows.index(row) for row in path.rows)
+            for path in final_paths(self.loops, max_row_visits=visits)
+        ]
+        assert got == every_path(self.loops, visits)
+        assert len(got) == len(set(got))
+
+
 class TestReplay:
     """replay() drives a Stepper along a path and checks each fired row."""
 
@@ -127,6 +176,18 @@ class TestReplay:
         path = row_paths(flow)[1]
         stepper = replay(path, instances={Rejected: lambda: Rejected("made")})
         assert stepper.history[-1].outcome == Rejected("made")
+
+    def test_an_instance_that_is_callable_is_used_as_it_is(self) -> None:
+        """An instances entry that is already an instance of the trigger is the value, even
+        when it can be called: only a factory (not an instance) is called."""
+
+        class Retry:
+            def __call__(self) -> str:
+                return "called"
+
+        given = Retry()
+        assert example(Retry, {Retry: given}) is given
+        assert isinstance(example(Retry, {Retry: Retry}), Retry)  # the class: a factory
 
     def test_outcome_values_are_used(self) -> None:
         """Zero-argument outcome classes are built by calling them."""
