@@ -65,19 +65,47 @@ class TestExport:
         exported.send(accepted, "start")
         assert exported.send(accepted, "finish") == "done"
 
-    def test_reserved_and_odd_names_are_renamed(self) -> None:
-        """Names that clash with StateMachine attributes or are not identifiers get new ids."""
+    @pytest.mark.parametrize(
+        ("states", "transitions", "state_ids", "event_ids"),
+        [
+            pytest.param(
+                ["send", "my state", "3"],
+                [("send", "send", "my state"), ("my state", "model", "3")],
+                {"send": "send_", "my state": "my_state", "3": "x3"},
+                {"send": "send__", "model": "model_"},
+                id="reserved-and-not-identifiers",
+            ),
+            pytest.param(
+                ["", "_hidden", "class"],
+                [("", "Xgo", "_hidden"), ("_hidden", "def", "class")],
+                {"": "x_", "_hidden": "x_hidden", "class": "xclass"},
+                {"Xgo": "Xgo", "def": "xdef"},
+                id="empty-underscore-keyword",
+            ),
+        ],
+    )
+    def test_odd_names_get_new_ids(
+        self,
+        states: list[str],
+        transitions: list[tuple[str, str, str]],
+        state_ids: dict[str, str],
+        event_ids: dict[str, str],
+    ) -> None:
+        """Names that clash with StateMachine attributes or are not identifiers get new ids:
+        an empty name, a leading underscore, a digit first or a Python keyword get an `x`
+        in front, a reserved name a `_` after; other letters stay."""
+        first, middle, last = states
         machine = Machine(
             "odd names",
-            states=[State("send", initial=True), State("my state"), State("3", final=True)],
-            transitions=[("send", "send", "my state"), ("my state", "model", "3")],
+            states=[State(first, initial=True), State(middle), State(last, final=True)],
+            transitions=transitions,
         )
         exported = to_statemachine(machine)
-        assert exported.state_ids == {"send": "send_", "my state": "my_state", "3": "x3"}
-        assert exported.event_ids == {"send": "send__", "model": "model_"}
+        assert exported.state_ids == state_ids
+        assert exported.event_ids == event_ids
         instance = exported.create()
-        exported.send(instance, "send")
-        assert exported.send(instance, "model") == "3"
+        exported.send(instance, transitions[0][1])
+        assert exported.send(instance, transitions[1][1]) == last
 
     def test_value_matching_no_trigger(self) -> None:
         """A value no row can take is an ExportError naming it and every trigger."""
@@ -86,21 +114,6 @@ class TestExport:
         assert str(caught.value) == (
             "'nope' matches no trigger of machine 'update'; triggers: Updated, UserNotFound"
         )
-
-    def test_more_names_made_identifiers(self) -> None:
-        """An empty name, a leading underscore and a Python keyword get an `x` in front; other
-        letters stay."""
-        machine = Machine(
-            "names",
-            states=[State("", initial=True), State("_hidden"), State("class", final=True)],
-            transitions=[("", "Xgo", "_hidden"), ("_hidden", "def", "class")],
-        )
-        exported = to_statemachine(machine)
-        assert exported.state_ids == {"": "x_", "_hidden": "x_hidden", "class": "xclass"}
-        assert exported.event_ids == {"Xgo": "Xgo", "def": "xdef"}
-        instance = exported.create()
-        exported.send(instance, "Xgo")
-        assert exported.send(instance, "def") == "class"
 
     def test_the_class_and_its_states_are_named_after_ours(self) -> None:
         """The class is named after the machine (or `class_name`); each state keeps our
@@ -257,20 +270,24 @@ def attempt(action: Any) -> bool:
     return False
 
 
+def boom(context: dict[str, Any]) -> Literal["ok"]:
+    raise RuntimeError("port down")
+
+
+FAILS = Machine(
+    "fails",
+    states=[State("a", initial=True), State("b", action=boom), State("c", final=True)],
+    transitions=[("a", "go", "b"), ("b", "ok", "c")],
+)
+"""A machine whose one action always fails."""
+
+
 class TestDifferentialWithActions:
     """Exported with actions=True, instances run by themselves exactly as our runs do."""
 
     def test_failing_action_stays_in_the_entered_state(self) -> None:
         """Like a Run, the instance stays where the failing action was entered."""
-
-        def boom(context: dict[str, Any]) -> str:
-            raise RuntimeError("port down")
-
-        machine = Machine(
-            "fails",
-            states=[State("a", initial=True), State("b", action=boom), State("c", final=True)],
-            transitions=[("a", "go", "b"), ("b", "ok", "c")],
-        )
+        machine = FAILS
         exported = to_statemachine(machine, actions=True)
         instance = exported.create()
         with pytest.raises(RuntimeError, match="port down"):
@@ -284,15 +301,7 @@ class TestDifferentialWithActions:
     def test_an_action_state_takes_no_event(self) -> None:
         """After a failing action the instance waits in its state, as a Run: the action's
         outcome sent as an event is refused in both."""
-
-        def boom(context: dict[str, Any]) -> Literal["ok"]:
-            raise RuntimeError("port down")
-
-        machine = Machine(
-            "fails",
-            states=[State("a", initial=True), State("b", action=boom), State("c", final=True)],
-            transitions=[("a", "go", "b"), ("b", "ok", "c")],
-        )
+        machine = FAILS
         exported = to_statemachine(machine, actions=True)
         instance = exported.create()
         with pytest.raises(RuntimeError):
