@@ -39,6 +39,7 @@ import threading
 import time
 import tracemalloc
 import uuid
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -215,29 +216,45 @@ def flow_processes(bench: Bench, count: int, processes: int) -> float:
     every process is ready to the last one's end."""
     per = count // processes
     batches = [bench.users(per + 1) for _ in range(processes)]  # the first warms up
+    elapsed, _ = in_processes(bench, _perform_all, batches)
+    return per * processes / elapsed
+
+
+def in_processes(
+    bench: Bench,
+    target: Callable[..., None],
+    parts: Sequence[object],
+    between: Callable[[], object] = lambda: None,
+) -> tuple[float, list[Any]]:
+    """`target(url, servers, part, (warm, ready), spans)` in a process of its own per part.
+    Each warms up, waits at `warm`; `between()` runs once all are warm; then each waits at
+    `ready` and puts (start, end, *more) on `spans`. The seconds from the first start to
+    the last end, and each process's `more`."""
     url = bench.engine.url.render_as_string(hide_password=False)
     context = multiprocessing.get_context("spawn")
-    ready = context.Barrier(processes + 1)
+    barriers = context.Barrier(len(parts) + 1), context.Barrier(len(parts) + 1)
     spans: Any = context.Queue()
     workers = [
         context.Process(
-            target=_perform_all, args=(url, bench.kafka.bootstrap_servers, ids, ready, spans)
+            target=target, args=(url, bench.kafka.bootstrap_servers, part, barriers, spans)
         )
-        for ids in batches
+        for part in parts
     ]
     for worker in workers:
         worker.start()
+    warm, ready = barriers
+    warm.wait(timeout=120)
+    between()
     ready.wait(timeout=120)
-    times: list[tuple[float, float]] = [spans.get(timeout=600) for _ in workers]
+    times = [spans.get(timeout=600) for _ in workers]
     for worker in workers:
         worker.join()
     assert all(worker.exitcode == 0 for worker in workers), [w.exitcode for w in workers]
-    started = min(start for start, _ in times)
-    ended = max(end for _, end in times)
-    return per * processes / (ended - started)
+    elapsed = max(end for _, end, *_ in times) - min(start for start, *_ in times)
+    return elapsed, [more for _, _, *more in times]
 
 
-def _perform_all(url: str, servers: str, ids: list[int], ready: Any, spans: Any) -> None:
+def _perform_all(url: str, servers: str, ids: list[int], barriers: Any, spans: Any) -> None:
     """In a worker process: the flow on its own engine, each user updated once; puts (start,
     end) on the wall clock on `spans`."""
     logging.basicConfig(level=logging.ERROR)
@@ -246,7 +263,8 @@ def _perform_all(url: str, servers: str, ids: list[int], ready: Any, spans: Any)
     orchestrator = app.orchestrator()
     try:
         orchestrator.perform(UpdateUserStatusPayload(ids[0], NEW))  # connections, metadata
-        ready.wait(timeout=120)
+        for barrier in barriers:  # warm, then ready
+            barrier.wait(timeout=120)
         started = time.time()
         for user_id in ids[1:]:
             run = orchestrator.perform(UpdateUserStatusPayload(user_id, NEW))
@@ -380,30 +398,11 @@ def relay_processes(bench: Bench, count: int, relays: int) -> float:
     backlog together (connections, topic metadata, statement caches), then the timed one
     from the moment every process is ready to the last one's end."""
     backlog(bench, 10 * relays)
-    url = bench.engine.url.render_as_string(hide_password=False)
-    context = multiprocessing.get_context("spawn")
-    warm, ready = context.Barrier(relays + 1), context.Barrier(relays + 1)
-    spans: Any = context.Queue()
-    workers = [
-        context.Process(
-            target=_relay_all,
-            args=(url, bench.kafka.bootstrap_servers, n, (warm, ready), spans),
-        )
-        for n in range(relays)
-    ]
-    for worker in workers:
-        worker.start()
-    warm.wait(timeout=120)
-    backlog(bench, count)
-    ready.wait(timeout=120)
-    times: list[tuple[float, float, int]] = [spans.get(timeout=600) for _ in workers]
-    for worker in workers:
-        worker.join()
-    assert all(worker.exitcode == 0 for worker in workers), [w.exitcode for w in workers]
-    assert sum(published for _, _, published in times) == count, times
-    started = min(start for start, _, _ in times)
-    ended = max(end for _, end, _ in times)
-    return count / (ended - started)
+    elapsed, published = in_processes(
+        bench, _relay_all, list(range(relays)), between=lambda: backlog(bench, count)
+    )
+    assert sum(n for (n,) in published) == count, published
+    return count / elapsed
 
 
 def _relay_all(url: str, servers: str, number: int, barriers: Any, spans: Any) -> None:
@@ -414,11 +413,10 @@ def _relay_all(url: str, servers: str, number: int, barriers: Any, spans: Any) -
     engine = create_engine(url)
     app = FlowApp(engine, KafkaConfig(bootstrap_servers=servers), relay_settings=RELAY)
     worker = app.relay(owner=f"bench-relay-process-{number}")
-    warm, ready = barriers
     try:
         worker.run(until_idle=True, max_seconds=600)
-        warm.wait(timeout=120)
-        ready.wait(timeout=120)
+        for barrier in barriers:  # warm, then ready
+            barrier.wait(timeout=120)
         started = time.time()
         published = worker.run(until_idle=True, max_seconds=600).published
         spans.put((started, time.time(), published))
