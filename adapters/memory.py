@@ -18,6 +18,8 @@ from fsm.ports import (
     HistoryRecord,
     InvalidRecord,
     RunExists,
+    RunHead,
+    RunMove,
     RunNotFound,
     RunRecord,
 )
@@ -254,6 +256,35 @@ class InMemoryRunStore:
         for record, entry in steps:
             self.write(record, entry)
 
+    def heads(self, run_ids: Sequence[str]) -> list[RunHead]:
+        return [self._head(self.runs[run_id]) for run_id in run_ids if run_id in self.runs]
+
+    def _head(self, record: RunRecord) -> RunHead:
+        history = self.histories.get(record.id, [])
+        entered = history[-1].at if history else record.created_at
+        return RunHead(
+            record.id, record.machine, record.state, record.version, len(history), entered
+        )
+
+    def move_many(self, moves: Sequence[RunMove]) -> None:
+        for move in moves:
+            entry = move.entry
+            stored = self.runs.get(entry.run_id)
+            if stored is None:
+                raise ConcurrencyError("run", entry.run_id, expected=move.version, found=None)
+            record = replace(
+                stored,
+                state=entry.target,
+                version=move.version,
+                finished=move.finished,
+                updated_at=entry.at,
+                claimed_by=None,
+                claimed_until=None,
+                attempt=0,
+                due_at=move.due_at,
+            )
+            self.write(record, entry)
+
     def find(
         self,
         machine: str,
@@ -448,6 +479,14 @@ class AsyncInMemoryRunStore:
     async def write_many(self, steps: Sequence[tuple[RunRecord, HistoryRecord]]) -> None:
         await asyncio.sleep(0)
         self.sync.write_many(steps)
+
+    async def heads(self, run_ids: Sequence[str]) -> list[RunHead]:
+        await asyncio.sleep(0)
+        return self.sync.heads(run_ids)
+
+    async def move_many(self, moves: Sequence[RunMove]) -> None:
+        await asyncio.sleep(0)
+        self.sync.move_many(moves)
 
 
 _WRITE_LOCKS: weakref.WeakKeyDictionary[InMemoryRunStore, asyncio.Lock] = (

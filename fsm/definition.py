@@ -8,7 +8,15 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from fsm.errors import AsyncRequired, BindError, DefinitionError, callable_name, show
-from fsm.runtime import AsyncListener, AsyncRun, Listener, Run, compile_machine, rebuild
+from fsm.runtime import (
+    AsyncListener,
+    AsyncRun,
+    Listener,
+    Run,
+    compile_machine,
+    fixed_row,
+    rebuild,
+)
 from fsm.table import Action, ExternalAction, Guard, Row, RowSpec, State, StepAction
 from fsm.validation import awaited, is_async, normalize_rows, validate
 
@@ -165,6 +173,11 @@ class Machine(Generic[S, P]):
     def rows_from(self, source: S) -> tuple[Row[S], ...]:
         """The rows whose source is `source`, in table order."""
         return tuple(row for row in self.transitions if row.source == source)
+
+    def fixed_row(self, state: S, event: object) -> Row[S] | None:
+        """The row `event` fires from `state` whatever a run's context holds (no guard to
+        ask, no action to run in its target), or None when only a Run can tell."""
+        return fixed_row(self._nodes, state, event)
 
     def start(
         self,

@@ -36,6 +36,8 @@ from fsm.ports import (
     ConcurrencyError,
     HistoryRecord,
     RunClaimed,
+    RunHead,
+    RunMove,
     RunNotFound,
     RunRecord,
     UnitOfWork,
@@ -248,21 +250,43 @@ class StoredMachine(Generic[S, U, H]):
         return handle
 
     def _send_many_steps(
-        self, events: Sequence[tuple[str, object]], effect: Callable[[Any], object] | None
+        self,
+        events: Sequence[tuple[str, object]],
+        effect: Callable[[Any], object] | None,
+        *,
+        handles: bool,
     ) -> Steps[list[H]]:
-        """Each run its event, one step each, all in one transaction (see send_many)."""
+        """Each run its event, one step each, all in one transaction (see send_many). Without
+        `handles`, a run whose step depends on its state alone is moved from its head, its
+        context and history not read (see send_all)."""
         ids = [run_id for run_id, _ in events]
         twice = sorted({run_id for run_id in ids if ids.count(run_id) > 1})
         if twice:
             raise FSMError(f"send_many takes one event per run; given twice: {twice}")
         staged: list[tuple[RunRecord, HistoryRecord, StepCommitted]] = []
+        moves: dict[str, tuple[RunMove, StepCommitted]] = {}
+        told: list[StepCommitted] = []
 
         def body() -> Steps[list[H]]:
             runs = self.uow.runs
-            records: list[RunRecord] = yield from call(runs.load_many, ids)
+            rest = events
+            if not handles and not self._listeners:
+                heads: list[RunHead] = yield from call(runs.heads, ids)
+                sent = dict(events)
+                for head in heads:
+                    move = self._fixed(head, sent[head.id])
+                    if move is not None:
+                        moves[head.id] = move
+                rest = [pair for pair in events if pair[0] not in moves]
+            records: list[RunRecord] = (
+                (yield from call(runs.load_many, [run_id for run_id, _ in rest])) if rest else []
+            )
             found = {record.id: record for record in records}
-            handles: list[H] = []
+            moved: list[H] = []
             for run_id, event in events:
+                if run_id in moves:
+                    told.append(moves[run_id][1])
+                    continue
                 if run_id not in found:
                     raise RunNotFound(run_id)
                 history: list[HistoryRecord] = yield from call(runs.history, run_id)
@@ -280,21 +304,60 @@ class StoredMachine(Generic[S, U, H]):
                         f"send_many moves each run one step, and run {run_id}'s event leads "
                         f"to {show(handle.run.state)}, which has an action: send it alone"
                     )
-                handles.append(handle)
-            yield from call(runs.write_many, [(record, entry) for record, entry, _ in staged])
+                told.append(staged[-1][2])
+                moved.append(handle)
+            if staged:
+                yield from call(runs.write_many, [(record, entry) for record, entry, _ in staged])
+            if moves:
+                yield from call(runs.move_many, [move for move, _ in moves.values()])
             if effect is not None:
                 yield from call(effect, self.uow)
-            return handles
+            return moved
 
         try:
-            handles: list[H] = yield from self._transaction(body)
+            moved: list[H] = yield from self._transaction(body)
         except BaseException as error:
-            for _, _, step in staged:
+            for step in told:
                 yield from failed(StepFailed.of(step, error, self.clock()), self.after_failure)
             raise
-        for _, _, step in staged:
+        for step in told:
             yield from committed(step, self.after_commit)
-        return handles
+        return moved
+
+    def _fixed(self, head: RunHead, event: object) -> tuple[RunMove, StepCommitted] | None:
+        """The step `event` takes the run at `head` when its state alone decides it (one
+        unguarded row into a state with no action); None when its Run must take it."""
+        state = self._states.get(head.state, self._aliases.get(head.state))
+        if head.machine != self.machine.name or state is None:
+            return None  # not this machine's, or a state it does not know: restore says so
+        row = self.machine.fixed_row(state, event)
+        if row is None:
+            return None
+        now = self.clock()
+        entry = HistoryRecord(
+            run_id=head.id,
+            seq=head.seq + 1,
+            source=state_label(row.source),
+            trigger=trigger_label(row.trigger),
+            target=state_label(row.target),
+            outcome=self.codec.encode(event, where=f"run {head.id}: the outcome {event!r}"),
+            at=now,
+        )
+        final = self.machine.state(row.target).final
+        move = RunMove(entry, head.version, final, due_at(self.machine, row.target, now))
+        step = StepCommitted(
+            machine=self.machine.name,
+            run_id=head.id,
+            seq=entry.seq,
+            source=entry.source,
+            trigger=entry.trigger,
+            target=entry.target,
+            outcome=event,
+            began_at=now,
+            at=now,
+            entered_at=head.entered_at,
+        )
+        return move, step
 
     def _load_steps(self, run_id: str) -> Steps[H]:
         handle = self._handle(0, 0)
@@ -858,7 +921,17 @@ class PersistentMachine(StoredMachine[S, UnitOfWork, "PersistentRun[S]"]):
         write, and nothing of any of them is written; the caller may then send them one
         at a time to find out which. Listeners are called as in `send`.
         """
-        return run_sync(self._send_many_steps(events, effect))
+        return run_sync(self._send_many_steps(events, effect, handles=True))
+
+    def send_all(
+        self, events: Sequence[tuple[str, object]], *, effect: Effect | None = None
+    ) -> None:
+        """send_many, returning nothing: what a relay settling a batch calls. A run whose
+        step its state alone decides (its event fires one unguarded row into a state with
+        no action, and this machine has no listeners) is moved without its context or
+        history being read or decoded, in a few statements for all of them; the others
+        are restored and sent their event as by send_many. The same rules and errors."""
+        run_sync(self._send_many_steps(events, effect, handles=False))
 
     def survey(self, runs: Iterable[tuple[str, str]]) -> StoredRuns:
         """Load each of `runs`, given as (run id, stored state label), with this definition,
@@ -954,7 +1027,13 @@ class AsyncPersistentMachine(StoredMachine[S, AsyncUnitOfWork, "AsyncPersistentR
         self, events: Sequence[tuple[str, object]], *, effect: AsyncEffect | None = None
     ) -> list[AsyncPersistentRun[S]]:
         """See PersistentMachine.send_many."""
-        return await run_async(self._send_many_steps(events, effect))
+        return await run_async(self._send_many_steps(events, effect, handles=True))
+
+    async def send_all(
+        self, events: Sequence[tuple[str, object]], *, effect: AsyncEffect | None = None
+    ) -> None:
+        """See PersistentMachine.send_all."""
+        await run_async(self._send_many_steps(events, effect, handles=False))
 
     async def survey(self, runs: Iterable[tuple[str, str]]) -> StoredRuns:
         """See PersistentMachine.survey."""

@@ -115,6 +115,33 @@ class HistoryRecord:
     at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class RunHead:
+    """Where a stored run stands, without its context or history (RunStore.heads): what a
+    step that depends on the run's state alone needs."""
+
+    id: str
+    machine: str
+    state: str
+    version: int
+    seq: int
+    """Its last step's number (0: none yet)."""
+    entered_at: datetime | None
+    """When it entered its state: its last step's time (its creation's before any)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunMove:
+    """A step written without the run's context, which stays as stored (RunStore.move_many):
+    the run goes to `entry.target` if it is still at `version`, with `finished` and
+    `due_at`, updated at `entry.at` and its claim given up, as `write` saves a step."""
+
+    entry: HistoryRecord
+    version: int
+    finished: bool
+    due_at: datetime | None = None
+
+
 class RunStore(Protocol):
     """Runs and their history, written within the unit of work's current transaction."""
 
@@ -156,6 +183,17 @@ class RunStore(Protocol):
         """`write` each run and its step (each run once); ConcurrencyError if any stored
         version differs or a step is stored already, and then the caller must roll back:
         some of the others may be written."""
+        ...
+
+    def heads(self, run_ids: Sequence[str]) -> list[RunHead]:
+        """Where each stored run among `run_ids` stands (those not stored are left out),
+        read at once, without its context or history."""
+        ...
+
+    def move_many(self, moves: Sequence[RunMove]) -> None:
+        """Write each move (each run once): its run's state, version and claim as `write`
+        would, its context left as stored, and its step. ConcurrencyError if any stored
+        version differs or a step is stored already, and then the caller must roll back."""
         ...
 
     def find(
@@ -216,6 +254,10 @@ class AsyncRunStore(Protocol):
     async def write(self, record: RunRecord, entry: HistoryRecord) -> int: ...
 
     async def write_many(self, steps: Sequence[tuple[RunRecord, HistoryRecord]]) -> None: ...
+
+    async def heads(self, run_ids: Sequence[str]) -> list[RunHead]: ...
+
+    async def move_many(self, moves: Sequence[RunMove]) -> None: ...
 
 
 class AsyncUnitOfWork(Protocol):

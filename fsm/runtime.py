@@ -190,6 +190,22 @@ def rebuild(
     return nodes[state], log
 
 
+def fixed_row(nodes: Mapping[Any, _Node], state: Hashable, event: object) -> Row[Any] | None:
+    """The row `event` fires from `state` whatever the run holds: the first row it matches is
+    unguarded and leads to a state with no action. None when a Run must decide (a guard to
+    ask, an action to run, no row at all: its error says why)."""
+    node = nodes[state]
+    if node.action is not None:
+        return None
+    edges = _lookup(node.edges, event)
+    if not edges:
+        return None
+    edge = edges[0]
+    if edge.guard is not None or edge.target.action is not None:
+        return None
+    return edge.row
+
+
 MAX_STEPS = 10_000
 """How many actions one advance() follows before it calls the run a loop."""
 

@@ -102,7 +102,7 @@ class FlowSettler(_FlowSettling[PersistentRun[FlowState]]):
         run_sync(self._move(run_id, outcome.event_id, outcome))
 
     def settle_many(self, pairs: Sequence[tuple[OutboxMessage, Delivery]], effect: Effect) -> None:
-        self.runs.send_many([(str(m.run_id), outcome) for m, outcome in pairs], effect=effect)
+        self.runs.send_all([(str(m.run_id), outcome) for m, outcome in pairs], effect=effect)
 
     def _loaded(self, run_id: str) -> Steps[PersistentRun[FlowState]]:
         return settle(self.runs.load(run_id))
@@ -136,7 +136,7 @@ class AsyncFlowSettler(_FlowSettling[AsyncPersistentRun[FlowState]]):
     async def settle_many(
         self, pairs: Sequence[tuple[OutboxMessage, Delivery]], effect: AsyncEffect
     ) -> None:
-        await self.runs.send_many([(str(m.run_id), outcome) for m, outcome in pairs], effect=effect)
+        await self.runs.send_all([(str(m.run_id), outcome) for m, outcome in pairs], effect=effect)
 
     def _loaded(self, run_id: str) -> Steps[AsyncPersistentRun[FlowState]]:
         return settle(self.runs.load(run_id))

@@ -43,6 +43,8 @@ from fsm.ports import (
     HistoryRecord,
     InvalidRecord,
     RunExists,
+    RunHead,
+    RunMove,
     RunNotFound,
     RunRecord,
 )
@@ -208,30 +210,56 @@ class RunStatements:
         executemany, every step in another.
         (One UPDATE ... FROM unnest(...) statement on PostgreSQL cost the client more CPU:
         psycopg formats array parameters in Python.)"""
-        for record, entry in steps:
+        for record, _ in steps:
             _check_run(record)
+        now = self._clock()
+        yield from self._many(
+            [(record.version, entry) for record, entry in steps],
+            self._sql.update_run,
+            [_saved(record, now) for record, _ in steps],
+        )
+
+    def move_many_steps(self, moves: Sequence[RunMove]) -> Steps[None]:
+        """write_many without the contexts: each run's state, version and claim saved as a
+        step saves them, its context left as stored."""
+        yield from self._many(
+            [(move.version, move.entry) for move in moves],
+            self._sql.move_run,
+            [_moved_row(move) for move in moves],
+        )
+
+    def _many(
+        self,
+        steps: Sequence[tuple[int, HistoryRecord]],
+        update: Executable,
+        saves: list[dict[str, Any]],
+    ) -> Steps[None]:
+        """Lock the runs of `steps` (the version each was read at, its step), check each is
+        still at that version with no later step, then `update` (executed with `saves`) and
+        add the steps (see write_many_steps)."""
+        for _, entry in steps:
             _check_entry(entry)
-            self._history.pop(record.id, None)
-        if len({record.id for record, _ in steps}) != len(steps):
-            raise InvalidRecord("write_many takes each run once")
+            self._history.pop(entry.run_id, None)
+        if len({entry.run_id for _, entry in steps}) != len(steps):
+            raise InvalidRecord("a batch writes each run once")
         if not steps:
             return
-        stored = yield from self._execute(self._sql.lock, {"ids": [r.id for r, _ in steps]})
+        ids = [entry.run_id for _, entry in steps]
+        stored = yield from self._execute(self._sql.lock, {"ids": ids})
         found = {row.id: (row.version, row.last_seq) for row in stored}
-        for record, entry in steps:
-            version, last = found.get(record.id, (None, None))
-            if version != record.version:
-                raise ConcurrencyError("run", record.id, expected=record.version, found=version)
+        for expected, entry in steps:
+            version, last = found.get(entry.run_id, (None, None))
+            if version != expected:
+                raise ConcurrencyError("run", entry.run_id, expected=expected, found=version)
             if last is not None and last >= entry.seq:  # a step stored already
                 raise ConcurrencyError(
                     "run history", entry.run_id, expected=entry.seq - 1, found=last
                 )
-        now = self._clock()
-        result = yield from self._execute(self._sql.update_run, [_saved(r, now) for r, _ in steps])
+        result = yield from self._execute(update, saves)
         changed = result.rowcount  # type: ignore[attr-defined]
         if changed != len(steps):  # the rows are locked: only a driver's miscount gets here
-            record = steps[0][0]
-            raise ConcurrencyError("run", record.id, expected=record.version, found=None)
+            expected, entry = steps[0]
+            raise ConcurrencyError("run", entry.run_id, expected=expected, found=None)
         # Plain rows, no RETURNING: the driver sends one short statement per row, pipelined,
         # instead of one statement text as long as the batch, parsed anew each time.
         try:
@@ -241,6 +269,23 @@ class RunStatements:
             raise ConcurrencyError(
                 "run history", entry.run_id, expected=entry.seq - 1, found=None
             ) from error
+
+    def heads_steps(self, run_ids: Sequence[str]) -> Steps[list[RunHead]]:
+        """Where each stored run among `run_ids` stands, in one statement."""
+        for run_id in run_ids:
+            checks.text("run id", run_id, ID_LENGTH)
+        result = yield from self._execute(self._sql.heads, {"ids": list(run_ids)})
+        return [
+            RunHead(
+                row.id,
+                row.machine,
+                row.state,
+                row.version,
+                row.last_seq or 0,
+                row.last_at if row.last_seq else row.created_at,
+            )
+            for row in result
+        ]
 
     def _moved(self, record: RunRecord) -> Steps[ConcurrencyError]:
         """The error for a save that found the run at another version (or gone)."""
@@ -359,6 +404,12 @@ class SqlRunStore(RunStatements):
     def write_many(self, steps: Sequence[tuple[RunRecord, HistoryRecord]]) -> None:
         run_sync(self.write_many_steps(steps))
 
+    def heads(self, run_ids: Sequence[str]) -> list[RunHead]:
+        return run_sync(self.heads_steps(run_ids))
+
+    def move_many(self, moves: Sequence[RunMove]) -> None:
+        run_sync(self.move_many_steps(moves))
+
     def find(
         self,
         machine: str,
@@ -422,6 +473,12 @@ class AsyncSqlRunStore(RunStatements):
     async def write_many(self, steps: Sequence[tuple[RunRecord, HistoryRecord]]) -> None:
         await run_async(self.write_many_steps(steps))
 
+    async def heads(self, run_ids: Sequence[str]) -> list[RunHead]:
+        return await run_async(self.heads_steps(run_ids))
+
+    async def move_many(self, moves: Sequence[RunMove]) -> None:
+        await run_async(self.move_many_steps(moves))
+
     async def find(
         self,
         machine: str,
@@ -449,6 +506,8 @@ class _RunSql:
     add_steps: Executable
     """INSERT history rows, a taken key raising (write_many: the runs are locked)."""
     update_run: Executable
+    move_run: Executable
+    """`update_run` without the context (move_many)."""
     version: Executable
     last_seq: Executable
     load: Executable
@@ -456,6 +515,9 @@ class _RunSql:
     lock: Executable
     """The versions and last history steps (`last_seq`) of the runs among `ids`, locked in
     one order by every writer: no deadlock."""
+    heads: Executable
+    """Each run among `ids` without its context, with its last step's `last_seq` and
+    `last_at`."""
     history: Executable
     write: Executable | None
     """PostgreSQL: `update_run` and `insert_step` in one statement (the step goes in only if
@@ -467,13 +529,24 @@ def _run_sql(tables: Tables, dialect: str) -> _RunSql:
     runs, steps = tables.runs, tables.history
     run_id: BindParameter[str] = bindparam("b_id")
     last = select(func.max(steps.c.seq)).where(steps.c.run_id == runs.c.id).scalar_subquery()
+    last_at = (
+        select(steps.c.at)
+        .where(steps.c.run_id == runs.c.id)
+        .order_by(steps.c.seq.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    update_run = (
+        update(runs)
+        .where(runs.c.id == run_id, runs.c.version == bindparam("b_version"))
+        .values(version=bindparam("b_version") + 1)
+    )
     return _RunSql(
         insert_run=insert_new(runs, dialect),
         insert_step=insert_new(steps, dialect),
         add_steps=insert(steps),
-        update_run=update(runs)
-        .where(runs.c.id == run_id, runs.c.version == bindparam("b_version"))
-        .values(version=bindparam("b_version") + 1),
+        update_run=update_run,
+        move_run=update_run.values(claimed_by=None, claimed_until=None, attempt=0),
         version=select(runs.c.version).where(runs.c.id == run_id),
         last_seq=select(func.max(steps.c.seq)).where(steps.c.run_id == run_id),
         load=select(runs, *(c.label(f"step_{c.name}") for c in steps.c))
@@ -484,6 +557,15 @@ def _run_sql(tables: Tables, dialect: str) -> _RunSql:
         .where(among(runs.c.id, "ids", dialect))
         .order_by(runs.c.id)
         .with_for_update(),
+        heads=select(
+            runs.c.id,
+            runs.c.machine,
+            runs.c.state,
+            runs.c.version,
+            runs.c.created_at,
+            last.label("last_seq"),
+            last_at.label("last_at"),
+        ).where(among(runs.c.id, "ids", dialect)),
         history=select(steps).where(steps.c.run_id == run_id).order_by(steps.c.seq),
         write=_write(tables) if dialect == "postgresql" else None,
     )
@@ -578,6 +660,19 @@ def _saved(record: RunRecord, now: datetime) -> dict[str, Any]:
         "claimed_until": record.claimed_until,
         "attempt": record.attempt,
         "due_at": record.due_at,
+    }
+
+
+def _moved_row(move: RunMove) -> dict[str, Any]:
+    """The parameters of `_RunSql.move_run` for `move`."""
+    entry = move.entry
+    return {
+        "b_id": entry.run_id,
+        "b_version": move.version,
+        "state": entry.target,
+        "finished": move.finished,
+        "updated_at": entry.at,
+        "due_at": move.due_at,
     }
 
 

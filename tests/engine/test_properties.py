@@ -113,3 +113,30 @@ class TestAgainstReference:
             raise
         context = {"n": n}
         assert engine(machine, context, events) == reference(rows, final, context, events)
+
+    @settings(
+        max_examples=200,
+        suppress_health_check=[*settings().suppress_health_check, HealthCheck.filter_too_much],
+    )
+    @given(table=tables())
+    def test_a_fixed_row_is_the_row_every_context_takes(self, table: tuple[int, list[Row]]) -> None:
+        """Machine.fixed_row names a row only where the reference takes that row whatever
+        the context holds (its first matching row has no guard), and None wherever a guard
+        must be asked or no row matches (a persistent runner then restores the run)."""
+        count, rows = table
+        states = [State(f"s{i}", initial=i == 0, final=i == count - 1) for i in range(count)]
+        try:
+            machine = Machine(
+                "random", states=states, transitions=[(s, e, t, GUARDS[g]) for s, e, t, g in rows]
+            )
+        except DefinitionError:
+            assume(False)
+            raise
+        for source in (state.name for state in states):
+            for event in (*EVENTS, "next", "zzz"):
+                row = machine.fixed_row(source, event)
+                matching = [r for r in rows if r[0] == source and r[1] == event]
+                unguarded = bool(matching) and GUARDS[matching[0][3]] is None
+                assert (row is not None) == (unguarded and source != f"s{count - 1}")
+                if row is not None:
+                    assert (row.source, row.trigger, row.target) == matching[0][:3]

@@ -789,6 +789,39 @@ class TestMachineReaders:
         assert door.rows_from("open") == door.transitions[1:]
         assert door.rows_from("gone") == ()
 
+    def test_fixed_row_only_where_the_state_alone_decides(self) -> None:
+        """fixed_row: the row an event fires whatever the context (an outcome class matched
+        by a subclass too), and None for a guard, an action to run in the target, a state
+        that runs an action itself, or no row."""
+
+        def check(context: dict[str, Any]) -> Done:
+            return Done()
+
+        machine = Machine(
+            "orders",
+            states=[
+                State("waiting", initial=True),
+                State("checking", action=check),
+                State("done", final=True),
+                State("failed", final=True),
+            ],
+            transitions=[
+                ("waiting", Failure, "failed"),
+                ("waiting", "go", "done"),
+                ("waiting", "maybe", "done", lambda run: True),
+                ("waiting", "check", "checking"),
+                ("checking", Done, "done"),
+            ],
+        )
+        failed = machine.fixed_row("waiting", Timeout("slow"))
+        assert failed is machine.transitions[0]
+        assert machine.fixed_row("waiting", "go") is machine.transitions[1]
+        assert machine.fixed_row("waiting", "maybe") is None  # its guard must be asked
+        assert machine.fixed_row("waiting", "check") is None  # checking runs an action
+        assert machine.fixed_row("checking", Done()) is None  # an outcome, not an event
+        assert machine.fixed_row("waiting", "nope") is None
+        assert machine.fixed_row("done", "go") is None
+
     def test_repr(self) -> None:
         """repr counts states and rows."""
         assert repr(self.build()) == "<Machine 'door': 3 states, 3 rows>"

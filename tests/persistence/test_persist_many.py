@@ -5,17 +5,26 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any, Literal
 
 import pytest
 from sqlalchemy import Engine, event
 
-from adapters.memory import AsyncInMemoryUnitOfWork, InMemoryUnitOfWork
+from adapters.memory import AsyncInMemoryUnitOfWork, InMemoryRunStore, InMemoryUnitOfWork
 from adapters.sqlalchemy import SqlUnitOfWork
+from adapters.sqlalchemy.store import RunStatements
 from fsm import FSMError, Machine, PersistentMachine, RunFinished, State
 from fsm.hooks import StepCommitted, StepFailed
 from fsm.persistence import AsyncPersistentMachine
-from fsm.ports import ConcurrencyError, HistoryRecord, RunNotFound, UnitOfWork
+from fsm.ports import (
+    ConcurrencyError,
+    HistoryRecord,
+    RunHead,
+    RunMove,
+    RunNotFound,
+    UnitOfWork,
+)
 from tests.clock import T0, Clock
 
 
@@ -30,11 +39,16 @@ orders = Machine(
         State("checking", action=check),
         State("done", final=True),
         State("checked", final=True),
+        State("paused", after=timedelta(hours=1)),
     ],
     transitions=[
         ("waiting", "finish", "done"),
         ("waiting", "check", "checking"),
         ("waiting", "wait", "waiting"),
+        ("waiting", "pause", "paused"),
+        ("waiting", "ask", "done", lambda run: run.context.get("yes", False)),
+        ("waiting", "ask", "checked"),
+        ("paused", "timeout", "waiting"),
         ("checking", "ok", "checked"),
     ],
 )
@@ -56,6 +70,16 @@ def started(uow: UnitOfWork, *ids: str) -> PersistentMachine[str]:
     return runs
 
 
+@pytest.fixture(params=["send_many", "send_all"])
+def send(request: pytest.FixtureRequest) -> Any:
+    """send_many or send_all, which must move runs alike (send_all returns no handles)."""
+
+    def sent(runs: Any, events: list[tuple[str, object]], **options: Any) -> None:
+        getattr(runs, request.param)(events, **options)
+
+    return sent
+
+
 def states(runs: PersistentMachine[str], *ids: str) -> list[tuple[str, int, int]]:
     """(state, version, history length) of each run, as stored."""
     found = [runs.load(run_id) for run_id in ids]
@@ -75,11 +99,11 @@ class TestSendMany:
         step = runs.load("c").run.history[0]
         assert (step.source, step.trigger, step.target) == ("waiting", "finish", "done")
 
-    def test_a_run_with_history_takes_the_next_step(self, uow: UnitOfWork) -> None:
+    def test_a_run_with_history_takes_the_next_step(self, uow: UnitOfWork, send: Any) -> None:
         """The step is numbered after the run's stored history."""
         runs = started(uow, "a")
         runs.send("a", "wait")
-        runs.send_many([("a", "finish")])  # a second step numbered 1 would be refused
+        send(runs, [("a", "finish")])  # a second step numbered 1 would be refused
         assert states(runs, "a") == [("done", 3, 2)]
 
     def test_the_handles_returned_go_on_through_the_store(self, uow: UnitOfWork) -> None:
@@ -91,7 +115,9 @@ class TestSendMany:
         assert moved.send("finish").state == "done"
         assert states(runs, "a") == [("done", 3, 2)]
 
-    def test_hooks_hear_each_step_after_the_commit_or_the_rollback(self, uow: UnitOfWork) -> None:
+    def test_hooks_hear_each_step_after_the_commit_or_the_rollback(
+        self, uow: UnitOfWork, send: Any
+    ) -> None:
         """after_commit gets each run's step; after_failure each step undone, timed by the clock."""
         done: list[StepCommitted] = []
         undone: list[StepFailed] = []
@@ -100,7 +126,7 @@ class TestSendMany:
         )
         for run_id in ("a", "b", "c"):
             runs.start(run_id=run_id)
-        runs.send_many([("b", "finish"), ("a", "wait")])
+        send(runs, [("b", "finish"), ("a", "wait")])
         assert [(step.run_id, step.seq, step.target) for step in done] == [
             ("b", 1, "done"),
             ("a", 1, "waiting"),
@@ -110,54 +136,57 @@ class TestSendMany:
             raise RuntimeError("the outbox is away")
 
         with pytest.raises(RuntimeError):
-            runs.send_many([("c", "finish")], effect=refuse)
+            send(runs, [("c", "finish")], effect=refuse)
         assert [(step.run_id, step.target, step.at) for step in undone] == [("c", "done", T0)]
 
-    def test_a_refused_event_writes_nothing_for_any_run(self, uow: UnitOfWork) -> None:
+    def test_a_refused_event_writes_nothing_for_any_run(self, uow: UnitOfWork, send: Any) -> None:
         """One run cannot take its event (it is finished): none of the batch moves."""
         runs = started(uow, "a", "b")
         runs.send("a", "finish")
         with pytest.raises(RunFinished):
-            runs.send_many([("b", "finish"), ("a", "finish")])
+            send(runs, [("b", "finish"), ("a", "finish")])
         assert states(runs, "a", "b") == [("done", 2, 1), ("waiting", 1, 0)]
 
-    def test_a_run_not_stored_writes_nothing(self, uow: UnitOfWork) -> None:
+    def test_a_run_not_stored_writes_nothing(self, uow: UnitOfWork, send: Any) -> None:
         runs = started(uow, "a")
         with pytest.raises(RunNotFound, match="nope"):
-            runs.send_many([("a", "finish"), ("nope", "finish")])
+            send(runs, [("a", "finish"), ("nope", "finish")])
         assert states(runs, "a") == [("waiting", 1, 0)]
 
-    def test_an_event_leading_to_an_action_is_refused(self, uow: UnitOfWork) -> None:
+    def test_an_event_leading_to_an_action_is_refused(self, uow: UnitOfWork, send: Any) -> None:
         """send_many takes one step per run: a state with an action left would need more."""
         runs = started(uow, "a", "b")
         with pytest.raises(FSMError, match=r"run b's event leads to 'checking'.*send it alone"):
-            runs.send_many([("a", "finish"), ("b", "check")])
+            send(runs, [("a", "finish"), ("b", "check")])
         assert states(runs, "a", "b") == [("waiting", 1, 0), ("waiting", 1, 0)]
         assert runs.send("b", "check").state == "checked"  # alone, its action runs
 
-    def test_a_failing_effect_writes_nothing(self, uow: UnitOfWork) -> None:
+    def test_a_failing_effect_writes_nothing(self, uow: UnitOfWork, send: Any) -> None:
         runs = started(uow, "a")
 
         def refuse(_: object) -> None:
             raise RuntimeError("the outbox is away")
 
         with pytest.raises(RuntimeError, match="outbox is away"):
-            runs.send_many([("a", "finish")], effect=refuse)
+            send(runs, [("a", "finish")], effect=refuse)
         assert states(runs, "a") == [("waiting", 1, 0)]
 
-    def test_a_run_given_twice_is_refused_before_anything_is_read(self, uow: UnitOfWork) -> None:
+    def test_a_run_given_twice_is_refused_before_anything_is_read(
+        self, uow: UnitOfWork, send: Any
+    ) -> None:
         runs = started(uow, "a")
         with pytest.raises(FSMError, match=r"one event per run; given twice: \['a'\]"):
-            runs.send_many([("a", "finish"), ("a", "check")])
+            send(runs, [("a", "finish"), ("a", "check")])
 
-    def test_listeners_hear_each_step(self, uow: UnitOfWork) -> None:
+    def test_listeners_hear_each_step(self, uow: UnitOfWork, send: Any) -> None:
+        """A listener is given each run: send_all restores them all (no step is fixed)."""
         heard: list[str] = []
         runs = PersistentMachine(
             orders, uow, clock=Clock(), listeners=[lambda run, t: heard.append(run.id)]
         )
         for run_id in ("a", "b"):
             runs.start(run_id=run_id)
-        runs.send_many([("b", "finish"), ("a", "finish")])
+        send(runs, [("b", "finish"), ("a", "finish")])
         assert heard == ["b", "a"]
 
     def test_async_runs_too(self) -> None:
@@ -174,6 +203,78 @@ class TestSendMany:
         written: list[object] = []
         assert asyncio.run(scenario()) == ["done", "done"]
         assert len(written) == 1 and isinstance(written[0], AsyncInMemoryUnitOfWork)
+
+
+class TestSendAll:
+    """send_all: a step its state alone decides is written from the run's head."""
+
+    def test_a_fixed_step_reads_neither_context_nor_history(
+        self, uow: UnitOfWork, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Neither store is asked for a run's context or history; each run moves with its
+        step numbered after its history, its context as stored, told after the commit."""
+        done: list[StepCommitted] = []
+        runs = PersistentMachine(orders, uow, clock=Clock(), after_commit=[done.append])
+        for run_id in ("a", "b"):
+            runs.start({"n": run_id}, run_id=run_id)
+        runs.send("b", "wait")
+
+        def unread(*_: object) -> None:
+            raise AssertionError("read the run's context or history")
+
+        for store in (InMemoryRunStore, RunStatements):
+            for name in ("load", "load_many", "history", "load_steps", "load_many_steps"):
+                if hasattr(store, name):
+                    monkeypatch.setattr(store, name, unread)
+        written: list[object] = []
+        runs.send_all([("a", "finish"), ("b", "finish")], effect=written.append)
+        assert written == [uow]
+        monkeypatch.undo()
+        assert states(runs, "a", "b") == [("done", 2, 1), ("done", 3, 2)]
+        assert runs.load("b").run.context == {"n": "b"}
+        assert [(s.run_id, s.seq, s.source, s.trigger, s.target) for s in done[-2:]] == [
+            ("a", 1, "waiting", "finish", "done"),
+            ("b", 2, "waiting", "finish", "done"),
+        ]
+        assert done[-1].entered_at == T0  # when b took its first step
+
+    @pytest.mark.parametrize("event", ["finish", "pause", "wait"])
+    def test_it_stores_what_send_many_stores(self, uow: UnitOfWork, event: str) -> None:
+        """The same event sent to twin runs, one by send_many and one by send_all: the same
+        stored run (state, version, finished, timeout, claim, times) and the same step."""
+        clock = Clock()
+        runs = PersistentMachine(orders, uow, clock=clock)
+        for run_id in ("a", "b"):
+            runs.start({"n": 1}, run_id=run_id)
+        clock.advance(90)
+        runs.send_many([("a", event)])
+        runs.send_all([("b", event)])
+        with uow:
+            a, b = uow.runs.load_many(["a", "b"])
+            steps = [uow.runs.history(run_id) for run_id in ("a", "b")]
+        assert replace(a, id="b") == b
+        assert [replace(step, run_id="b") for step in steps[0]] == steps[1]
+        if event == "pause":
+            assert b.due_at == T0 + timedelta(seconds=90, hours=1)
+
+    def test_a_guarded_row_restores_its_run_in_the_same_batch(self, uow: UnitOfWork) -> None:
+        """A run whose row has a guard is restored and asks it (its context says which row),
+        in the batch's one transaction with the runs moved from their heads; every step is
+        told in the order given."""
+        done: list[StepCommitted] = []
+        runs = PersistentMachine(orders, uow, clock=Clock(), after_commit=[done.append])
+        runs.start({"yes": True}, run_id="a")
+        runs.start({"yes": False}, run_id="b")
+        runs.start(run_id="c")
+        written: list[object] = []
+        runs.send_all([("b", "ask"), ("c", "finish"), ("a", "ask")], effect=written.append)
+        assert written == [uow]
+        assert [(s.run_id, s.target) for s in done] == [
+            ("b", "checked"),
+            ("c", "done"),
+            ("a", "done"),
+        ]
+        assert states(runs, "a", "b", "c") == [("done", 2, 1), ("checked", 2, 1), ("done", 2, 1)]
 
 
 class TestStoreMany:
@@ -242,6 +343,65 @@ class TestStoreMany:
         with uow:
             assert [len(uow.runs.history(run_id)) for run_id in ("a", "b")] == [0, 0]
             assert [r.version for r in uow.runs.load_many(["a", "b"])] == [1, 1]
+
+
+class TestHeadsAndMoves:
+    """RunStore.heads and move_many: steps written without the runs' contexts."""
+
+    def test_heads_say_where_each_stored_run_stands(self, uow: UnitOfWork) -> None:
+        clock = Clock()
+        runs = PersistentMachine(orders, uow, clock=clock)
+        for run_id in ("a", "b"):
+            runs.start({"n": 1}, run_id=run_id)
+        clock.advance(60)
+        runs.send("b", "wait")
+        with uow:
+            heads = {head.id: head for head in uow.runs.heads(["b", "nope", "a"])}
+        assert heads == {
+            "a": RunHead("a", "orders", "waiting", 1, 0, T0),
+            "b": RunHead("b", "orders", "waiting", 2, 1, T0 + timedelta(seconds=60)),
+        }
+
+    def test_a_move_keeps_the_context_and_gives_up_the_claim(self, uow: UnitOfWork) -> None:
+        started(uow, "a")
+        with uow:
+            [record] = uow.runs.load_many(["a"])
+            uow.runs.save(replace(record, claimed_by="w", claimed_until=T0, attempt=2))
+        later = T0 + timedelta(minutes=5)
+        step = replace(entry("a", 1), at=later)
+        with uow:
+            uow.runs.move_many([RunMove(step, 2, finished=True, due_at=later)])
+        with uow:
+            [after] = uow.runs.load_many(["a"])
+            assert uow.runs.history("a") == [step]
+        assert after == replace(
+            record, state="done", version=3, finished=True, updated_at=later, due_at=later
+        )
+
+    def test_move_many_names_the_run_that_moved(self, uow: UnitOfWork) -> None:
+        """A stale version anywhere in the batch: ConcurrencyError for that run, and after
+        the rollback nothing of the batch is written."""
+        started(uow, "a", "b")
+        with uow:
+            [b] = uow.runs.load_many(["b"])
+            uow.runs.save(b)  # b moves on: version 2
+        moves = [RunMove(entry(run_id, 1), 1, finished=True) for run_id in ("a", "b")]
+        with pytest.raises(ConcurrencyError, match="run b") as raised, uow:
+            uow.runs.move_many(moves)
+        assert (raised.value.expected, raised.value.found) == (1, 2)
+        with uow:
+            after = [(h.state, h.version, h.seq) for h in uow.runs.heads(["a", "b"])]
+        assert sorted(after) == [("waiting", 1, 0), ("waiting", 2, 0)]
+
+    def test_move_many_refuses_a_step_stored_already(self, uow: UnitOfWork) -> None:
+        started(uow, "a", "b")
+        with uow:
+            uow.runs.append(entry("a", 1))
+        moves = [RunMove(entry(run_id, 1), 1, finished=True) for run_id in ("b", "a")]
+        with pytest.raises(ConcurrencyError, match="run history a"), uow:
+            uow.runs.move_many(moves)
+        with uow:
+            assert [len(uow.runs.history(run_id)) for run_id in ("a", "b")] == [1, 0]
 
 
 def entry(run_id: str, seq: int) -> HistoryRecord:
