@@ -195,14 +195,15 @@ class TestSendMany:
         async def scenario() -> list[str]:
             uow = AsyncInMemoryUnitOfWork()
             runs = AsyncPersistentMachine(orders, uow, clock=Clock())
-            for run_id in ("a", "b"):
+            for run_id in ("a", "b", "c", "d"):
                 await runs.start(run_id=run_id)
-            moved = await runs.send_many([("a", "finish"), ("b", "finish")], effect=written.append)
-            return [str((await runs.load(h.id)).state) for h in moved]
+            await runs.send_many([("a", "finish"), ("b", "finish")], effect=written.append)
+            await runs.send_all([("c", "finish"), ("d", "ask")], effect=written.append)
+            return [str((await runs.load(run_id)).state) for run_id in ("a", "b", "c", "d")]
 
         written: list[object] = []
-        assert asyncio.run(scenario()) == ["done", "done"]
-        assert len(written) == 1 and isinstance(written[0], AsyncInMemoryUnitOfWork)
+        assert asyncio.run(scenario()) == ["done", "done", "done", "checked"]
+        assert len(written) == 2 and isinstance(written[0], AsyncInMemoryUnitOfWork)
 
 
 class TestSendAll:
