@@ -42,12 +42,12 @@ from fsm.ports import (
     RunRecord,
     UnitOfWork,
 )
-from fsm.runtime import RunHandle
+from fsm.runtime import RunHandle, Transition
 from fsm.timers import due_at
 
 if TYPE_CHECKING:
     from fsm.definition import Binding, Machine, P
-    from fsm.runtime import AsyncListener, Listener, Run, Transition
+    from fsm.runtime import AsyncListener, Listener, Run
 
 S = TypeVar("S", bound=Hashable)
 R = TypeVar("R")
@@ -334,30 +334,47 @@ class StoredMachine(Generic[S, U, H]):
         if row is None:
             return None
         now = self.clock()
-        entry = HistoryRecord(
-            run_id=head.id,
-            seq=head.seq + 1,
-            source=state_label(row.source),
-            trigger=trigger_label(row.trigger),
-            target=state_label(row.target),
-            outcome=self.codec.encode(event, where=f"run {head.id}: the outcome {event!r}"),
-            at=now,
-        )
+        transition = Transition(row.source, row.trigger, row.target, event)
+        entry, step = self._record_of(head.id, head.seq + 1, transition, now, now, head.entered_at)
         final = self.machine.state(row.target).final
         move = RunMove(entry, head.version, final, due_at(self.machine, row.target, now))
+        return move, step
+
+    def _record_of(
+        self,
+        run_id: str,
+        seq: int,
+        transition: Transition[S],
+        now: datetime,
+        began: datetime,
+        entered: datetime | None,
+    ) -> tuple[HistoryRecord, StepCommitted]:
+        """A step's history row (its outcome encoded, refused if it cannot be stored), and
+        what the hooks are told of it once it commits."""
+        entry = HistoryRecord(
+            run_id=run_id,
+            seq=seq,
+            source=state_label(transition.source),
+            trigger=trigger_label(transition.trigger),
+            target=state_label(transition.target),
+            outcome=self.codec.encode(
+                transition.outcome, where=f"run {run_id}: the outcome {transition.outcome!r}"
+            ),
+            at=now,
+        )
         step = StepCommitted(
             machine=self.machine.name,
-            run_id=head.id,
-            seq=entry.seq,
+            run_id=run_id,
+            seq=seq,
             source=entry.source,
             trigger=entry.trigger,
             target=entry.target,
-            outcome=event,
-            began_at=now,
+            outcome=transition.outcome,
+            began_at=began,
             at=now,
-            entered_at=head.entered_at,
+            entered_at=entered,
         )
-        return move, step
+        return entry, step
 
     def _load_steps(self, run_id: str) -> Steps[H]:
         handle = self._handle(0, 0)
@@ -782,30 +799,10 @@ class StoredRun(RunHandle[S]):
             record = replace(
                 record, claimed_by=owner.worker, claimed_until=now + owner.lease, attempt=1
             )
-        entry = HistoryRecord(
-            run_id=run.id,
-            seq=self._seq + 1,
-            source=state_label(transition.source),
-            trigger=trigger_label(transition.trigger),
-            target=state_label(transition.target),
-            outcome=owner.codec.encode(
-                transition.outcome, where=f"run {run.id}: the outcome {transition.outcome!r}"
-            ),
-            at=now,
+        entry, step = owner._record_of(
+            run.id, self._seq + 1, transition, now, self._began, self._entered
         )
         uow = owner.uow
-        step = StepCommitted(
-            machine=owner.machine.name,
-            run_id=run.id,
-            seq=entry.seq,
-            source=entry.source,
-            trigger=entry.trigger,
-            target=entry.target,
-            outcome=transition.outcome,
-            began_at=self._began,
-            at=now,
-            entered_at=self._entered,
-        )
         staged = self._staged
         if staged is not None:  # written with the batch's other steps (send_many)
             staged.append((record, entry, step))
