@@ -252,9 +252,13 @@ class InMemoryRunStore:
         self.append(entry)
         return version
 
-    def write_many(self, steps: Sequence[tuple[RunRecord, HistoryRecord]]) -> None:
+    def write_many(
+        self, steps: Sequence[tuple[RunRecord, HistoryRecord]], moves: Sequence[RunMove] = ()
+    ) -> None:
         for record, entry in steps:
             self.write(record, entry)
+        for move in moves:
+            self._move(move)
 
     def heads(self, run_ids: Sequence[str]) -> list[RunHead]:
         return [self._head(self.runs[run_id]) for run_id in run_ids if run_id in self.runs]
@@ -266,24 +270,23 @@ class InMemoryRunStore:
             record.id, record.machine, record.state, record.version, len(history), entered
         )
 
-    def move_many(self, moves: Sequence[RunMove]) -> None:
-        for move in moves:
-            entry = move.entry
-            stored = self.runs.get(entry.run_id)
-            if stored is None:
-                raise ConcurrencyError("run", entry.run_id, expected=move.version, found=None)
-            record = replace(
-                stored,
-                state=entry.target,
-                version=move.version,
-                finished=move.finished,
-                updated_at=entry.at,
-                claimed_by=None,
-                claimed_until=None,
-                attempt=0,
-                due_at=move.due_at,
-            )
-            self.write(record, entry)
+    def _move(self, move: RunMove) -> None:
+        entry = move.entry
+        stored = self.runs.get(entry.run_id)
+        if stored is None:
+            raise ConcurrencyError("run", entry.run_id, expected=move.version, found=None)
+        record = replace(
+            stored,
+            state=entry.target,
+            version=move.version,
+            finished=move.finished,
+            updated_at=entry.at,
+            claimed_by=None,
+            claimed_until=None,
+            attempt=0,
+            due_at=move.due_at,
+        )
+        self.write(record, entry)
 
     def find(
         self,
@@ -476,17 +479,15 @@ class AsyncInMemoryRunStore:
         await asyncio.sleep(0)
         return self.sync.write(record, entry)
 
-    async def write_many(self, steps: Sequence[tuple[RunRecord, HistoryRecord]]) -> None:
+    async def write_many(
+        self, steps: Sequence[tuple[RunRecord, HistoryRecord]], moves: Sequence[RunMove] = ()
+    ) -> None:
         await asyncio.sleep(0)
-        self.sync.write_many(steps)
+        self.sync.write_many(steps, moves)
 
     async def heads(self, run_ids: Sequence[str]) -> list[RunHead]:
         await asyncio.sleep(0)
         return self.sync.heads(run_ids)
-
-    async def move_many(self, moves: Sequence[RunMove]) -> None:
-        await asyncio.sleep(0)
-        self.sync.move_many(moves)
 
 
 _WRITE_LOCKS: weakref.WeakKeyDictionary[InMemoryRunStore, asyncio.Lock] = (

@@ -176,8 +176,9 @@ class Machine(Generic[S, P]):
 
     def fixed_row(self, state: S, event: object) -> Row[S] | None:
         """The row `event` fires from `state` whatever a run's context holds (no guard to
-        ask, no action to run in its target), or None when only a Run can tell."""
-        return fixed_row(self._nodes, state, event)
+        ask, no action to run in its target), or None when only a Run can tell; KeyError
+        naming the states for a state the machine does not have."""
+        return fixed_row(self._nodes, self.state(state).name, event)
 
     def start(
         self,

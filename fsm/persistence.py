@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
-from fsm.codec import Codec, DecodeError
+from fsm.codec import Codec, DecodeError, EncodeError
 from fsm.defaults import new_id, utc_now
 from fsm.drive import Steps, call, run_async, run_sync, settle
 from fsm.errors import CallbackError, FSMError, RestoreError, show
@@ -42,7 +42,7 @@ from fsm.ports import (
     RunRecord,
     UnitOfWork,
 )
-from fsm.runtime import RunHandle, Transition
+from fsm.runtime import RunHandle, Transition, observed
 from fsm.timers import due_at
 
 if TYPE_CHECKING:
@@ -259,10 +259,11 @@ class StoredMachine(Generic[S, U, H]):
         """Each run its event, one step each, all in one transaction (see send_many). Without
         `handles`, a run whose step depends on its state alone is moved from its head, its
         context and history not read (see send_all)."""
+        name = "send_many" if handles else "send_all"
         ids = [run_id for run_id, _ in events]
         twice = sorted({run_id for run_id in ids if ids.count(run_id) > 1})
         if twice:
-            raise FSMError(f"send_many takes one event per run; given twice: {twice}")
+            raise FSMError(f"{name} takes one event per run; given twice: {twice}")
         staged: list[tuple[RunRecord, HistoryRecord, StepCommitted]] = []
         moves: dict[str, tuple[RunMove, StepCommitted]] = {}
         told: list[StepCommitted] = []
@@ -270,7 +271,7 @@ class StoredMachine(Generic[S, U, H]):
         def body() -> Steps[list[H]]:
             runs = self.uow.runs
             rest = events
-            if not handles and not self._listeners:
+            if not handles and not self._listeners and not observed():
                 heads: list[RunHead] = yield from call(runs.heads, ids)
                 sent = dict(events)
                 for head in heads:
@@ -299,17 +300,15 @@ class StoredMachine(Generic[S, U, H]):
                 finally:
                     handle._active = False
                     handle._staged = None
+                told.append(staged[-1][2])
                 if handle.run.pending:
                     raise FSMError(
-                        f"send_many moves each run one step, and run {run_id}'s event leads "
+                        f"{name} moves each run one step, and run {run_id}'s event leads "
                         f"to {show(handle.run.state)}, which has an action: send it alone"
                     )
-                told.append(staged[-1][2])
                 moved.append(handle)
-            if staged:
-                yield from call(runs.write_many, [(record, entry) for record, entry, _ in staged])
-            if moves:
-                yield from call(runs.move_many, [move for move, _ in moves.values()])
+            written = [(record, entry) for record, entry, _ in staged]
+            yield from call(runs.write_many, written, [move for move, _ in moves.values()])
             if effect is not None:
                 yield from call(effect, self.uow)
             return moved
@@ -335,7 +334,12 @@ class StoredMachine(Generic[S, U, H]):
             return None
         now = self.clock()
         transition = Transition(row.source, row.trigger, row.target, event)
-        entry, step = self._record_of(head.id, head.seq + 1, transition, now, now, head.entered_at)
+        try:
+            entry, step = self._record_of(
+                head.id, head.seq + 1, transition, now, now, head.entered_at
+            )
+        except EncodeError:
+            return None  # its Run refuses it, as send_many does
         final = self.machine.state(row.target).final
         move = RunMove(entry, head.version, final, due_at(self.machine, row.target, now))
         return move, step
@@ -925,9 +929,11 @@ class PersistentMachine(StoredMachine[S, UnitOfWork, "PersistentRun[S]"]):
     ) -> None:
         """send_many, returning nothing: what a relay settling a batch calls. A run whose
         step its state alone decides (its event fires one unguarded row into a state with
-        no action, and this machine has no listeners) is moved without its context or
-        history being read or decoded, in a few statements for all of them; the others
-        are restored and sent their event as by send_many. The same rules and errors."""
+        no action, and no listener or observer is to be given the run) is moved from its
+        head, its context and history neither read nor decoded; the others are restored
+        and sent their event as by send_many, in the same transaction, with the same rules
+        and errors. What only a restore checks (the stored context decodes, the history is
+        one path of the table) is left to the run's next load."""
         run_sync(self._send_many_steps(events, effect, handles=False))
 
     def survey(self, runs: Iterable[tuple[str, str]]) -> StoredRuns:

@@ -132,7 +132,7 @@ class RunHead:
 
 @dataclass(frozen=True, slots=True)
 class RunMove:
-    """A step written without the run's context, which stays as stored (RunStore.move_many):
+    """A step written without the run's context, which stays as stored (RunStore.write_many):
     the run goes to `entry.target` if it is still at `version`, with `finished` and
     `due_at`, updated at `entry.at` and its claim given up, as `write` saves a step."""
 
@@ -179,21 +179,19 @@ class RunStore(Protocol):
         and then the caller must roll back. Returns the new version."""
         ...
 
-    def write_many(self, steps: Sequence[tuple[RunRecord, HistoryRecord]]) -> None:
-        """`write` each run and its step (each run once); ConcurrencyError if any stored
-        version differs or a step is stored already, and then the caller must roll back:
-        some of the others may be written."""
+    def write_many(
+        self, steps: Sequence[tuple[RunRecord, HistoryRecord]], moves: Sequence[RunMove] = ()
+    ) -> None:
+        """`write` each run and its step, and each move (its run's state, version and claim
+        as `write` would save them, its context left as stored, and its step); each run
+        once, all locked in one order. ConcurrencyError if any stored version differs or
+        a step is stored already, and then the caller must roll back: some of the others
+        may be written."""
         ...
 
     def heads(self, run_ids: Sequence[str]) -> list[RunHead]:
         """Where each stored run among `run_ids` stands (those not stored are left out),
         read at once, without its context or history."""
-        ...
-
-    def move_many(self, moves: Sequence[RunMove]) -> None:
-        """Write each move (each run once): its run's state, version and claim as `write`
-        would, its context left as stored, and its step. ConcurrencyError if any stored
-        version differs or a step is stored already, and then the caller must roll back."""
         ...
 
     def find(
@@ -253,11 +251,11 @@ class AsyncRunStore(Protocol):
 
     async def write(self, record: RunRecord, entry: HistoryRecord) -> int: ...
 
-    async def write_many(self, steps: Sequence[tuple[RunRecord, HistoryRecord]]) -> None: ...
+    async def write_many(
+        self, steps: Sequence[tuple[RunRecord, HistoryRecord]], moves: Sequence[RunMove] = ()
+    ) -> None: ...
 
     async def heads(self, run_ids: Sequence[str]) -> list[RunHead]: ...
-
-    async def move_many(self, moves: Sequence[RunMove]) -> None: ...
 
 
 class AsyncUnitOfWork(Protocol):

@@ -70,6 +70,11 @@ def observe(listener: Listener[Any]) -> Callable[[], None]:
     return stop
 
 
+def observed() -> bool:
+    """Whether an observer is registered (see `observe`): runs created now are given it."""
+    return bool(_observers)
+
+
 class Rollback(Exception):
     """Raised by an action: undo what this step wrote, then take the row of `outcome`.
 

@@ -204,50 +204,30 @@ class RunStatements:
             raise (yield from self._stepped(entry))
         return record.version + 1
 
-    def write_many_steps(self, steps: Sequence[tuple[RunRecord, HistoryRecord]]) -> Steps[None]:
-        """Each run's save and step: the versions and last steps read and locked in one
-        statement (a moved run, or a step stored already, is named), every save in one
-        executemany, every step in another.
+    def write_many_steps(
+        self, steps: Sequence[tuple[RunRecord, HistoryRecord]], moves: Sequence[RunMove] = ()
+    ) -> Steps[None]:
+        """Each run's save and step, and each move: the versions and last steps of every
+        run read and locked in one statement, in id order (a moved run, or a step stored
+        already, is named), the saves in one executemany, the moves in another (their
+        contexts untouched), every step in a third.
         (One UPDATE ... FROM unnest(...) statement on PostgreSQL cost the client more CPU:
         psycopg formats array parameters in Python.)"""
         for record, _ in steps:
             _check_run(record)
-        now = self._clock()
-        yield from self._many(
-            [(record.version, entry) for record, entry in steps],
-            self._sql.update_run,
-            [_saved(record, now) for record, _ in steps],
-        )
-
-    def move_many_steps(self, moves: Sequence[RunMove]) -> Steps[None]:
-        """write_many without the contexts: each run's state, version and claim saved as a
-        step saves them, its context left as stored."""
-        yield from self._many(
-            [(move.version, move.entry) for move in moves],
-            self._sql.move_run,
-            [_moved_row(move) for move in moves],
-        )
-
-    def _many(
-        self,
-        steps: Sequence[tuple[int, HistoryRecord]],
-        update: Executable,
-        saves: list[dict[str, Any]],
-    ) -> Steps[None]:
-        """Lock the runs of `steps` (the version each was read at, its step), check each is
-        still at that version with no later step, then `update` (executed with `saves`) and
-        add the steps (see write_many_steps)."""
-        for _, entry in steps:
+        written = [(record.version, entry) for record, entry in steps]
+        written += [(move.version, move.entry) for move in moves]
+        for _, entry in written:
             _check_entry(entry)
             self._history.pop(entry.run_id, None)
-        if len({entry.run_id for _, entry in steps}) != len(steps):
-            raise InvalidRecord("a batch writes each run once")
-        if not steps:
+        if len({entry.run_id for _, entry in written}) != len(written):
+            raise InvalidRecord("write_many takes each run once")
+        if not written:
             return
-        ids = [entry.run_id for _, entry in steps]
+        ids = [entry.run_id for _, entry in written]
         stored = yield from self._execute(self._sql.lock, {"ids": ids})
         found = {row.id: (row.version, row.last_seq) for row in stored}
-        for expected, entry in steps:
+        for expected, entry in written:
             version, last = found.get(entry.run_id, (None, None))
             if version != expected:
                 raise ConcurrencyError("run", entry.run_id, expected=expected, found=version)
@@ -255,17 +235,24 @@ class RunStatements:
                 raise ConcurrencyError(
                     "run history", entry.run_id, expected=entry.seq - 1, found=last
                 )
-        result = yield from self._execute(update, saves)
-        changed = result.rowcount  # type: ignore[attr-defined]
-        if changed != len(steps):  # the rows are locked: only a driver's miscount gets here
-            expected, entry = steps[0]
+        now = self._clock()
+        changed = 0
+        for statement, saves in (
+            (self._sql.update_run, [_saved(record, now) for record, _ in steps]),
+            (self._sql.move_run, [_moved_row(move) for move in moves]),
+        ):
+            if saves:
+                result = yield from self._execute(statement, saves)
+                changed += result.rowcount  # type: ignore[attr-defined]
+        if changed != len(written):  # the rows are locked: only a driver's miscount gets here
+            expected, entry = written[0]
             raise ConcurrencyError("run", entry.run_id, expected=expected, found=None)
         # Plain rows, no RETURNING: the driver sends one short statement per row, pipelined,
         # instead of one statement text as long as the batch, parsed anew each time.
         try:
-            yield from self._execute(self._sql.add_steps, [_step_row(e) for _, e in steps])
+            yield from self._execute(self._sql.add_steps, [_step_row(e) for _, e in written])
         except IntegrityError as error:  # the runs are locked: a step appended meanwhile
-            entry = steps[0][1]
+            entry = written[0][1]
             raise ConcurrencyError(
                 "run history", entry.run_id, expected=entry.seq - 1, found=None
             ) from error
@@ -401,14 +388,13 @@ class SqlRunStore(RunStatements):
     def write(self, record: RunRecord, entry: HistoryRecord) -> int:
         return run_sync(self.write_steps(record, entry))
 
-    def write_many(self, steps: Sequence[tuple[RunRecord, HistoryRecord]]) -> None:
-        run_sync(self.write_many_steps(steps))
+    def write_many(
+        self, steps: Sequence[tuple[RunRecord, HistoryRecord]], moves: Sequence[RunMove] = ()
+    ) -> None:
+        run_sync(self.write_many_steps(steps, moves))
 
     def heads(self, run_ids: Sequence[str]) -> list[RunHead]:
         return run_sync(self.heads_steps(run_ids))
-
-    def move_many(self, moves: Sequence[RunMove]) -> None:
-        run_sync(self.move_many_steps(moves))
 
     def find(
         self,
@@ -470,14 +456,13 @@ class AsyncSqlRunStore(RunStatements):
     async def write(self, record: RunRecord, entry: HistoryRecord) -> int:
         return await run_async(self.write_steps(record, entry))
 
-    async def write_many(self, steps: Sequence[tuple[RunRecord, HistoryRecord]]) -> None:
-        await run_async(self.write_many_steps(steps))
+    async def write_many(
+        self, steps: Sequence[tuple[RunRecord, HistoryRecord]], moves: Sequence[RunMove] = ()
+    ) -> None:
+        await run_async(self.write_many_steps(steps, moves))
 
     async def heads(self, run_ids: Sequence[str]) -> list[RunHead]:
         return await run_async(self.heads_steps(run_ids))
-
-    async def move_many(self, moves: Sequence[RunMove]) -> None:
-        await run_async(self.move_many_steps(moves))
 
     async def find(
         self,
@@ -507,7 +492,7 @@ class _RunSql:
     """INSERT history rows, a taken key raising (write_many: the runs are locked)."""
     update_run: Executable
     move_run: Executable
-    """`update_run` without the context (move_many)."""
+    """`update_run` without the context, the claim given up (write_many's moves)."""
     version: Executable
     last_seq: Executable
     load: Executable

@@ -120,9 +120,10 @@ class TestAgainstReference:
     )
     @given(table=tables())
     def test_a_fixed_row_is_the_row_every_context_takes(self, table: tuple[int, list[Row]]) -> None:
-        """Machine.fixed_row names a row only where the reference takes that row whatever
-        the context holds (its first matching row has no guard), and None wherever a guard
-        must be asked or no row matches (a persistent runner then restores the run)."""
+        """Machine.fixed_row names a row exactly where the table's first matching row has no
+        guard, and None wherever a guard must be asked or no row matches (a persistent
+        runner then restores the run); a run at that state takes the named row whatever
+        its context holds."""
         count, rows = table
         states = [State(f"s{i}", initial=i == 0, final=i == count - 1) for i in range(count)]
         try:
@@ -140,3 +141,6 @@ class TestAgainstReference:
                 assert (row is not None) == (unguarded and source != f"s{count - 1}")
                 if row is not None:
                     assert (row.source, row.trigger, row.target) == matching[0][:3]
+                    for n in range(13):
+                        run = machine.restore("r", source, {"n": n})
+                        assert run.send(event).state == row.target

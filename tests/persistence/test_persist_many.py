@@ -4,17 +4,21 @@ calls, in memory and on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
+import contextlib
+import threading
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Literal
 
 import pytest
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, text
 
 from adapters.memory import AsyncInMemoryUnitOfWork, InMemoryRunStore, InMemoryUnitOfWork
 from adapters.sqlalchemy import SqlUnitOfWork
 from adapters.sqlalchemy.store import RunStatements
-from fsm import FSMError, Machine, PersistentMachine, RunFinished, State
+from fsm import FSMError, Machine, PersistentMachine, RunFinished, State, runtime
+from fsm.codec import DecodeError
+from fsm.coverage import Coverage
 from fsm.hooks import StepCommitted, StepFailed
 from fsm.persistence import AsyncPersistentMachine
 from fsm.ports import (
@@ -54,6 +58,43 @@ orders = Machine(
 )
 
 
+@dataclass(frozen=True)
+class Outcome:
+    n: int
+
+
+@dataclass(frozen=True)
+class Later(Outcome):
+    """A subclass: the row of Outcome fires for it."""
+
+
+renamed = Machine(
+    "renamed",
+    states=[
+        State("waiting", initial=True, aliases=("idle",)),
+        State("paused", after=timedelta(minutes=5)),
+        State("done", final=True),
+    ],
+    transitions=[("waiting", Outcome, "paused"), ("paused", "timeout", "done")],
+)
+
+
+@dataclass(frozen=True)
+class Note:
+    value: object
+
+
+class Unstorable:
+    """A value the codec cannot store."""
+
+
+noted = Machine(
+    "noted",
+    states=[State("waiting", initial=True), State("done", final=True)],
+    transitions=[("waiting", Note, "done")],
+)
+
+
 @pytest.fixture(params=["sql", "memory"])
 def uow(request: pytest.FixtureRequest, engine: Engine) -> UnitOfWork:
     """A unit of work on the `engine` (SQLite and PostgreSQL), or an in-memory one (which
@@ -68,6 +109,13 @@ def started(uow: UnitOfWork, *ids: str) -> PersistentMachine[str]:
     for run_id in ids:
         runs.start({"n": run_id}, run_id=run_id)
     return runs
+
+
+@pytest.fixture
+def unobserved(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No observer registered (`pytest --fsm-coverage` registers one, which makes send_all
+    restore every run): the steps a run's state alone decides are written from its head."""
+    monkeypatch.setattr(runtime, "_observers", [])
 
 
 @pytest.fixture(params=["send_many", "send_all"])
@@ -161,6 +209,17 @@ class TestSendMany:
         assert states(runs, "a", "b") == [("waiting", 1, 0), ("waiting", 1, 0)]
         assert runs.send("b", "check").state == "checked"  # alone, its action runs
 
+    def test_after_failure_hears_the_step_leading_to_an_action(
+        self, uow: UnitOfWork, send: Any
+    ) -> None:
+        undone: list[StepFailed] = []
+        runs = PersistentMachine(orders, uow, clock=Clock(), after_failure=[undone.append])
+        runs.start(run_id="a")
+        runs.start(run_id="b")
+        with pytest.raises(FSMError, match="send it alone"):
+            send(runs, [("a", "finish"), ("b", "check")])
+        assert [(step.run_id, step.target) for step in undone] == [("a", "done"), ("b", "checking")]
+
     def test_a_failing_effect_writes_nothing(self, uow: UnitOfWork, send: Any) -> None:
         runs = started(uow, "a")
 
@@ -206,6 +265,7 @@ class TestSendMany:
         assert len(written) == 2 and isinstance(written[0], AsyncInMemoryUnitOfWork)
 
 
+@pytest.mark.usefixtures("unobserved")
 class TestSendAll:
     """send_all: a step its state alone decides is written from the run's head."""
 
@@ -277,6 +337,124 @@ class TestSendAll:
         ]
         assert states(runs, "a", "b", "c") == [("done", 2, 1), ("checked", 2, 1), ("done", 2, 1)]
 
+    def test_a_renamed_state_a_claim_and_an_outcome_subclass(self, uow: UnitOfWork) -> None:
+        """A run stored under its state's former label, claimed by another worker, sent a
+        subclass of its row's outcome class into a state with a timeout: send_all stores
+        what send_many stores (the current labels, the claim given up, the due time)."""
+        clock = Clock()
+        runs = PersistentMachine(renamed, uow, clock=clock, types=[Outcome, Later])
+        other = PersistentMachine(renamed, uow, clock=clock, types=[Outcome, Later], worker="w2")
+        for run_id in ("a", "b"):
+            runs.start({"n": 1}, run_id=run_id)
+            assert other.load(run_id).claim()
+        if isinstance(uow, InMemoryUnitOfWork):
+            for run_id in ("a", "b"):
+                uow.runs.runs[run_id] = replace(uow.runs.runs[run_id], state="idle")
+        else:
+            with uow.engine.begin() as connection:  # type: ignore[attr-defined]
+                connection.execute(text("update runs set state = 'idle'"))
+        clock.advance(30)
+        runs.send_many([("a", Later(2))])
+        runs.send_all([("b", Later(2))])
+        with uow:
+            a, b = uow.runs.load_many(["a", "b"])
+            steps = [uow.runs.history(run_id) for run_id in ("a", "b")]
+        assert replace(a, id="b") == b
+        assert [replace(step, run_id="b") for step in steps[0]] == steps[1]
+        assert (b.state, b.claimed_by, b.due_at) == (
+            "paused",
+            None,
+            T0 + timedelta(minutes=5, seconds=30),
+        )
+        assert steps[1][0].source == "waiting"
+
+    def test_an_observer_is_given_each_run(self) -> None:
+        """With an observer registered (transition coverage), send_all restores the runs it
+        would move from their heads, so that the observer is given each: coverage counts
+        the row as for send_many."""
+        counted = []
+        for how in ("send_many", "send_all"):
+            runs = PersistentMachine(orders, InMemoryUnitOfWork(), clock=Clock())
+            runs.start(run_id="a")
+            with Coverage() as coverage:
+                getattr(runs, how)([("a", "finish")])
+            counted.append(coverage.counts(orders)[0])
+        assert counted == [1, 1]
+
+    def test_an_outcome_that_cannot_be_stored_fails_as_in_send_many(self) -> None:
+        """An event the codec cannot encode: send_all raises send_many's error and tells
+        after_failure of the same steps."""
+        seen = []
+        for how in ("send_many", "send_all"):
+            undone: list[StepFailed] = []
+            runs = PersistentMachine(
+                noted, InMemoryUnitOfWork(), clock=Clock(), after_failure=[undone.append]
+            )
+            runs.start(run_id="a")
+            runs.start(run_id="b")
+            with pytest.raises(FSMError) as raised:
+                getattr(runs, how)([("a", Note(1)), ("b", Note(Unstorable()))])
+            seen.append((type(raised.value), [step.run_id for step in undone]))
+        assert seen[0] == seen[1]
+        assert seen[0][1] == ["a"]  # b's step was never built
+
+    def test_what_only_a_restore_checks_is_left_to_the_next_load(self) -> None:
+        """A stored context this definition cannot decode: send_all moves the run from its
+        head (its step needs nothing of the context), and the next load refuses it."""
+        uow = InMemoryUnitOfWork()
+        runs = PersistentMachine(orders, uow, clock=Clock())
+        runs.start(run_id="a")
+        uow.runs.runs["a"] = replace(uow.runs.runs["a"], context={"x": {"$t": "gone.Type"}})
+        runs.send_all([("a", "finish")])
+        assert uow.runs.runs["a"].state == "done"
+        with pytest.raises(DecodeError):
+            runs.load("a")
+
+    @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # SQLite: one writer
+    def test_two_batches_over_the_same_runs_do_not_deadlock(self, engine: Engine) -> None:
+        """Two batches over runs a and b, each restoring one (a guarded row) and moving the
+        other from its head, each pausing after its first lock until the other took its
+        own: one commits and the other gets ConcurrencyError, as two send_many batches
+        would (every run of a batch is locked in one statement, in id order), not
+        PostgreSQL's deadlock error after deadlock_timeout."""
+        runs = PersistentMachine(orders, SqlUnitOfWork(engine, clock=Clock()), clock=Clock())
+        runs.start({"yes": False}, run_id="a")
+        runs.start({"yes": False}, run_id="b")
+        barrier = threading.Barrier(2, timeout=2)
+        mine = threading.local()
+
+        def pause(_c: object, _cursor: object, statement: str, *_: object) -> None:
+            if "FOR UPDATE" in statement and getattr(mine, "batch", False) and not mine.locked:
+                mine.locked = True
+                with contextlib.suppress(threading.BrokenBarrierError):  # the other one waits
+                    barrier.wait()
+
+        errors: dict[str, BaseException | None] = {}
+
+        def batch(name: str, events: list[tuple[str, object]]) -> None:
+            mine.batch, mine.locked = True, False
+            uow = SqlUnitOfWork(engine, clock=Clock())
+            try:
+                PersistentMachine(orders, uow, clock=Clock()).send_all(events)
+                errors[name] = None
+            except BaseException as error:
+                errors[name] = error
+
+        threads = [
+            threading.Thread(target=batch, args=("first", [("b", "ask"), ("a", "finish")])),
+            threading.Thread(target=batch, args=("second", [("a", "ask"), ("b", "finish")])),
+        ]
+        event.listen(engine, "after_cursor_execute", pause)
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+        finally:
+            event.remove(engine, "after_cursor_execute", pause)
+        raised = [error for error in errors.values() if error is not None]
+        assert len(raised) == 1 and isinstance(raised[0], ConcurrencyError), errors
+
 
 class TestStoreMany:
     def test_load_many_leaves_out_runs_not_stored(self, uow: UnitOfWork) -> None:
@@ -347,7 +525,7 @@ class TestStoreMany:
 
 
 class TestHeadsAndMoves:
-    """RunStore.heads and move_many: steps written without the runs' contexts."""
+    """RunStore.heads, and write_many's moves: steps written without the runs' contexts."""
 
     def test_heads_say_where_each_stored_run_stands(self, uow: UnitOfWork) -> None:
         clock = Clock()
@@ -371,7 +549,7 @@ class TestHeadsAndMoves:
         later = T0 + timedelta(minutes=5)
         step = replace(entry("a", 1), at=later)
         with uow:
-            uow.runs.move_many([RunMove(step, 2, finished=True, due_at=later)])
+            uow.runs.write_many([], [RunMove(step, 2, finished=True, due_at=later)])
         with uow:
             [after] = uow.runs.load_many(["a"])
             assert uow.runs.history("a") == [step]
@@ -379,7 +557,7 @@ class TestHeadsAndMoves:
             record, state="done", version=3, finished=True, updated_at=later, due_at=later
         )
 
-    def test_move_many_names_the_run_that_moved(self, uow: UnitOfWork) -> None:
+    def test_a_moved_run_is_named(self, uow: UnitOfWork) -> None:
         """A stale version anywhere in the batch: ConcurrencyError for that run, and after
         the rollback nothing of the batch is written."""
         started(uow, "a", "b")
@@ -388,19 +566,19 @@ class TestHeadsAndMoves:
             uow.runs.save(b)  # b moves on: version 2
         moves = [RunMove(entry(run_id, 1), 1, finished=True) for run_id in ("a", "b")]
         with pytest.raises(ConcurrencyError, match="run b") as raised, uow:
-            uow.runs.move_many(moves)
+            uow.runs.write_many([], moves)
         assert (raised.value.expected, raised.value.found) == (1, 2)
         with uow:
             after = [(h.state, h.version, h.seq) for h in uow.runs.heads(["a", "b"])]
         assert sorted(after) == [("waiting", 1, 0), ("waiting", 2, 0)]
 
-    def test_move_many_refuses_a_step_stored_already(self, uow: UnitOfWork) -> None:
+    def test_a_move_whose_step_is_stored_already_is_refused(self, uow: UnitOfWork) -> None:
         started(uow, "a", "b")
         with uow:
             uow.runs.append(entry("a", 1))
         moves = [RunMove(entry(run_id, 1), 1, finished=True) for run_id in ("b", "a")]
         with pytest.raises(ConcurrencyError, match="run history a"), uow:
-            uow.runs.move_many(moves)
+            uow.runs.write_many([], moves)
         with uow:
             assert [len(uow.runs.history(run_id)) for run_id in ("a", "b")] == [1, 0]
 
