@@ -87,6 +87,8 @@ class Bench:
     counter: Counter
     next_user: int = 1000
     """User ids start here: well clear of the small integers a stored row holds."""
+    busy: dict[str, list[float]] = field(default_factory=dict)
+    """How busy the machine was (0 to 1, all cores) during each kind of timing (see cpu)."""
 
     def users(self, count: int) -> list[int]:
         """`count` new active users."""
@@ -112,6 +114,18 @@ class Bench:
         return FlowApp(self.engine, self.kafka, relay_settings=RELAY)
 
     @contextmanager
+    def cpu(self, name: str) -> Any:
+        """Record under `name` how busy the whole machine's CPUs were (every process: the
+        benchmark, PostgreSQL, the broker) while the block ran; nothing where /proc/stat
+        is missing (not Linux)."""
+        before = _cpu_times()
+        yield
+        after = _cpu_times()
+        if before is not None and after is not None and after[0] > before[0]:
+            total, idle = after[0] - before[0], after[1] - before[1]
+            self.busy.setdefault(name, []).append(1 - idle / total)
+
+    @contextmanager
     def counted(self) -> Any:
         before = self.counter.statements
         box = {"statements": 0}
@@ -120,6 +134,16 @@ class Bench:
 
 
 RELAY = RelaySettings(batch_size=200, idle_interval=0.05)
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """The machine's CPU time so far, all cores, in clock ticks: (total, idle and iowait)."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(n) for n in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return sum(ticks), ticks[3] + ticks[4]
 
 
 def now() -> Any:
@@ -136,7 +160,7 @@ def hand_written(bench: Bench, count: int) -> float:
     ids = bench.users(count)
     outbox = TABLES.outbox
     started = time.perf_counter()
-    with bench.engine.connect() as connection:
+    with bench.cpu("hand-written loop"), bench.engine.connect() as connection:
         for user_id in ids:
             event_id = uuid.uuid4().hex
             status = NEW.value
@@ -193,7 +217,7 @@ def flow(bench: Bench, count: int, threads: int = 1) -> tuple[float, float]:
         except BaseException as error:
             failures.append(error)
 
-    with bench.counted() as counted:
+    with bench.counted() as counted, bench.cpu(f"flow, {threads} thread(s)"):
         started = time.perf_counter()
         workers = [
             threading.Thread(target=work, args=(o, ids))
@@ -510,6 +534,7 @@ def main(argv: list[str] | None = None) -> None:
         bench = Bench(engine, kafka, counter)
         hand_written(bench, 20)  # warm up: topics, connections
         flow(bench, 20)
+        bench.busy.clear()
         rates: dict[str, list[float]] = {}
         statements: dict[str, list[float]] = {}
         commits: list[float] = []
@@ -561,6 +586,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {name} | {rate:,.0f} | {rate / base:.2f}x {against} |")
     for name, values in statements.items():
         print(f"\nSQL statements {name}: {statistics.median(values):.2f}")
+    if bench.busy:
+        print(f"\nCPU of the whole machine ({os.cpu_count()} cores, every process), medians:")
+    for name, values in bench.busy.items():
+        busy, rate = statistics.median(values), median[name]
+        cores = busy * (os.cpu_count() or 1)
+        print(f"- {name}: {busy:.0%} busy, {cores / rate * 1000:.1f} ms of CPU per update")
     print(
         "\npeak memory of one relay draining (tracemalloc): "
         + ", ".join(f"{size:,} events {mib:.1f} MiB" for size, mib in memory.items())

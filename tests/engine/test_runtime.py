@@ -21,6 +21,7 @@ from fsm import (
     State,
     Transition,
     UnhandledOutcome,
+    runtime,
 )
 from fsm.drive import Steps
 from fsm.examples import ping
@@ -821,6 +822,21 @@ class TestMachineReaders:
         assert machine.fixed_row("checking", Done()) is None  # an outcome, not an event
         assert machine.fixed_row("waiting", "nope") is None
         assert machine.fixed_row("done", "go") is None
+
+    def test_observed_while_an_observer_is_registered(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """observed() says whether runs created now are given an observer (persistent
+        runners then restore every run they move, for the observer to see it)."""
+        monkeypatch.setattr(runtime, "_observers", [])
+        heard: list[str] = []
+        assert not runtime.observed()
+        stop = runtime.observe(lambda run, transition: heard.append(str(transition.target)))
+        assert runtime.observed()
+        self.build().start().send("open")
+        stop()
+        assert not runtime.observed()
+        assert heard == ["open"]
 
     def test_repr(self) -> None:
         """repr counts states and rows."""
