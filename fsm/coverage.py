@@ -96,7 +96,7 @@ class Coverage:
     def start(self) -> Coverage:
         """Begin observing runs created from now on."""
         if self._stop is None:
-            self._stop = observe(self._record)
+            self._stop = observe(self._record, rows=self._count)
         return self
 
     def stop(self) -> None:
@@ -112,13 +112,17 @@ class Coverage:
         self.stop()
 
     def _record(self, run: Run[Any], transition: Transition[Any]) -> None:
-        entry = self._machines.get(id(run.machine))
+        self._count(run.machine, run.last_row)
+
+    def _count(self, machine: Machine[Any], row: Row[Any]) -> None:
+        """Count `row` of `machine` fired (by a run, or written from a run's head)."""
+        entry = self._machines.get(id(machine))
         if entry is None:
-            rows = run.machine.transitions
+            rows = machine.transitions
             index = {id(row): i for i, row in enumerate(rows)}
             # Keeping the machine in the entry keeps its id (the key) from being reused.
-            entry = self._machines[id(run.machine)] = (run.machine, index, [0] * len(rows))
-        entry[2][entry[1][id(run.last_row)]] += 1
+            entry = self._machines[id(machine)] = (machine, index, [0] * len(rows))
+        entry[2][entry[1][id(row)]] += 1
 
     def observed(self) -> list[Machine[Any]]:
         """The machines that had at least one run fire a row, in the order first seen."""

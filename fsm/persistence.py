@@ -42,7 +42,7 @@ from fsm.ports import (
     RunRecord,
     UnitOfWork,
 )
-from fsm.runtime import RunHandle, Transition, observed
+from fsm.runtime import RunHandle, Transition, fired_without_run, runs_observed
 from fsm.timers import due_at
 
 if TYPE_CHECKING:
@@ -271,7 +271,7 @@ class StoredMachine(Generic[S, U, H]):
         def body() -> Steps[list[H]]:
             runs = self.uow.runs
             rest = events
-            if not handles and not self._listeners and not observed():
+            if not handles and not self._listeners and not runs_observed():
                 heads: list[RunHead] = yield from call(runs.heads, ids)
                 sent = dict(events)
                 for head in heads:
@@ -342,6 +342,7 @@ class StoredMachine(Generic[S, U, H]):
             return None  # its Run refuses it, as send_many does
         final = self.machine.state(row.target).final
         move = RunMove(entry, head.version, final, due_at(self.machine, row.target, now))
+        fired_without_run(self.machine, row)
         return move, step
 
     def _record_of(
@@ -929,7 +930,8 @@ class PersistentMachine(StoredMachine[S, UnitOfWork, "PersistentRun[S]"]):
     ) -> None:
         """send_many, returning nothing: what a relay settling a batch calls. A run whose
         step its state alone decides (its event fires one unguarded row into a state with
-        no action, and no listener or observer is to be given the run) is moved from its
+        no action, and no listener or observer is to be given the run: see
+        fsm.runtime.observe) is moved from its
         head, its context and history neither read nor decoded; the others are restored
         and sent their event as by send_many, in the same transaction, with the same rules
         and errors. What only a restore checks (the stored context decodes, the history is

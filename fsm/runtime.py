@@ -53,26 +53,49 @@ Answer = Callable[["Row[S]"], bool]
 _observers: list[Listener[Any]] = []
 """Listeners given to every run created while they are registered (see `observe`)."""
 
+RowObserver = Callable[["Machine[Any]", Row[Any]], None]
+"""Told of a row fired where there is no Run to give a listener (see `observe`)."""
 
-def observe(listener: Listener[Any]) -> Callable[[], None]:
+_row_observers: list[tuple[Listener[Any], RowObserver | None]] = []
+"""Each registered observer with its row observer, if it has one."""
+
+
+def observe(listener: Listener[Any], *, rows: RowObserver | None = None) -> Callable[[], None]:
     """Give `listener` to every run created from now on; returns the function that stops it.
 
     For tools that watch a whole process, such as transition coverage in a test session.
     Runs consult the observers once, when they are created: a transition costs nothing
     more while none is registered. Runs created before the call are not observed.
+
+    `rows(machine, row)` is told of each row fired with no Run (a step a persistent runner
+    writes from the run's stored state alone, see PersistentMachine.send_all); while an
+    observer without it is registered, such runners restore every run instead, to give
+    it to the listener.
     """
+    entry = (listener, rows)
     _observers.append(listener)
+    _row_observers.append(entry)
 
     def stop() -> None:
         if listener in _observers:
             _observers.remove(listener)
+        if entry in _row_observers:
+            _row_observers.remove(entry)
 
     return stop
 
 
-def observed() -> bool:
-    """Whether an observer is registered (see `observe`): runs created now are given it."""
-    return bool(_observers)
+def runs_observed() -> bool:
+    """Whether a registered observer must be given a Run for every row fired (it has no
+    row observer: see `observe`)."""
+    return any(rows is None for _, rows in _row_observers)
+
+
+def fired_without_run(machine: Machine[Any], row: Row[Any]) -> None:
+    """Tell the row observers that `machine` fired `row` with no Run (see `observe`)."""
+    for _, rows in _row_observers:
+        if rows is not None:
+            rows(machine, row)
 
 
 class Rollback(Exception):

@@ -823,20 +823,31 @@ class TestMachineReaders:
         assert machine.fixed_row("waiting", "nope") is None
         assert machine.fixed_row("done", "go") is None
 
-    def test_observed_while_an_observer_is_registered(
+    def test_observers_with_and_without_a_row_observer(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """observed() says whether runs created now are given an observer (persistent
-        runners then restore every run they move, for the observer to see it)."""
+        """runs_observed() says whether a registered observer must be given a Run for every
+        row (it has no row observer); fired_without_run tells the row observers alone."""
         monkeypatch.setattr(runtime, "_observers", [])
+        monkeypatch.setattr(runtime, "_row_observers", [])
+        door = self.build()
         heard: list[str] = []
-        assert not runtime.observed()
+        rows: list[object] = []
+        assert not runtime.runs_observed()
+        stop_rows = runtime.observe(
+            lambda run, t: heard.append("rows"), rows=lambda m, r: rows.append(r)
+        )
+        assert not runtime.runs_observed()
         stop = runtime.observe(lambda run, transition: heard.append(str(transition.target)))
-        assert runtime.observed()
-        self.build().start().send("open")
+        assert runtime.runs_observed()
+        door.start().send("open")
+        runtime.fired_without_run(door, door.transitions[2])
         stop()
-        assert not runtime.observed()
-        assert heard == ["open"]
+        assert not runtime.runs_observed()
+        stop_rows()
+        runtime.fired_without_run(door, door.transitions[1])
+        assert heard == ["rows", "open"]
+        assert rows == [door.transitions[2]]
 
     def test_repr(self) -> None:
         """repr counts states and rows."""

@@ -58,6 +58,11 @@ orders = Machine(
 )
 
 
+def unread(*_: object) -> None:
+    """Put in place of a store's reads of a run's context and history."""
+    raise AssertionError("read the run's context or history")
+
+
 @dataclass(frozen=True)
 class Outcome:
     n: int
@@ -109,13 +114,6 @@ def started(uow: UnitOfWork, *ids: str) -> PersistentMachine[str]:
     for run_id in ids:
         runs.start({"n": run_id}, run_id=run_id)
     return runs
-
-
-@pytest.fixture
-def unobserved(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No observer registered (`pytest --fsm-coverage` registers one, which makes send_all
-    restore every run): the steps a run's state alone decides are written from its head."""
-    monkeypatch.setattr(runtime, "_observers", [])
 
 
 @pytest.fixture(params=["send_many", "send_all"])
@@ -265,7 +263,6 @@ class TestSendMany:
         assert len(written) == 2 and isinstance(written[0], AsyncInMemoryUnitOfWork)
 
 
-@pytest.mark.usefixtures("unobserved")
 class TestSendAll:
     """send_all: a step its state alone decides is written from the run's head."""
 
@@ -279,9 +276,6 @@ class TestSendAll:
         for run_id in ("a", "b"):
             runs.start({"n": run_id}, run_id=run_id)
         runs.send("b", "wait")
-
-        def unread(*_: object) -> None:
-            raise AssertionError("read the run's context or history")
 
         for store in (InMemoryRunStore, RunStatements):
             for name in ("load", "load_many", "history", "load_steps", "load_many_steps"):
@@ -368,18 +362,32 @@ class TestSendAll:
         )
         assert steps[1][0].source == "waiting"
 
-    def test_an_observer_is_given_each_run(self) -> None:
-        """With an observer registered (transition coverage), send_all restores the runs it
-        would move from their heads, so that the observer is given each: coverage counts
-        the row as for send_many."""
-        counted = []
-        for how in ("send_many", "send_all"):
-            runs = PersistentMachine(orders, InMemoryUnitOfWork(), clock=Clock())
-            runs.start(run_id="a")
-            with Coverage() as coverage:
-                getattr(runs, how)([("a", "finish")])
-            counted.append(coverage.counts(orders)[0])
-        assert counted == [1, 1]
+    def test_coverage_counts_a_step_written_from_a_head(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Transition coverage (an observer with a row observer) counts the row of a step
+        written from the run's head, and the run is not restored for it."""
+        runs = PersistentMachine(orders, InMemoryUnitOfWork(), clock=Clock())
+        runs.start(run_id="a")
+        with Coverage() as coverage:
+            monkeypatch.setattr(InMemoryRunStore, "load_many", unread)
+            runs.send_all([("a", "finish")])
+        assert coverage.counts(orders)[0] == 1
+
+    def test_an_observer_of_runs_is_given_each_run(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An observer with no row observer is given a Run for every row: send_all then
+        restores the runs it would move from their heads."""
+        monkeypatch.setattr(runtime, "_observers", [])
+        monkeypatch.setattr(runtime, "_row_observers", [])
+        runs = PersistentMachine(orders, InMemoryUnitOfWork(), clock=Clock())
+        runs.start({"n": 7}, run_id="a")
+        heard: list[tuple[str, object]] = []
+        stop = runtime.observe(lambda run, t: heard.append((run.id, run.context.get("n"))))
+        try:
+            runs.send_all([("a", "finish")])
+        finally:
+            stop()
+        assert heard == [("a", 7)]
 
     def test_an_outcome_that_cannot_be_stored_fails_as_in_send_many(self) -> None:
         """An event the codec cannot encode: send_all raises send_many's error and tells
