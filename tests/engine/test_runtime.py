@@ -835,7 +835,7 @@ class TestMachineReaders:
         rows: list[object] = []
         assert not runtime.runs_observed()
         stop_rows = runtime.observe(
-            lambda run, t: heard.append("rows"), rows=lambda m, r: rows.append(r)
+            lambda run, t: heard.append("rows"), rows=lambda m, r: rows.append((m, r))
         )
         assert not runtime.runs_observed()
         stop = runtime.observe(lambda run, transition: heard.append(str(transition.target)))
@@ -847,7 +847,7 @@ class TestMachineReaders:
         stop_rows()
         runtime.fired_without_run(door, door.transitions[1])
         assert heard == ["rows", "open"]
-        assert rows == [door.transitions[2]]
+        assert rows == [(door, door.transitions[2])]
 
     def test_repr(self) -> None:
         """repr counts states and rows."""
