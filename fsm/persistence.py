@@ -931,11 +931,11 @@ class PersistentMachine(StoredMachine[S, UnitOfWork, "PersistentRun[S]"]):
         """send_many, returning nothing: what a relay settling a batch calls. A run whose
         step its state alone decides (its event fires one unguarded row into a state with
         no action, and no listener or observer is to be given the run: see
-        fsm.runtime.observe) is moved from its
-        head, its context and history neither read nor decoded; the others are restored
-        and sent their event as by send_many, in the same transaction, with the same rules
-        and errors. What only a restore checks (the stored context decodes, the history is
-        one path of the table) is left to the run's next load."""
+        fsm.runtime.observe) is moved from its head, its context and history neither read
+        nor decoded; the others are restored and sent their event as by send_many, in the
+        same transaction, with the same rules and errors. What only a restore checks (the
+        stored context decodes, the history is one path of the table) is left to the
+        run's next load."""
         run_sync(self._send_many_steps(events, effect, handles=False))
 
     def survey(self, runs: Iterable[tuple[str, str]]) -> StoredRuns:
