@@ -58,6 +58,19 @@ orders = Machine(
 )
 
 
+def twins(runs: PersistentMachine[Any], uow: UnitOfWork, event: object) -> Any:
+    """Send `event` to run a by send_many and to its twin b by send_all; check that both
+    stored the same run and steps, and return b's (record, history)."""
+    runs.send_many([("a", event)])
+    runs.send_all([("b", event)])
+    with uow:
+        a, b = uow.runs.load_many(["a", "b"])
+        steps = [uow.runs.history(run_id) for run_id in ("a", "b")]
+    assert replace(a, id="b") == b
+    assert [replace(step, run_id="b") for step in steps[0]] == steps[1]
+    return b, steps[1]
+
+
 def unread(*_: object) -> None:
     """Put in place of a store's reads of a run's context and history."""
     raise AssertionError("read the run's context or history")
@@ -302,13 +315,7 @@ class TestSendAll:
         for run_id in ("a", "b"):
             runs.start({"n": 1}, run_id=run_id)
         clock.advance(90)
-        runs.send_many([("a", event)])
-        runs.send_all([("b", event)])
-        with uow:
-            a, b = uow.runs.load_many(["a", "b"])
-            steps = [uow.runs.history(run_id) for run_id in ("a", "b")]
-        assert replace(a, id="b") == b
-        assert [replace(step, run_id="b") for step in steps[0]] == steps[1]
+        b, _ = twins(runs, uow, event)
         if event == "pause":
             assert b.due_at == T0 + timedelta(seconds=90, hours=1)
 
@@ -348,19 +355,13 @@ class TestSendAll:
             with uow.engine.begin() as connection:  # type: ignore[attr-defined]
                 connection.execute(text("update runs set state = 'idle'"))
         clock.advance(30)
-        runs.send_many([("a", Later(2))])
-        runs.send_all([("b", Later(2))])
-        with uow:
-            a, b = uow.runs.load_many(["a", "b"])
-            steps = [uow.runs.history(run_id) for run_id in ("a", "b")]
-        assert replace(a, id="b") == b
-        assert [replace(step, run_id="b") for step in steps[0]] == steps[1]
+        b, steps = twins(runs, uow, Later(2))
         assert (b.state, b.claimed_by, b.due_at) == (
             "paused",
             None,
             T0 + timedelta(minutes=5, seconds=30),
         )
-        assert steps[1][0].source == "waiting"
+        assert steps[0].source == "waiting"
 
     def test_coverage_counts_a_step_written_from_a_head(
         self, monkeypatch: pytest.MonkeyPatch
