@@ -21,6 +21,7 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    literal_column,
     or_,
     select,
     update,
@@ -153,7 +154,7 @@ class SqlOutbox:
         renewed = self._session.execute(
             update(table)
             .where(
-                c.status == PENDING,
+                still(c.status, PENDING),
                 c.event_id.in_(event_ids),
                 c.lease_owner == owner,
                 c.lease_expires_at > now,
@@ -263,7 +264,7 @@ class SqlOutbox:
         # The error and dead_at stay: what went wrong last time is worth keeping to read.
         result = self._session.execute(
             update(self._table)
-            .where(c.event_id == event_id, c.status == DEAD)
+            .where(c.event_id == event_id, still(c.status, DEAD))
             .values(status=PENDING, attempts=0, next_attempt_at=now)
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -303,10 +304,11 @@ class SqlOutbox:
             raise LeaseLost(event_id, owner)
 
     def _update(self, *where: ColumnElement[bool], **values: object) -> int:
-        """UPDATE the pending messages matching `where` with `values`; how many changed."""
+        """UPDATE the pending messages matching `where` (their event id) with `values`; how
+        many changed."""
         table = self._table
         result = self._session.execute(
-            update(table).where(table.c.status == PENDING, *where).values(**values)
+            update(table).where(still(table.c.status, PENDING), *where).values(**values)
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
 
@@ -318,6 +320,16 @@ class SqlOutbox:
         if status is None:
             raise InvalidRecord(f"no outbox message has event id {event_id!r}")
         return str(status)
+
+
+def still(status: ColumnElement[Any], value: str) -> ColumnElement[bool]:
+    """`status = value`, checked on rows a statement finds by id or event id, in a form no
+    index answers (`status || ''`), so that the id's unique index finds them. Given
+    `status = 'pending'` to match an index on (status, ...), PostgreSQL took that index
+    whenever the table's statistics counted no pending rows (a backlog added since the
+    last ANALYZE, as in a broker outage) and read every pending row, for each claim, lease
+    and mark: 16-28 ms a statement with 100,000 pending, against 1 ms."""
+    return status.op("||")(literal_column("''")) == value
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,7 +359,7 @@ class _OutboxSql:
 def _outbox_sql(tables: Tables, dialect: str) -> _OutboxSql:
     outbox = tables.outbox
     c = outbox.c
-    pending = update(outbox).where(c.status == PENDING)
+    pending = update(outbox).where(still(c.status, PENDING))
     oldest = (
         select(c.id, c.key, c.next_attempt_at, c.lease_owner, c.lease_expires_at)
         .where(c.status == PENDING)
@@ -373,7 +385,7 @@ def _outbox_sql(tables: Tables, dialect: str) -> _OutboxSql:
     return _OutboxSql(
         heads=select(r.id).where(r.place == 1, free(r)).order_by(r.id),
         lock=select(outbox)
-        .where(among(c.id, "ids", dialect), c.status == PENDING, free(c))
+        .where(among(c.id, "ids", dialect), still(c.status, PENDING), free(c))
         .order_by(c.id)
         .limit(bindparam("limit", type_=Integer))
         # PostgreSQL: relays claiming at once skip each other's heads instead of
