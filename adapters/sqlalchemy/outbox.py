@@ -21,6 +21,7 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    literal,
     literal_column,
     or_,
     select,
@@ -39,8 +40,9 @@ log = logging.getLogger(__name__)
 
 PENDING, PUBLISHED, DEAD = "pending", "published", "dead"
 CLAIM_WINDOW, CLAIM_WINDOW_GROWTH = 4, 8
-"""A claim of `limit` messages reads the oldest `CLAIM_WINDOW * limit` pending ones first,
-then `CLAIM_WINDOW_GROWTH` times as many each time too few of them are due heads."""
+"""A claim of `limit` messages reads the oldest `CLAIM_WINDOW * limit` pending ones first.
+Too few of them are due heads: it finds every key's head key by key when fewer than that
+many keys are pending, else reads `CLAIM_WINDOW_GROWTH` times as many each time."""
 ERROR_LENGTH = 2000
 """Longer errors are cut: the row keeps the start, where the cause usually is."""
 
@@ -106,18 +108,21 @@ class SqlOutbox:
         _check_lease(lease_seconds)
         checks.aware("now", now)
         # Each key's head is found among the oldest `window` pending messages: every key
-        # there has its head there too, and the heads of the keys beyond are younger. Too
-        # few due heads in a full window (a few keys with long queues fill it): a wider one.
+        # there has its head there too, and the heads of the keys beyond are younger.
         window = CLAIM_WINDOW * limit
-        while True:
-            parameters = {"now": now, "window": window}
-            heads = self._session.execute(self._sql.heads, parameters).scalars().all()
-            if len(heads) >= limit:
-                break
-            seen = self._session.execute(self._sql.window, {"window": window}).scalar_one()
-            if seen < window:
-                break
+        heads = self._heads(now, window)
+        full = len(heads) < limit and self._full(window)
+        if full:
+            # Too few due heads in a full window: a few keys with long queues fill it.
+            # Fewer than `window` keys pending: every key's head, found key by key (two
+            # index probes each, however long its queue). More: wider windows.
+            found = self._session.execute(self._sql.key_heads, {"keys": window}).scalars().all()
+            if len(found) < window:
+                heads, full = list(found), False
+        while full:
             window *= CLAIM_WINDOW_GROWTH
+            heads = self._heads(now, window)
+            full = len(heads) < limit and self._full(window)
         if not heads:
             return []
         # Locked apart from the search, by id: a plan that cannot turn quadratic when the
@@ -138,6 +143,16 @@ class SqlOutbox:
             },
         )
         return [_message(row) for row in rows]
+
+    def _heads(self, now: datetime, window: int) -> list[int]:
+        """The due heads among the oldest `window` pending messages (their ids)."""
+        found = self._session.execute(self._sql.heads, {"now": now, "window": window})
+        return list(found.scalars())
+
+    def _full(self, window: int) -> bool:
+        """Whether at least `window` messages are pending."""
+        seen = self._session.execute(self._sql.window, {"window": window}).scalar_one()
+        return bool(seen == window)
 
     def renew(self, *event_ids: str, owner: str, lease_seconds: float, now: datetime) -> set[str]:
         # One conditional UPDATE: the check and the extension cannot be split by another
@@ -345,6 +360,9 @@ class _OutboxSql:
     another claim, oldest first, at most `limit`."""
     window: Executable
     """How many of the oldest `window` pending messages there are (fewer: all of them)."""
+    key_heads: Executable
+    """The head (id) of each key with pending messages, at most `keys` of them, found key
+    by key: the next key after the last, then its oldest pending message."""
     lease: Executable
     """Lease the pending messages among `ids` (their `id`) to `lease_owner`."""
     published: Executable
@@ -382,8 +400,19 @@ def _outbox_sql(tables: Tables, dialect: str) -> _OutboxSql:
         lease = or_(table.lease_owner.is_(None), table.lease_expires_at <= now)
         return and_(table.next_attempt_at <= now, lease)
 
+    # Key by key: each step finds the next key with pending messages after the last one (an
+    # index probe on (status, key, id)), up to `keys` of them; then each key's oldest.
+    first = select(func.min(c.key).label("key"), literal(1, Integer).label("n"))
+    keys = first.where(c.status == PENDING).cte("pending_keys", recursive=True)
+    after = select(func.min(c.key)).where(c.status == PENDING, c.key > keys.c.key)
+    more = keys.c.n < bindparam("keys", type_=Integer)
+    keys = keys.union_all(
+        select(after.scalar_subquery(), keys.c.n + 1).where(keys.c.key.is_not(None), more)
+    )
+    oldest_of_key = select(func.min(c.id)).where(c.status == PENDING, c.key == keys.c.key)
     return _OutboxSql(
         heads=select(r.id).where(r.place == 1, free(r)).order_by(r.id),
+        key_heads=select(oldest_of_key.scalar_subquery()).where(keys.c.key.is_not(None)),
         lock=select(outbox)
         .where(among(c.id, "ids", dialect), still(c.status, PENDING), free(c))
         .order_by(c.id)
