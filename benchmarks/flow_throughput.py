@@ -534,6 +534,7 @@ def main(argv: list[str] | None = None) -> None:
         bench = Bench(engine, kafka, counter)
         hand_written(bench, 20)  # warm up: topics, connections
         flow(bench, 20)
+        raw_produce(bench, 100)
         bench.busy.clear()
         rates: dict[str, list[float]] = {}
         statements: dict[str, list[float]] = {}
