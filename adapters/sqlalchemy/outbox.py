@@ -344,7 +344,7 @@ def still(status: ColumnElement[Any], value: str) -> ColumnElement[bool]:
     whenever the table's statistics counted no pending rows (a backlog added since the
     last ANALYZE, as in a broker outage) and read every pending row, for each claim, lease
     and mark: 16-28 ms a statement with 100,000 pending, against 1 ms."""
-    return status.op("||")(literal_column("''")) == value
+    return status.concat(literal_column("''")) == value
 
 
 @dataclass(frozen=True, slots=True)
