@@ -113,9 +113,10 @@ class SqlOutbox:
         heads = self._heads(now, window)
         full = len(heads) < limit and self._full(window)
         if full:
-            # Too few due heads in a full window: a few keys with long queues fill it.
-            # Fewer than `window` keys pending: every key's head, found key by key (two
-            # index probes each, however long its queue). More: wider windows.
+            # Too few due heads in a full window: a few keys with long queues fill it, or
+            # its heads are leased or waiting. Fewer than `window` keys pending: every
+            # key's head, found key by key (two index probes each, however long its
+            # queue). That many or more: wider windows.
             found = self._session.execute(self._sql.key_heads, {"keys": window}).scalars().all()
             if len(found) < window:
                 heads, full = list(found), False
