@@ -13,7 +13,8 @@ interleaved in rounds so that the ratios hold on a noisy machine:
 - the async flow: `AsyncFlowApp.orchestrator().perform(payload)` with N tasks in one event
   loop (one orchestrator per update, distinct users), against the flow's N threads;
 - the relay draining a backlog of pending events (their runs in publish_failed), with one
-  relay and with three, as threads of this process and as processes of their own;
+  relay and with three, as threads of this process and as processes of their own, and one
+  relay draining a backlog on 50 users (long queues: a claim finds 50 heads);
 - raw produce: kafka-python sending the same number of messages, acks=all, idempotent,
   waiting only once at the end;
 - on PostgreSQL, the peer for durable steps: DBOS Transact doing the same job as a workflow
@@ -134,6 +135,8 @@ class Bench:
 
 
 RELAY = RelaySettings(batch_size=200, idle_interval=0.05)
+KEYS = 50
+"""The few users of the backlog with long queues: each claim of 200 finds only 50 heads."""
 
 
 def _cpu_times() -> tuple[int, int] | None:
@@ -329,10 +332,11 @@ def async_flow(bench: Bench, count: int, tasks: int) -> float:
     return asyncio.run(timed())
 
 
-def backlog(bench: Bench, count: int) -> None:
+def backlog(bench: Bench, count: int, keys: int | None = None) -> None:
     """`count` committed updates whose immediate publish failed, pending for the relay: one
     made by the flow, the others copies of its rows (user, run, history, outbox row) with
-    their own user, run and event ids, events encoded by the flow's own code. Making 10,000
+    their own run and event ids, and a user each or, with `keys`, one of `keys` users (a
+    few users with long queues), events encoded by the flow's own code. Making 10,000
     through the flow would take most of the run."""
     app = FlowApp(bench.engine, bench.kafka, retry=RetryPolicy(attempts=1))
     down = FakePublisher()
@@ -351,8 +355,9 @@ def backlog(bench: Bench, count: int) -> None:
         [message] = connection.execute(select(outbox).where(outbox.c.run_id == run.id)).mappings()
         made = UserStatusChanged.from_json(row["context"]["event"])
         copies: dict[str, list[dict[str, Any]]] = {"runs": [], "history": [], "outbox": []}
-        ids = bench.users(count - 1)
-        for user_id in ids:
+        ids = bench.users(count - 1) if keys is None else bench.users(keys)
+        for n in range(count - 1):
+            user_id = ids[n % len(ids)]
             copy = replace(made, event_id=uuid.uuid4().hex, user_id=user_id, run_id=new_id())
             names = {made.event_id: copy.event_id, made.run_id: copy.run_id, user: user_id}
             context = _renamed(row["context"], names) | {"event": copy.to_json()}
@@ -389,10 +394,10 @@ def _renamed(value: Any, names: dict[Any, Any]) -> Any:
     return value
 
 
-def relay(bench: Bench, count: int, relays: int) -> tuple[float, float]:
-    """Events per second draining a backlog of `count` with `relays` relays; statements per
-    event."""
-    backlog(bench, count)
+def relay(bench: Bench, count: int, relays: int, keys: int | None = None) -> tuple[float, float]:
+    """Events per second draining a backlog of `count` (on `keys` users, else one each) with
+    `relays` relays; statements per event."""
+    backlog(bench, count, keys)
     app = bench.app()
     workers = [app.relay(owner=f"bench-relay-{n}") for n in range(relays)]
     published: list[int] = []
@@ -556,6 +561,8 @@ def main(argv: list[str] | None = None) -> None:
                 rate, per = relay(bench, args.backlog, n)
                 rates.setdefault(f"{relays}, {n} relay(s)", []).append(rate)
                 statements.setdefault("per relayed event", []).append(per)
+            rate, _ = relay(bench, args.backlog, 1, keys=KEYS)
+            rates.setdefault(f"{relays} on {KEYS} keys, 1 relay", []).append(rate)
             rate = relay_processes(bench, args.backlog, 3)
             rates.setdefault(f"{relays}, 3 relay processes", []).append(rate)
             rates.setdefault("raw produce (kafka-python)", []).append(
