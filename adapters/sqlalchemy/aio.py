@@ -12,10 +12,17 @@ from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Any, Self, TypeVar
 
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as sqlalchemy_async_engine
 
-from adapters.sqlalchemy.engine import SQLITE_BUSY_SECONDS, parse_url, prepare
+from adapters.sqlalchemy.engine import (
+    SQLITE_BUSY_SECONDS,
+    check_pool,
+    drop_if_closed,
+    parse_url,
+    prepare,
+)
 from adapters.sqlalchemy.outbox import SqlOutbox
 from adapters.sqlalchemy.store import AsyncSqlRunStore
 from adapters.sqlalchemy.tables import TABLES, Tables
@@ -29,14 +36,16 @@ T = TypeVar("T")
 
 def create_async_engine(url: str, **options: Any) -> AsyncEngine:
     """`sqlalchemy.ext.asyncio.create_async_engine`, with SQLite on aiosqlite and prepared
-    for several writers as the sync engine is (see adapters.sqlalchemy.engine.prepare)."""
+    for several writers, and a server's pooled connections checked at checkout, as the sync
+    engine's are (see adapters.sqlalchemy.engine: prepare, check_pool)."""
     parsed = parse_url(url)
     if parsed.get_backend_name() == "sqlite":
         parsed = parsed.set(drivername="sqlite+aiosqlite")
         options.setdefault("connect_args", {}).setdefault("timeout", SQLITE_BUSY_SECONDS)
-    else:
-        options.setdefault("pool_pre_ping", True)
+    quick = check_pool(parsed, options)
     engine = sqlalchemy_async_engine(parsed, **options)
+    if quick:
+        event.listen(engine.sync_engine, "checkout", drop_if_closed)
     prepare(engine.sync_engine)
     return engine
 

@@ -6,12 +6,14 @@ Also how a database URL is parsed and shown: its password never in a message or 
 from __future__ import annotations
 
 import os
+import select
 from typing import Any
 
 import sqlalchemy
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError
+from sqlalchemy.pool import ConnectionPoolEntry
 
 DEFAULT_DB_URL = "sqlite:///fsm.sqlite3"
 """Used when neither --db-url nor the FSM_DB_URL environment variable names a database."""
@@ -30,15 +32,47 @@ def default_db_url() -> str:
 
 
 def create_engine(url: str, **options: Any) -> Engine:
-    """`sqlalchemy.create_engine`, with SQLite prepared for several writers (see `prepare`)."""
+    """`sqlalchemy.create_engine`, with SQLite prepared for several writers (see `prepare`)
+    and a server's pooled connections checked at checkout (see `check_pool`)."""
     parsed = parse_url(url)
     if parsed.get_backend_name() == "sqlite":
         options.setdefault("connect_args", {}).setdefault("timeout", SQLITE_BUSY_SECONDS)
-    else:
-        options.setdefault("pool_pre_ping", True)
+    quick = check_pool(parsed, options)
     engine = sqlalchemy.create_engine(parsed, **options)
+    if quick:
+        event.listen(engine, "checkout", drop_if_closed)
     prepare(engine)
     return engine
+
+
+def check_pool(parsed: URL, options: dict[str, Any]) -> bool:
+    """Whether a server's pool hands out only connections the server has not closed (after a
+    restart, a terminated backend, an idle timeout) by `drop_if_closed`: True on psycopg;
+    other drivers get pool_pre_ping in `options`. Options naming pool_pre_ping are kept.
+
+    SQLAlchemy's pool_pre_ping sends a statement at every checkout: two round trips per
+    step of a flow. `drop_if_closed` sends none. A connection that dies without a word (a
+    host gone, a network cut) fails its first statement either way: steps try again
+    (fsm.retry.RetryPolicy), and SQLAlchemy then replaces every connection of the pool.
+    """
+    if parsed.get_backend_name() == "sqlite" or "pool_pre_ping" in options:
+        return False
+    if parsed.get_driver_name() != "psycopg":
+        options["pool_pre_ping"] = True
+        return False
+    return True
+
+
+def drop_if_closed(_dbapi: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+    """A pool's checkout listener (psycopg): a pooled connection is idle, so one whose socket
+    has something to read (the server's last message, then the end) is dropped, as is one
+    already closed; the pool hands out a new one instead."""
+    connection = record.driver_connection
+    if connection is None or connection.closed:
+        raise DisconnectionError("the pooled connection is closed")
+    readable, _, _ = select.select([connection.fileno()], [], [], 0)
+    if readable:  # a notice the server sent an idle session is rare: a reconnect at worst
+        raise DisconnectionError("the server has closed the pooled connection")
 
 
 def parse_url(url: str) -> URL:
