@@ -11,10 +11,10 @@ from datetime import timedelta
 from typing import Any, Literal
 
 import pytest
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, event, select, text
 
 from adapters.memory import AsyncInMemoryUnitOfWork, InMemoryRunStore, InMemoryUnitOfWork
-from adapters.sqlalchemy import SqlUnitOfWork
+from adapters.sqlalchemy import TABLES, SqlUnitOfWork
 from adapters.sqlalchemy.store import RunStatements
 from fsm import FSMError, Machine, PersistentMachine, RunFinished, State, runtime
 from fsm.codec import DecodeError
@@ -514,7 +514,8 @@ class TestStoreMany:
         appended: list[str] = []
 
         def meanwhile(_c: object, cursor: Any, statement: str, *_: object) -> None:
-            if statement.startswith("INSERT INTO run_history") and not appended:
+            # The history INSERT alone (SQLite) or within the batch's one statement (PostgreSQL)
+            if "INSERT INTO run_history" in statement and not appended:
                 appended.append(statement)
                 cursor.execute(
                     "INSERT INTO run_history (run_id, seq, source, trigger, target, at)"
@@ -590,6 +591,57 @@ class TestHeadsAndMoves:
             uow.runs.write_many([], moves)
         with uow:
             assert [len(uow.runs.history(run_id)) for run_id in ("a", "b")] == [1, 0]
+
+
+def test_write_many_stores_the_rows_write_stores(engine: Engine) -> None:
+    """Saves (with and without a claim) and a move written together store, column by column,
+    what `write` and the same step one at a time store (on PostgreSQL the batch is one
+    statement from JSON: a None outcome is JSON null there too, as a bound None is)."""
+    uow = SqlUnitOfWork(engine, clock=Clock())
+    ids = ("a", "b", "c", "d", "e", "f")
+    started(uow, *ids)
+    later = T0 + timedelta(minutes=5)
+    with uow:
+        records = {r.id: r for r in uow.runs.load_many(list(ids))}
+
+    def writes(first: str, second: str, third: str) -> tuple[list[Any], RunMove]:
+        claimed = replace(records[first], state="done", context={"n": 1, "x": [1, "y"]})
+        claimed = replace(claimed, claimed_by="w", claimed_until=later, attempt=2, due_at=later)
+        plain = replace(records[second], state="checked", finished=True, context={})
+        saves = [
+            (claimed, replace(entry(first, 1), outcome={"ok": [1, None]}, at=later)),
+            (plain, replace(entry(second, 1), target="checked")),
+        ]
+        return saves, RunMove(replace(entry(third, 1), at=later), 1, finished=True)
+
+    together, move = writes("a", "b", "c")
+    with uow:
+        uow.runs.write_many(together, [move])
+    alone, move = writes("d", "e", "f")
+    with uow:
+        for record, step in alone:
+            uow.runs.write(record, step)
+        uow.runs.write_many([], [move])  # a move has no single-run form
+    runs, history = TABLES.runs, TABLES.history
+    with engine.connect() as connection:
+        stored = {row.id: row[2:] for row in connection.execute(select(runs).order_by(runs.c.id))}
+        steps = {row.run_id: row[1:] for row in connection.execute(select(history))}
+        if engine.dialect.name == "postgresql":
+            kinds = connection.execute(text("select jsonb_typeof(outcome) from run_history"))
+            assert sorted(kinds.scalars()) == ["null", "null", "null", "null", "object", "object"]
+    for batch, single in zip("abc", "def", strict=True):
+        # Each move keeps its own context ({"n": its id}); the rest is alike.
+        assert stored[batch][:1] + stored[batch][2:] == stored[single][:1] + stored[single][2:]
+        assert steps[batch] == steps[single], batch
+    assert [stored[run_id][1] for run_id in "abcf"] == [{"n": 1, "x": [1, "y"]}, {}, *_ns("cf")]
+    # state, context, version, finished, created_at, updated_at, claimed_by, claimed_until,
+    # attempt, due_at: the claim saved, the move's given up
+    assert stored["a"][6:] == ("w", later, 2, later)
+    assert stored["c"][6:] == (None, None, 0, None)
+
+
+def _ns(ids: str) -> list[dict[str, str]]:
+    return [{"n": run_id} for run_id in ids]
 
 
 def entry(run_id: str, seq: int) -> HistoryRecord:
