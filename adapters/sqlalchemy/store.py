@@ -595,9 +595,15 @@ def _write(tables: Tables) -> Executable:
         .cte("saved")
     )
     values = [bindparam(c.name, type_=c.type) for c in steps.c if c.name != "run_id"]
+    return _counted(saved, steps, select(saved.c.id, *values))
+
+
+def _counted(saved: Any, steps: Table, rows: Any) -> Executable:
+    """The statement of `saved` (an UPDATE of runs RETURNING id, as a CTE) and an INSERT of
+    `rows` into `steps` skipping taken keys: how many runs were saved, how many steps added."""
     added = (
         postgresql.insert(steps)
-        .from_select([c.name for c in steps.c], select(saved.c.id, *values))
+        .from_select([c.name for c in steps.c], rows)
         .on_conflict_do_nothing()
         .returning(steps.c.run_id)
         .cte("added")
@@ -644,20 +650,7 @@ def _write_many(tables: Tables) -> Executable:
     step = recordset("steps", steps, {c.name: c.name for c in steps.c})
     # JSON's null comes out of the recordset as NULL: stored as JSON null, as a bound None is.
     outcome = func.coalesce(step.c.outcome, literal_column("'null'::jsonb"))
-    added = (
-        postgresql.insert(steps)
-        .from_select(
-            [c.name for c in steps.c],
-            select(*(outcome if c.name == "outcome" else c for c in step.c)),
-        )
-        .on_conflict_do_nothing()
-        .returning(steps.c.run_id)
-        .cte("added")
-    )
-    return select(
-        select(func.count()).select_from(saved).scalar_subquery(),
-        select(func.count()).select_from(added).scalar_subquery(),
-    )
+    return _counted(saved, steps, select(*(outcome if c.name == "outcome" else c for c in step.c)))
 
 
 def _appended(written: list[tuple[int, HistoryRecord]]) -> ConcurrencyError:
