@@ -269,8 +269,9 @@ def _rows_read(uow: SqlUnitOfWork) -> int:
     """PostgreSQL: the outbox rows this transaction has read so far (0 elsewhere)."""
     if uow.session.get_bind().dialect.name != "postgresql":
         return 0
-    counts = (
-        "select seq_tup_read + idx_tup_fetch from pg_stat_xact_user_tables where relname = 'outbox'"
+    counts = (  # this test's schema alone: another run's schemas may have an outbox too
+        "select seq_tup_read + idx_tup_fetch from pg_stat_xact_user_tables"
+        " where relname = 'outbox' and schemaname = current_schema()"
     )
     return int(uow.session.execute(text(counts)).scalar_one())
 
