@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -50,6 +51,12 @@ def allowed_changes(current: UserStatus) -> tuple[UserStatus, ...]:
 def can_change(current: UserStatus, new: UserStatus) -> bool:
     """True when the lifecycle has a row from `current` to `new`."""
     return any(row.trigger == new for row in lifecycle.rows_from(current))
+
+
+@functools.cache
+def changes_into(new: UserStatus) -> tuple[str, ...]:
+    """The stored names of the statuses the lifecycle allows a change to `new` from."""
+    return tuple(status.value for status in UserStatus if can_change(status, new))
 
 
 MAX_USER_ID = 2**63 - 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -10,7 +10,7 @@ from typing import Any
 from adapters.memory import InMemoryOutbox, InMemoryRunStore, InMemoryUnitOfWork
 from fsm.defaults import utc_now
 from fsm.ports import ConcurrencyError, InvalidRecord
-from userstatus.ports import UserRecord
+from userstatus.ports import UserRecord, changed_by_reading
 
 
 class FakeUserRepository:
@@ -54,6 +54,11 @@ class FakeUserRepository:
         self.users[user_id] = record
         self.updates.append((user_id, status))
         return record
+
+    def change_status(
+        self, user_id: int, status: str, *, allowed_from: Collection[str]
+    ) -> UserRecord | None:
+        return changed_by_reading(self, user_id, status, allowed_from)
 
     def status_of(self, user_id: int) -> str | None:
         """The stored status of a user, or None."""

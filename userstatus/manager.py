@@ -6,7 +6,13 @@ import logging
 
 from fsm.errors import InvalidEvent
 from fsm.ports import ConcurrencyError
-from userstatus.domain import UpdateUserStatusPayload, UserStatus, allowed_changes, lifecycle
+from userstatus.domain import (
+    UpdateUserStatusPayload,
+    UserStatus,
+    allowed_changes,
+    changes_into,
+    lifecycle,
+)
 from userstatus.outcomes import (
     ConcurrentUpdate,
     IllegalStatusChange,
@@ -46,9 +52,11 @@ class UserStatusManager:
         try:
             for _ in range(self.conflict_attempts):
                 try:
-                    return self._try(payload)
-                except ConcurrencyError:
-                    continue  # read it again: the change may no longer be allowed
+                    outcome = self._try(payload)
+                except ConcurrencyError:  # the user changed between a read and the write
+                    continue
+                if outcome is not None:
+                    return outcome
         except Exception as error:
             # The whole error (SQL and parameters included) stays in the log; the outcome,
             # which is stored, keeps its type and first line.
@@ -62,19 +70,23 @@ class UserStatusManager:
         )
         return ConcurrentUpdate(payload.user_id, self.conflict_attempts)
 
-    def _try(self, payload: UpdateUserStatusPayload) -> UpdateOutcome:
+    def _try(self, payload: UpdateUserStatusPayload) -> UpdateOutcome | None:
+        """The outcome, or None when the user changed meanwhile: try again."""
+        new = payload.new_status
+        # The happy path in one statement: the change, if the stored status is one the
+        # lifecycle allows it from.
+        before = self.users.change_status(
+            payload.user_id, new.value, allowed_from=changes_into(new)
+        )
+        if before is not None:
+            return UserStatusUpdated(payload.user_id, UserStatus(before.status), new)
         user = self.users.get(payload.user_id)
         if user is None:
             return UserNotFound(payload.user_id)
         old = UserStatus(user.status)
         try:
             # The lifecycle machine itself judges the change: a row, or no change.
-            lifecycle.restore(f"user-{payload.user_id}", old).send(payload.new_status)
+            lifecycle.restore(f"user-{payload.user_id}", old).send(new)
         except InvalidEvent:
-            return IllegalStatusChange(
-                payload.user_id, old, payload.new_status, allowed_changes(old)
-            )
-        self.users.update_status(
-            payload.user_id, payload.new_status.value, expected_version=user.version
-        )
-        return UserStatusUpdated(payload.user_id, old, payload.new_status)
+            return IllegalStatusChange(payload.user_id, old, new, allowed_changes(old))
+        return None  # allowed from the status stored now: it changed since change_status

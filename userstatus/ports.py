@@ -3,6 +3,7 @@ collaborators."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -45,6 +46,29 @@ class UserRepository(Protocol):
         Raises ConcurrencyError (and writes nothing) otherwise.
         """
         ...
+
+    def change_status(
+        self, user_id: int, status: str, *, allowed_from: Collection[str]
+    ) -> UserRecord | None:
+        """Change the status if the stored one is among `allowed_from`: the user as it was
+        before the change, or None (and nothing written) if there is no such user or its
+        status is not among them.
+
+        One statement where the database allows (PostgreSQL); `changed_by_reading` does it
+        as `get` then `update_status`, and may raise its ConcurrencyError.
+        """
+        ...
+
+
+def changed_by_reading(
+    users: UserRepository, user_id: int, status: str, allowed_from: Collection[str]
+) -> UserRecord | None:
+    """UserRepository.change_status as a read, then a write with its version check."""
+    user = users.get(user_id)
+    if user is None or user.status not in allowed_from:
+        return None
+    users.update_status(user_id, status, expected_version=user.version)
+    return user
 
 
 class FlowStores(Protocol):
@@ -91,6 +115,11 @@ class CurrentUsers:
 
     def update_status(self, user_id: int, status: str, *, expected_version: int) -> UserRecord:
         return self.uow.users.update_status(user_id, status, expected_version=expected_version)
+
+    def change_status(
+        self, user_id: int, status: str, *, allowed_from: Collection[str]
+    ) -> UserRecord | None:
+        return self.uow.users.change_status(user_id, status, allowed_from=allowed_from)
 
 
 class StatusManager(Protocol):

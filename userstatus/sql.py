@@ -3,7 +3,7 @@ and the unit of work that reaches them next to the engine's runs and outbox."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 
 from sqlalchemy import (
@@ -23,11 +23,11 @@ from sqlalchemy.orm import Session
 
 from adapters.sqlalchemy import checks
 from adapters.sqlalchemy.aio import AsyncSqlUnitOfWork
-from adapters.sqlalchemy.store import insert_row
+from adapters.sqlalchemy.store import among, dialect_of, insert_row
 from adapters.sqlalchemy.tables import NAMING_CONVENTION, UTCDateTime
 from adapters.sqlalchemy.uow import SqlUnitOfWork
 from fsm.ports import ConcurrencyError, InvalidRecord
-from userstatus.ports import UserRecord
+from userstatus.ports import UserRecord, changed_by_reading
 
 STATUS_LENGTH = 64
 
@@ -58,6 +58,23 @@ _UPDATE = (
     .where(users.c.id == bindparam("b_id"), users.c.version == bindparam("b_version"))
     .returning(*users.c)
 )
+_BEFORE = select(users).where(users.c.id == bindparam("b_id")).subquery("before")
+_CHANGE = (  # PostgreSQL: RETURNING a column of a FROM item (SQLite returns the target's only)
+    update(users)
+    .where(
+        users.c.id == _BEFORE.c.id,
+        # Under a concurrent change the row is read again after its lock (READ COMMITTED),
+        # _BEFORE is not: the version check refuses to write over what it did not judge.
+        users.c.version == _BEFORE.c.version,
+        among(_BEFORE.c.status, "b_allowed", "postgresql"),
+    )
+    .values(
+        status=bindparam("b_status", type_=users.c.status.type),
+        version=users.c.version + 1,
+        updated_at=bindparam("b_now", type_=users.c.updated_at.type),
+    )
+    .returning(*_BEFORE.c)
+)
 
 
 class SqlUserRepository:
@@ -66,6 +83,7 @@ class SqlUserRepository:
     def __init__(self, session: Session, *, clock: Callable[[], datetime]) -> None:
         self._session = session
         self._clock = clock
+        self._one_statement = dialect_of(session) == "postgresql"
 
     def get(self, user_id: int) -> UserRecord | None:
         checks.positive_int("user id", user_id)
@@ -105,6 +123,24 @@ class SqlUserRepository:
             found = self._session.execute(_VERSION, {"b_id": user_id}).scalar_one_or_none()
             raise ConcurrencyError("user", user_id, expected=expected_version, found=found)
         return UserRecord(*row)
+
+    def change_status(
+        self, user_id: int, status: str, *, allowed_from: Collection[str]
+    ) -> UserRecord | None:
+        checks.positive_int("user id", user_id)
+        checks.text("status", status, STATUS_LENGTH)
+        if not self._one_statement:
+            return changed_by_reading(self, user_id, status, allowed_from)
+        row = self._session.execute(
+            _CHANGE,
+            {
+                "b_id": user_id,
+                "b_allowed": list(allowed_from),
+                "b_status": status,
+                "b_now": self._clock(),
+            },
+        ).one_or_none()
+        return None if row is None else UserRecord(*row)
 
 
 class FlowSqlUnitOfWork(SqlUnitOfWork):

@@ -6,12 +6,14 @@ from datetime import UTC, datetime
 
 import pytest
 
+from fsm.errors import InvalidEvent
 from userstatus.domain import (
     InvalidPayload,
     UpdateUserStatusPayload,
     UserStatus,
     allowed_changes,
     can_change,
+    changes_into,
     lifecycle,
 )
 from userstatus.events import TOPIC, EventDecodeError, UserStatusChanged
@@ -32,6 +34,19 @@ class TestLifecycle:
         assert can_change(S.PENDING_VERIFICATION, S.ACTIVE)
         assert not can_change(S.CLOSED, S.ACTIVE)
         assert not can_change(S.PENDING_VERIFICATION, S.SUSPENDED)
+
+    @pytest.mark.parametrize("new", list(S))
+    def test_changes_into_are_the_statuses_the_machine_moves_from(self, new: UserStatus) -> None:
+        """What the repository's one-statement change is allowed from (changes_into) is
+        exactly where the lifecycle machine, fired, moves to `new`."""
+        moves = []
+        for old in S:
+            try:
+                lifecycle.restore("user", old).send(new)
+            except InvalidEvent:
+                continue
+            moves.append(old.value)
+        assert changes_into(new) == tuple(moves)
 
     def test_same_status_is_not_a_change(self) -> None:
         """Asking for the status a user already has is refused (it would announce nothing)."""

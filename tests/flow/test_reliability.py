@@ -22,7 +22,12 @@ from userstatus.orchestrator import (
     UpdateAborted,
     key_run_id,
 )
-from userstatus.outcomes import ConcurrentUpdate, IllegalStatusChange, StorageError
+from userstatus.outcomes import (
+    ConcurrentUpdate,
+    IllegalStatusChange,
+    StorageError,
+    UserStatusUpdated,
+)
 from userstatus.ports import UserRecord
 from userstatus.relay import OutboxRelay
 
@@ -76,7 +81,43 @@ class Rival(FakeUserRepository):
         return super().update_status(user_id, status, expected_version=expected_version)
 
 
+class StatementRival(FakeUserRepository):
+    """As PostgreSQL's one-statement change_status under a concurrent change: another writer
+    changes the user to `to` meanwhile, and the change writes nothing and answers None,
+    for the first `times` changes."""
+
+    def __init__(self, users: FakeUserRepository, times: int, to: str) -> None:
+        super().__init__(clock=users.clock)
+        self.users = users.users
+        self.times = times
+        self.to = to
+
+    def change_status(
+        self, user_id: int, status: str, *, allowed_from: typing.Collection[str]
+    ) -> UserRecord | None:
+        if self.times > 0:
+            self.times -= 1
+            self.users[user_id] = replace(self.users[user_id], status=self.to)
+            return None
+        return super().change_status(user_id, status, allowed_from=allowed_from)
+
+
 class TestConflicts:
+    def test_a_change_refused_for_a_concurrent_one_is_judged_and_tried_again(self) -> None:
+        """A change that wrote nothing because the user changed meanwhile, to a status the
+        change is still allowed from: the manager tries again and reports the new status as
+        the old one."""
+        users = StatementRival(FakeUserRepository([(1, "active")]), times=1, to="suspended")
+        outcome = UserStatusManager(users).update_user_status(UpdateUserStatusPayload(1, S.CLOSED))
+        assert users.updates == [(1, "closed")]
+        assert outcome == UserStatusUpdated(1, S.SUSPENDED, S.CLOSED)
+
+    def test_changes_refused_at_every_attempt_are_a_concurrent_update(self) -> None:
+        users = StatementRival(FakeUserRepository([(1, "active")]), times=99, to="suspended")
+        manager = UserStatusManager(users, conflict_attempts=3)
+        outcome = manager.update_user_status(UpdateUserStatusPayload(1, S.CLOSED))
+        assert (outcome, users.updates, users.times) == (ConcurrentUpdate(1, 3), [], 96)
+
     def test_a_conflict_is_read_again_and_written(self) -> None:
         """One concurrent change: the manager reads the user again and its change succeeds."""
         users = Rival(FakeUserRepository([(1, "active")]), times=1, to="suspended")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -18,7 +20,12 @@ from fsm.ports import (
     RunRecord,
 )
 from tests.clock import T0, Clock
+from userstatus.ports import UserRecord
 from userstatus.sql import FlowSqlUnitOfWork, users
+
+WAITING = text(
+    "select count(*) from pg_stat_activity where pid = :pid and wait_event_type = 'Lock'"
+)
 
 
 def count(engine: Engine, table: Table) -> int:
@@ -232,6 +239,64 @@ class TestUsers:
             uow.users.update_status(9, "closed", expected_version=1)
         with uow:
             assert uow.users.get(1) is not None and uow.users.get(1).status == "suspended"  # type: ignore[union-attr]
+
+    def test_change_from_an_allowed_status(self, engine: Engine) -> None:
+        """change_status answers the user as it was and stores the change; for a status not
+        among those allowed, or no user, it answers None and writes nothing."""
+        clock = Clock()
+        uow = FlowSqlUnitOfWork(engine, clock=clock)
+        with uow:
+            created = uow.users.create(1, "active")
+            uow.users.create(2, "closed")
+        clock.advance(5)
+        with uow:
+            before = uow.users.change_status(1, "suspended", allowed_from=("pending", "active"))
+            assert uow.users.change_status(2, "active", allowed_from=("suspended",)) is None
+            assert uow.users.change_status(9, "closed", allowed_from=("active",)) is None
+        with uow:
+            stored = [uow.users.get(1), uow.users.get(2)]
+        assert before == created
+        later = T0 + timedelta(seconds=5)
+        assert stored == [
+            UserRecord(1, "suspended", 2, T0, later),
+            UserRecord(2, "closed", 1, T0, T0),
+        ]
+
+    @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+    def test_a_change_does_not_write_over_a_concurrent_one(self, engine: Engine) -> None:
+        """PostgreSQL, one statement: a change that waits for another's lock on the user,
+        then finds it changed since its statement began, writes nothing and answers None
+        (judged on the old status it would close a user, or answer a stale old status)."""
+        uow = FlowSqlUnitOfWork(engine)
+        with uow:
+            uow.users.create(1, "active")
+        backend: list[int] = []
+        answered: list[UserRecord | None] = []
+
+        def change() -> None:
+            with FlowSqlUnitOfWork(engine) as second:
+                backend.append(second.session.execute(text("select pg_backend_pid()")).scalar_one())
+                answered.append(
+                    second.users.change_status(1, "suspended", allowed_from=("active",))
+                )
+
+        first = FlowSqlUnitOfWork(engine)
+        with first:
+            first.users.update_status(1, "closed", expected_version=1)
+            waiting = threading.Thread(target=change)
+            waiting.start()
+            with engine.connect() as watch:  # the change waits for the first's row lock
+                for _ in range(500):
+                    if backend and watch.execute(WAITING, {"pid": backend[0]}).scalar_one():
+                        break
+                    time.sleep(0.01)
+                else:
+                    pytest.fail("the second change never waited for the first's lock")
+        waiting.join(timeout=10)
+        with uow:
+            stored = uow.users.get(1)
+        assert answered == [None]
+        assert stored is not None and (stored.status, stored.version) == ("closed", 2)
 
     @pytest.mark.parametrize(
         ("user_id", "status", "message"),
