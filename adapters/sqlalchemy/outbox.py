@@ -12,12 +12,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
     Executable,
     Integer,
     Row,
     Table,
     and_,
+    any_,
     bindparam,
     case,
     func,
@@ -126,24 +128,20 @@ class SqlOutbox:
             full = len(heads) < limit and self._full(window)
         if not heads:
             return []
-        # Locked apart from the search, by id: a plan that cannot turn quadratic when the
-        # table's statistics are stale (a backlog just added). The lease conditions are
-        # checked again on the locked rows, so a head another relay claimed meanwhile drops
-        # out, and with every due head of the window to choose from, relays claiming at
-        # once each get `limit` of their own.
-        parameters = {"ids": heads, "now": now, "limit": limit}
-        rows = self._session.execute(self._sql.lock, parameters).all()
-        if not rows:
-            return []
-        self._session.execute(
-            self._sql.lease,
-            {
-                "ids": [row.id for row in rows],
-                "lease_owner": owner,
-                "lease_expires_at": now + timedelta(seconds=lease_seconds),
-            },
-        )
-        return [_message(row) for row in rows]
+        # Locked and leased apart from the search, by id, in one statement: a plan that
+        # cannot turn quadratic when the table's statistics are stale (a backlog just
+        # added). The lease conditions are checked again on the locked rows, so a head
+        # another relay claimed meanwhile drops out, and with every due head of the window
+        # to choose from, relays claiming at once each get `limit` of their own.
+        parameters = {
+            "ids": heads,
+            "now": now,
+            "limit": limit,
+            "lease_owner": owner,
+            "lease_expires_at": now + timedelta(seconds=lease_seconds),
+        }
+        rows = self._session.execute(self._sql.claim, parameters).all()
+        return [_message(row) for row in sorted(rows, key=lambda row: row.id)]
 
     def _heads(self, now: datetime, window: int) -> list[int]:
         """The due heads among the oldest `window` pending messages (their ids)."""
@@ -356,16 +354,15 @@ class _OutboxSql:
     heads: Executable
     """The ids of the claimable messages at `now` among the oldest `window` pending ones,
     oldest first: a read of the window alone, no join."""
-    lock: Executable
-    """Lock the messages among `ids` (their `id`) still claimable at `now` and not locked by
-    another claim, oldest first, at most `limit`."""
+    claim: Executable
+    """Lease to `lease_owner` until `lease_expires_at` the messages among `ids` (their `id`)
+    still claimable at `now` and not locked by another claim, the oldest `limit` of them;
+    their rows back, in no order."""
     window: Executable
     """How many of the oldest `window` pending messages there are (fewer: all of them)."""
     key_heads: Executable
     """The head (id) of each key with pending messages, at most `keys` of them, found key
     by key: the next key after the last, then its oldest pending message."""
-    lease: Executable
-    """Lease the pending messages among `ids` (their `id`) to `lease_owner`."""
     published: Executable
     """Mark the pending messages among `ids` (their `event_id`) published."""
     pending_for_key: Executable
@@ -411,18 +408,29 @@ def _outbox_sql(tables: Tables, dialect: str) -> _OutboxSql:
         select(after.scalar_subquery(), keys.c.n + 1).where(keys.c.key.is_not(None), more)
     )
     oldest_of_key = select(func.min(c.id)).where(c.status == PENDING, c.key == keys.c.key)
-    return _OutboxSql(
-        heads=select(r.id).where(r.place == 1, free(r)).order_by(r.id),
-        key_heads=select(oldest_of_key.scalar_subquery()).where(keys.c.key.is_not(None)),
-        lock=select(outbox)
+    locked = (
+        select(c.id)
         .where(among(c.id, "ids", dialect), still(c.status, PENDING), free(c))
         .order_by(c.id)
         .limit(bindparam("limit", type_=Integer))
         # PostgreSQL: relays claiming at once skip each other's heads instead of
         # waiting. SQLite ignores it; BEGIN IMMEDIATE (see engine.py) serialises them.
-        .with_for_update(skip_locked=True, of=outbox),
+        .with_for_update(skip_locked=True, of=outbox)
+        .scalar_subquery()
+    )
+    # The locked ids, selected once. On PostgreSQL `= ANY(ARRAY(...))`: an InitPlan, run
+    # before the update and never again, its array then found by the primary key. `IN
+    # (...)` may be planned as a join that runs the subquery again for each row, each run
+    # skipping the rows the last one locked: it leased more than `limit`.
+    if dialect == "postgresql":
+        chosen = c.id == any_(func.array(locked, type_=ARRAY(c.id.type)))
+    else:
+        chosen = c.id.in_(locked)
+    return _OutboxSql(
+        heads=select(r.id).where(r.place == 1, free(r)).order_by(r.id),
+        key_heads=select(oldest_of_key.scalar_subquery()).where(keys.c.key.is_not(None)),
+        claim=pending.where(chosen).returning(*c),
         window=select(func.count()).select_from(window),
-        lease=pending.where(among(c.id, "ids", dialect)),
         published=pending.where(among(c.event_id, "ids", dialect)).values(
             status=PUBLISHED, lease_owner=None, lease_expires_at=None
         ),
