@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import (
     ARRAY,
     BindParameter,
-    Column,
     ColumnElement,
     Executable,
     Row,
@@ -669,7 +668,7 @@ def dialect_of(session: Session | AsyncSession) -> str:
     return session.get_bind().dialect.name
 
 
-def among(column: Column[Any], name: str, dialect: str) -> ColumnElement[bool]:
+def among(column: ColumnElement[Any], name: str, dialect: str) -> ColumnElement[bool]:
     """`column` is one of the list given as parameter `name`: on PostgreSQL `= ANY` of one
     array parameter (one short statement text, whatever the list's length), elsewhere an
     IN list expanded at execution."""
