@@ -8,6 +8,7 @@ import math
 import re
 import typing
 import uuid
+import weakref
 from collections.abc import Hashable, Iterable, Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
@@ -98,7 +99,21 @@ class Codec:
 
     @classmethod
     def for_machine(cls, machine: Machine[Any], types: Iterable[type] = ()) -> Codec:
-        """A codec knowing the machine's outcome/trigger classes, Enum types, and `types`."""
+        """A codec knowing the machine's outcome/trigger classes, Enum types, and `types`.
+
+        Built once per machine (immutable) and `types`, then shared: a codec never changes
+        once built, and building one reads every action's type hints (0.6 ms for the
+        reference flow, which a service pays per request when it makes an orchestrator
+        per request)."""
+        key = (cls, tuple(types))
+        built = _BUILT.setdefault(machine, {})
+        codec = built.get(key)
+        if codec is None:
+            codec = built[key] = cls._build(machine, key[1])
+        return codec
+
+    @classmethod
+    def _build(cls, machine: Machine[Any], types: tuple[type, ...]) -> Codec:
         found: list[type] = []
         values: list[object] = [state.name for state in machine.states]
         values += [row.trigger for row in machine.transitions]
@@ -345,6 +360,12 @@ class Codec:
             return cls(**values)
         except Exception as error:  # a missing field, or the dataclass's own checks refusing
             raise _Bad(f"cannot rebuild {type_tag(cls)}: {error}", where) from error
+
+
+_BUILT: weakref.WeakKeyDictionary[Machine[Any], dict[tuple[type, tuple[type, ...]], Codec]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Codec.for_machine's codecs, by machine, then by codec class and types."""
 
 
 _SCALARS = (type(None), bool, str, int, float)

@@ -160,6 +160,26 @@ class TestKnownTypes:
         codec = Codec.for_machine(machine)
         assert roundtrip(codec, Timeout(3)) == Timeout(3)
 
+    def test_a_machine_s_codec_is_built_once_per_types(self) -> None:
+        """for_machine answers the codec it built for the same machine and types (building
+        one reads every action's type hints); other types or another machine, another."""
+        machine = Machine(
+            "m",
+            states=[State("a", initial=True), State("z", final=True)],
+            transitions=[("a", "go", "z")],
+        )
+        twin = Machine(
+            "m",
+            states=[State("a", initial=True), State("z", final=True)],
+            transitions=[("a", "go", "z")],
+        )
+        codec = Codec.for_machine(machine, [Point])
+        assert Codec.for_machine(machine, (Point,)) is codec
+        assert Codec.for_machine(machine) is not codec
+        assert Codec.for_machine(twin, [Point]) is not codec
+        assert "Point" not in str(Codec.for_machine(machine).types)
+        assert roundtrip(codec, Point(1, 2)) == Point(1, 2)
+
     def test_a_dataclass_trigger_and_each_of_its_subclasses_are_known(self) -> None:
         """The row's class itself and every subclass, not only the last one found."""
 
