@@ -69,5 +69,5 @@ def json_value(field: str, value: object) -> None:
         text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise InvalidRecord(f"{field} is not plain JSON: {error}") from error
-    if _NUL_ESCAPE.search(text):
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):  # the regex costs 100x the `in`
         raise InvalidRecord(f"{field} contains a NUL character, which PostgreSQL's JSONB refuses")

@@ -188,6 +188,16 @@ class TestRunStoreRefusesBadInput:
             uow.runs.create(bad)
         assert count(engine, TABLES.runs) == 0
 
+    @pytest.mark.parametrize("text", ["\\u0000", "a\\\\u0000", "\\\\\\u0000x"])
+    def test_a_backslash_before_u0000_is_not_a_nul(self, engine: Engine, text: str) -> None:
+        """Text that holds a backslash then `u0000` (JSON: `\\\\u0000`) is no NUL: it is
+        stored and read back as it was given."""
+        uow = FlowSqlUnitOfWork(engine)
+        with uow:
+            uow.runs.create(record(context={"x": text, text: [text]}))
+        with uow:
+            assert uow.runs.load("r1").context == {"x": text, text: [text]}
+
     def test_append(self, engine: Engine) -> None:
         """A history entry with a bad field or a naive time is refused."""
         uow = FlowSqlUnitOfWork(engine)
