@@ -99,47 +99,34 @@ class Codec:
 
     @classmethod
     def for_machine(cls, machine: Machine[Any], types: Iterable[type] = ()) -> Codec:
-        """A codec knowing the machine's outcome/trigger classes, Enum types, and `types`.
+        """A codec knowing the machine's outcome/trigger classes and their subclasses, Enum
+        types, and `types`.
 
-        Built once per machine (immutable) and `types`, then shared: a codec never changes
-        once built, and building one reads every action's type hints (0.6 ms for the
-        reference flow, which a service pays per request when it makes an orchestrator
-        per request)."""
-        key = (cls, tuple(types))
-        built = _BUILT.setdefault(machine, {})
+        Shared: a machine's own classes are read once (its actions' type hints: 0.6 ms for
+        the reference flow, which a service would pay per request, as it makes an
+        orchestrator per request), and a codec is built once for each set of classes it is
+        to know, so a subclass defined after a first codec gets a codec of its own."""
+        for given in types:
+            if not isinstance(given, type):
+                raise TypeError(f"register classes, not {given!r}")
+        if machine not in _MACHINES:
+            _MACHINES[machine] = _classes_of(machine)
+        roots, aliases, built = _MACHINES[machine]
+        found = [sub for root in roots for sub in _with_subclasses(root)] + list(types)
+        key = (cls, tuple(found))
         codec = built.get(key)
         if codec is None:
-            codec = built[key] = cls._build(machine, key[1])
-        return codec
-
-    @classmethod
-    def _build(cls, machine: Machine[Any], types: tuple[type, ...]) -> Codec:
-        found: list[type] = []
-        values: list[object] = [state.name for state in machine.states]
-        values += [row.trigger for row in machine.transitions]
-        aliases = {old: new for old, new in machine.aliases.items() if isinstance(new, type)}
-        values += aliases.values()
-        for state in machine.states:
-            if state.action is not None:
-                own = [row.trigger for row in machine.rows_from(state.name)]
-                values += state_outcomes(state, known=own) or ()
-        for value in values:
-            if isinstance(value, type):
-                found += _with_subclasses(value)
-            elif isinstance(value, Enum):
-                found.append(type(value))
-        found += types
-        codec = cls()
-        seen: set[type] = set()
-        pending = [t for t in found if _storable(t)]
-        while pending:
-            current = pending.pop()
-            if current in seen:
-                continue
-            seen.add(current)
-            codec._register(current)
-            pending += _field_types(current)
-        codec._alias(aliases)
+            codec = built[key] = cls()
+            seen: set[type] = set()
+            pending = [t for t in found if _storable(t)]
+            while pending:
+                current = pending.pop()
+                if current in seen:
+                    continue
+                seen.add(current)
+                codec._register(current)
+                pending += _field_types(current)
+            codec._alias(aliases)
         return codec
 
     @property
@@ -362,10 +349,26 @@ class Codec:
             raise _Bad(f"cannot rebuild {type_tag(cls)}: {error}", where) from error
 
 
-_BUILT: weakref.WeakKeyDictionary[Machine[Any], dict[tuple[type, tuple[type, ...]], Codec]] = (
-    weakref.WeakKeyDictionary()
-)
-"""Codec.for_machine's codecs, by machine, then by codec class and types."""
+_MACHINES: weakref.WeakKeyDictionary[
+    Machine[Any], tuple[list[type], dict[str, type], dict[tuple[type, tuple[type, ...]], Codec]]
+] = weakref.WeakKeyDictionary()
+"""For Codec.for_machine, by machine: its classes (see _classes_of), its aliases of types,
+and the codecs built for it, by codec class and the classes each knows."""
+
+
+def _classes_of(machine: Machine[Any]) -> tuple[list[type], dict[str, type], dict[Any, Codec]]:
+    """The classes of a machine's states, triggers, aliases and actions' outcomes (read from
+    their type hints), of their Enum members' types; its aliases of types; no codec yet."""
+    values: list[object] = [state.name for state in machine.states]
+    values += [row.trigger for row in machine.transitions]
+    aliases = {old: new for old, new in machine.aliases.items() if isinstance(new, type)}
+    values += aliases.values()
+    for state in machine.states:
+        if state.action is not None:
+            own = [row.trigger for row in machine.rows_from(state.name)]
+            values += state_outcomes(state, known=own) or ()
+    roots = [v if isinstance(v, type) else type(v) for v in values if isinstance(v, type | Enum)]
+    return list(dict.fromkeys(roots)), aliases, {}
 
 
 _SCALARS = (type(None), bool, str, int, float)

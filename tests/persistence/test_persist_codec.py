@@ -180,6 +180,29 @@ class TestKnownTypes:
         assert "Point" not in str(Codec.for_machine(machine).types)
         assert roundtrip(codec, Point(1, 2)) == Point(1, 2)
 
+    def test_a_subclass_defined_after_a_first_codec_is_known(self) -> None:
+        """The codec a machine shares knows the subclasses its trigger classes have now, not
+        only those they had when its first codec was built."""
+
+        @dataclass(frozen=True)
+        class Declined:
+            """Base."""
+
+        machine = Machine(
+            "m",
+            states=[State("a", initial=True), State("z", final=True)],
+            transitions=[("a", Declined, "z")],
+        )
+        first = Codec.for_machine(machine)
+
+        @dataclass(frozen=True)
+        class Late(Declined):
+            """Defined after the first codec."""
+
+        with pytest.raises(EncodeError):
+            first.encode(Late())
+        assert roundtrip(Codec.for_machine(machine), Late()) == Late()
+
     def test_a_dataclass_trigger_and_each_of_its_subclasses_are_known(self) -> None:
         """The row's class itself and every subclass, not only the last one found."""
 
