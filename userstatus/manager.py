@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from fsm.errors import InvalidEvent
-from fsm.ports import ConcurrencyError
 from userstatus.domain import (
     UpdateUserStatusPayload,
     UserStatus,
@@ -32,11 +31,13 @@ CONFLICT_ATTEMPTS = 3
 class UserStatusManager:
     """Knows the user lifecycle and the repository; knows nothing of events or brokers.
 
-    Statuses are stored by their value (`"active"`). The repository's version check turns
-    a concurrent change of the same user into a conflict rather than a lost update: the
-    manager then reads the user again, lets the lifecycle judge the change against the new
-    status and writes again, up to `conflict_attempts` times in all, before it answers
-    ConcurrentUpdate. Any other storage failure is a StorageError (the seed's contract).
+    Statuses are stored by their value (`"active"`). The repository changes the status
+    only from a status the lifecycle allows the change from, and its version check turns a
+    concurrent change of the same user into no change rather than a lost update. When
+    nothing was changed the manager reads the user: none, or a change the lifecycle refuses
+    from the stored status, is the outcome; a change it allows was overtaken, and is tried
+    again, up to `conflict_attempts` times in all, before it answers ConcurrentUpdate. Any
+    other storage failure is a StorageError (the seed's contract).
     """
 
     def __init__(
@@ -51,10 +52,7 @@ class UserStatusManager:
         """Move the user to the requested status if it exists and the lifecycle allows it."""
         try:
             for _ in range(self.conflict_attempts):
-                try:
-                    outcome = self._try(payload)
-                except ConcurrencyError:  # the user changed between a read and the write
-                    continue
+                outcome = self._try(payload)
                 if outcome is not None:
                     return outcome
         except Exception as error:

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Protocol
 
 from fsm.outbox import AsyncOutboxUnitOfWork, Outbox, OutboxUnitOfWork
+from fsm.ports import ConcurrencyError
 from userstatus.domain import UpdateUserStatusPayload
 from userstatus.events import UserStatusChanged
 from userstatus.outcomes import PublishOutcome, UpdateOutcome
@@ -51,11 +52,11 @@ class UserRepository(Protocol):
         self, user_id: int, status: str, *, allowed_from: Collection[str]
     ) -> UserRecord | None:
         """Change the status if the stored one is among `allowed_from`: the user as it was
-        before the change, or None (and nothing written) if there is no such user or its
-        status is not among them.
+        before the change, or None, nothing written, if there is no such user, its status
+        is not among them, or someone else changed it meanwhile.
 
         One statement where the database allows (PostgreSQL); `changed_by_reading` does it
-        as `get` then `update_status`, and may raise its ConcurrencyError.
+        with `get` and `update_status`, for a repository of your own.
         """
         ...
 
@@ -67,7 +68,10 @@ def changed_by_reading(
     user = users.get(user_id)
     if user is None or user.status not in allowed_from:
         return None
-    users.update_status(user_id, status, expected_version=user.version)
+    try:
+        users.update_status(user_id, status, expected_version=user.version)
+    except ConcurrencyError:  # changed since the read: as the one statement, no change
+        return None
     return user
 
 

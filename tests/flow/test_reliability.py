@@ -112,6 +112,18 @@ class TestConflicts:
         assert users.updates == [(1, "closed")]
         assert outcome == UserStatusUpdated(1, S.SUSPENDED, S.CLOSED)
 
+    @pytest.mark.parametrize("rival", [Rival, StatementRival])
+    def test_a_conflict_is_judged_within_its_attempt_on_either_path(
+        self, rival: type[Rival] | type[StatementRival]
+    ) -> None:
+        """Read then write (SQLite, fakes) or one statement (PostgreSQL): a change overtaken
+        by one the lifecycle makes final is refused in the same attempt, not counted as a
+        lost attempt."""
+        users = rival(FakeUserRepository([(1, "active")]), times=1, to="closed")
+        manager = UserStatusManager(users, conflict_attempts=1)
+        outcome = manager.update_user_status(UpdateUserStatusPayload(1, S.SUSPENDED))
+        assert outcome == IllegalStatusChange(1, S.CLOSED, S.SUSPENDED, ())
+
     def test_changes_refused_at_every_attempt_are_a_concurrent_update(self) -> None:
         users = StatementRival(FakeUserRepository([(1, "active")]), times=99, to="suspended")
         manager = UserStatusManager(users, conflict_attempts=3)

@@ -7,8 +7,10 @@ import time
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, Table, func, select, text
+from sqlalchemy import Engine, Table, event, func, select, text
 
+from adapters.kafka.config import KafkaConfig
+from adapters.memory import FakePublisher
 from adapters.sqlalchemy import TABLES
 from fsm import FSMError
 from fsm.ports import (
@@ -20,6 +22,9 @@ from fsm.ports import (
     RunRecord,
 )
 from tests.clock import T0, Clock
+from userstatus.app import FlowApp
+from userstatus.domain import UpdateUserStatusPayload
+from userstatus.domain import UserStatus as S
 from userstatus.ports import UserRecord
 from userstatus.sql import FlowSqlUnitOfWork, users
 
@@ -273,6 +278,26 @@ class TestUsers:
         ]
 
     @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+    def test_an_update_reads_no_user_before_changing_it(self, engine: Engine) -> None:
+        """PostgreSQL: one update through the flow is 6 statements, its user changed without
+        a read of the user first (a SELECT of users: the manager's old read, a statement and
+        a round trip each update)."""
+        with FlowSqlUnitOfWork(engine) as uow:
+            uow.users.create(1, "active")
+        statements: list[str] = []
+        listener = lambda *args: statements.append(" ".join(args[2].split()[:3]))  # noqa: E731
+        app = FlowApp(engine, KafkaConfig(bootstrap_servers="127.0.0.1:1"))
+        event.listen(engine, "before_cursor_execute", listener)
+        try:
+            run = app.orchestrator(FakePublisher()).perform(UpdateUserStatusPayload(1, S.SUSPENDED))
+        finally:
+            event.remove(engine, "before_cursor_execute", listener)
+            app.close()
+        assert run.state == "published"
+        assert [s for s in statements if "users" in s] == ["UPDATE users SET"], statements
+        assert len(statements) == 6, statements
+
+    @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
     def test_a_change_does_not_write_over_a_concurrent_one(self, engine: Engine) -> None:
         """PostgreSQL, one statement: a change that waits for another's lock on the user,
         then finds it changed since its statement began, writes nothing and answers None
@@ -281,14 +306,18 @@ class TestUsers:
         with uow:
             uow.users.create(1, "active")
         backend: list[int] = []
-        answered: list[UserRecord | None] = []
+        answered: list[UserRecord | BaseException | None] = []
 
         def change() -> None:
-            with FlowSqlUnitOfWork(engine) as second:
-                backend.append(second.session.execute(text("select pg_backend_pid()")).scalar_one())
-                answered.append(
-                    second.users.change_status(1, "suspended", allowed_from=("active",))
-                )
+            try:
+                with FlowSqlUnitOfWork(engine) as second:
+                    pid = second.session.execute(text("select pg_backend_pid()")).scalar_one()
+                    backend.append(pid)
+                    answered.append(
+                        second.users.change_status(1, "suspended", allowed_from=("active",))
+                    )
+            except BaseException as error:  # shown by the assertion below
+                answered.append(error)
 
         first = FlowSqlUnitOfWork(engine)
         with first:
@@ -303,6 +332,7 @@ class TestUsers:
                 else:
                     pytest.fail("the second change never waited for the first's lock")
         waiting.join(timeout=10)
+        assert not waiting.is_alive()
         with uow:
             stored = uow.users.get(1)
         assert answered == [None]
