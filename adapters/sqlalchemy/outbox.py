@@ -137,8 +137,8 @@ class SqlOutbox:
             "ids": heads,
             "now": now,
             "limit": limit,
-            "lease_owner": owner,
-            "lease_expires_at": now + timedelta(seconds=lease_seconds),
+            "b_owner": owner,
+            "b_until": now + timedelta(seconds=lease_seconds),
         }
         rows = self._session.execute(self._sql.claim, parameters).all()
         return [_message(row) for row in sorted(rows, key=lambda row: row.id)]
@@ -355,7 +355,7 @@ class _OutboxSql:
     """The ids of the claimable messages at `now` among the oldest `window` pending ones,
     oldest first: a read of the window alone, no join."""
     claim: Executable
-    """Lease to `lease_owner` until `lease_expires_at` the messages among `ids` (their `id`)
+    """Lease to `b_owner` until `b_until` the messages among `ids` (their `id`)
     still claimable at `now` and not locked by another claim, the oldest `limit` of them;
     their rows back, in no order."""
     window: Executable
@@ -429,7 +429,12 @@ def _outbox_sql(tables: Tables, dialect: str) -> _OutboxSql:
     return _OutboxSql(
         heads=select(r.id).where(r.place == 1, free(r)).order_by(r.id),
         key_heads=select(oldest_of_key.scalar_subquery()).where(keys.c.key.is_not(None)),
-        claim=pending.where(chosen).returning(*c),
+        claim=pending.where(chosen)
+        .values(
+            lease_owner=bindparam("b_owner", type_=c.lease_owner.type),
+            lease_expires_at=bindparam("b_until", type_=c.lease_expires_at.type),
+        )
+        .returning(*c),
         window=select(func.count()).select_from(window),
         published=pending.where(among(c.event_id, "ids", dialect)).values(
             status=PUBLISHED, lease_owner=None, lease_expires_at=None
