@@ -261,7 +261,7 @@ class StoredMachine(Generic[S, U, H]):
         context and history not read (see send_all)."""
         name = "send_many" if handles else "send_all"
         ids = [run_id for run_id, _ in events]
-        twice = sorted({run_id for run_id in ids if ids.count(run_id) > 1})
+        twice = sorted(run_id for run_id, n in Counter(ids).items() if n > 1)
         if twice:
             raise FSMError(f"{name} takes one event per run; given twice: {twice}")
         staged: list[tuple[RunRecord, HistoryRecord, StepCommitted]] = []
