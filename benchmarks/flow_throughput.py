@@ -7,7 +7,8 @@ interleaved in rounds so that the ratios hold on a noisy machine:
 
 - hand-written: per update, UPDATE the user under its version check and INSERT the outbox
   row, COMMIT; send to Kafka and wait for the acknowledgement; UPDATE the row published,
-  COMMIT (the same guarantees as the flow, none of its bookkeeping);
+  COMMIT (the same guarantees as the flow, none of its bookkeeping); on PostgreSQL, the
+  same loop keeping the flow's run and history rows as well (the flow's limit);
 - the flow: `FlowApp.orchestrator().perform(payload)`, one update at a time, then with N
   threads and with N processes (one orchestrator each, distinct users);
 - the async flow: `AsyncFlowApp.orchestrator().perform(payload)` with N tasks in one event
@@ -15,6 +16,8 @@ interleaved in rounds so that the ratios hold on a noisy machine:
 - the relay draining a backlog of pending events (their runs in publish_failed), with one
   relay and with three, as threads of this process and as processes of their own, and one
   relay draining a backlog on 50 users (long queues: a claim finds 50 heads);
+- on PostgreSQL, a relay written by hand keeping the relay's records (leases, the runs
+  moved to published, their history rows), draining the same backlog: the relay's limit;
 - raw produce: kafka-python sending the same number of messages, acks=all, idempotent,
   waiting only once at the end;
 - on PostgreSQL, the peer for durable steps: DBOS Transact doing the same job as a workflow
@@ -31,6 +34,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import json
 import logging
 import multiprocessing
 import os
@@ -43,6 +48,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any
 
 from dbos_peer import dbos_updates  # benchmarks/ is this script's directory
@@ -64,6 +70,9 @@ from userstatus.flow import FlowState
 from userstatus.sql import FLOW_TABLES, users
 
 DBOS = "DBOS Transact workflow, one at a time"
+HAND_RUNS = "hand-written loop with run records"
+RAW = "raw produce (kafka-python)"
+HAND_RELAY = "hand-written relay with run records"
 DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 NEW = UserStatus.SUSPENDED
 """Each user is updated once, active to suspended."""
@@ -159,19 +168,26 @@ def now() -> Any:
     return utc_now()
 
 
-def hand_written(bench: Bench, count: int) -> float:
-    """Updates per second of the loop a team would write by hand."""
+def hand_written(bench: Bench, count: int, runs: bool = False) -> float:
+    """Updates per second of the loop a team would write by hand. With `runs`, on
+    PostgreSQL, it keeps what the flow keeps besides: the run, created in the user's
+    transaction with its first step's history row, then moved to published with its second
+    in the outbox row's (a run's write and its history row are one statement, as the
+    flow's): the limit of the flow's own records written by hand."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(**bench.kafka.producer_settings())
     ids = bench.users(count)
     outbox = TABLES.outbox
     started = time.perf_counter()
-    with bench.cpu("hand-written loop"), bench.engine.connect() as connection:
+    name = HAND_RUNS if runs else "hand-written loop"
+    with bench.cpu(name), bench.engine.connect() as connection:
         for user_id in ids:
-            event_id = uuid.uuid4().hex
+            event_id, run_id = uuid.uuid4().hex, uuid.uuid4().hex
             status = NEW.value
             with connection.begin():
+                if runs:
+                    connection.execute(CREATE_RUN, _run_step(run_id, user_id, event_id, status))
                 changed = connection.execute(
                     text(
                         "update users set status = :status, version = version + 1, "
@@ -191,6 +207,7 @@ def hand_written(bench: Bench, count: int) -> float:
                         attempts=0,
                         next_attempt_at=now(),
                         created_at=now(),
+                        run_id=run_id if runs else None,
                     )
                 )
             metadata = producer.send(
@@ -203,9 +220,62 @@ def hand_written(bench: Bench, count: int) -> float:
                     .where(outbox.c.event_id == event_id)
                     .values(status="published", published_at=now())
                 )
+                if runs:
+                    moved = connection.execute(FINISH_RUN, _published(run_id, event_id))
+                    assert moved.rowcount == 1
     elapsed = time.perf_counter() - started
     producer.close()
     return count / elapsed
+
+
+CREATE_RUN = text(
+    "with run as (insert into runs (id, machine, state, context, version, finished, "
+    "created_at, updated_at, claimed_by, claimed_until, attempt) values (:id, 'hand_written', "
+    "'status_updated', cast(:context as jsonb), 1, false, :now, :now, 'hand', :now, 1) "
+    "returning id) insert into run_history (run_id, seq, source, trigger, target, outcome, at) "
+    "select id, 1, 'received', 'UserStatusUpdated', 'status_updated', cast(:outcome as jsonb), "
+    ":now from run"
+)
+FINISH_RUN = text(
+    "with run as (update runs set state = 'published', version = version + 1, finished = true, "
+    "updated_at = :now, claimed_by = null, claimed_until = null, attempt = 0 "
+    "where id = :id and version = 1 returning id) insert into run_history (run_id, seq, "
+    "source, trigger, target, outcome, at) select id, 2, 'status_updated', 'Published', "
+    "'published', cast(:outcome as jsonb), :now from run"
+)
+"""The hand-written loop's run records: the flow's, in as many statements as the flow's."""
+
+
+def _run_step(run_id: str, user_id: int, event_id: str, status: str) -> dict[str, Any]:
+    """A run's first step by hand: its context and outcome as JSON, as large as the flow's."""
+    event = {
+        "event_id": event_id,
+        "run_id": run_id,
+        "user_id": user_id,
+        "new_status": status,
+        "old_status": "active",
+        "occurred_at": now().isoformat(),
+        "schema_version": 1,
+    }
+    context = {
+        "event": event,
+        "run_id": run_id,
+        "request": uuid.uuid4().hex,
+        "user_id": user_id,
+        "new_status": status,
+        "queued_behind": 0,
+    }
+    outcome = {"user_id": user_id, "new_status": status, "old_status": "active"}
+    return {
+        "id": run_id,
+        "context": json.dumps(context),
+        "outcome": json.dumps(outcome),
+        "now": now(),
+    }
+
+
+def _published(run_id: str, event_id: str) -> dict[str, Any]:
+    return {"id": run_id, "outcome": json.dumps({"event_id": event_id}), "now": now()}
 
 
 def flow(bench: Bench, count: int, threads: int = 1) -> tuple[float, float]:
@@ -406,7 +476,8 @@ def relay(bench: Bench, count: int, relays: int, keys: int | None = None) -> tup
     app = bench.app()
     workers = [app.relay(owner=f"bench-relay-{n}") for n in range(relays)]
     published: list[int] = []
-    with bench.counted() as counted:
+    name = f"relay draining {count:,}" + (f" on {keys} keys" if keys else "")
+    with bench.counted() as counted, bench.cpu(f"{name}, {relays} relay(s)"):
         started = time.perf_counter()
         threads = [
             threading.Thread(
@@ -424,6 +495,86 @@ def relay(bench: Bench, count: int, relays: int, keys: int | None = None) -> tup
     app.close()
     assert sum(published) == count, (sum(published), count)
     return count / elapsed, counted["statements"] / count
+
+
+def hand_written_relay(bench: Bench, count: int) -> float:
+    """Events per second of a relay written by hand on PostgreSQL (its limit), draining a
+    backlog of `count`, keeping what the relay keeps: per batch, each key's oldest pending
+    message found among the oldest pending ones and leased in its own transaction (two
+    statements, as the relay's claim); the batch sent, every acknowledgement awaited; then
+    in one transaction the rows marked published and their runs moved to published with a
+    history row each (two statements). Nothing of the engine: no events, steps or hooks."""
+    from kafka import KafkaProducer
+
+    backlog(bench, count)
+    producer = KafkaProducer(**bench.kafka.producer_settings())
+    size = RELAY.batch_size
+    published = 0
+    started = time.perf_counter()
+    with bench.cpu(HAND_RELAY), bench.engine.connect() as connection:
+        while published < count:
+            with connection.begin():
+                heads = connection.execute(
+                    HEADS, {"now": now(), "window": 4 * size, "limit": size}
+                ).scalars()
+                leased = {"ids": list(heads), "owner": "hand", "now": now()}
+                rows = connection.execute(LEASE, leased | {"until": now() + LEASE_TIME}).all()
+            futures = [
+                producer.send(
+                    row.topic,
+                    key=row.key.encode(),
+                    value=row.value,
+                    headers=[(name, base64.b64decode(value)) for name, value in row.headers],
+                )
+                for row in rows
+            ]
+            producer.flush()
+            assert all(future.get(timeout=10).offset >= 0 for future in futures)
+            with connection.begin():
+                marked = connection.execute(
+                    MARK, {"ids": [row.id for row in rows], "owner": "hand", "now": now()}
+                )
+                assert marked.rowcount == len(rows)
+                outcomes = [json.dumps({"event_id": row.event_id}) for row in rows]
+                runs = [row.run_id for row in rows]
+                moved = connection.execute(
+                    SETTLE, {"runs": runs, "outcomes": outcomes, "now": now()}
+                )
+                assert moved.rowcount == len(rows)
+            published += len(rows)
+    elapsed = time.perf_counter() - started
+    producer.close()
+    return count / elapsed
+
+
+LEASE_TIME = timedelta(seconds=30)
+HEADS = text(
+    "select id from (select id, next_attempt_at, lease_owner, lease_expires_at, "
+    "row_number() over (partition by key order by id) as n from (select id, key, "
+    "next_attempt_at, lease_owner, lease_expires_at from outbox where status = 'pending' "
+    "order by id limit :window) as oldest) as heads where n = 1 and next_attempt_at <= :now "
+    "and (lease_owner is null or lease_expires_at <= :now) order by id limit :limit"
+)
+LEASE = text(
+    "update outbox set lease_owner = :owner, lease_expires_at = :until where id = "
+    "any(array(select id from outbox where id = any(:ids) and status = 'pending' and "
+    "(lease_owner is null or lease_expires_at <= :now) for update skip locked)) "
+    "returning id, event_id, topic, key, value, headers, run_id"
+)
+MARK = text(
+    "update outbox set status = 'published', published_at = :now, published_by = :owner, "
+    "lease_owner = null, lease_expires_at = null where id = any(:ids) and lease_owner = :owner"
+)
+SETTLE = text(
+    "with given as (select * from unnest(cast(:runs as text[]), cast(:outcomes as text[])) "
+    "as given(id, outcome)), moved as (update runs set state = 'published', "
+    "version = runs.version + 1, finished = true, updated_at = :now from given "
+    "where runs.id = given.id and runs.state = 'publish_failed' returning runs.id, "
+    "given.outcome) insert into run_history (run_id, seq, source, trigger, target, outcome, "
+    "at) select id, (select max(seq) from run_history where run_id = moved.id) + 1, "
+    "'publish_failed', 'Published', 'published', cast(outcome as jsonb), :now from moved"
+)
+"""The hand-written relay's statements (PostgreSQL)."""
 
 
 def relay_processes(bench: Bench, count: int, relays: int) -> float:
@@ -465,12 +616,13 @@ def raw_produce(bench: Bench, count: int) -> float:
 
     producer = KafkaProducer(**bench.kafka.producer_settings())
     started = time.perf_counter()
-    futures = [
-        producer.send("RawProduce", key=str(n % 50).encode(), value=b"x" * 200)
-        for n in range(count)
-    ]
-    producer.flush()
-    assert all(f.get(timeout=10).offset >= 0 for f in futures)
+    with bench.cpu(RAW):
+        futures = [
+            producer.send("RawProduce", key=str(n % 50).encode(), value=b"x" * 200)
+            for n in range(count)
+        ]
+        producer.flush()
+        assert all(f.get(timeout=10).offset >= 0 for f in futures)
     elapsed = time.perf_counter() - started
     producer.close()
     return count / elapsed
@@ -550,8 +702,12 @@ def main(argv: list[str] | None = None) -> None:
         statements: dict[str, list[float]] = {}
         commits: list[float] = []
         relays = f"relay draining {args.backlog:,}"
+        postgres = args.db_url.startswith("postgresql")
         for _ in range(args.rounds):
             rates.setdefault("hand-written loop", []).append(hand_written(bench, args.updates))
+            if postgres:
+                rate = hand_written(bench, args.updates, runs=True)
+                rates.setdefault(HAND_RUNS, []).append(rate)
             for n in threads:
                 rate, per = flow(bench, args.updates, n)
                 rates.setdefault(f"flow, {n} thread(s)", []).append(rate)
@@ -567,13 +723,14 @@ def main(argv: list[str] | None = None) -> None:
                 rates.setdefault(f"{relays}, {n} relay(s)", []).append(rate)
                 statements.setdefault("per relayed event", []).append(per)
             rate, _ = relay(bench, args.backlog, 1, keys=KEYS)
-            rates.setdefault(f"{relays} on {KEYS} keys, 1 relay", []).append(rate)
+            rates.setdefault(f"{relays} on {KEYS} keys, 1 relay(s)", []).append(rate)
             rate = relay_processes(bench, args.backlog, 3)
             rates.setdefault(f"{relays}, 3 relay processes", []).append(rate)
-            rates.setdefault("raw produce (kafka-python)", []).append(
-                raw_produce(bench, args.backlog)
-            )
-            if args.db_url.startswith("postgresql"):  # DBOS's system database: PostgreSQL
+            if postgres:
+                rate = hand_written_relay(bench, args.backlog)
+                rates.setdefault(HAND_RELAY, []).append(rate)
+            rates.setdefault(RAW, []).append(raw_produce(bench, args.backlog))
+            if postgres:  # DBOS's system database: PostgreSQL
                 rate, per = dbos_updates(args.db_url, broker.bootstrap_servers, args.updates)
                 rates.setdefault(DBOS, []).append(rate)
                 commits.append(per)
@@ -591,10 +748,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"{args.rounds} rounds, {args.updates} updates, backlog {args.backlog}; median rates\n")
     hand = median["hand-written loop"]
-    raw = median["raw produce (kafka-python)"]
+    raw = median[RAW]
     print("| path | rate (/s) | ratio |\n|---|---:|---:|")
     for name, rate in median.items():
-        base = raw if name.startswith(("relay", "raw")) else hand
+        base = raw if _relayed(name) else hand
         against = "raw produce" if base is raw else "hand-written"
         print(f"| {name} | {rate:,.0f} | {rate / base:.2f}x {against} |")
     for name, values in statements.items():
@@ -604,7 +761,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, values in bench.busy.items():
         busy, rate = statistics.median(values), median[name]
         cores = busy * (os.cpu_count() or 1)
-        print(f"- {name}: {busy:.0%} busy, {cores / rate * 1000:.1f} ms of CPU per update")
+        unit = "event" if _relayed(name) else "update"
+        print(f"- {name}: {busy:.0%} busy, {cores / rate * 1000:.2f} ms of CPU per {unit}")
     print(
         "\npeak memory of one relay draining (tracemalloc): "
         + ", ".join(f"{size:,} events {mib:.1f} MiB" for size, mib in memory.items())
@@ -633,11 +791,22 @@ def main(argv: list[str] | None = None) -> None:
     print("\n| goal | ratio | bar | |\n|---|---:|---:|---|")
     for goal in goals:
         print(goal)
+    if HAND_RUNS in median:
+        print("\nagainst the same records written by hand (the limits of the flow and the relay):")
+        if one is not None:
+            print(f"- the flow one at a time vs {HAND_RUNS}: {one / median[HAND_RUNS]:.2f}x")
+        relay_one = median[f"{relays}, 1 relay(s)"]
+        print(f"- the relay vs {HAND_RELAY}: {relay_one / median[HAND_RELAY]:.2f}x")
     if commits:
         print(f"\nDBOS commits per update (pg_stat_database): {statistics.median(commits):.1f}")
         if one is not None:
             print(f"the flow one at a time vs DBOS: {one / median[DBOS]:.2f}x")
     print(f"\ncheck: {verdict}")
+
+
+def _relayed(name: str) -> bool:
+    """Whether the timing of `name` counts events relayed (else updates)."""
+    return name.startswith(("relay", "raw", HAND_RELAY))
 
 
 @contextmanager
