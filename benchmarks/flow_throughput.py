@@ -231,9 +231,22 @@ def hand_written(bench: Bench, count: int, runs: bool = False) -> float:
 
 HISTORY = (
     "insert into run_history (run_id, seq, source, trigger, target, outcome, at) select id, "
-    "{seq}, {source}, {trigger}, {target}, cast({outcome} as jsonb), :now from "
+    "{seq}, {source}, {trigger}, {target}, cast({outcome} as jsonb), :now from run"
 )
-"""The history row of each run the CTE before it returns (the hand-written statements)."""
+"""The history row of each run the CTE `run` before it returns (the hand-written statements)."""
+
+
+def _published_step(source: str, outcome: str) -> str:
+    """SQL inserting, for each run moved by the `run` CTE, its step from `source` to published."""
+    return HISTORY.format(
+        seq="(select max(seq) from run_history where run_id = run.id) + 1",
+        source=source,
+        trigger="'Published'",
+        target="'published'",
+        outcome=outcome,
+    )
+
+
 CREATE_RUN = text(
     "with run as (insert into runs (id, machine, state, context, version, finished, "
     "created_at, updated_at, claimed_by, claimed_until, attempt) values (:id, 'hand_written', "
@@ -246,20 +259,11 @@ CREATE_RUN = text(
         target="'status_updated'",
         outcome=":outcome",
     )
-    + "run"
 )
 FINISH_RUN = text(
     "with run as (update runs set state = 'published', version = version + 1, finished = true, "
     "updated_at = :now, claimed_by = null, claimed_until = null, attempt = 0 "
-    "where id = :id and state = :source returning id) "
-    + HISTORY.format(
-        seq="(select max(seq) from run_history where run_id = run.id) + 1",
-        source=":source",
-        trigger="'Published'",
-        target="'published'",
-        outcome=":outcome",
-    )
-    + "run"
+    "where id = :id and state = :source returning id) " + _published_step(":source", ":outcome")
 )
 """A hand-written run's creation with its first step, and its move to published with the
 step that took it there (the loop's from status_updated, the relay's from publish_failed)."""
@@ -592,14 +596,7 @@ SETTLE = text(
     "version = runs.version + 1, finished = true, updated_at = :now, claimed_by = null, "
     "claimed_until = null, attempt = 0, due_at = null from given where runs.id = given.id "
     "and runs.state = 'publish_failed' returning runs.id, given.outcome) "
-    + HISTORY.format(
-        seq="(select max(seq) from run_history where run_id = run.id) + 1",
-        source="'publish_failed'",
-        trigger="'Published'",
-        target="'published'",
-        outcome="run.outcome",
-    )
-    + "run"
+    + _published_step("'publish_failed'", "run.outcome")
 )
 """The hand-written relay's statements (PostgreSQL)."""
 
