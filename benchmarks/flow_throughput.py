@@ -290,7 +290,7 @@ def _first_step(event: UserStatusChanged) -> dict[str, Any]:
     }
 
 
-def _published(message: Any, source: str) -> dict[str, Any]:
+def _published(message: OutboxMessage, source: str) -> dict[str, Any]:
     """A hand-written run's move to published, from `source`, by `message`'s publish."""
     outcome = json.dumps({"event_id": message.event_id})
     return {"id": message.run_id, "source": source, "outcome": outcome, "now": now()}
