@@ -816,8 +816,10 @@ def main(argv: list[str] | None = None) -> None:
     print("\n| goal | ratio | bar | |\n|---|---:|---:|---|")
     for goal in goals:
         print(goal)
-    limits: list[tuple[str, float | None, str]] = [("the flow one at a time", one, HAND_RUNS)]
-    limits.append(("the relay", median[f"{relays}, 1 relay(s)"], HAND_RELAY))
+    limits: list[tuple[str, float | None, str]] = [
+        ("the flow one at a time", one, HAND_RUNS),
+        ("the relay", median[f"{relays}, 1 relay(s)"], HAND_RELAY),
+    ]
     if HAND_RELAY in median:
         print("\nagainst the same records written by hand (the limits of the flow and the relay):")
     for name, measured, limit in limits:
